@@ -141,8 +141,7 @@ def roi_node_key_box(
 ) -> Tuple[int, KeyBox]:
     """A markups ROI node -> ``(slice_axis, KeyBox)``; its rotation and every parent transform count."""
     object_to_world = to_numpy_matrix(roi_node.GetObjectToWorldMatrix())
-    size = [0.0, 0.0, 0.0]
-    roi_node.GetSize(size)
+    size = [float(v) for v in roi_node.GetSize()]  # along the ROI's own axes, in its node coordinates
     # The ROI's object coordinates are centred on the ROI: the corners are +/- size / 2 there.
     return key_box_from_roi(
         (0.0, 0.0, 0.0), size, object_to_world, ras_to_ijk, volume_shape, slice_axis=slice_axis,
@@ -257,20 +256,22 @@ def segment_mask(segmentation_node, segment_id: str, volume_node) -> np.ndarray:
     )
     if not ok:
         raise SegmentWriteError(f"segment '{segment_id}' has no binary labelmap; convert the segmentation to one")
+    # Segments may share one labelmap layer, each with its own label value.
+    label_value = segmentation_node.GetSegmentation().GetSegment(segment_id).GetLabelValue()
     extent = labelmap.GetExtent()
     if extent[0] > extent[1] or extent[2] > extent[3] or extent[4] > extent[5]:
         return np.zeros(shape, dtype=bool)
     reference = _oriented_image(volume_ijk_to_world(volume_node), (0, shape[2] - 1, 0, shape[1] - 1, 0, shape[0] - 1))
     resampled = slicer.vtkOrientedImageData()
     slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(labelmap, reference, resampled)
-    array = _image_to_numpy(resampled)
+    array = _image_to_numpy(resampled) == label_value
     if array.shape != shape:  # the resampler keeps the reference extent; guard anyway
         out = np.zeros(shape, dtype=bool)
         ext = resampled.GetExtent()
         k0, j0, i0 = ext[4], ext[2], ext[0]
-        out[k0:k0 + array.shape[0], j0:j0 + array.shape[1], i0:i0 + array.shape[2]] = array > 0
+        out[k0:k0 + array.shape[0], j0:j0 + array.shape[1], i0:i0 + array.shape[2]] = array
         return out
-    return array > 0
+    return array
 
 
 # ---------------------------------------------------------------------------------------------------------
