@@ -5,7 +5,8 @@
 ``vtkMRMLSelectionNode`` singleton (the Markups logic and measurements look it up), and attaches the scene as
 ``slicer.mrmlScene`` so that the ``slicer.util`` array helpers work.
 
-Use it from a test file with ``from slicer_scene import mrml_scene, make_volume, ...  # noqa: F401``.
+Use it from a test file with ``from slicer_scene import mrml_scene_fixture  # noqa: F401`` (the fixture is
+``mrml_scene``), plus the helpers it needs.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ vtk = pytest.importorskip("vtk")
 
 @dataclass
 class SlicerScene:
-    scene: "slicer.vtkMRMLScene"
-    app_logic: "slicer.vtkSlicerApplicationLogic"
-    volumes_logic: "slicer.vtkSlicerVolumesLogic"
-    segmentations_logic: "slicer.vtkSlicerSegmentationsModuleLogic"
-    markups_logic: "slicer.vtkSlicerMarkupsLogic"
-    selection_node: "slicer.vtkMRMLSelectionNode"
+    scene: slicer.vtkMRMLScene
+    app_logic: slicer.vtkSlicerApplicationLogic
+    volumes_logic: slicer.vtkSlicerVolumesLogic
+    segmentations_logic: slicer.vtkSlicerSegmentationsModuleLogic
+    markups_logic: slicer.vtkSlicerMarkupsLogic
+    selection_node: slicer.vtkMRMLSelectionNode
 
 
 def build_scene() -> SlicerScene:
@@ -53,8 +54,8 @@ def build_scene() -> SlicerScene:
     return SlicerScene(scene, app_logic, logics["Volumes"], logics["Segmentations"], logics["Markups"], selection)
 
 
-@pytest.fixture
-def mrml_scene():
+@pytest.fixture(name="mrml_scene")
+def mrml_scene_fixture():
     """A fresh Slicer scene per test; cleared afterwards."""
     built = build_scene()
     yield built
@@ -63,7 +64,7 @@ def mrml_scene():
         del slicer.mrmlScene
 
 
-def vtk_matrix(array: np.ndarray) -> "vtk.vtkMatrix4x4":
+def vtk_matrix(array: np.ndarray) -> vtk.vtkMatrix4x4:
     matrix = vtk.vtkMatrix4x4()
     for r in range(4):
         for c in range(4):
@@ -71,7 +72,7 @@ def vtk_matrix(array: np.ndarray) -> "vtk.vtkMatrix4x4":
     return matrix
 
 
-def numpy_matrix(matrix: "vtk.vtkMatrix4x4") -> np.ndarray:
+def numpy_matrix(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
     return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
 
 

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from MedSAMSegmentLib import mrml
+from MedSAMSegmentLib.geometry import GeometryError, in_plane_axes
 from slicer_scene import (  # noqa: F401
     make_line,
     make_roi,
     make_segment_editor,
     make_transform,
     make_volume,
-    mrml_scene,
+    mrml_scene_fixture,
     rotation_matrix,
     slicer,
 )
-
-from MedSAMSegmentLib import mrml
-from MedSAMSegmentLib.geometry import GeometryError, in_plane_axes
 
 SHAPE = (12, 20, 24)  # k, j, i
 
