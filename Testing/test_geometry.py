@@ -1,0 +1,233 @@
+"""Key boxes, interpolation and world -> voxel geometry: property tests over random boxes and axes."""
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from MedSAMSegmentLib.geometry import (
+    BoxWarning,
+    GeometryError,
+    KeyBox,
+    KeyBoxSet,
+    box_from_mask,
+    in_plane_axes,
+    interpolate_boxes,
+    key_box_from_line,
+    key_box_from_roi,
+    merge_key_boxes,
+    slice_axis_from_view_normal,
+    slice_shape,
+    take_slice,
+    validate_box,
+    validate_key_boxes,
+)
+
+coordinate = st.floats(min_value=0, max_value=200, allow_nan=False)
+
+
+@st.composite
+def box_strategy(draw):
+    x0, x1 = sorted([draw(coordinate), draw(coordinate)])
+    y0, y1 = sorted([draw(coordinate), draw(coordinate)])
+    return (x0, y0, x1 + 1.0, y1 + 1.0)
+
+
+@st.composite
+def key_sets(draw):
+    slices = draw(st.lists(st.integers(0, 60), min_size=1, max_size=8, unique=True))
+    return [KeyBox(s, draw(box_strategy())) for s in slices]
+
+
+@given(key_sets())
+def test_interpolation_covers_range_keeps_keys_and_stays_between(keys):
+    boxes = interpolate_boxes(keys)
+    ordered = sorted(keys, key=lambda k: k.slice_index)
+    assert sorted(boxes) == list(range(ordered[0].slice_index, ordered[-1].slice_index + 1))
+    for key in keys:
+        assert boxes[key.slice_index] == pytest.approx(key.box)
+    for lower, upper in zip(ordered, ordered[1:]):
+        low = np.minimum(lower.box, upper.box) - 1e-9
+        high = np.maximum(lower.box, upper.box) + 1e-9
+        for s in range(lower.slice_index, upper.slice_index + 1):
+            assert np.all(np.asarray(boxes[s]) >= low) and np.all(np.asarray(boxes[s]) <= high)
+
+
+def test_interpolation_is_linear():
+    boxes = interpolate_boxes([KeyBox(10, (0, 0, 10, 10)), KeyBox(14, (4, 8, 30, 18))])
+    assert boxes[12] == pytest.approx((2, 4, 20, 14))
+    assert boxes[11] == pytest.approx((1, 2, 15, 12))
+
+
+def test_single_key_box_is_that_slice_only():
+    assert interpolate_boxes([KeyBox(3, (1, 2, 5, 6))]) == {3: (1.0, 2.0, 5.0, 6.0)}
+
+
+@given(st.integers(0, 2), st.tuples(st.integers(2, 9), st.integers(2, 9), st.integers(2, 9)))
+def test_take_slice_matches_numpy_take(axis, shape):
+    volume = np.arange(np.prod(shape)).reshape(shape)
+    index = shape[axis] // 2
+    assert np.array_equal(take_slice(volume, axis, index), volume.take(index, axis=axis))
+    assert take_slice(volume, axis, index).shape == slice_shape(shape, axis)
+
+
+@given(box_strategy(), st.integers(50, 300), st.integers(50, 300))
+def test_validate_box_result_is_inside_and_ordered(box, rows, cols):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BoxWarning)
+        try:
+            x0, y0, x1, y1 = validate_box(box, (rows, cols))
+        except GeometryError as exc:
+            assert "outside" in str(exc) or "zero" in str(exc)
+            return
+    assert 0 <= x0 <= x1 <= cols - 1 and 0 <= y0 <= y1 <= rows - 1
+
+
+def test_validate_box_swaps_clips_and_refuses():
+    with pytest.warns(BoxWarning, match="reversed"):
+        assert validate_box((10, 20, 5, 8), (100, 100)) == (5, 8, 10, 20)
+    with pytest.warns(BoxWarning, match="clipped"):
+        assert validate_box((-5, 10, 50, 200), (100, 100)) == (0, 10, 50, 99)
+    for bad, message in [
+        ((200, 200, 300, 300), "wholly outside"),
+        ((5, 5, 5, 9), "zero width"),
+        ((float("nan"), 0, 3, 3), "NaN"),
+        ((0, 0, float("inf"), 3), "NaN or infinity"),
+        ((1, 2, 3), "4 numbers"),
+    ]:
+        with pytest.raises(GeometryError, match=message):
+            validate_box(bad, (100, 100))
+
+
+def test_validate_key_boxes_refuses_duplicates_and_missing_slices():
+    duplicate = KeyBoxSet(0, [KeyBox(3, (1, 1, 9, 9), "ROI 'a'"), KeyBox(3, (2, 2, 8, 8), "ROI 'b'")])
+    with pytest.raises(GeometryError, match="ROI 'a'.*ROI 'b'"):
+        validate_key_boxes(duplicate, (10, 20, 20))
+    with pytest.raises(GeometryError, match="slices 0-9"):
+        validate_key_boxes(KeyBoxSet(0, [KeyBox(12, (1, 1, 9, 9))]), (10, 20, 20))
+    with pytest.raises(GeometryError, match="no key boxes"):
+        validate_key_boxes(KeyBoxSet(0, []), (10, 20, 20))
+
+
+def test_merge_refuses_mixed_axes():
+    with pytest.raises(GeometryError, match="different slice axes"):
+        merge_key_boxes([(0, KeyBox(1, (0, 0, 4, 4))), (2, KeyBox(1, (0, 0, 4, 4)))])
+
+
+def test_box_from_mask_with_margin_is_clipped():
+    mask = np.zeros((20, 30), dtype=bool)
+    mask[5:9, 2:12] = True
+    assert box_from_mask(mask) == (2, 5, 11, 8)
+    assert box_from_mask(mask, 3) == (0, 2, 14, 11)
+    assert box_from_mask(np.zeros((4, 4), bool)) is None
+
+
+# --- world -> voxels -------------------------------------------------------------------------------------
+
+
+def rotation(axis: int, degrees: float) -> np.ndarray:
+    theta = np.radians(degrees)
+    c, s = np.cos(theta), np.sin(theta)
+    a, b = [n for n in range(3) if n != axis]
+    matrix = np.eye(3)
+    matrix[a, a], matrix[a, b], matrix[b, a], matrix[b, b] = c, -s, s, c
+    return matrix
+
+
+def ijk_to_ras_matrix(direction: np.ndarray, spacing, origin) -> np.ndarray:
+    matrix = np.eye(4)
+    matrix[:3, :3] = direction @ np.diag(spacing)
+    matrix[:3, 3] = origin
+    return matrix
+
+
+def roi_for_voxel_box(ijk_to_ras, slice_axis, slice_index, box, thickness=0.5):
+    """An ROI (centre, size, object-to-world) aligned with the volume that covers a voxel box on one slice."""
+    row_axis, col_axis = in_plane_axes(slice_axis)
+    low, high = np.zeros(3), np.zeros(3)  # numpy kji
+    low[slice_axis] = high[slice_axis] = slice_index
+    low[col_axis], high[col_axis] = box[0], box[2]
+    low[row_axis], high[row_axis] = box[1], box[3]
+    centre_kji = (low + high) / 2
+    extent_kji = high - low
+    extent_kji[slice_axis] = thickness
+    linear = ijk_to_ras[:3, :3]
+    spacing_ijk = np.linalg.norm(linear, axis=0)
+    axes = linear / spacing_ijk  # unit columns: i, j, k directions in RAS
+    size = extent_kji[::-1] * spacing_ijk
+    object_to_world = np.eye(4)
+    object_to_world[:3, :3] = axes
+    object_to_world[:3, 3] = (ijk_to_ras @ np.r_[centre_kji[::-1], 1.0])[:3]
+    return np.zeros(3), size, object_to_world
+
+
+@pytest.mark.parametrize(
+    "direction",
+    [np.eye(3), np.diag([-1.0, -1.0, 1.0]), rotation(2, 90) @ np.diag([1, -1, 1]), rotation(0, 33) @ rotation(2, 20),
+     np.array([[0, 0, -1], [1, 0, 0], [0, -1, 0]], dtype=float)],
+    ids=["identity", "flipped", "permuted", "oblique", "PSR"],
+)
+@settings(max_examples=25, deadline=None)
+@given(axis=st.integers(0, 2), data=st.data())
+def test_roi_gives_the_voxel_box_it_covers_for_any_direction(direction, axis, data):
+    shape = (20, 40, 50)
+    ijk_to_ras = ijk_to_ras_matrix(direction, (0.8, 0.7, 2.5), (-12.0, 30.0, 5.0))
+    rows, cols = slice_shape(shape, axis)
+    x0 = data.draw(st.integers(0, cols - 3))
+    y0 = data.draw(st.integers(0, rows - 3))
+    box = (x0, y0, data.draw(st.integers(x0 + 1, cols - 1)), data.draw(st.integers(y0 + 1, rows - 1)))
+    s = data.draw(st.integers(0, shape[axis] - 1))
+    centre, size, object_to_world = roi_for_voxel_box(ijk_to_ras, axis, s, box)
+    got_axis, key = key_box_from_roi(centre, size, object_to_world, np.linalg.inv(ijk_to_ras), shape)
+    assert got_axis == axis
+    assert key.slice_index == s
+    assert key.box == pytest.approx(box)
+
+
+def test_rotated_roi_uses_all_corners():
+    # An ROI rotated 45 degrees in plane covers its rotated extent, not its axis-aligned size.
+    ijk_to_ras = np.eye(4)
+    object_to_world = np.eye(4)
+    object_to_world[:3, :3] = rotation(2, 45)
+    object_to_world[:3, 3] = (20, 20, 3)
+    axis, key = key_box_from_roi(np.zeros(3), (10, 10, 0.5), object_to_world, ijk_to_ras, (10, 40, 40))
+    half = 5 * np.sqrt(2)
+    assert axis == 0 and key.slice_index == 3
+    assert key.box == pytest.approx((round(20 - half), round(20 - half), round(20 + half), round(20 + half)))
+
+
+def test_oblique_roi_is_refused_with_its_angle():
+    object_to_world = np.eye(4)
+    object_to_world[:3, :3] = rotation(0, 40)
+    object_to_world[:3, 3] = (20, 20, 5)
+    with pytest.raises(GeometryError, match=r"40\.0 degrees"):
+        key_box_from_roi(np.zeros(3), (10, 10, 0.5), object_to_world, np.eye(4), (10, 40, 40))
+
+
+def test_line_becomes_square_around_its_diameter():
+    ijk_to_ras = ijk_to_ras_matrix(np.eye(3), (0.5, 1.0, 3.0), (0, 0, 0))
+    # A diagonal line on slice k=4 from voxel (10, 10) to (30, 20) (i, j).
+    a = ijk_to_ras @ np.array([10, 10, 4, 1.0])
+    b = ijk_to_ras @ np.array([30, 20, 4, 1.0])
+    axis, key = key_box_from_line(a[:3], b[:3], np.linalg.inv(ijk_to_ras), (10, 50, 50), margin=0)
+    length_mm = np.hypot(20 * 0.5, 10 * 1.0)
+    assert axis == 0 and key.slice_index == 4
+    cx, cy = 20, 15
+    assert key.box == pytest.approx((cx - length_mm / 2 / 0.5, cy - length_mm / 2 / 1.0,
+                                     cx + length_mm / 2 / 0.5, cy + length_mm / 2 / 1.0))
+
+
+def test_axis_parallel_line_needs_the_slice_axis():
+    with pytest.raises(GeometryError, match="ambiguous"):
+        key_box_from_line((10, 5, 2), (20, 5, 2), np.eye(4), (10, 40, 40))
+    axis, key = key_box_from_line((10, 5, 2), (20, 5, 2), np.eye(4), (10, 40, 40), slice_axis=0, margin=0)
+    assert axis == 0 and key.slice_index == 2 and key.box == pytest.approx((10, 0, 20, 10))
+
+
+def test_view_normal_picks_axis_for_psr_volume():
+    # PSR storage: i runs P (-A), j runs S, k runs R. The axial view's normal (S) is along j: numpy axis 1.
+    direction = np.array([[0, 0, 1], [-1, 0, 0], [0, 1, 0]], dtype=float)
+    ijk_to_ras = ijk_to_ras_matrix(direction, (1, 1, 1), (0, 0, 0))
+    assert slice_axis_from_view_normal((0, 0, 1), ijk_to_ras) == 1
+    assert slice_axis_from_view_normal((1, 0, 0), ijk_to_ras) == 0
