@@ -177,13 +177,8 @@ def eval_header(header: bytes) -> Tuple[Tuple[int, ...], str]:
 
 
 def default_batch_size(model: SliceModel) -> int:
-    """Slices per encoder batch: bounded by available memory (see ``acceleration``) where known."""
-    try:
-        from . import acceleration
-    except ImportError:
-        return 4
-    chooser = getattr(acceleration, "choose_batch_size", None)
-    return int(chooser(model)) if chooser else 4
+    """Slices per encoder batch."""
+    return 4
 
 
 class VolumeSegmenter:

@@ -1,0 +1,113 @@
+"""The engine on a real CT lesion with the real LiteMedSAM: caching, decoder-only edits, propagation, cancel."""
+
+import os
+
+import numpy as np
+import pytest
+from conftest import shared_data_path
+from MedSAMSegmentLib.engine import Cancelled, EmbeddingCache, VolumeSegmenter
+from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet, box_from_mask
+from MedSAMSegmentLib.metrics import dice
+
+
+@pytest.fixture(scope="module")
+def lesion():
+    data = np.load(shared_data_path("ct_lesion", "CT_Lesion_000002_03_01_035-047.npz"))
+    return data["imgs"], data["gts"] > 0
+
+
+def keys_every(mask, step, margin=3.0):
+    slices = np.flatnonzero(mask.any(axis=(1, 2)))
+    chosen = sorted(set(slices[::step].tolist()) | {int(slices[-1])})
+    return KeyBoxSet(0, [KeyBox(s, box_from_mask(mask[s], margin)) for s in chosen])
+
+
+def test_interpolated_run_encodes_only_boxed_slices_and_reuses_embeddings(lite_model, embedding_cache, lesion):
+    image, reference = lesion
+    segmenter = VolumeSegmenter(lite_model, image, 0, cache=embedding_cache, batch_size=4)
+    keys = keys_every(reference, 3)
+    seen = []
+    result = segmenter.segment(keys, on_slice=lambda s, m: seen.append(s))
+    first, last = keys.slice_range
+    assert result.slice_range == (first, last)
+    assert sorted(result.boxes) == list(range(first, last + 1)) == sorted(seen)
+    assert not result.mask[:first].any() and not result.mask[last + 1 :].any()
+    assert dice(result.mask, reference) > 0.3
+    assert set(result.iou) == set(result.boxes)
+
+    # Move one key box: only the slices whose interpolated box changed are decoded again, nothing re-encoded.
+    moved = KeyBoxSet(0, [k if k.slice_index != last else KeyBox(k.slice_index, tuple(np.add(k.box, (2, 0, 2, 0))))
+                          for k in keys.boxes])
+    again = segmenter.segment(moved)
+    assert again.encoded == 0
+    previous_key = sorted(k.slice_index for k in keys.boxes)[-2]
+    assert sorted(again.recomputed) == list(range(previous_key + 1, last + 1))
+
+
+def test_box_on_every_slice_beats_a_tiny_box(lite_model, embedding_cache, lesion):
+    image, reference = lesion
+    segmenter = VolumeSegmenter(lite_model, image, 0, cache=embedding_cache)
+    every = keys_every(reference, 1)
+    result = segmenter.segment(every)
+    assert dice(result.mask, reference) > 0.75
+
+
+def test_propagate_from_one_box_reaches_neighbouring_slices(lite_model, embedding_cache, lesion):
+    image, reference = lesion
+    slices = np.flatnonzero(reference.any(axis=(1, 2)))
+    middle = int(slices[len(slices) // 2])
+    keys = KeyBoxSet(0, [KeyBox(middle, box_from_mask(reference[middle], 3))])
+    segmenter = VolumeSegmenter(lite_model, image, 0, cache=embedding_cache)
+    result = segmenter.segment(keys, strategy="propagate")
+    first, last = result.slice_range
+    assert first < middle < last
+    assert dice(result.mask, reference) > 0.5
+    # every walked slice used the previous slice's mask box, so it has a mask unless the walk stopped there
+    for s in range(first, last + 1):
+        assert s in result.boxes
+
+
+def test_cancel_raises_and_returns_nothing(lite_model, lesion):
+    image, reference = lesion
+    segmenter = VolumeSegmenter(lite_model, image, 0, cache=EmbeddingCache(), batch_size=1)
+    calls = []
+
+    def cancel():
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(Cancelled):
+        segmenter.segment(keys_every(reference, 3), cancel=cancel)
+
+
+def test_disk_cache_survives_processes_and_detects_corruption(lite_model, lesion, tmp_path):
+    image, reference = lesion
+    keys = KeyBoxSet(0, [KeyBox(6, box_from_mask(reference[6], 3))])
+    cache_dir = str(tmp_path / "cache")
+    first = VolumeSegmenter(lite_model, image, 0, cache=EmbeddingCache(cache_dir)).segment(keys)
+    assert first.encoded == 1
+    entries = [os.path.join(root, name) for root, _, names in os.walk(cache_dir) for name in names]
+    assert len(entries) == 1 and not os.path.basename(entries[0]).startswith(".tmp")
+
+    second = VolumeSegmenter(lite_model, image, 0, cache=EmbeddingCache(cache_dir)).segment(keys)
+    assert second.encoded == 0 and np.array_equal(second.mask, first.mask)
+
+    with open(entries[0], "r+b") as handle:  # flip bytes in the payload
+        handle.seek(500)
+        handle.write(b"\xff" * 16)
+    third = VolumeSegmenter(lite_model, image, 0, cache=EmbeddingCache(cache_dir)).segment(keys)
+    assert third.encoded == 1 and np.array_equal(third.mask, first.mask)
+
+    with open(entries[0], "r+b") as handle:  # a truncated entry, as a crash mid-write would leave without rename
+        handle.truncate(100)
+    fourth = VolumeSegmenter(lite_model, image, 0, cache=EmbeddingCache(cache_dir)).segment(keys)
+    assert fourth.encoded == 1 and np.array_equal(fourth.mask, first.mask)
+
+
+def test_cache_keys_differ_by_model_and_pixels():
+    a = np.zeros((4, 4), np.uint8)
+    b = a.copy()
+    b[0, 0] = 1
+    assert EmbeddingCache.key("m1", a) != EmbeddingCache.key("m2", a)
+    assert EmbeddingCache.key("m1", a) != EmbeddingCache.key("m1", b)
+    assert EmbeddingCache.key("m1", a) != EmbeddingCache.key("m1", a.T.copy().reshape(2, 8))
