@@ -80,11 +80,23 @@ def read_image(path: str) -> ImageVolume:
     import SimpleITK as sitk
 
     try:
+        _check_compressed_stream(path)
         image = sitk.ReadImage(path)
-    except RuntimeError as exc:
+    except (RuntimeError, OSError, EOFError) as exc:
         raise InputError(f"image {path} could not be read ({_first_line(exc)}); is it a complete, supported "
                          f"image file ({', '.join(IMAGE_EXTENSIONS)}) or a DICOM folder?") from exc
     return _from_sitk(image, path)
+
+
+def _check_compressed_stream(path: str) -> None:
+    """Read a gzip file to its end: ITK silently fills a truncated ``.nii.gz`` with zeros."""
+    if not path.lower().endswith(".gz"):
+        return
+    import gzip
+
+    with gzip.open(path, "rb") as stream:
+        while stream.read(1 << 24):
+            pass
 
 
 def _first_line(exc: BaseException) -> str:
@@ -108,6 +120,8 @@ def _from_sitk(image, path: str) -> ImageVolume:
         if components in (3, 4) and array.dtype == np.uint8:
             array = array[..., :3]
             is_colour = True
+            if np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(array[..., 0], array[..., 2]):
+                array, is_colour = np.ascontiguousarray(array[..., 0]), False  # grey stored as RGB
         else:
             warnings.warn(f"image {path} has {components} components per voxel; using component 0", stacklevel=2)
             array = array[..., 0]
