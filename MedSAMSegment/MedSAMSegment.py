@@ -121,7 +121,7 @@ def ensureDependencies(model="lite", parent=None):
             for name in others:
                 progress.labelText = f"Installing {name}..."
                 slicer.app.processEvents()
-                slicer.util.pip_install(f'{name} -c "{constraints}"')
+                slicer.util.pip_install([name, "-c", constraints])  # list form: paths with spaces are safe
         import importlib
 
         importlib.invalidate_caches()
