@@ -235,12 +235,11 @@ def ras_to_numpy_index(points_ras: np.ndarray, ras_to_ijk: np.ndarray) -> np.nda
 
 
 def roi_corners_ras(center: Sequence[float], size: Sequence[float], object_to_world: np.ndarray) -> np.ndarray:
-    """The 8 corners (8, 3) of an ROI given its centre and size in its own axes and its object-to-world matrix.
+    """The 8 corners (8, 3) of an ROI in world coordinates.
 
-    ``object_to_world`` is 4x4 (or 3x3 rotation); its columns are the ROI's axes in world space, so rotation counts.
-    The centre is in the ROI's object coordinates when a 4x4 with translation is given, as Slicer's
-    ``GetObjectToWorldMatrix`` and ``GetCenter`` (object coordinates) pair up; pass the identity translation
-    with a world centre otherwise.
+    ``object_to_world`` is 4x4 (or a 3x3 rotation); its columns are the ROI's axes in world space, so rotation
+    counts, and its translation is the ROI's centre. ``center`` is an extra offset in the ROI's own axes: pass
+    zeros with Slicer's ``GetObjectToWorldMatrix()``, which already holds the centre.
     """
     matrix = np.eye(4)
     given = np.asarray(object_to_world, dtype=float)
