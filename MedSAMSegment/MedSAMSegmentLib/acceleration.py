@@ -1,0 +1,354 @@
+"""Runtime settings for fast LiteMedSAM inference (issue 5), chosen from measurements.
+
+Qt-free; torch is imported lazily inside the functions, so importing this module is cheap.
+The numbers behind every default are in ``benchmarks/encoder_speed_study.py`` (and the
+README's Results section); the short version, on a 2-core Xeon with AVX-512/AMX:
+
+* bf16 autocast on a CPU with AMX is the largest single win for the TinyViT encoder;
+  its embedding differs from fp32 by a relative L2 of about 1e-2 and the decoded masks
+  agree with the fp32 masks at Dice >= ``BF16_MASK_DICE_FLOOR`` on real CT slices.  On
+  CPUs without AMX the default stays fp32 (bf16 there is emulated or barely faster).
+* The mask decoder stays fp32 (its cost is small and its logits feed a hard threshold).
+* glibc returns every large freed tensor to the kernel (mmap/munmap, page faults): a third
+  of a run was system time.  ``configure_allocator()`` raises glibc's mmap and trim
+  thresholds at run time (``mallopt``), which removes most of that system time without
+  LD_PRELOAD or environment variables set before the process starts.
+* The first call at a new batch shape is several times slower (oneDNN primitive creation,
+  allocator growth); ``EncoderRunner.warm_up`` pays that once, before the first slice.
+* torch.compile is not used by default: its compile time (tens of seconds on 2 cores)
+  exceeds what it saves on a typical 40-slice run.
+
+Environment overrides: ``MEDSAM_PRECISION`` (fp32|bf16|fp16|auto), ``MEDSAM_NUM_THREADS``,
+``MEDSAM_BATCH_SIZE`` (upper bound), ``MEDSAM_NO_MALLOPT=1``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import sys
+import threading
+
+log = logging.getLogger(__name__)
+
+#: Relative L2 deviation of the bf16 (AMX autocast) embedding from fp32 that the tests
+#: allow.  Measured median ~0.01 and max ~0.02 on real CT lesion slices (study "accuracy").
+BF16_EMBEDDING_REL_TOL = 0.05
+#: Minimum Dice between masks decoded from the bf16 and the fp32 embedding (same box)
+#: that the tests allow (measured minimum over the CT lesion slices: see the study).
+BF16_MASK_DICE_FLOOR = 0.97
+
+#: Peak extra memory per slice in one encoder batch (activations + attention maps), measured
+#: as max-RSS growth between batch 1 and batch 8 (study "alloc"), with a safety margin.
+ENCODER_BYTES_PER_SLICE = {"fp32": 200 * 2**20, "bf16": 160 * 2**20, "fp16": 160 * 2**20}
+#: Bytes kept per cached embedding (1, 256, 64, 64) fp32.
+EMBEDDING_BYTES = 256 * 64 * 64 * 4
+#: Largest useful batch on CPU: beyond this the per-slice time does not improve (study "inproc").
+CPU_MAX_BATCH = 4
+GPU_MAX_BATCH = 32
+
+_ALLOCATOR_DONE = False
+_LOCK = threading.Lock()
+
+
+# --------------------------------------------------------------------------- hardware facts
+def cpu_flags() -> set:
+    """x86 CPU feature flags from /proc/cpuinfo (empty set elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_has_amx_bf16() -> bool:
+    return "amx_bf16" in cpu_flags()
+
+
+def cpu_has_avx512_bf16() -> bool:
+    return "avx512_bf16" in cpu_flags()
+
+
+def physical_cores() -> int:
+    """Number of physical cores available to this process (hyper-threads not counted)."""
+    try:
+        allowed = os.sched_getaffinity(0)
+    except AttributeError:
+        allowed = set(range(os.cpu_count() or 1))
+    cores = set()
+    for cpu in allowed:
+        base = f"/sys/devices/system/cpu/cpu{cpu}/topology/"
+        try:
+            with open(base + "core_id") as f1, open(base + "physical_package_id") as f2:
+                cores.add((f2.read().strip(), f1.read().strip()))
+        except OSError:
+            cores.add(("?", str(cpu)))
+    n = len(cores) or len(allowed) or 1
+    try:  # psutil knows better on macOS / Windows
+        import psutil  # type: ignore
+
+        p = psutil.cpu_count(logical=False)
+        if p and not os.path.exists("/sys/devices/system/cpu/cpu0/topology/core_id"):
+            n = p
+    except ImportError:
+        pass
+    return max(1, n)
+
+
+def configure_torch_threads(num_threads: int | None = None) -> int:
+    """Set torch's intra-op threads to the physical core count (or MEDSAM_NUM_THREADS).
+
+    Hyper-threads share the AVX-512/AMX units; one thread per physical core is the
+    fastest setting for the encoder's GEMMs.  Returns the number set.
+    """
+    import torch
+
+    if num_threads is None:
+        env = os.environ.get("MEDSAM_NUM_THREADS")
+        num_threads = int(env) if env else physical_cores()
+    num_threads = max(1, int(num_threads))
+    if torch.get_num_threads() != num_threads:
+        torch.set_num_threads(num_threads)
+    return num_threads
+
+
+def configure_allocator(mmap_threshold: int = 32 * 2**20, trim_threshold: int = 1 * 2**30,
+                        top_pad: int = 256 * 2**20) -> bool:
+    """Keep freed large tensors in glibc's heap instead of unmapping them (Linux/glibc only).
+
+    Equivalent to MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_/MALLOC_TOP_PAD_ but callable
+    after the process started (Slicer, the CLI).  32 MiB is glibc's largest mmap threshold;
+    the trim threshold bounds how much freed memory stays mapped (it is reused by the next
+    batch, so the peak does not grow).  Idempotent; returns True when applied.
+    """
+    global _ALLOCATOR_DONE
+    if _ALLOCATOR_DONE:
+        return True
+    if os.environ.get("MEDSAM_NO_MALLOPT") or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False  # musl or another libc: nothing to do
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    ok = mallopt(m_mmap_threshold, int(mmap_threshold)) == 1
+    ok &= mallopt(m_trim_threshold, int(trim_threshold)) == 1
+    ok &= mallopt(m_top_pad, int(top_pad)) == 1
+    _ALLOCATOR_DONE = bool(ok)
+    return _ALLOCATOR_DONE
+
+
+# --------------------------------------------------------------------------- memory and batch size
+def available_memory_bytes(device="cpu") -> int:
+    """Free memory on the device: CUDA mem_get_info, else psutil / /proc/meminfo MemAvailable."""
+    dev = str(device)
+    if dev.startswith("cuda"):
+        import torch
+
+        free, _total = torch.cuda.mem_get_info(torch.device(dev))
+        return int(free)
+    try:
+        import psutil  # type: ignore
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        with open("/proc/meminfo") as fh:
+            info = {ln.split(":")[0]: ln.split()[1] for ln in fh if ":" in ln}
+        return int(info.get("MemAvailable", info.get("MemFree", 0))) * 1024
+    except (OSError, ValueError):
+        return 2 * 2**30  # unknown platform: assume a modest 2 GiB
+
+
+def choose_batch_size(free_memory_bytes: int, per_slice_bytes: int, max_batch: int = CPU_MAX_BATCH,
+                      min_batch: int = 1, fraction: float = 0.5, budget_bytes: int | None = None) -> int:
+    """Largest batch whose working set fits in ``fraction`` of the free memory.
+
+    ``budget_bytes`` (e.g. the issue's 2 GB peak minus what the caller already holds)
+    bounds it further.  Never below ``min_batch`` (1): a single slice always runs.
+    """
+    if per_slice_bytes <= 0:
+        raise ValueError("per_slice_bytes must be positive")
+    usable = max(0, int(free_memory_bytes * fraction))
+    if budget_bytes is not None:
+        usable = min(usable, max(0, int(budget_bytes)))
+    n = usable // int(per_slice_bytes)
+    env = os.environ.get("MEDSAM_BATCH_SIZE")
+    if env:
+        max_batch = min(max_batch, max(1, int(env)))
+    return int(max(min_batch, min(max_batch, n)))
+
+
+def encoder_batch_size(device="cpu", precision: str = "fp32", budget_bytes: int | None = None) -> int:
+    """Batch size for the encoder on ``device`` from free memory and the measured per-slice bytes."""
+    dev = str(device)
+    per_slice = ENCODER_BYTES_PER_SLICE.get(precision, ENCODER_BYTES_PER_SLICE["fp32"])
+    max_batch = GPU_MAX_BATCH if dev.startswith("cuda") or dev.startswith("mps") else CPU_MAX_BATCH
+    return choose_batch_size(available_memory_bytes(dev), per_slice, max_batch=max_batch, budget_bytes=budget_bytes)
+
+
+# --------------------------------------------------------------------------- precision
+def resolve_precision(device="cpu", precision: str = "auto") -> str:
+    """'auto' -> the fastest path whose masks were checked against fp32 on this kind of hardware."""
+    precision = (os.environ.get("MEDSAM_PRECISION") or precision or "auto").lower()
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
+    dev = str(device)
+    if precision != "auto":
+        if precision == "fp16" and not dev.startswith(("cuda", "mps")):
+            raise ValueError("fp16 is only offered on GPUs")
+        return precision
+    if dev.startswith("cuda"):
+        return "fp32"  # see README: GPU encoder is fast enough in fp32; bf16 not needed for the targets
+    if dev.startswith("mps"):
+        return "fp32"
+    return "bf16" if cpu_has_amx_bf16() and _torch_cpu_bf16_ok() else "fp32"
+
+
+def _torch_cpu_bf16_ok() -> bool:
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return bool(torch.backends.mkldnn.is_available())
+
+
+def _amp_dtype(precision):
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+
+def _float_output_hook(_module, _inputs, output):
+    return output.float()  # no-op (same tensor) when already fp32
+
+
+def bf16_fp32_residual_encoder(encoder, attention_fp32: bool = False):
+    """A copy of the encoder whose Linear/Conv2d outputs are cast back to fp32.
+
+    Under ``torch.autocast(dtype=bfloat16)`` every Linear/Conv2d then multiplies in bf16
+    (AMX) but the residual stream, LayerNorm, BatchNorm, GELU and softmax stay fp32:
+    plain autocast lets the whole TinyViT residual stream drift into bf16 (relative
+    embedding error ~6%, mask Dice vs fp32 down to ~0.95 on CT lesions).
+    ``attention_fp32`` also keeps the attention modules (qkv, q@k, softmax, @v, proj) fp32.
+    """
+    import copy
+
+    import torch
+    import torch.nn as nn
+
+    enc = copy.deepcopy(encoder).eval()
+    for m in enc.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            m.register_forward_hook(_float_output_hook)
+    if attention_fp32:
+        for m in enc.modules():
+            if type(m).__name__ == "Attention":
+                fwd = m.forward
+
+                def forward(x, fwd=fwd):
+                    with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
+                        return fwd(x.float())
+
+                m.forward = forward
+    return enc
+
+
+# --------------------------------------------------------------------------- the encoder runner
+class EncoderRunner:
+    """Calls the image encoder with the chosen precision; input (B,3,256,256) float in [0,1].
+
+    Returns the fp32 embedding (B,256,64,64) on ``device``.  Thread-safe for sequential use
+    from one worker thread; shapes seen are warmed once.
+    """
+
+    def __init__(self, encoder, device="cpu", precision="fp32"):
+        import torch
+
+        self.encoder = encoder.eval()
+        self.device = torch.device(device)
+        self.precision = precision
+        self._amp = _amp_dtype(precision)
+        # channels_last input lets oneDNN keep NHWC through the conv stages (bf16 on CPU: 1.4x, study "inproc")
+        self.channels_last = self.device.type == "cpu"
+        self._warm = set()
+
+    @property
+    def description(self) -> str:
+        return describe_acceleration(self.device, self.precision)
+
+    def __call__(self, batch):
+        import torch
+
+        x = batch.to(self.device, dtype=torch.float32, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            if self._amp is not None:
+                with torch.autocast(self.device.type, dtype=self._amp):
+                    out = self.encoder(x)
+                out = out.float()
+            else:
+                out = self.encoder(x)
+        self._warm.add(tuple(x.shape))
+        return out.contiguous()
+
+    def warm_up(self, batch_sizes=(1,)):
+        """Run each batch shape once (oneDNN primitives, allocator growth) before real work."""
+        import torch
+
+        for b in sorted(set(int(b) for b in batch_sizes if b and b > 0)):
+            if (b, 3, 256, 256) in self._warm:
+                continue
+            self(torch.zeros(b, 3, 256, 256))
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+        return self
+
+
+def make_encoder_runner(encoder, device="cpu", precision="auto", warmup_batch_sizes=(), configure=True):
+    """Build the encoder callable for ``device``.
+
+    ``precision``: 'auto' (bf16 autocast on AMX CPUs, fp32 elsewhere), 'fp32', 'bf16', 'fp16' (GPU).
+    ``configure`` also sets threads from physical cores and the allocator thresholds (CPU).
+    ``warmup_batch_sizes``: the batch shapes the engine will use (e.g. (B, last_batch_remainder)).
+    """
+    import torch
+
+    device = torch.device(device)
+    if configure and device.type == "cpu":
+        configure_torch_threads()
+        configure_allocator()
+    runner = EncoderRunner(encoder.to(device), device, resolve_precision(device, precision))
+    if warmup_batch_sizes:
+        runner.warm_up(warmup_batch_sizes)
+    return runner
+
+
+def describe_acceleration(device="cpu", precision: str | None = None) -> str:
+    """One line for the CLI's 'using ...': device, numeric path, threads, allocator."""
+    import torch
+
+    device = torch.device(device)
+    precision = precision or resolve_precision(device)
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        return f"{name} (CUDA), encoder {precision}"
+    if device.type == "mps":
+        return f"Apple GPU (MPS), encoder {precision}"
+    flags = cpu_flags()
+    isa = "AMX-BF16" if "amx_bf16" in flags else ("AVX512-BF16" if "avx512_bf16" in flags else
+                                                 ("AVX-512" if "avx512f" in flags else
+                                                  ("AVX2" if "avx2" in flags else "generic")))
+    path = {"bf16": "bf16 autocast (oneDNN)", "fp32": "fp32"}.get(precision, precision)
+    alloc = ", glibc mallopt" if _ALLOCATOR_DONE else ""
+    return f"CPU {isa}, {torch.get_num_threads()} threads, encoder {path}{alloc}"
