@@ -167,6 +167,7 @@ class _MciWorker:
         if self.alive():
             self.process.stdin.close()
             self.process.wait(timeout=30)
+        self.process.stdout.close()
 
 
 _worker: Optional[_MciWorker] = None

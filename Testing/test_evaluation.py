@@ -1,0 +1,77 @@
+"""A small real run of the evaluation (one CT lesion, one spacing) and the report it writes."""
+
+import csv
+import os
+
+import pytest
+from conftest import require_shared_data, shared_data_path
+from MedSAMSegmentLib import cli, evaluation
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory, lite_model, embedding_cache):
+    require_shared_data()
+    out = tmp_path_factory.mktemp("evaluation")
+    messages = []
+    report = evaluation.evaluate(
+        shared_data_path("cases.json"), spacings=(5,), out_dir=str(out), case_filter=["ct_lesion_000002*"],
+        model=lite_model, cache=embedding_cache, log=messages.append, command="pytest",
+    )
+    return report, out, messages
+
+
+def test_writes_csv_markdown_and_plots(small_run):
+    report, out, messages = small_run
+    for name in ("results.csv", "results.md", "dsc_vs_spacing.png", "worst_slices.png"):
+        assert os.path.getsize(out / name) > 0, name
+    with open(out / "results.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["method"] for r in rows} == set(evaluation.METHODS)
+    assert all(r["case"] == "ct_lesion_000002_03_01_035-047" and r["spacing"] == "5" for r in rows)
+    for r in rows:
+        assert 0.0 <= float(r["dsc"]) <= 1.0 and 0.0 <= float(r["nsd"]) <= 1.0
+    text = (out / "results.md").read_text()
+    assert "## Key boxes every 5 slices" in text and "## Issue 7 goals" in text and "NSD" in text
+    assert any("ct_lesion_000002" in m for m in messages)
+
+
+def test_numbers_agree_with_the_methods(small_run):
+    report, _, _ = small_run
+    by_method = {r.method: r for r in report.rows}
+    # annotator: target on slices 3-9, keys every 5 -> slices 3, 8, 9
+    assert by_method["interpolate"].boxes_drawn == 3 and by_method["interpolate"].slices_segmented == 7
+    assert by_method["contours"].contours_drawn == 3 and by_method["contours"].boxes_drawn == 0
+    assert by_method["every_slice"].boxes_drawn == 7
+    # model-free baselines, hand-checked once against issue 7's measurement protocol
+    assert by_method["filled_boxes"].dsc == pytest.approx(0.691, abs=0.002)
+    assert by_method["contours"].dsc == pytest.approx(0.693, abs=0.002)
+    # the recipe and our interpolate strategy see the same boxes: parity (engine defaults = published recipe)
+    assert by_method["recipe"].dsc == pytest.approx(by_method["interpolate"].dsc, abs=0.01)
+    assert by_method["recipe_every_slice"].dsc == pytest.approx(by_method["every_slice"].dsc, abs=0.01)
+    assert by_method["every_slice"].dsc > 0.75
+    assert len(report.worst) >= 1
+
+
+def test_cli_registers_evaluate_and_benchmark():
+    parser = cli.build_parser()
+    args = parser.parse_args(["evaluate", "--cases", "c.json", "--spacing", "3", "5", "--recipe", "skip",
+                              "--method", "interpolate", "contours", "--case", "cord*"])
+    assert args.handler is evaluation.run_evaluate
+    assert args.spacing == [3, 5] and args.methods == ["interpolate", "contours"] and args.case_filter == ["cord*"]
+
+
+def test_model_free_methods_need_no_model(tmp_path):
+    require_shared_data()
+    report = evaluation.evaluate(
+        shared_data_path("cases.json"), spacings=(3, 10), strategies=("filled_boxes", "tight_boxes", "contours"),
+        out_dir=str(tmp_path), case_filter=["cord_gm_t2s"], log=lambda m: None,
+    )
+    assert {(r.method, r.spacing) for r in report.rows} == {
+        (m, s) for m in ("filled_boxes", "tight_boxes", "contours") for s in (3, 10)
+    }
+    assert (tmp_path / "results.md").exists()
+
+
+def test_unknown_method_refused(tmp_path):
+    with pytest.raises(ValueError):
+        evaluation.evaluate(shared_data_path("cases.json"), strategies=("magic",), out_dir=str(tmp_path))
