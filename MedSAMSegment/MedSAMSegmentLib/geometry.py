@@ -250,11 +250,6 @@ def roi_corners_ras(center: Sequence[float], size: Sequence[float], object_to_wo
     return (matrix @ np.c_[local, np.ones(8)].T).T[:, :3]
 
 
-def _axis_angle_degrees(direction_kji: np.ndarray, axis: int) -> float:
-    unit = direction_kji / max(np.linalg.norm(direction_kji), 1e-12)
-    return float(np.degrees(np.arccos(np.clip(abs(unit[axis]), 0.0, 1.0))))
-
-
 def key_box_from_roi(
     center: Sequence[float],
     size: Sequence[float],
@@ -286,12 +281,17 @@ def key_box_from_roi(
     roi_axes_kji = [linear[:, n][::-1] * size_arr[n] for n in range(3)]  # each ROI side as a voxel vector
     lengths = [float(np.linalg.norm(v)) for v in roi_axes_kji]
     thin = int(np.argmin(lengths))
-    normal = linear[:, thin][::-1]
+    # Angles are physical (world space): with anisotropic voxels an ROI tilted 45 degrees can look nearly
+    # axis-aligned in voxel indices.
+    ijk_to_world = np.linalg.inv(np.asarray(ras_to_ijk, dtype=float))[:3, :3]
+    normal_world = matrix[:3, thin] / max(float(np.linalg.norm(matrix[:3, thin])), 1e-12)
+    image_axes_world = [ijk_to_world[:, 2 - a] / max(float(np.linalg.norm(ijk_to_world[:, 2 - a])), 1e-12)
+                        for a in range(3)]  # numpy axis a (k, j, i) as a world direction
+    angles = [float(np.degrees(np.arccos(np.clip(abs(normal_world @ d), 0.0, 1.0)))) for d in image_axes_world]
     if slice_axis is None:
-        angles = [_axis_angle_degrees(normal, a) for a in range(3)]
         slice_axis = int(np.argmin(angles))
     check_axis(slice_axis)
-    angle = _axis_angle_degrees(normal, slice_axis)
+    angle = angles[slice_axis]
     if angle > MAX_ROI_OBLIQUITY_DEGREES:
         raise GeometryError(
             f"{label}: its thin side is {angle:.1f} degrees from image axis {slice_axis} (more than "
