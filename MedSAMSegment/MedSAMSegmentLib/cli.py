@@ -76,15 +76,20 @@ class ProgressBar:
 def run_segment(args: argparse.Namespace) -> int:
     from . import io, pipeline
     from .engine import EmbeddingCache
+    from .geometry import validate_key_boxes
     from .models import load_model
 
     if args.model == "vit_b" and not args.checkpoint:
         raise UsageError("--model vit_b needs --checkpoint medsam_vit_b.pth")
     if not io._has_extension(args.output, io.MASK_EXTENSIONS):
         raise UsageError(f"output {args.output}: use one of {', '.join(io.MASK_EXTENSIONS)}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UsageError(f"--batch-size {args.batch_size}: give a whole number of slices, 1 or more")
     volume = io.read_image(args.image)
     key_boxes = io.read_key_boxes(args.boxes, volume, margin=args.margin, line_margin=args.line_margin,
                                   slice_axis=args.slice_axis)
+    # Check (clip, swap, refuse) the boxes before the model loads: bad boxes fail fast, warnings print once.
+    key_boxes = validate_key_boxes(key_boxes, volume.shape)
     settings = pipeline.SegmentationSettings(strategy=args.strategy, modality=args.modality, window=args.window)
     started = time.perf_counter()
     model = load_model(args.model, checkpoint=args.checkpoint, device=args.device)
@@ -97,6 +102,7 @@ def run_segment(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     io.write_mask(args.output, result.mask, volume, segment_name=args.name)
+    args.wrote = args.output
     first, last = result.slice_range
     say(args, f"segmented slices {first}-{last} along axis {result.slice_axis} from {len(key_boxes.boxes)} key "
               f"box(es): {int(result.mask.sum())} voxels, {result.encoded} slices encoded, "
@@ -180,7 +186,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         try:
             return int(args.handler(args) or 0)
         except KeyboardInterrupt:
-            print("medsam-segment: interrupted; no output was written", file=sys.stderr)
+            wrote = getattr(args, "wrote", None)
+            done = f"{wrote} was written completely before" if wrote else "no output was written"
+            print(f"medsam-segment: interrupted; {done}", file=sys.stderr)
             return EXIT_INTERRUPTED
         except Exception as exc:
             if args.debug:

@@ -11,6 +11,7 @@ never modified.
 
 from __future__ import annotations
 
+import warnings
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
@@ -60,24 +61,63 @@ def normalise_ct(volume: np.ndarray, level: float, width: float) -> np.ndarray:
     """Clip to the window ``[level - width/2, level + width/2]`` and scale to uint8."""
     if not np.isfinite(level) or not np.isfinite(width) or width <= 0:
         raise IntensityError(f"CT window level {level}, width {width} is not valid; the width must be positive")
-    values = np.nan_to_num(volume.astype(np.float32, copy=False), nan=level - width / 2.0)
-    return _scale_to_uint8(values, level - width / 2.0, level + width / 2.0)
+    return _scale_in_chunks(volume, level - width / 2.0, level + width / 2.0)
 
 
 def normalise_mr(volume: np.ndarray, lower_percentile: float = 0.5, upper_percentile: float = 99.5) -> np.ndarray:
     """Percentile clip of the voxels above zero, scaled to uint8, zero voxels kept at zero."""
-    values = volume.astype(np.float32, copy=False)
-    finite = np.isfinite(values)
-    positive = values[finite & (values > 0)]
+    positive = np.concatenate([b[np.isfinite(b) & (b > 0)] for b in _float_chunks(volume)])
     if positive.size == 0:
         # No voxel above zero (e.g. z-scored data with no background): use all finite voxels.
-        positive = values[finite]
+        positive = np.concatenate([b[np.isfinite(b)] for b in _float_chunks(volume)])
     if positive.size == 0:
         raise IntensityError("the image has no finite voxel values; check that the file holds an image")
     low, high = np.percentile(positive, [lower_percentile, upper_percentile])
-    result = _scale_to_uint8(np.where(finite, values, low), float(low), float(high))
-    result[values == 0] = 0
+    del positive
+    return _scale_in_chunks(volume, float(low), float(high), keep_zero=True)
+
+
+#: Voxels per block when normalising, so a large volume is never copied whole as float32.
+CHUNK_VOXELS = 1 << 22
+
+
+def _float_chunks(volume: np.ndarray):
+    """float32 copies of consecutive blocks along the first axis (the input is never modified)."""
+    if volume.ndim == 0 or volume.shape[0] == 0:
+        yield volume.astype(np.float32).reshape(-1)
+        return
+    per_row = max(1, volume[0].size)
+    step = max(1, CHUNK_VOXELS // per_row)
+    for start in range(0, volume.shape[0], step):
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes +/-inf, handled as such
+            yield volume[start : start + step].astype(np.float32)
+
+
+def _scale_in_chunks(volume: np.ndarray, low: float, high: float, keep_zero: bool = False) -> np.ndarray:
+    """Scale ``[low, high]`` to uint8 block by block: NaN -> ``low``, +/-inf -> the nearer end."""
+    result = np.empty(volume.shape, dtype=np.uint8)
+    flat = result.reshape(volume.shape[0], -1) if volume.ndim > 1 else result.reshape(1, -1)
+    start = 0
+    for block in _float_chunks(volume if volume.ndim > 1 else volume.reshape(1, -1)):
+        rows = block.shape[0]
+        block_flat = block.reshape(rows, -1)
+        zero = block_flat == 0 if keep_zero else None
+        np.nan_to_num(block_flat, copy=False, nan=low, posinf=high, neginf=low)
+        scaled = _scale_to_uint8(block_flat, low, high)
+        if zero is not None:
+            scaled[zero] = 0
+        flat[start : start + rows] = scaled
+        start += rows
     return result
+
+
+def count_non_finite(volume: np.ndarray) -> int:
+    """NaN and infinite voxels of a float volume (0 for integer volumes), counted block by block."""
+    if not np.issubdtype(volume.dtype, np.floating):
+        return 0
+    step = max(1, CHUNK_VOXELS // max(1, volume[0].size)) if volume.ndim > 1 else max(1, volume.size)
+    blocks = (volume[start : start + step] for start in range(0, max(1, volume.shape[0] if volume.ndim else 1), step))
+    return int(sum(b.size - np.count_nonzero(np.isfinite(b)) for b in blocks))
 
 
 def normalise_volume(
@@ -93,6 +133,10 @@ def normalise_volume(
         raise IntensityError(f"unknown modality {modality!r}; use one of {', '.join(MODALITIES)}")
     if modality == "auto":
         modality = "CT" if window is not None else guess_modality(volume)
+    bad = count_non_finite(volume)
+    if bad:
+        warnings.warn(f"the image has {bad} NaN or infinite voxel(s); NaN is treated as the lowest intensity and "
+                      "infinities as the ends of the intensity range", stacklevel=2)
     if modality == "CT":
         level, width = _window(window)
         return normalise_ct(volume, level, width)

@@ -3,6 +3,7 @@ Slicer: normalise intensities, build a :class:`~engine.VolumeSegmenter`, run the
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -17,7 +18,7 @@ from .engine import (
     SliceCallback,
     VolumeSegmenter,
 )
-from .geometry import KeyBoxSet
+from .geometry import KeyBoxSet, take_slice
 from .models import SliceModel
 
 
@@ -68,6 +69,7 @@ def run_segmentation(
 ) -> SegmentationResult:
     """Segment ``array`` (``[k, j, i]``, any intensities) from key boxes; see :mod:`engine` for the strategies."""
     segmenter = make_segmenter(model, array, key_boxes.slice_axis, settings, cache, batch_size, is_colour)
+    warn_uniform_slices(segmenter.volume, key_boxes)
     return segmenter.segment(
         key_boxes,
         strategy=settings.strategy,
@@ -76,3 +78,25 @@ def run_segmentation(
         cancel=cancel,
         on_slice=on_slice,
     )
+
+
+def uniform_slices(volume_u8: np.ndarray, key_boxes: KeyBoxSet) -> list:
+    """Slices between the first and last key box (that exist) whose normalised pixels all have one value."""
+    first, last = key_boxes.slice_range
+    n_slices = volume_u8.shape[key_boxes.slice_axis]
+    found = []
+    for s in range(max(first, 0), min(last, n_slices - 1) + 1):
+        pixels = take_slice(volume_u8, key_boxes.slice_axis, s)
+        if pixels.min() == pixels.max():
+            found.append(s)
+    return found
+
+
+def warn_uniform_slices(volume_u8: np.ndarray, key_boxes: KeyBoxSet) -> None:
+    """Warn once when boxed slices hold a single intensity: the model has nothing to see there."""
+    found = uniform_slices(volume_u8, key_boxes)
+    if found:
+        shown = ", ".join(str(s) for s in found[:10]) + (" ..." if len(found) > 10 else "")
+        warnings.warn(f"{len(found)} slice(s) to segment have a single intensity after normalisation (slice {shown}); "
+                      "their masks are guesses - check the image and the intensity setting (--modality, --window)",
+                      stacklevel=2)
