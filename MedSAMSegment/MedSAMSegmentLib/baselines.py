@@ -311,6 +311,8 @@ class PublishedRecipe:
         mask = np.zeros(volume_u8.shape, dtype=bool)
         ious: Dict[int, float] = {}
         encode_s = decode_s = 0.0
+        encode_times: list = []
+        decode_times: list = []
         for n, (s, box) in enumerate(sorted(boxes.items())):
             t0 = time.perf_counter()
             if embeddings is not None and s in embeddings:
@@ -324,11 +326,15 @@ class PublishedRecipe:
             t2 = time.perf_counter()
             encode_s += t1 - t0
             decode_s += t2 - t1
+            encode_times.append(t1 - t0)
+            decode_times.append(t2 - t1)
             put_slice(mask, keys.slice_axis, s, slice_mask)
             ious[s] = iou
             if progress is not None:
                 progress(n + 1, len(boxes))
-        return RecipeResult(mask, ious, boxes, encode_s, decode_s)
+        result = RecipeResult(mask, ious, boxes, encode_s, decode_s)
+        result.encode_times, result.decode_times = encode_times, decode_times
+        return result
 
 
 class RecipeResult:
@@ -340,6 +346,8 @@ class RecipeResult:
         self.boxes: Dict[int, Box] = boxes
         self.encode_seconds: float = encode_seconds
         self.decode_seconds: float = decode_seconds
+        self.encode_times: list = []  # seconds per slice, in slice order (embeddings reused count ~0)
+        self.decode_times: list = []
 
 
 __all__ = [
