@@ -100,7 +100,10 @@ def _coordinate_flip(path: str, markup: dict, index: int) -> np.ndarray:
 
 def _defined_points(path: str, markup: dict, index: int) -> List[np.ndarray]:
     points = []
-    for n, point in enumerate(markup.get("controlPoints") or []):
+    control_points = markup.get("controlPoints") or []
+    if not isinstance(control_points, list):
+        raise _fail(path, f"markup {index}: 'controlPoints' must be a list, got {control_points!r}")
+    for n, point in enumerate(control_points):
         if not isinstance(point, dict):
             raise _fail(path, f"markup {index}: control point {n} is not an object")
         status = point.get("positionStatus", "defined")
