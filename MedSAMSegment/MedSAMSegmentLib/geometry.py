@@ -141,6 +141,11 @@ def validate_box(
             "check the slice axis and the coordinate system of the boxes"
         )
     clipped = (max(x0, 0.0), max(y0, 0.0), min(x1, cols - 1.0), min(y1, rows - 1.0))
+    if clipped[0] >= clipped[2] or clipped[1] >= clipped[3]:
+        raise GeometryError(
+            f"{what}: box {values!r} only touches the edge of the slice (columns 0-{cols - 1}, rows 0-{rows - 1}); "
+            "nothing of it is left inside - move it onto the target"
+        )
     if clipped != (x0, y0, x1, y1):
         warnings.warn(
             f"{what}: box {values!r} extends outside the slice; clipped to {list(clipped)!r}", BoxWarning, stacklevel=2
