@@ -129,17 +129,31 @@ def _dice(a, b):
     return 1.0 if s == 0 else 2.0 * np.logical_and(a, b).sum() / s
 
 
-@pytest.mark.parametrize("precision", ["auto", "bf16"])
-def test_fast_encoder_matches_fp32(lite_net, precision):
+@pytest.fixture(scope="module")
+def fp32_reference(lite_net):
+    """Two real slices and their embeddings by the published recipe (one at a time, fp32)."""
+    import torch
+
+    slices = _real_slices()
+    x = torch.from_numpy(np.stack([s[0] for s in slices]))
+    with torch.no_grad():
+        ref = torch.cat([lite_net.image_encoder(x[i : i + 1]) for i in range(len(slices))])
+    return slices, x, ref
+
+
+@pytest.mark.parametrize("backend,precision", [("torch", "fp32"), ("torch", "bf16"), ("openvino", "fp32"),
+                                               ("auto", "auto")])
+def test_fast_encoder_matches_fp32(lite_net, fp32_reference, backend, precision):
     import torch
 
     if precision == "bf16" and not (acc.cpu_has_amx_bf16() or acc.cpu_has_avx512_bf16()):
         pytest.skip("no bf16 hardware on this CPU")
-    slices = _real_slices()
-    x = torch.from_numpy(np.stack([s[0] for s in slices]))
-    with torch.no_grad():  # the published recipe: one slice at a time, fp32
-        ref = torch.cat([lite_net.image_encoder(x[i : i + 1]) for i in range(len(slices))])
-    runner = acc.make_encoder_runner(lite_net.image_encoder, "cpu", precision=precision, warmup_batch_sizes=(2,))
+    if backend == "openvino" and not acc.openvino_available():
+        pytest.skip("openvino is not installed (optional)")
+    slices, x, ref = fp32_reference
+    runner = acc.make_encoder_runner(lite_net.image_encoder, "cpu", precision=precision, backend=backend)
+    if backend == "openvino":
+        assert type(runner).__name__ == "OpenVINOEncoderRunner"
     emb = runner(x)  # one batch of 2
     assert emb.shape == (2, 256, 64, 64) and emb.dtype == torch.float32
     rel = float((emb - ref).norm() / ref.norm())
@@ -153,3 +167,13 @@ def test_fast_encoder_matches_fp32(lite_net, precision):
         assert _dice(m, m_ref) >= floor, (runner.description, i, _dice(m, m_ref))
     # the runner leaves the caller's encoder untouched (bf16 works on a copy)
     assert all(p.dtype == torch.float32 for p in lite_net.image_encoder.parameters())
+    assert "encoder" in runner.description
+
+
+def test_resolve_backend(monkeypatch):
+    monkeypatch.delenv("MEDSAM_BACKEND", raising=False)
+    assert acc.resolve_backend("cuda", "auto") == "torch"
+    assert acc.resolve_backend("cpu", "torch") == "torch"
+    assert acc.resolve_backend("cpu", "auto") == ("openvino" if acc.openvino_available() else "torch")
+    with pytest.raises(ValueError):
+        acc.resolve_backend("cpu", "tensorrt")

@@ -485,17 +485,24 @@ def cmd_runtimes(args):
             enc, dict(batch=1, inference_mode=True, precision="bf16", channels_last=True))),
         "b1 fp32 CL (torch)": (1, encoder_call(enc, dict(batch=1, inference_mode=True, channels_last=True))),
     }
-    for n, f in runtime_runners(enc, wd, 1).items():
+    from MedSAMSegmentLib.acceleration import make_encoder_runner
+
+    for be, pr in [b.split(":") for b in args.runners.split(",") if b]:
+        t0 = time.perf_counter()
+        r = make_encoder_runner(enc, "cpu", precision=pr, backend=be)
+        print(f"runner {be} {pr}: built in {time.perf_counter() - t0:.1f} s ({r.description})", flush=True)
+        fns[f"acceleration runner {be} {pr} b1"] = (1, r)
+    for n, f in runtime_runners(enc, wd, 1, which=tuple(args.which.split(","))).items():
         fns[f"{n} b1"] = (1, f)  # the traced export bakes the batch into TinyViT's reshapes: batch 1 only
     rows = {}
     for n, (b, f) in fns.items():
-        arg = x[:b] if "torch" in n or "published" in n else xn[:b]
+        arg = x[:b] if "torch" in n or "published" in n or "acceleration" in n else xn[:b]
         _, wall, _, _ = timed(lambda f=f, arg=arg: f(arg))
         f(arg)
         rows[n] = {"ms": [], "user": [], "sys": [], "first": wall * 1000 / b}
     for rnd in range(args.rounds):
         for n, (b, f) in fns.items():
-            src = x if "torch" in n or "published" in n else xn
+            src = x if "torch" in n or "published" in n or "acceleration" in n else xn
 
             def run_all(f=f, b=b, src=src):
                 for i in range(0, args.slices, b):
@@ -556,8 +563,8 @@ def cmd_accuracy(args):
     if args.runner:
         from MedSAMSegmentLib.acceleration import make_encoder_runner
 
-        runner = make_encoder_runner(enc, "cpu", precision="auto")
-        paths[f"acceleration.make_encoder_runner auto ({runner.description})"] = runner
+        runner = make_encoder_runner(enc, "cpu", precision=args.runner_precision, backend=args.backend)
+        paths[f"acceleration runner ({runner.description})"] = runner
     if args.paths:
         paths = {n: f for n, f in paths.items() if any(n.startswith(p) for p in args.paths.split(","))}
     stats = {n: {"maxabs": [], "rel": [], "dice": [], "diff_px": []} for n in paths}
@@ -589,7 +596,7 @@ def cmd_accuracy(args):
           "| differing px / ref area (max) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for n, s in stats.items():
-        print(f"| {n} | {max(s['maxabs']):.4f} | {med(s['rel']):.5f} | {max(s['rel']):.5f} | {min(s['dice']):.4f} "
+        print(f"| {n} | {max(s['maxabs']):.2e} | {med(s['rel']):.2e} | {max(s['rel']):.2e} | {min(s['dice']):.4f} "
               f"| {med(s['dice']):.4f} | {max(s['diff_px']):.4f} |")
     if args.out:
         Path(args.out).write_text(json.dumps(stats, indent=1))
@@ -756,12 +763,16 @@ def main(argv=None):
     s.add_argument("--slices", type=int, default=8)
     s.add_argument("--batch", type=int, default=4)
     s.add_argument("--workdir")
+    s.add_argument("--runners", default="", help="acceleration runners to add, e.g. openvino:fp32,torch:bf16")
+    s.add_argument("--which", default="ort,ov,ov_f32", help="ONNX-file runtimes: ort, ov (bf16 default), ov_f32")
     s.add_argument("--out")
     s = sub.add_parser("accuracy")
     s.add_argument("--max-slices", type=int, default=0)
     s.add_argument("--all", action="store_true", help="also bf16 weights, oneDNN bf16 math, batching, ORT, OpenVINO")
     s.add_argument("--runner", action="store_true", help="also acceleration.make_encoder_runner(auto)")
     s.add_argument("--paths", default="", help="comma-separated prefixes of the paths to keep")
+    s.add_argument("--backend", default="torch", help="backend of the --runner path (torch|openvino)")
+    s.add_argument("--runner-precision", default="auto")
     s.add_argument("--workdir")
     s.add_argument("--out")
     s = sub.add_parser("gpu")

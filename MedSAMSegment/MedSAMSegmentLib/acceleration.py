@@ -1,24 +1,25 @@
 """Runtime settings for fast LiteMedSAM inference (issue 5), chosen from measurements.
 
-Qt-free; torch is imported lazily inside the functions, so importing this module is cheap.
-The numbers behind every default are in ``benchmarks/encoder_speed_study.py`` (and the
-README's Results section); the short version, on a 2-core Xeon with AVX-512/AMX:
+Qt-free; torch (and openvino) are imported lazily inside the functions.  The numbers behind
+every default come from ``benchmarks/encoder_speed_study.py``; on 2 pinned cores of a Xeon
+with AVX-512/AMX, image encoder ms/slice vs the published recipe (b1, fp32, no_grad):
 
-* bf16 autocast on a CPU with AMX is the largest single win for the TinyViT encoder;
-  its embedding differs from fp32 by a relative L2 of about 1e-2 and the decoded masks
-  agree with the fp32 masks at Dice >= ``BF16_MASK_DICE_FLOOR`` on real CT slices.  On
-  CPUs without AMX the default stays fp32 (bf16 there is emulated or barely faster).
-* The mask decoder stays fp32 (its cost is small and its logits feed a hard threshold).
-* glibc returns every large freed tensor to the kernel (mmap/munmap, page faults): a third
-  of a run was system time.  ``configure_allocator()`` raises glibc's mmap and trim
-  thresholds at run time (``mallopt``), which removes most of that system time without
-  LD_PRELOAD or environment variables set before the process starts.
-* The first call at a new batch shape is several times slower (oneDNN primitive creation,
-  allocator growth); ``EncoderRunner.warm_up`` pays that once, before the first slice.
-* torch.compile is not used by default: its compile time (tens of seconds on 2 cores)
-  exceeds what it saves on a typical 40-slice run.
+* allocator: glibc unmaps every large freed tensor (a third of the run was system time).
+  ``configure_allocator()`` (runtime ``mallopt``) or MALLOC_* env vars cut sys time to ~3%:
+  fp32 1290 -> 690-950 ms, bf16 679 -> 420-500 ms.  jemalloc was worse, tcmalloc as good.
+  Exact: no numeric change.
+* channels_last input: fp32 1.04x, bf16 1.4x (oneDNN keeps NHWC through the conv stages).
+* batching on CPU is slower per slice (b4 0.7-0.95x of b1): ``CPU_MAX_BATCH = 1``.
+* bf16 on AMX: ~2x over fp32 but the masks move (Dice vs fp32 min 0.98 with the fp32
+  residual stream used here, 0.95-0.97 with plain autocast), so it is opt-in
+  (``CPU_AUTO_BF16``); fp16 autocast on CPU is exact enough but not faster than fp32.
+* first call at a new shape is 1.2-1.6x a later one on CPU (a dummy warm-up costs more than
+  that), 90x on CUDA (warm up there).
+* torch.compile: not used (compile time on 2 cores exceeds the gain on a 40-slice run).
+* GPU (H200): fp32 b8 4 ms/slice; bf16 autocast deviates like CPU bf16; fp32 by default.
 
-Environment overrides: ``MEDSAM_PRECISION`` (fp32|bf16|fp16|auto), ``MEDSAM_NUM_THREADS``,
+Environment overrides: ``MEDSAM_PRECISION`` (fp32|bf16|fp16|auto), ``MEDSAM_BACKEND``
+(auto|torch|openvino), ``MEDSAM_NUM_THREADS``,
 ``MEDSAM_BATCH_SIZE`` (upper bound), ``MEDSAM_NO_MALLOPT=1``.
 """
 
@@ -30,6 +31,7 @@ import logging
 import os
 import sys
 import threading
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +45,10 @@ BF16_MASK_DICE_FLOOR = 0.97
 #: fp32 paths (channels_last, inference_mode, other allocator): same arithmetic, other order.
 FP32_EMBEDDING_REL_TOL = 1e-4
 
-#: Peak extra memory per slice in one encoder batch (activations + attention maps), measured
-#: as max-RSS growth between batch 1 and batch 8 (study "alloc"), with a safety margin.
+#: Peak extra memory per slice in one encoder batch, estimated from TinyViT's shapes with a
+#: margin: stage-3/4 attention maps (25 windows x 5-10 heads x 196^2 x 4 B = 19-38 MB), MLP
+#: hidden (4096 x 1280 x 4 B = 21 MB), qkv and residual copies.  Max RSS of a whole process
+#: (torch, weights, batch 1) was 0.9-1.1 GB in the study ("alloc").
 ENCODER_BYTES_PER_SLICE = {"fp32": 200 * 2**20, "bf16": 160 * 2**20, "fp16": 160 * 2**20}
 #: Bytes kept per cached embedding (1, 256, 64, 64) fp32.
 EMBEDDING_BYTES = 256 * 64 * 64 * 4
@@ -330,6 +334,26 @@ class EncoderRunner:
         return self
 
 
+def default_cache_dir() -> Path:
+    """Per-user cache folder (MEDSAM_CACHE_DIR, else XDG_CACHE_HOME or ~/.cache, /medsam-segment)."""
+    env = os.environ.get("MEDSAM_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "medsam-segment"
+
+
+def _weights_key(module) -> str:
+    """Short hash of a module's weights (so a cached converted model matches its checkpoint)."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def openvino_available() -> bool:
     try:
         import openvino  # noqa: F401
@@ -354,11 +378,27 @@ class OpenVINOEncoderRunner:
         self.precision = precision
         self.channels_last = False
         core = ov.Core()
-        if cache_dir:
-            core.set_property({"CACHE_DIR": str(cache_dir)})
-        with torch.no_grad():
-            model = ov.convert_model(encoder.eval(), example_input=torch.zeros(1, 3, 256, 256),
-                                     input=[1, 3, 256, 256])
+        cache = Path(cache_dir) if cache_dir else default_cache_dir() / "openvino"
+        xml = cache / f"tinyvit_encoder_{_weights_key(encoder)}_ov{ov.__version__.split('-')[0]}.xml"
+        model = None
+        if xml.exists():
+            try:
+                model = core.read_model(str(xml))
+            except Exception:  # noqa: BLE001 - a broken cache file is rebuilt
+                model = None
+        if model is None:
+            # convert_model traces the encoder: ~20-60 s on 2 cores, so the IR is cached on disk
+            with torch.no_grad():
+                model = ov.convert_model(encoder.eval(), example_input=torch.zeros(1, 3, 256, 256),
+                                         input=[1, 3, 256, 256])
+            try:
+                cache.mkdir(parents=True, exist_ok=True)
+                tmp = xml.with_suffix(".tmp.xml")
+                ov.save_model(model, str(tmp), compress_to_fp16=False)
+                os.replace(tmp, xml)
+                os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
+            except OSError as exc:
+                log.info("could not cache the OpenVINO model in %s: %s", cache, exc)
         cfg = {"PERFORMANCE_HINT": "LATENCY",
                "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
                "INFERENCE_NUM_THREADS": int(num_threads or physical_cores())}
@@ -368,7 +408,7 @@ class OpenVINOEncoderRunner:
 
     @property
     def description(self) -> str:
-        return describe_acceleration("cpu", self.precision).replace("encoder ", "encoder OpenVINO ")
+        return describe_acceleration("cpu", self.precision, backend="openvino")
 
     def __call__(self, batch):
         import numpy as np
@@ -389,12 +429,30 @@ class OpenVINOEncoderRunner:
         return self
 
 
-def make_encoder_runner(encoder, device="cpu", precision="auto", warmup_batch_sizes=(), configure=True):
-    """Build the encoder callable for ``device``.
+def resolve_backend(device="cpu", backend: str = "auto") -> str:
+    """'auto' -> 'openvino' on CPUs when the openvino package is installed, else 'torch'."""
+    backend = (os.environ.get("MEDSAM_BACKEND") or backend or "auto").lower()
+    if backend not in ("auto", "torch", "openvino"):
+        raise ValueError(f"backend must be auto, torch or openvino, not {backend!r}")
+    if str(device).startswith(("cuda", "mps")):
+        return "torch"
+    if backend == "auto":
+        return "openvino" if openvino_available() else "torch"
+    return backend
 
-    ``precision``: 'auto' (bf16 autocast on AMX CPUs, fp32 elsewhere), 'fp32', 'bf16', 'fp16' (GPU).
+
+def make_encoder_runner(encoder, device="cpu", precision="auto", warmup_batch_sizes=(), configure=True,
+                        backend="auto", cache_dir=None):
+    """Build the encoder callable for ``device``: ``runner(batch (B,3,256,256) in [0,1]) -> (B,256,64,64) fp32``.
+
+    ``precision``: 'auto' (fp32 unless ``CPU_AUTO_BF16``), 'fp32', 'bf16' (AMX CPUs, GPUs), 'fp16' (GPU).
+    ``backend``: 'auto' (OpenVINO on CPU when the ``openvino`` pip package is installed, else
+    torch), 'torch' or 'openvino'; OpenVINO falls back to torch with a log line when it is
+    missing or fails to convert.  OpenVINO fp32 equals torch fp32 within 5e-6 (max abs).
     ``configure`` also sets threads from physical cores and the allocator thresholds (CPU).
-    ``warmup_batch_sizes``: the batch shapes the engine will use (e.g. (B, last_batch_remainder)).
+    ``warmup_batch_sizes``: batch shapes to run once now (GPU: the engine's B and its remainder;
+    on CPU a dummy warm-up costs more than the first call's extra, so leave it empty there).
+    The runner has ``.precision``, ``.device`` and ``.description`` (for the CLI's "using ..." line).
     """
     import torch
 
@@ -402,13 +460,21 @@ def make_encoder_runner(encoder, device="cpu", precision="auto", warmup_batch_si
     if configure and device.type == "cpu":
         configure_torch_threads()
         configure_allocator()
-    runner = EncoderRunner(encoder.to(device), device, resolve_precision(device, precision))
+    precision = resolve_precision(device, precision)
+    runner = None
+    if resolve_backend(device, backend) == "openvino":
+        try:
+            runner = OpenVINOEncoderRunner(encoder, precision=precision, cache_dir=cache_dir)
+        except Exception as exc:  # noqa: BLE001 - missing package or conversion failure: use torch
+            log.warning("OpenVINO encoder unavailable (%s); using torch", exc)
+    if runner is None:
+        runner = EncoderRunner(encoder.to(device), device, precision)
     if warmup_batch_sizes:
         runner.warm_up(warmup_batch_sizes)
     return runner
 
 
-def describe_acceleration(device="cpu", precision: str | None = None) -> str:
+def describe_acceleration(device="cpu", precision: str | None = None, backend: str = "torch") -> str:
     """One line for the CLI's 'using ...': device, numeric path, threads, allocator."""
     import torch
 
@@ -423,6 +489,9 @@ def describe_acceleration(device="cpu", precision: str | None = None) -> str:
     isa = "AMX-BF16" if "amx_bf16" in flags else ("AVX512-BF16" if "avx512_bf16" in flags else
                                                  ("AVX-512" if "avx512f" in flags else
                                                   ("AVX2" if "avx2" in flags else "generic")))
-    path = {"bf16": "bf16 autocast (oneDNN)", "fp32": "fp32"}.get(precision, precision)
+    if backend == "openvino":
+        path = f"OpenVINO {precision}"
+    else:
+        path = {"bf16": "torch bf16 (AMX GEMMs, fp32 residual)", "fp32": "torch fp32"}.get(precision, precision)
     alloc = ", glibc mallopt" if _ALLOCATOR_DONE else ""
     return f"CPU {isa}, {torch.get_num_threads()} threads, encoder {path}{alloc}"
