@@ -223,7 +223,9 @@ def interpolate_boxes(keys: Iterable[KeyBox]) -> Dict[int, Box]:
         span = upper.slice_index - lower.slice_index
         for s in range(lower.slice_index + 1, upper.slice_index + 1):
             t = (s - lower.slice_index) / span
-            result[s] = tuple(float(v) for v in (1.0 - t) * a + t * b)
+            # Kept between the two key boxes exactly (rounding could otherwise step a hair outside the slice).
+            value = np.clip((1.0 - t) * a + t * b, np.minimum(a, b), np.maximum(a, b))
+            result[s] = tuple(float(v) for v in value)
     return result
 
 
