@@ -22,7 +22,7 @@ def small_run(tmp_path_factory, lite_model, embedding_cache):
 
 def test_writes_csv_markdown_and_plots(small_run):
     report, out, messages = small_run
-    for name in ("results.csv", "results.md", "dsc_vs_spacing.png", "worst_slices.png"):
+    for name in ("results.csv", "results.md", "readme_section.md", "dsc_vs_spacing.png", "worst_slices.png"):
         assert os.path.getsize(out / name) > 0, name
     with open(out / "results.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))

@@ -495,6 +495,30 @@ def write_outputs(report: EvaluationReport, methods, spacings, montage_spacing, 
         report.notes.append(f"plots skipped: {exc}")
     with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as handle:
         handle.write(markdown_report(report, methods, spacings, montage_spacing, command, device, plots))
+    with open(os.path.join(out, "readme_section.md"), "w", encoding="utf-8") as handle:
+        handle.write(readme_section(report.rows, methods, spacings, montage_spacing, command, device, report.seconds))
+
+
+def readme_section(rows, methods, spacings, spacing, command, device, seconds) -> str:
+    """A short "Results" section for the README: the summary at one spacing, the plot, how it was made."""
+    n_cases = len({r.case for r in rows})
+    lines = [
+        "## Results",
+        "",
+        f"Simulated annotator on {n_cases} development cases: key boxes every {spacing} slices (mask box + 3 px), "
+        f"NSD at {NSD_TOLERANCE_MM:g} mm. Made with `{command or 'medsam-segment evaluate'}` in {seconds / 60:.0f} "
+        f"min on {machine_description(device)}.",
+        "",
+        "| method | DSC mean | DSC median | NSD mean | boxes drawn | contours drawn |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for method in methods:
+        summary = summarise(rows, method, spacing)
+        if summary:
+            lines.append(f"| {method} | {summary['dsc_mean']:.3f} | {summary['dsc_median']:.3f} | "
+                         f"{summary['nsd_mean']:.3f} | {summary['boxes']:.1f} | {summary['contours']:.1f} |")
+    lines += ["", "![DSC against key-slice spacing](dsc_vs_spacing.png)", ""]
+    return "\n".join(lines)
 
 
 def machine_description(device: Optional[str] = None) -> str:
