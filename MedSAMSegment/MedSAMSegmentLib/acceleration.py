@@ -388,7 +388,10 @@ class OpenVINOEncoderRunner:
                 model = None
         if model is None:
             # convert_model traces the encoder: ~20-60 s on 2 cores, so the IR is cached on disk
-            with torch.no_grad():
+            import warnings
+
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # TorchScript tracer warnings from the vendored TinyViT
                 model = ov.convert_model(encoder.eval(), example_input=torch.zeros(1, 3, 256, 256),
                                          input=[1, 3, 256, 256])
             try:
