@@ -13,6 +13,18 @@ Strategies:
 * ``propagate``: MedSAM's own 3D scheme. From each key box, walk outwards slice by slice using the previous
   slice's mask box plus a margin, stopping where the mask vanishes and at the next key slice (slices between two
   key slices are walked from the nearer one). One key box is enough to segment a whole structure.
+
+Accuracy options (each measured on the development set, ``docs/accuracy.md``; ``off`` is the published
+behaviour):
+
+* ``zoom``: ``auto`` crops a square around a box that is small in model pixels (its longest side below
+  :data:`ZOOM_BELOW` of the 256 input) and gives the crop to the model, so the target fills about
+  :data:`ZOOM_TARGET` pixels of the input; whole slice for larger boxes. Crops are snapped to a grid so a box
+  that moves a little keeps its crop (and its cached embedding).
+* ``guide`` (``interpolate`` only): ``mask`` walks from each key slice towards the middle of the gap, each
+  slice's box the mean of the interpolated box and the previous slice's mask box + margin (MedSAM's adrenal
+  study used the previous mask's box); where the mask vanishes the interpolated boxes take over.
+* ``refine``: ``box`` clips each slice's mask to its box grown by :data:`CLIP_MARGIN` and fills holes per slice.
 """
 
 from __future__ import annotations
@@ -39,6 +51,20 @@ AREA_JUMP = 2.0
 
 #: Slices decoded together in an interpolated run.
 DECODE_CHUNK = 4
+
+ZOOMS = ("off", "auto")
+GUIDES = ("off", "mask")
+REFINES = ("off", "box")
+#: ``zoom="auto"`` crops around boxes whose longest side is below this many model pixels (of 256) ...
+ZOOM_BELOW = 48.0
+#: ... so that the box's longest side fills about this many pixels of the model input ...
+ZOOM_TARGET = 96.0
+#: ... but never crops less than this many slice pixels.
+ZOOM_MIN_CROP = 48
+#: ``refine="box"`` keeps mask pixels within this many pixels of the box.
+CLIP_MARGIN = 2.0
+
+Region = Optional[Tuple[int, int, int, int]]  # (row0, row1, col0, col1) of a crop, end exclusive; None: whole
 
 ProgressCallback = Callable[[int, int, str], None]
 CancelCheck = Callable[[], bool]
@@ -210,44 +236,61 @@ class VolumeSegmenter:
         self.cache = cache if cache is not None else EmbeddingCache()
         self.batch_size = max(1, int(batch_size or default_batch_size(model)))
         self.slice_size = slice_shape(volume_u8.shape[:3], slice_axis)
-        self._keys: Dict[int, str] = {}
-        self._decoded: Dict[int, Tuple[Box, np.ndarray, float]] = {}
+        self._keys: Dict[Tuple[int, Region], str] = {}
+        self._decoded: Dict[int, Tuple[Box, Region, np.ndarray, float]] = {}
+        self.zoom = "off"
 
     @property
     def n_slices(self) -> int:
         return int(self.volume.shape[self.slice_axis])
 
     # -- embeddings ---------------------------------------------------------------------------------------
-    def slice_image(self, index: int) -> np.ndarray:
-        return take_slice(self.volume, self.slice_axis, index)
+    def slice_image(self, index: int, region: Region = None) -> np.ndarray:
+        image = take_slice(self.volume, self.slice_axis, index)
+        if region is None:
+            return image
+        r0, r1, c0, c1 = region
+        return image[r0:r1, c0:c1]
 
-    def _key(self, index: int) -> str:
-        if index not in self._keys:
-            self._keys[index] = EmbeddingCache.key(self.model.fingerprint, self.slice_image(index))
-        return self._keys[index]
+    def _key(self, index: int, region: Region = None) -> str:
+        item = (index, region)
+        if item not in self._keys:
+            self._keys[item] = EmbeddingCache.key(self.model.fingerprint, self.slice_image(index, region))
+        return self._keys[item]
+
+    def region_for(self, box: Box) -> Region:
+        """The crop the model sees for ``box`` with the current ``zoom`` (None: the whole slice)."""
+        if self.zoom == "off":
+            return None
+        return zoom_region(box, self.slice_size, getattr(self.model, "input_size", 256))
 
     def ensure_embeddings(
         self,
         indices: Iterable[int],
         progress: Optional[ProgressCallback] = None,
         cancel: Optional[CancelCheck] = None,
+        regions: Optional[Dict[int, Region]] = None,
     ) -> int:
-        """Encode, in batches, the slices among ``indices`` whose embeddings are not cached; returns how many."""
-        missing = [s for s in indices if self.cache.get(self._key(s)) is None]
+        """Encode, in batches, the slices among ``indices`` whose embeddings are not cached; returns how many.
+
+        ``regions`` gives a slice's crop (see ``zoom``); slices not in it are encoded whole."""
+        regions = regions or {}
+        items = [(s, regions.get(s)) for s in indices]
+        missing = [item for item in items if self.cache.get(self._key(*item)) is None]
         done = 0
         while done < len(missing):
             _check_cancel(cancel)
             batch = missing[done : done + self.batch_size]
             try:
-                embeddings = self.model.encode([self.slice_image(s) for s in batch])
+                embeddings = self.model.encode([self.slice_image(*item) for item in batch])
             except RuntimeError as exc:
                 if not is_out_of_memory(exc):
                     raise
                 self._recover_from_out_of_memory(exc)
                 continue
             array = embeddings.float().cpu().numpy()
-            for s, emb in zip(batch, array):
-                self.cache.put(self._key(s), emb)
+            for item, emb in zip(batch, array):
+                self.cache.put(self._key(*item), emb)
             done += len(batch)
             if progress:
                 progress(done, len(missing), "encoding slices")
@@ -269,36 +312,42 @@ class VolumeSegmenter:
             return
         raise MemoryError(f"out of memory encoding one slice on the CPU ({exc}); close other programs") from exc
 
-    def embedding(self, index: int) -> np.ndarray:
-        value = self.cache.get(self._key(index))
+    def embedding(self, index: int, region: Region = None) -> np.ndarray:
+        value = self.cache.get(self._key(index, region))
         if value is None:
-            self.ensure_embeddings([index])
-            value = self.cache.get(self._key(index))
+            self.ensure_embeddings([index], regions={index: region})
+            value = self.cache.get(self._key(index, region))
         assert value is not None
         return value
 
     # -- decoding -----------------------------------------------------------------------------------------
     def decode(self, boxes: Dict[int, Box]) -> Dict[int, Tuple[np.ndarray, float]]:
-        """Masks and IoU for ``{slice: box}``; reuses the result of a slice whose box is unchanged."""
+        """Masks and IoU for ``{slice: box}``; reuses the result of a slice whose box (and crop) is unchanged."""
         import torch
 
         out: Dict[int, Tuple[np.ndarray, float]] = {}
-        todo = []
+        todo: Dict[Region, List[int]] = {}
+        regions = {s: self.region_for(box) for s, box in boxes.items()}
         for s, box in boxes.items():
             previous = self._decoded.get(s)
-            if previous is not None and previous[0] == tuple(box):
-                out[s] = (previous[1], previous[2])
+            if previous is not None and previous[0] == tuple(box) and previous[1] == regions[s]:
+                out[s] = (previous[2], previous[3])
             else:
-                todo.append(s)
-        for start in range(0, len(todo), max(self.batch_size, 8)):
-            batch = todo[start : start + max(self.batch_size, 8)]
-            embeddings = torch.from_numpy(np.stack([self.embedding(s) for s in batch]))
-            logits, iou = self.model.decode(embeddings, np.array([boxes[s] for s in batch]), self.slice_size)
-            for s, lg, score in zip(batch, logits, iou):
-                mask = lg > 0
-                self._decoded[s] = (tuple(boxes[s]), mask, float(score))
-                out[s] = (mask, float(score))
-        self.last_recomputed = todo
+                # Slices decode together when their crops have one size (the decoder takes one output size).
+                size = None if regions[s] is None else (regions[s][1] - regions[s][0], regions[s][3] - regions[s][2])
+                todo.setdefault(size, []).append(s)
+        self.last_recomputed = [s for group in todo.values() for s in group]
+        chunk = max(self.batch_size, 8)
+        for size, group in todo.items():
+            for start in range(0, len(group), chunk):
+                batch = group[start : start + chunk]
+                embeddings = torch.from_numpy(np.stack([self.embedding(s, regions[s]) for s in batch]))
+                local = [_shift_box(boxes[s], regions[s]) for s in batch]
+                logits, iou = self.model.decode(embeddings, np.array(local), size or self.slice_size)
+                for s, lg, score in zip(batch, logits, iou):
+                    mask = _paste(lg > 0, regions[s], self.slice_size)
+                    self._decoded[s] = (tuple(boxes[s]), regions[s], mask, float(score))
+                    out[s] = (mask, float(score))
         return out
 
     # -- strategies ---------------------------------------------------------------------------------------
@@ -310,17 +359,29 @@ class VolumeSegmenter:
         progress: Optional[ProgressCallback] = None,
         cancel: Optional[CancelCheck] = None,
         on_slice: Optional[SliceCallback] = None,
+        zoom: str = "off",
+        guide: str = "off",
+        refine: str = "off",
     ) -> SegmentationResult:
-        """Segment the volume from key boxes. Raises :class:`Cancelled` when ``cancel()`` turns true."""
+        """Segment the volume from key boxes. Raises :class:`Cancelled` when ``cancel()`` turns true.
+
+        ``zoom``, ``guide`` and ``refine`` are the accuracy options of the module docstring (``off``: published).
+        """
         if key_boxes.slice_axis != self.slice_axis:
             raise ValueError(
                 f"key boxes lie along axis {key_boxes.slice_axis} but this segmenter slices along {self.slice_axis}"
             )
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+        for name, value, allowed in (("zoom", zoom, ZOOMS), ("guide", guide, GUIDES), ("refine", refine, REFINES)):
+            if value not in allowed:
+                raise ValueError(f"unknown {name} {value!r}; use one of {', '.join(allowed)}")
         keys = validate_key_boxes(key_boxes, self.volume.shape[:3])
         started = time.perf_counter()
-        if strategy == "interpolate":
+        self.zoom, self.refine = zoom, refine
+        if strategy == "interpolate" and guide == "mask":
+            result = self._segment_guided(keys, propagate_margin, progress, cancel, on_slice)
+        elif strategy == "interpolate":
             result = self._segment_interpolated(keys, progress, cancel, on_slice)
         else:
             result = self._segment_propagated(keys, propagate_margin, progress, cancel, on_slice)
@@ -333,12 +394,71 @@ class VolumeSegmenter:
             mask=np.zeros(self.volume.shape[:3], dtype=bool), slice_axis=self.slice_axis, slice_range=(0, 0)
         )
 
-    def _store(self, result: SegmentationResult, s: int, box: Box, mask: np.ndarray, iou: float) -> None:
+    def _store(self, result: SegmentationResult, s: int, box: Box, mask: np.ndarray, iou: float) -> np.ndarray:
+        if getattr(self, "refine", "off") == "box":
+            mask = refine_to_box(mask, box)
         selector: List[object] = [slice(None)] * 3
         selector[self.slice_axis] = s
         result.mask[tuple(selector)] = mask
         result.boxes[s] = tuple(box)
         result.iou[s] = iou
+        return mask
+
+    def _regions(self, boxes: Dict[int, Box]) -> Dict[int, Region]:
+        return {s: self.region_for(box) for s, box in boxes.items()}
+
+    def _segment_guided(self, keys, margin, progress, cancel, on_slice) -> SegmentationResult:
+        """``guide="mask"``: key slices first, then walks from each key slice towards the middle of its gap."""
+        boxes = interpolate_boxes(keys.boxes)
+        order = sorted(boxes)
+        key_slices = sorted(k.slice_index for k in keys.boxes)
+        result = self._empty_result()
+        result.slice_range = (order[0], order[-1])
+        total, done = len(order), 0
+
+        def run(batch_boxes: Dict[int, Box]) -> Dict[int, np.ndarray]:
+            nonlocal done
+            _check_cancel(cancel)
+            result.encoded += self.ensure_embeddings(sorted(batch_boxes), cancel=cancel,
+                                                     regions=self._regions(batch_boxes))
+            decoded = self.decode(batch_boxes)
+            result.recomputed.extend(self.last_recomputed)
+            masks = {}
+            for s in sorted(batch_boxes):
+                masks[s] = self._store(result, s, batch_boxes[s], *decoded[s])
+                if on_slice:
+                    on_slice(s, masks[s])
+            done += len(batch_boxes)
+            if progress:
+                progress(done, total, "segmenting slices")
+            return masks
+
+        previous = run({s: boxes[s] for s in key_slices})
+        # One walk per side of each gap: (current slice, step, last slice of the walk, previous mask or None)
+        walks = []
+        for a, b in zip(key_slices, key_slices[1:]):
+            middle = (a + b) // 2
+            if a + 1 <= middle:
+                walks.append([a + 1, +1, middle, previous[a]])
+            if b - 1 >= middle + 1:
+                walks.append([b - 1, -1, middle + 1, previous[b]])
+        while walks:
+            batch = {}
+            for walk in walks:
+                s, _, _, mask = walk
+                guided = None if mask is None else box_from_mask(mask, margin)
+                batch[s] = boxes[s] if guided is None else _mean_box(boxes[s], guided, self.slice_size)
+            masks = run(batch)
+            remaining = []
+            for walk in walks:
+                s, step, last, mask = walk
+                # Where the mask vanishes the walk goes on with the interpolated boxes only.
+                walk[3] = masks[s] if mask is not None and masks[s].any() else None
+                if s != last:
+                    walk[0] = s + step
+                    remaining.append(walk)
+            walks = remaining
+        return result
 
     def _segment_interpolated(self, keys, progress, cancel, on_slice) -> SegmentationResult:
         boxes = interpolate_boxes(keys.boxes)
@@ -353,13 +473,14 @@ class VolumeSegmenter:
         for start in range(0, total, step):
             _check_cancel(cancel)
             batch = order[start : start + step]
-            result.encoded += self.ensure_embeddings(batch, cancel=cancel)
+            result.encoded += self.ensure_embeddings(batch, cancel=cancel,
+                                                     regions=self._regions({s: boxes[s] for s in batch}))
             _check_cancel(cancel)
             decoded = self.decode({s: boxes[s] for s in batch})
             result.recomputed.extend(self.last_recomputed)
             for s in batch:
                 mask, iou = decoded[s]
-                self._store(result, s, boxes[s], mask, iou)
+                mask = self._store(result, s, boxes[s], mask, iou)
                 if on_slice:
                     on_slice(s, mask)
             done += len(batch)
@@ -388,10 +509,11 @@ class VolumeSegmenter:
         key_masks: Dict[int, np.ndarray] = {}
         for key in ordered:
             _check_cancel(cancel)
-            result.encoded += self.ensure_embeddings([key.slice_index], cancel=cancel)
+            result.encoded += self.ensure_embeddings([key.slice_index], cancel=cancel,
+                                                     regions=self._regions({key.slice_index: key.box}))
             mask, iou = self.decode({key.slice_index: key.box})[key.slice_index]
             result.recomputed.extend(self.last_recomputed)
-            self._store(result, key.slice_index, key.box, mask, iou)
+            mask = self._store(result, key.slice_index, key.box, mask, iou)
             key_masks[key.slice_index] = mask
             if on_slice:
                 on_slice(key.slice_index, mask)
@@ -406,10 +528,13 @@ class VolumeSegmenter:
                 if box is None:
                     break
                 ahead = list(range(s, last + step, step))[: self.batch_size]
-                result.encoded += self.ensure_embeddings(ahead, cancel=cancel)
+                if self.zoom == "off":
+                    result.encoded += self.ensure_embeddings(ahead, cancel=cancel)
+                else:  # the crop of the slices ahead is not known before their boxes are
+                    result.encoded += self.ensure_embeddings([s], cancel=cancel, regions=self._regions({s: box}))
                 mask, iou = self.decode({s: box})[s]
                 result.recomputed.extend(self.last_recomputed)
-                self._store(result, s, box, mask, iou)
+                mask = self._store(result, s, box, mask, iou)
                 if on_slice:
                     on_slice(s, mask)
                 done += 1
@@ -419,6 +544,75 @@ class VolumeSegmenter:
         covered = sorted(result.boxes)
         result.slice_range = (covered[0], covered[-1])
         return result
+
+
+def zoom_region(box: Box, slice_size: Tuple[int, int], input_size: int = 256) -> Region:
+    """The crop for ``zoom="auto"``: None when the box is not small in model pixels, else a square (clipped to
+    the slice) around it whose side makes the box about :data:`ZOOM_TARGET` model pixels.
+
+    The side is snapped up to a step of 2**(1/4) and the corner to a grid of 1/8 of the side, so that a box
+    moving a little keeps its crop and the crop's cached embedding."""
+    rows, cols = slice_size
+    x0, y0, x1, y1 = (float(v) for v in box)
+    side = max(x1 - x0 + 1.0, y1 - y0 + 1.0)
+    longest = max(rows, cols)
+    if side * input_size / longest >= ZOOM_BELOW:
+        return None
+    wanted = max(side * input_size / ZOOM_TARGET, float(ZOOM_MIN_CROP))
+    crop = int(round(2 ** (np.ceil(4 * np.log2(wanted)) / 4)))
+    if crop >= 0.75 * longest:
+        return None
+    grid = max(1, crop // 8)
+
+    def place(centre: float, size: int, extent: int) -> Tuple[int, int]:
+        size = min(size, extent)
+        start = int(round((centre - size / 2.0) / grid)) * grid
+        start = min(max(start, 0), extent - size)
+        return start, start + size
+
+    r0, r1 = place((y0 + y1) / 2.0, crop, rows)
+    c0, c1 = place((x0 + x1) / 2.0, crop, cols)
+    if not (c0 <= x0 and x1 <= c1 - 1 and r0 <= y0 and y1 <= r1 - 1):
+        return None  # a box that does not fit its crop is segmented on the whole slice
+    return (r0, r1, c0, c1)
+
+
+def _shift_box(box: Box, region: Region) -> Box:
+    if region is None:
+        return tuple(box)
+    r0, _, c0, _ = region
+    x0, y0, x1, y1 = box
+    return (x0 - c0, y0 - r0, x1 - c0, y1 - r0)
+
+
+def _paste(mask: np.ndarray, region: Region, slice_size: Tuple[int, int]) -> np.ndarray:
+    if region is None:
+        return mask
+    full = np.zeros(slice_size, dtype=bool)
+    r0, r1, c0, c1 = region
+    full[r0:r1, c0:c1] = mask
+    return full
+
+
+def _mean_box(a: Box, b: Box, slice_size: Tuple[int, int]) -> Box:
+    rows, cols = slice_size
+    x0, y0, x1, y1 = ((np.asarray(a, dtype=float) + np.asarray(b, dtype=float)) / 2.0).tolist()
+    return (max(x0, 0.0), max(y0, 0.0), min(x1, cols - 1.0), min(y1, rows - 1.0))
+
+
+def refine_to_box(mask: np.ndarray, box: Box, margin: float = CLIP_MARGIN) -> np.ndarray:
+    """``refine="box"``: the mask inside the box grown by ``margin``, holes filled."""
+    from scipy import ndimage
+
+    rows, cols = mask.shape
+    x0, y0, x1, y1 = box
+    r0, r1 = max(int(np.floor(y0 - margin)), 0), min(int(np.ceil(y1 + margin)), rows - 1)
+    c0, c1 = max(int(np.floor(x0 - margin)), 0), min(int(np.ceil(x1 + margin)), cols - 1)
+    out = np.zeros_like(mask, dtype=bool)
+    out[r0 : r1 + 1, c0 : c1 + 1] = mask[r0 : r1 + 1, c0 : c1 + 1]
+    if out.any():
+        out = ndimage.binary_fill_holes(out)
+    return out
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

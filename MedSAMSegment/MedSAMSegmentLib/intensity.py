@@ -5,6 +5,12 @@
   voxels that were zero back to zero.
 * ``none``: the volume is already 0-255 (MedSAM's ``.npz`` files); it is only cast.
 
+MR rule (``mr_rule``): ``published`` is the recipe above. ``auto`` (default) is the same on images without
+negative values; on an image with negative values (z-scored MR, as BraTS distributes it: the brain around 0, half
+of it negative, the background one constant below it) "above zero" would clip half the brain to black, so the
+percentiles are taken over the voxels above the image's minimum (its background) and the background is set to 0.
+Measured on the development set in ``docs/accuracy.md``.
+
 The volume is normalised once, before slicing, so every slice shares one intensity scale. The input array is
 never modified.
 """
@@ -27,6 +33,7 @@ CT_WINDOWS = {
 }
 DEFAULT_CT_WINDOW = CT_WINDOWS["soft_tissue"]
 MODALITIES = ("auto", "CT", "MR", "none")
+MR_RULES = ("auto", "published")
 
 
 class IntensityError(ValueError):
@@ -64,9 +71,23 @@ def normalise_ct(volume: np.ndarray, level: float, width: float) -> np.ndarray:
     return _scale_in_chunks(volume, level - width / 2.0, level + width / 2.0)
 
 
-def normalise_mr(volume: np.ndarray, lower_percentile: float = 0.5, upper_percentile: float = 99.5) -> np.ndarray:
-    """Percentile clip of the voxels above zero, scaled to uint8, zero voxels kept at zero."""
-    positive = np.concatenate([b[np.isfinite(b) & (b > 0)] for b in _float_chunks(volume)])
+def normalise_mr(
+    volume: np.ndarray, lower_percentile: float = 0.5, upper_percentile: float = 99.5, rule: str = "published"
+) -> np.ndarray:
+    """Percentile clip of the foreground voxels, scaled to uint8, background kept at zero.
+
+    ``published``: foreground = voxels above zero, background = zero voxels (MedSAM's ``pre_CT_MR.py``).
+    ``auto``: the same without negative values; with negative values foreground = voxels above the minimum and
+    background = the minimum (see the module docstring).
+    """
+    if rule not in MR_RULES:
+        raise IntensityError(f"unknown MR rule {rule!r}; use one of {', '.join(MR_RULES)}")
+    lowest = 0.0
+    if rule == "auto":
+        minima = [float(b[np.isfinite(b)].min()) for b in _float_chunks(volume) if np.isfinite(b).any()]
+        if minima and min(minima) < 0:
+            lowest = min(minima)
+    positive = np.concatenate([b[np.isfinite(b) & (b > lowest)] for b in _float_chunks(volume)])
     if positive.size == 0:
         # No voxel above zero (e.g. z-scored data with no background): use all finite voxels.
         positive = np.concatenate([b[np.isfinite(b)] for b in _float_chunks(volume)])
@@ -74,7 +95,7 @@ def normalise_mr(volume: np.ndarray, lower_percentile: float = 0.5, upper_percen
         raise IntensityError("the image has no finite voxel values; check that the file holds an image")
     low, high = np.percentile(positive, [lower_percentile, upper_percentile])
     del positive
-    return _scale_in_chunks(volume, float(low), float(high), keep_zero=True)
+    return _scale_in_chunks(volume, float(low), float(high), keep_zero=True, background=lowest)
 
 
 #: Voxels per block when normalising, so a large volume is never copied whole as float32.
@@ -93,15 +114,19 @@ def _float_chunks(volume: np.ndarray):
             yield volume[start : start + step].astype(np.float32)
 
 
-def _scale_in_chunks(volume: np.ndarray, low: float, high: float, keep_zero: bool = False) -> np.ndarray:
-    """Scale ``[low, high]`` to uint8 block by block: NaN -> ``low``, +/-inf -> the nearer end."""
+def _scale_in_chunks(
+    volume: np.ndarray, low: float, high: float, keep_zero: bool = False, background: float = 0.0
+) -> np.ndarray:
+    """Scale ``[low, high]`` to uint8 block by block: NaN -> ``low``, +/-inf -> the nearer end.
+
+    With ``keep_zero`` the voxels equal to ``background`` become 0."""
     result = np.empty(volume.shape, dtype=np.uint8)
     flat = result.reshape(volume.shape[0], -1) if volume.ndim > 1 else result.reshape(1, -1)
     start = 0
     for block in _float_chunks(volume if volume.ndim > 1 else volume.reshape(1, -1)):
         rows = block.shape[0]
         block_flat = block.reshape(rows, -1)
-        zero = block_flat == 0 if keep_zero else None
+        zero = block_flat == background if keep_zero else None
         np.nan_to_num(block_flat, copy=False, nan=low, posinf=high, neginf=low)
         scaled = _scale_to_uint8(block_flat, low, high)
         if zero is not None:
@@ -124,10 +149,12 @@ def normalise_volume(
     volume: np.ndarray,
     modality: str = "auto",
     window: Optional[Sequence[float]] = None,
+    mr_rule: str = "published",
 ) -> np.ndarray:
     """Normalise a whole volume (any dimensionality, scalar voxels) to uint8.
 
     ``window`` (level, width) applies to CT and overrides its default; given with ``auto``, it means CT.
+    ``mr_rule`` picks the MR foreground (see the module docstring); ``published`` is MedSAM's exactly.
     """
     if modality not in MODALITIES:
         raise IntensityError(f"unknown modality {modality!r}; use one of {', '.join(MODALITIES)}")
@@ -141,7 +168,7 @@ def normalise_volume(
         level, width = _window(window)
         return normalise_ct(volume, level, width)
     if modality == "MR":
-        return normalise_mr(volume)
+        return normalise_mr(volume, rule=mr_rule)
     if volume.dtype == np.uint8:
         return volume.copy()
     values = volume.astype(np.float32, copy=False)

@@ -24,12 +24,29 @@ from .models import SliceModel
 
 @dataclass(frozen=True)
 class SegmentationSettings:
-    """What a user chooses besides the boxes."""
+    """What a user chooses besides the boxes.
+
+    ``mr_rule``, ``zoom``, ``guide`` and ``refine`` are the accuracy options (``intensity`` and ``engine``
+    docstrings; defaults chosen on the whole development set, ``docs/accuracy.md``). The published LiteMedSAM
+    behaviour is ``mr_rule="published", zoom="off", guide="off", refine="off"`` (:data:`PUBLISHED`).
+    """
 
     strategy: str = "interpolate"
     modality: str = "auto"
     window: Optional[Sequence[float]] = None
     propagate_margin: float = 3.0
+    mr_rule: str = "published"
+    zoom: str = "off"
+    guide: str = "off"
+    refine: str = "off"
+
+    def accuracy_options(self) -> dict:
+        """The keyword arguments of :meth:`engine.VolumeSegmenter.segment` these settings choose."""
+        return {"zoom": self.zoom, "guide": self.guide, "refine": self.refine}
+
+
+#: The published behaviour (MedSAM's intensity recipe, whole slices, interpolated boxes, raw masks).
+PUBLISHED = {"mr_rule": "published", "zoom": "off", "guide": "off", "refine": "off"}
 
 
 def normalised_volume(array: np.ndarray, settings: SegmentationSettings, is_colour: bool = False) -> np.ndarray:
@@ -38,7 +55,7 @@ def normalised_volume(array: np.ndarray, settings: SegmentationSettings, is_colo
         if array.dtype != np.uint8:
             raise intensity.IntensityError("colour images must be 8-bit; convert the image to greyscale first")
         return array
-    return intensity.normalise_volume(array, settings.modality, settings.window)
+    return intensity.normalise_volume(array, settings.modality, settings.window, mr_rule=settings.mr_rule)
 
 
 def make_segmenter(
@@ -77,6 +94,7 @@ def run_segmentation(
         progress=progress,
         cancel=cancel,
         on_slice=on_slice,
+        **settings.accuracy_options(),
     )
 
 

@@ -1,0 +1,143 @@
+"""Accuracy study (issue 7): our pipeline with accuracy options on/off against the baselines, per case.
+
+Goes through the shared path (``pipeline.make_segmenter`` + ``segment``), the simulated annotator and the metrics
+of the evaluation. Embeddings are kept in an on-disk cache (``--cache``), so rerunning with other options costs
+decoder time only (crops of ``zoom`` are new pixels, encoded once). One JSON line per case, configuration and
+spacing is appended to ``--out``; ``--table`` prints the per-case table of a results file.
+
+    python benchmarks/accuracy_study.py --cases ../shared/data/cases.json --config published default \\
+        --spacing 5 10 --baselines --cache /tmp/acc_cache --out /tmp/acc.jsonl
+    python benchmarks/accuracy_study.py --table /tmp/acc.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "MedSAMSegment"))
+
+from MedSAMSegmentLib import baselines, evaluation, io, metrics, pipeline, simulate  # noqa: E402
+from MedSAMSegmentLib.geometry import KeyBoxSet  # noqa: E402
+
+#: Named settings; each value overrides SegmentationSettings' defaults.
+CONFIGS = {
+    "published": dict(pipeline.PUBLISHED),
+    "default": {},
+    "mr": {**pipeline.PUBLISHED, "mr_rule": "auto"},
+    "mr_zoom": {**pipeline.PUBLISHED, "mr_rule": "auto", "zoom": "auto"},
+    "mr_guide": {**pipeline.PUBLISHED, "mr_rule": "auto", "guide": "mask"},
+    "mr_refine": {**pipeline.PUBLISHED, "mr_rule": "auto", "refine": "box"},
+    "mr_zoom_refine": {**pipeline.PUBLISHED, "mr_rule": "auto", "zoom": "auto", "refine": "box"},
+    "mr_guide_refine": {**pipeline.PUBLISHED, "mr_rule": "auto", "guide": "mask", "refine": "box"},
+    "all": {"mr_rule": "auto", "zoom": "auto", "guide": "mask", "refine": "box"},
+}
+
+
+def run(args) -> None:
+    from MedSAMSegmentLib.engine import EmbeddingCache
+    from MedSAMSegmentLib.models import load_model
+
+    cases = evaluation.load_cases(args.cases, args.case)
+    model = load_model("lite", device="cpu")
+    cache = EmbeddingCache(args.cache)
+    out = open(args.out, "a", encoding="utf-8")
+    for case in cases:
+        image = io.read_image(case.image)
+        reference, _ = io.read_mask(case.label, case.label_values)
+        spacing_mm = image.spacing_kji()
+        axis = case.slice_axis
+        modality = evaluation.modality_setting(case, image.array)
+
+        def write(config, spacing, mask, seconds=0.0, case=case, reference=reference, spacing_mm=spacing_mm,
+                  **extra):
+            row = {"case": case.name, "config": config, "spacing": spacing,
+                   "dsc": round(metrics.dice(mask, reference), 4),
+                   "nsd": round(metrics.normalised_surface_dice(mask, reference, spacing_mm), 4),
+                   "seconds": round(seconds, 2), **extra}
+            out.write(json.dumps(row) + "\n")
+            out.flush()
+            print(row, flush=True)
+
+        if args.baselines:
+            every = simulate.every_slice_boxes(reference, axis)
+            settings = pipeline.SegmentationSettings(modality=modality, **pipeline.PUBLISHED)
+            segmenter = pipeline.make_segmenter(model, image.array, axis, settings, cache=cache)
+            result = segmenter.segment(every, **settings.accuracy_options())
+            write("recipe_every_slice", 0, result.mask)
+            for spacing in args.spacing:
+                keys = simulate.simulate_key_boxes(reference, axis, spacing)
+                write("filled_boxes", spacing, baselines.filled_boxes(reference.shape, keys))
+                tight = simulate.tight_boxes(reference, axis)
+                tight_keys = KeyBoxSet(axis, [type(k)(k.slice_index, tight[k.slice_index], "tight")
+                                              for k in keys.boxes])
+                write("tight_boxes", spacing, baselines.filled_boxes(reference.shape, tight_keys))
+                if args.contours:
+                    key_slices = [k.slice_index for k in keys.boxes]
+                    write("contours", spacing, baselines.contours_interpolated(reference, axis, key_slices))
+        for name in args.config:
+            settings = pipeline.SegmentationSettings(modality=modality, **CONFIGS[name])
+            segmenter = pipeline.make_segmenter(model, image.array, axis, settings, cache=cache)
+            for spacing in args.spacing:
+                keys = simulate.simulate_key_boxes(reference, axis, spacing)
+                t0 = time.perf_counter()
+                result = segmenter.segment(keys, strategy=settings.strategy, **settings.accuracy_options())
+                write(name, spacing, result.mask, time.perf_counter() - t0, encoded=result.encoded,
+                      flagged=len(result.flagged))
+        cache.clear_memory()
+    out.close()
+
+
+def table(path: str, spacing_filter=None) -> str:
+    rows = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
+    latest = {}
+    for r in rows:
+        latest[(r["case"], r["config"], r["spacing"])] = r
+    columns = sorted({(c, s) for _, c, s in latest}, key=lambda cs: (cs[0] != "recipe_every_slice", cs))
+    if spacing_filter:
+        columns = [c for c in columns if c[1] in spacing_filter or c[1] == 0]
+    cases = sorted({c for c, _, _ in latest})
+    head = [f"{c}@{s}" if s else c for c, s in columns]
+    lines = ["| case | " + " | ".join(head) + " |", "| --- |" + " ---: |" * len(head)]
+    for case in cases:
+        cells = []
+        for c, s in columns:
+            r = latest.get((case, c, s))
+            cells.append("" if r is None else f"{r['dsc']:.3f} / {r['nsd']:.3f}")
+        lines.append(f"| {case} | " + " | ".join(cells) + " |")
+    cells = []
+    for c, s in columns:
+        values = [latest[(case, c, s)] for case in cases if (case, c, s) in latest]
+        complete = len(values) == len(cases)
+        mean = (f"{np.mean([v['dsc'] for v in values]):.3f} / {np.mean([v['nsd'] for v in values]):.3f}"
+                if values else "")
+        cells.append(mean + ("" if complete else f" (n={len(values)})"))
+    lines.append("| **mean** | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", default=os.path.join("..", "shared", "data", "cases.json"))
+    parser.add_argument("--case", action="append", help="only cases matching (glob or substring); repeatable")
+    parser.add_argument("--config", nargs="*", default=[], choices=sorted(CONFIGS))
+    parser.add_argument("--spacing", type=int, nargs="+", default=[5, 10])
+    parser.add_argument("--baselines", action="store_true", help="also the recipe on every slice and filled boxes")
+    parser.add_argument("--contours", action="store_true", help="with --baselines: contours + interpolation")
+    parser.add_argument("--cache", default="/tmp/acc_cache")
+    parser.add_argument("--out", default="/tmp/acc.jsonl")
+    parser.add_argument("--table", help="print the per-case table of a results file and exit")
+    args = parser.parse_args()
+    if args.table:
+        print(table(args.table))
+        return
+    run(args)
+
+
+if __name__ == "__main__":
+    main()
