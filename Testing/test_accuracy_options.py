@@ -1,0 +1,99 @@
+"""The accuracy options (issue 7) with a stand-in model: fast, no weights. Their effect on real cases is measured
+by benchmarks/accuracy_study.py (docs/accuracy.md) and guarded by test_real_data.py."""
+
+import numpy as np
+import pytest
+import torch
+from MedSAMSegmentLib import engine
+from MedSAMSegmentLib.engine import EmbeddingCache, VolumeSegmenter, refine_to_box, zoom_region
+from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet
+from MedSAMSegmentLib.intensity import normalise_volume
+
+
+class BoxModel:
+    """Encodes nothing useful; decodes the box itself shrunk by 1 px (in the size it is asked for)."""
+
+    name = "fake"
+    fingerprint = "fake-box-model"
+    device = "cpu"
+    precision = "fp32"
+    input_size = 256
+
+    def __init__(self):
+        self.encoded_shapes = []
+
+    def encode(self, slices):
+        self.encoded_shapes.extend(s.shape for s in slices)
+        return torch.stack([torch.full((1, 2, 2), float(np.mean(s))) for s in slices])
+
+    def decode(self, embeddings, boxes, original_size):
+        rows, cols = original_size
+        logits = np.full((len(boxes), rows, cols), -1.0, dtype=np.float32)
+        for n, (x0, y0, x1, y1) in enumerate(boxes):
+            logits[n, int(np.ceil(y0)) + 1 : int(y1), int(np.ceil(x0)) + 1 : int(x1)] = 1.0
+        return logits, np.full(len(boxes), 0.9, dtype=np.float32)
+
+
+def volume(shape=(9, 200, 200)):
+    return np.random.default_rng(0).integers(0, 255, size=shape, dtype=np.uint8)
+
+
+def test_zoom_region_only_for_small_boxes_and_stable_under_small_moves():
+    assert zoom_region((50, 50, 150, 150), (200, 200)) is None  # 128 model pixels: whole slice
+    region = zoom_region((95, 90, 104, 101), (200, 200))
+    assert region is not None
+    r0, r1, c0, c1 = region
+    assert r0 <= 90 and r1 > 101 and c0 <= 95 and c1 > 104
+    assert r1 - r0 == c1 - c0 >= engine.ZOOM_MIN_CROP
+    assert zoom_region((96, 90, 105, 101), (200, 200)) == region
+    # At the edge of the slice the crop stays inside it and still holds the box.
+    r0, r1, c0, c1 = zoom_region((0, 0, 8, 8), (200, 200))
+    assert (r0, c0) == (0, 0)
+
+
+def test_zoom_encodes_the_crop_and_pastes_the_mask_back():
+    model = BoxModel()
+    segmenter = VolumeSegmenter(model, volume(), 0, cache=EmbeddingCache(), batch_size=2)
+    keys = KeyBoxSet(0, [KeyBox(2, (95, 90, 104, 101)), KeyBox(6, (97, 92, 106, 103))])
+    zoomed = segmenter.segment(keys, zoom="auto")
+    assert all(shape[0] < 200 for shape in model.encoded_shapes)
+    whole = VolumeSegmenter(BoxModel(), volume(), 0, cache=EmbeddingCache()).segment(keys)
+    assert np.array_equal(zoomed.mask, whole.mask)  # the box model gives the same mask at any zoom
+    assert zoomed.mask[2, 91:101, 96:104].all() and zoomed.mask[2].sum() == 10 * 8
+
+
+def test_refine_clips_to_the_box_and_fills_holes():
+    mask = np.zeros((40, 40), bool)
+    mask[5:30, 5:30] = True
+    mask[15, 15] = False
+    out = refine_to_box(mask, (10, 10, 20, 20), margin=2)
+    assert out[8:23, 8:23].all() and out.sum() == 15 * 15
+
+
+def test_guided_boxes_follow_the_masks_and_key_slices_keep_their_boxes():
+    segmenter = VolumeSegmenter(BoxModel(), volume(), 0, cache=EmbeddingCache())
+    keys = KeyBoxSet(0, [KeyBox(0, (40, 40, 80, 80)), KeyBox(8, (60, 60, 100, 100))])
+    result = segmenter.segment(keys, guide="mask")
+    assert sorted(result.boxes) == list(range(9))
+    assert result.boxes[0] == (40, 40, 80, 80) and result.boxes[8] == (60, 60, 100, 100)
+    # The box model shrinks each box by a pixel; a guided box is the mean of it (+3 px) and the interpolated one.
+    interpolated = np.array([42.5, 42.5, 82.5, 82.5])
+    assert np.allclose(result.boxes[1], (interpolated + np.array([41, 41, 79, 79]) + [-3, -3, 3, 3]) / 2)
+    with pytest.raises(ValueError, match="unknown guide"):
+        segmenter.segment(keys, guide="nope")
+
+
+def test_mr_rule_uses_the_voxels_above_the_background_of_z_scored_images():
+    rng = np.random.default_rng(1)
+    brain = rng.normal(0, 1, size=(4, 20, 20)).astype(np.float32)
+    image = np.full((4, 30, 30), -3.5, np.float32)
+    image[:, 5:25, 5:25] = brain
+    published = normalise_volume(image, "MR", mr_rule="published")
+    auto = normalise_volume(image, "MR", mr_rule="auto")
+    inside = image > -3.5
+    assert (published[inside] == 0).mean() > 0.4  # half the brain black
+    assert (auto[inside] == 0).mean() < 0.01 and auto[~inside].max() == 0
+    positive = np.abs(image) + 1
+    positive[:, :3] = 0
+    assert np.array_equal(normalise_volume(positive, "MR", mr_rule="auto"),
+                          normalise_volume(positive, "MR", mr_rule="published"))
