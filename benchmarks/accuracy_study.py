@@ -35,7 +35,12 @@ CONFIGS = {
     "mr_refine": {**pipeline.PUBLISHED, "mr_rule": "auto", "refine": "box"},
     "mr_zoom_refine": {**pipeline.PUBLISHED, "mr_rule": "auto", "zoom": "auto", "refine": "box"},
     "mr_guide_refine": {**pipeline.PUBLISHED, "mr_rule": "auto", "guide": "mask", "refine": "box"},
-    "all": {"mr_rule": "auto", "zoom": "auto", "guide": "mask", "refine": "box"},
+    "mr_retry": {**pipeline.PUBLISHED, "mr_rule": "auto", "retry": "zoom"},
+    "mr_zoom_retry": {**pipeline.PUBLISHED, "mr_rule": "auto", "zoom": "auto", "retry": "zoom"},
+    "mr_zoom_guide": {**pipeline.PUBLISHED, "mr_rule": "auto", "zoom": "auto", "guide": "mask"},
+    "mr_zoom_guide_retry": {**pipeline.PUBLISHED, "mr_rule": "auto", "zoom": "auto", "guide": "mask",
+                            "retry": "zoom"},
+    "all": {"mr_rule": "auto", "zoom": "auto", "guide": "mask", "refine": "box", "retry": "zoom"},
 }
 
 

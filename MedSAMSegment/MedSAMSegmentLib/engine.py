@@ -24,6 +24,9 @@ behaviour):
 * ``guide`` (``interpolate`` only): ``mask`` walks from each key slice towards the middle of the gap, each
   slice's box the mean of the interpolated box and the previous slice's mask box + margin (MedSAM's adrenal
   study used the previous mask's box); where the mask vanishes the interpolated boxes take over.
+* ``retry``: ``zoom`` decodes a slice whose predicted IoU is below :data:`RETRY_IOU` again with the other view
+  (a crop around the box if it was whole, the whole slice if it was a crop) and keeps the answer the model
+  trusts more (higher predicted IoU).
 * ``refine``: ``box`` clips each slice's mask to its box grown by :data:`CLIP_MARGIN` and fills holes per slice.
 """
 
@@ -55,6 +58,9 @@ DECODE_CHUNK = 4
 ZOOMS = ("off", "auto")
 GUIDES = ("off", "mask")
 REFINES = ("off", "box")
+RETRIES = ("off", "zoom")
+#: ``retry="zoom"`` decodes again slices whose predicted IoU is below this.
+RETRY_IOU = 0.5
 #: ``zoom="auto"`` crops around boxes whose longest side is below this many model pixels (of 256) ...
 ZOOM_BELOW = 48.0
 #: ... so that the box's longest side fills about this many pixels of the model input ...
@@ -237,8 +243,9 @@ class VolumeSegmenter:
         self.batch_size = max(1, int(batch_size or default_batch_size(model)))
         self.slice_size = slice_shape(volume_u8.shape[:3], slice_axis)
         self._keys: Dict[Tuple[int, Region], str] = {}
-        self._decoded: Dict[int, Tuple[Box, Region, np.ndarray, float]] = {}
+        self._decoded: Dict[int, Tuple[Box, Tuple[Region, str], np.ndarray, float]] = {}
         self.zoom = "off"
+        self.retry = "off"
 
     @property
     def n_slices(self) -> int:
@@ -263,6 +270,15 @@ class VolumeSegmenter:
         if self.zoom == "off":
             return None
         return zoom_region(box, self.slice_size, getattr(self.model, "input_size", 256))
+
+    def _decode_group(self, boxes: Dict[int, Box], regions: Dict[int, Region], group: List[int], size):
+        import torch
+
+        embeddings = torch.from_numpy(np.stack([self.embedding(s, regions[s]) for s in group]))
+        local = [_shift_box(boxes[s], regions[s]) for s in group]
+        logits, iou = self.model.decode(embeddings, np.array(local), size or self.slice_size)
+        return {s: (_paste(lg > 0, regions[s], self.slice_size), float(score))
+                for s, lg, score in zip(group, logits, iou)}
 
     def ensure_embeddings(
         self,
@@ -323,14 +339,12 @@ class VolumeSegmenter:
     # -- decoding -----------------------------------------------------------------------------------------
     def decode(self, boxes: Dict[int, Box]) -> Dict[int, Tuple[np.ndarray, float]]:
         """Masks and IoU for ``{slice: box}``; reuses the result of a slice whose box (and crop) is unchanged."""
-        import torch
-
         out: Dict[int, Tuple[np.ndarray, float]] = {}
         todo: Dict[Region, List[int]] = {}
         regions = {s: self.region_for(box) for s, box in boxes.items()}
         for s, box in boxes.items():
             previous = self._decoded.get(s)
-            if previous is not None and previous[0] == tuple(box) and previous[1] == regions[s]:
+            if previous is not None and previous[0] == tuple(box) and previous[1] == (regions[s], self.retry):
                 out[s] = (previous[2], previous[3])
             else:
                 # Slices decode together when their crops have one size (the decoder takes one output size).
@@ -341,14 +355,23 @@ class VolumeSegmenter:
         for size, group in todo.items():
             for start in range(0, len(group), chunk):
                 batch = group[start : start + chunk]
-                embeddings = torch.from_numpy(np.stack([self.embedding(s, regions[s]) for s in batch]))
-                local = [_shift_box(boxes[s], regions[s]) for s in batch]
-                logits, iou = self.model.decode(embeddings, np.array(local), size or self.slice_size)
-                for s, lg, score in zip(batch, logits, iou):
-                    mask = _paste(lg > 0, regions[s], self.slice_size)
-                    self._decoded[s] = (tuple(boxes[s]), regions[s], mask, float(score))
-                    out[s] = (mask, float(score))
+                for s, (mask, score) in self._decode_group(boxes, regions, batch, size).items():
+                    if self.retry == "zoom" and score < RETRY_IOU:
+                        mask, score = self._retry(s, boxes[s], regions[s], mask, score)
+                    self._decoded[s] = (tuple(boxes[s]), (regions[s], self.retry), mask, score)
+                    out[s] = (mask, score)
         return out
+
+    def _retry(self, s: int, box: Box, region: Region, mask: np.ndarray, score: float) -> Tuple[np.ndarray, float]:
+        """``retry="zoom"``: the other view of the slice; the answer with the higher predicted IoU."""
+        other = zoom_region(box, self.slice_size, getattr(self.model, "input_size", 256), force=True) \
+            if region is None else None
+        if other == region:
+            return mask, score
+        size = None if other is None else (other[1] - other[0], other[3] - other[2])
+        self.ensure_embeddings([s], regions={s: other})
+        again, again_score = self._decode_group({s: box}, {s: other}, [s], size)[s]
+        return (again, again_score) if again_score > score else (mask, score)
 
     # -- strategies ---------------------------------------------------------------------------------------
     def segment(
@@ -362,10 +385,12 @@ class VolumeSegmenter:
         zoom: str = "off",
         guide: str = "off",
         refine: str = "off",
+        retry: str = "off",
     ) -> SegmentationResult:
         """Segment the volume from key boxes. Raises :class:`Cancelled` when ``cancel()`` turns true.
 
-        ``zoom``, ``guide`` and ``refine`` are the accuracy options of the module docstring (``off``: published).
+        ``zoom``, ``guide``, ``refine`` and ``retry`` are the accuracy options of the module docstring (``off``:
+        published).
         """
         if key_boxes.slice_axis != self.slice_axis:
             raise ValueError(
@@ -373,12 +398,13 @@ class VolumeSegmenter:
             )
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
-        for name, value, allowed in (("zoom", zoom, ZOOMS), ("guide", guide, GUIDES), ("refine", refine, REFINES)):
+        for name, value, allowed in (("zoom", zoom, ZOOMS), ("guide", guide, GUIDES), ("refine", refine, REFINES),
+                                     ("retry", retry, RETRIES)):
             if value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}; use one of {', '.join(allowed)}")
         keys = validate_key_boxes(key_boxes, self.volume.shape[:3])
         started = time.perf_counter()
-        self.zoom, self.refine = zoom, refine
+        self.zoom, self.refine, self.retry = zoom, refine, retry
         if strategy == "interpolate" and guide == "mask":
             result = self._segment_guided(keys, propagate_margin, progress, cancel, on_slice)
         elif strategy == "interpolate":
@@ -546,17 +572,18 @@ class VolumeSegmenter:
         return result
 
 
-def zoom_region(box: Box, slice_size: Tuple[int, int], input_size: int = 256) -> Region:
+def zoom_region(box: Box, slice_size: Tuple[int, int], input_size: int = 256, force: bool = False) -> Region:
     """The crop for ``zoom="auto"``: None when the box is not small in model pixels, else a square (clipped to
     the slice) around it whose side makes the box about :data:`ZOOM_TARGET` model pixels.
 
     The side is snapped up to a step of 2**(1/4) and the corner to a grid of 1/8 of the side, so that a box
-    moving a little keeps its crop and the crop's cached embedding."""
+    moving a little keeps its crop and the crop's cached embedding. ``force`` crops whatever the box's size
+    (for ``retry``), still not when the crop would be most of the slice."""
     rows, cols = slice_size
     x0, y0, x1, y1 = (float(v) for v in box)
     side = max(x1 - x0 + 1.0, y1 - y0 + 1.0)
     longest = max(rows, cols)
-    if side * input_size / longest >= ZOOM_BELOW:
+    if side * input_size / longest >= ZOOM_BELOW and not force:
         return None
     wanted = max(side * input_size / ZOOM_TARGET, float(ZOOM_MIN_CROP))
     crop = int(round(2 ** (np.ceil(4 * np.log2(wanted)) / 4)))

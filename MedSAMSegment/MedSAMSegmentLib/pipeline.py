@@ -26,9 +26,9 @@ from .models import SliceModel
 class SegmentationSettings:
     """What a user chooses besides the boxes.
 
-    ``mr_rule``, ``zoom``, ``guide`` and ``refine`` are the accuracy options (``intensity`` and ``engine``
+    ``mr_rule``, ``zoom``, ``guide``, ``refine`` and ``retry`` are the accuracy options (``intensity`` and ``engine``
     docstrings; defaults chosen on the whole development set, ``docs/accuracy.md``). The published LiteMedSAM
-    behaviour is ``mr_rule="published", zoom="off", guide="off", refine="off"`` (:data:`PUBLISHED`).
+    behaviour is ``mr_rule="published", zoom="off", guide="off", refine="off", retry="off"`` (:data:`PUBLISHED`).
     """
 
     strategy: str = "interpolate"
@@ -39,14 +39,15 @@ class SegmentationSettings:
     zoom: str = "off"
     guide: str = "off"
     refine: str = "off"
+    retry: str = "off"
 
     def accuracy_options(self) -> dict:
         """The keyword arguments of :meth:`engine.VolumeSegmenter.segment` these settings choose."""
-        return {"zoom": self.zoom, "guide": self.guide, "refine": self.refine}
+        return {"zoom": self.zoom, "guide": self.guide, "refine": self.refine, "retry": self.retry}
 
 
 #: The published behaviour (MedSAM's intensity recipe, whole slices, interpolated boxes, raw masks).
-PUBLISHED = {"mr_rule": "published", "zoom": "off", "guide": "off", "refine": "off"}
+PUBLISHED = {"mr_rule": "published", "zoom": "off", "guide": "off", "refine": "off", "retry": "off"}
 
 
 def normalised_volume(array: np.ndarray, settings: SegmentationSettings, is_colour: bool = False) -> np.ndarray:
