@@ -73,7 +73,7 @@ def test_refine_clips_to_the_box_and_fills_holes():
 def test_guided_boxes_follow_the_masks_and_key_slices_keep_their_boxes():
     segmenter = VolumeSegmenter(BoxModel(), volume(), 0, cache=EmbeddingCache())
     keys = KeyBoxSet(0, [KeyBox(0, (40, 40, 80, 80)), KeyBox(8, (60, 60, 100, 100))])
-    result = segmenter.segment(keys, guide="mask")
+    result = segmenter.segment(keys, guide="mean")
     assert sorted(result.boxes) == list(range(9))
     assert result.boxes[0] == (40, 40, 80, 80) and result.boxes[8] == (60, 60, 100, 100)
     # The box model shrinks each box by a pixel; a guided box is the mean of it (+3 px) and the interpolated one.
@@ -97,3 +97,33 @@ def test_mr_rule_uses_the_voxels_above_the_background_of_z_scored_images():
     positive[:, :3] = 0
     assert np.array_equal(normalise_volume(positive, "MR", mr_rule="auto"),
                           normalise_volume(positive, "MR", mr_rule="published"))
+
+
+class CropShyModel(BoxModel):
+    """Like BoxModel, but on a crop (an input smaller than the slice) it returns half the box and a higher IoU."""
+
+    def decode(self, embeddings, boxes, original_size):
+        logits, iou = super().decode(embeddings, boxes, original_size)
+        if original_size[0] < 200:
+            for n, box in enumerate(boxes):
+                logits[n, :, int((box[0] + box[2]) / 2) :] = -1.0
+            iou[:] = 0.95
+        else:
+            iou[:] = 0.3
+        return logits, iou
+
+
+def test_best_and_union_views_and_retry():
+    keys = KeyBoxSet(0, [KeyBox(2, (95, 90, 104, 101))])
+
+    def run(**options):
+        segmenter = VolumeSegmenter(CropShyModel(), volume(), 0, cache=EmbeddingCache())
+        result = segmenter.segment(keys, **options)
+        return result.mask[2].sum(), result.iou[2]
+
+    whole, _ = run()
+    crop, crop_iou = run(zoom="auto")
+    assert crop < whole and crop_iou == pytest.approx(0.95)
+    assert run(zoom="best") == (crop, crop_iou)  # the crop's IoU is higher
+    assert run(zoom="union")[0] == whole  # the whole slice's mask holds the crop's
+    assert run(retry="zoom") == (crop, crop_iou)  # whole slice IoU 0.3 < RETRY_IOU: the crop is tried and kept

@@ -21,9 +21,10 @@ behaviour):
   :data:`ZOOM_BELOW` of the 256 input) and gives the crop to the model, so the target fills about
   :data:`ZOOM_TARGET` pixels of the input; whole slice for larger boxes. Crops are snapped to a grid so a box
   that moves a little keeps its crop (and its cached embedding).
-* ``guide`` (``interpolate`` only): ``mask`` walks from each key slice towards the middle of the gap, each
-  slice's box the mean of the interpolated box and the previous slice's mask box + margin (MedSAM's adrenal
-  study used the previous mask's box); where the mask vanishes the interpolated boxes take over.
+* ``guide`` (``interpolate`` only): walks from each key slice towards the middle of the gap, each slice's box
+  made from the interpolated box and the previous slice's mask box + margin: ``mask`` the mask box alone
+  (MedSAM's adrenal study), ``mean`` their mean, ``union`` the box holding both; where the mask vanishes the
+  interpolated boxes take over.
 * ``retry``: ``zoom`` decodes a slice whose predicted IoU is below :data:`RETRY_IOU` again with the other view
   (a crop around the box if it was whole, the whole slice if it was a crop) and keeps the answer the model
   trusts more (higher predicted IoU).
@@ -55,8 +56,8 @@ AREA_JUMP = 2.0
 #: Slices decoded together in an interpolated run.
 DECODE_CHUNK = 4
 
-ZOOMS = ("off", "auto")
-GUIDES = ("off", "mask")
+ZOOMS = ("off", "auto", "best", "union")
+GUIDES = ("off", "mean", "union", "mask")
 REFINES = ("off", "box")
 RETRIES = ("off", "zoom")
 #: ``retry="zoom"`` decodes again slices whose predicted IoU is below this.
@@ -243,7 +244,7 @@ class VolumeSegmenter:
         self.batch_size = max(1, int(batch_size or default_batch_size(model)))
         self.slice_size = slice_shape(volume_u8.shape[:3], slice_axis)
         self._keys: Dict[Tuple[int, Region], str] = {}
-        self._decoded: Dict[int, Tuple[Box, Tuple[Region, str], np.ndarray, float]] = {}
+        self._decoded: Dict[int, Tuple[Box, Tuple[Region, str, str], np.ndarray, float]] = {}
         self.zoom = "off"
         self.retry = "off"
 
@@ -344,7 +345,7 @@ class VolumeSegmenter:
         regions = {s: self.region_for(box) for s, box in boxes.items()}
         for s, box in boxes.items():
             previous = self._decoded.get(s)
-            if previous is not None and previous[0] == tuple(box) and previous[1] == (regions[s], self.retry):
+            if previous is not None and previous[:2] == (tuple(box), (regions[s], self.retry, self.zoom)):
                 out[s] = (previous[2], previous[3])
             else:
                 # Slices decode together when their crops have one size (the decoder takes one output size).
@@ -356,14 +357,19 @@ class VolumeSegmenter:
             for start in range(0, len(group), chunk):
                 batch = group[start : start + chunk]
                 for s, (mask, score) in self._decode_group(boxes, regions, batch, size).items():
-                    if self.retry == "zoom" and score < RETRY_IOU:
-                        mask, score = self._retry(s, boxes[s], regions[s], mask, score)
-                    self._decoded[s] = (tuple(boxes[s]), (regions[s], self.retry), mask, score)
+                    if self.zoom in ("best", "union") and regions[s] is not None:
+                        mask, score = self._other_view(s, boxes[s], regions[s], mask, score, self.zoom)
+                    elif self.retry == "zoom" and score < RETRY_IOU:
+                        mask, score = self._other_view(s, boxes[s], regions[s], mask, score, "best")
+                    self._decoded[s] = (tuple(boxes[s]), (regions[s], self.retry, self.zoom), mask, score)
                     out[s] = (mask, score)
         return out
 
-    def _retry(self, s: int, box: Box, region: Region, mask: np.ndarray, score: float) -> Tuple[np.ndarray, float]:
-        """``retry="zoom"``: the other view of the slice; the answer with the higher predicted IoU."""
+    def _other_view(
+        self, s: int, box: Box, region: Region, mask: np.ndarray, score: float, how: str
+    ) -> Tuple[np.ndarray, float]:
+        """The slice decoded with the other view (crop <-> whole); ``best``: the answer with the higher predicted
+        IoU, ``union``: both masks (the higher IoU)."""
         other = zoom_region(box, self.slice_size, getattr(self.model, "input_size", 256), force=True) \
             if region is None else None
         if other == region:
@@ -371,6 +377,8 @@ class VolumeSegmenter:
         size = None if other is None else (other[1] - other[0], other[3] - other[2])
         self.ensure_embeddings([s], regions={s: other})
         again, again_score = self._decode_group({s: box}, {s: other}, [s], size)[s]
+        if how == "union":
+            return mask | again, max(score, again_score)
         return (again, again_score) if again_score > score else (mask, score)
 
     # -- strategies ---------------------------------------------------------------------------------------
@@ -405,8 +413,8 @@ class VolumeSegmenter:
         keys = validate_key_boxes(key_boxes, self.volume.shape[:3])
         started = time.perf_counter()
         self.zoom, self.refine, self.retry = zoom, refine, retry
-        if strategy == "interpolate" and guide == "mask":
-            result = self._segment_guided(keys, propagate_margin, progress, cancel, on_slice)
+        if strategy == "interpolate" and guide != "off":
+            result = self._segment_guided(keys, guide, propagate_margin, progress, cancel, on_slice)
         elif strategy == "interpolate":
             result = self._segment_interpolated(keys, progress, cancel, on_slice)
         else:
@@ -433,8 +441,8 @@ class VolumeSegmenter:
     def _regions(self, boxes: Dict[int, Box]) -> Dict[int, Region]:
         return {s: self.region_for(box) for s, box in boxes.items()}
 
-    def _segment_guided(self, keys, margin, progress, cancel, on_slice) -> SegmentationResult:
-        """``guide="mask"``: key slices first, then walks from each key slice towards the middle of its gap."""
+    def _segment_guided(self, keys, guide, margin, progress, cancel, on_slice) -> SegmentationResult:
+        """``guide``: key slices first, then walks from each key slice towards the middle of its gap."""
         boxes = interpolate_boxes(keys.boxes)
         order = sorted(boxes)
         key_slices = sorted(k.slice_index for k in keys.boxes)
@@ -473,7 +481,7 @@ class VolumeSegmenter:
             for walk in walks:
                 s, _, _, mask = walk
                 guided = None if mask is None else box_from_mask(mask, margin)
-                batch[s] = boxes[s] if guided is None else _mean_box(boxes[s], guided, self.slice_size)
+                batch[s] = boxes[s] if guided is None else _combine_boxes(boxes[s], guided, guide, self.slice_size)
             masks = run(batch)
             remaining = []
             for walk in walks:
@@ -621,9 +629,17 @@ def _paste(mask: np.ndarray, region: Region, slice_size: Tuple[int, int]) -> np.
     return full
 
 
-def _mean_box(a: Box, b: Box, slice_size: Tuple[int, int]) -> Box:
+def _combine_boxes(interpolated: Box, guided: Box, how: str, slice_size: Tuple[int, int]) -> Box:
+    """The box of a guided slice from its interpolated box and the previous mask's box (see ``guide``)."""
     rows, cols = slice_size
-    x0, y0, x1, y1 = ((np.asarray(a, dtype=float) + np.asarray(b, dtype=float)) / 2.0).tolist()
+    a, b = np.asarray(interpolated, dtype=float), np.asarray(guided, dtype=float)
+    if how == "mask":
+        combined = b
+    elif how == "union":
+        combined = np.concatenate([np.minimum(a[:2], b[:2]), np.maximum(a[2:], b[2:])])
+    else:
+        combined = (a + b) / 2.0
+    x0, y0, x1, y1 = combined.tolist()
     return (max(x0, 0.0), max(y0, 0.0), min(x1, cols - 1.0), min(y1, rows - 1.0))
 
 
