@@ -87,7 +87,10 @@ def normalise_mr(
         minima = [float(b[np.isfinite(b)].min()) for b in _float_chunks(volume) if np.isfinite(b).any()]
         if minima and min(minima) < 0:
             lowest = min(minima)
-    positive = np.concatenate([b[np.isfinite(b) & (b > lowest)] for b in _float_chunks(volume)])
+    # The auto rule's foreground is nearly every voxel: beyond SAMPLE_VOXELS a regular sample of it gives the
+    # percentiles, so memory stays under one float32 copy of the volume (the published rule is unchanged).
+    step = max(1, int(np.ceil(volume.size / SAMPLE_VOXELS))) if lowest < 0 else 1
+    positive = np.concatenate([b[np.isfinite(b) & (b > lowest)][::step] for b in _float_chunks(volume)])
     if positive.size == 0:
         # No voxel above zero (e.g. z-scored data with no background): use all finite voxels.
         positive = np.concatenate([b[np.isfinite(b)] for b in _float_chunks(volume)])
@@ -98,6 +101,8 @@ def normalise_mr(
     return _scale_in_chunks(volume, float(low), float(high), keep_zero=True, background=lowest)
 
 
+#: Foreground voxels beyond which the ``auto`` MR rule takes its percentiles from a regular sample.
+SAMPLE_VOXELS = 1 << 23
 #: Voxels per block when normalising, so a large volume is never copied whole as float32.
 CHUNK_VOXELS = 1 << 22
 
@@ -149,7 +154,7 @@ def normalise_volume(
     volume: np.ndarray,
     modality: str = "auto",
     window: Optional[Sequence[float]] = None,
-    mr_rule: str = "published",
+    mr_rule: str = "auto",
 ) -> np.ndarray:
     """Normalise a whole volume (any dimensionality, scalar voxels) to uint8.
 

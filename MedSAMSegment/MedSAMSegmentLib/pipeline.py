@@ -35,9 +35,9 @@ class SegmentationSettings:
     modality: str = "auto"
     window: Optional[Sequence[float]] = None
     propagate_margin: float = 3.0
-    mr_rule: str = "published"
-    zoom: str = "off"
-    guide: str = "off"
+    mr_rule: str = "auto"
+    zoom: str = "union"
+    guide: str = "union"
     refine: str = "off"
     retry: str = "off"
 
