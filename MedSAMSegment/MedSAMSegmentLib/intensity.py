@@ -89,7 +89,10 @@ def normalise_mr(
             lowest = min(minima)
     # The auto rule's foreground is nearly every voxel: beyond SAMPLE_VOXELS a regular sample of it gives the
     # percentiles, so memory stays under one float32 copy of the volume (the published rule is unchanged).
-    step = max(1, int(np.ceil(volume.size / SAMPLE_VOXELS))) if lowest < 0 else 1
+    step = 1
+    if lowest < 0:
+        count = sum(int(np.count_nonzero(np.isfinite(b) & (b > lowest))) for b in _float_chunks(volume))
+        step = max(1, int(np.ceil(count / SAMPLE_VOXELS)))
     positive = np.concatenate([b[np.isfinite(b) & (b > lowest)][::step] for b in _float_chunks(volume)])
     if positive.size == 0:
         # No voxel above zero (e.g. z-scored data with no background): use all finite voxels.
