@@ -48,6 +48,7 @@ CONFIGS = {
     "mr_union_refine": {**pipeline.PUBLISHED, "mr_rule": "auto", "zoom": "union", "refine": "box"},
     "mr_union_union": {**pipeline.PUBLISHED, "mr_rule": "auto", "zoom": "union", "guide": "union"},
     "mr_union_mask": {**pipeline.PUBLISHED, "mr_rule": "auto", "zoom": "union", "guide": "mask"},
+    "mr_union_auto": {**pipeline.PUBLISHED, "mr_rule": "auto", "zoom": "union", "guide": "auto"},
     "all": {"mr_rule": "auto", "zoom": "auto", "guide": "mean", "refine": "box", "retry": "zoom"},
 }
 
@@ -134,6 +135,32 @@ def table(path: str, spacing_filter=None) -> str:
     return "\n".join(lines)
 
 
+FINAL_COLUMNS = (("recipe_every_slice", 0, "recipe, every slice"), ("published", 5, "published, every 5"),
+                 (None, 5, "ours, every 5"), (None, 10, "ours, every 10"), ("filled_boxes", 5, "given boxes filled"),
+                 ("tight_boxes", 5, "tight boxes filled"), ("contours", 5, "contours + interpolation"))
+
+
+def final_table(path: str, ours: str = "default") -> str:
+    """Issue 7's table (DSC / NSD per case and mean) with ``ours`` as our configuration; every 5 unless said."""
+    rows = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
+    latest = {(r["case"], r["config"], r["spacing"]): r for r in rows}
+    cases = sorted({c for c, k, _ in latest if k == ours})
+    columns = [(k or ours, s, title) for k, s, title in FINAL_COLUMNS]
+    lines = ["| case | " + " | ".join(t for _, _, t in columns) + " |", "| --- |" + " ---: |" * len(columns)]
+    for case in cases:
+        cells = [latest.get((case, k, s)) for k, s, _ in columns]
+        lines.append(f"| {case} | " + " | ".join("" if r is None else f"{r['dsc']:.3f} / {r['nsd']:.3f}"
+                                                 for r in cells) + " |")
+    means = []
+    for k, s, _ in columns:
+        values = [latest[(c, k, s)] for c in cases if (c, k, s) in latest]
+        text = f"{np.mean([v['dsc'] for v in values]):.3f} / {np.mean([v['nsd'] for v in values]):.3f}" if values \
+            else ""
+        means.append(text + ("" if len(values) == len(cases) else f" (n={len(values)})"))
+    lines.append(f"| **mean ({len(cases)} cases)** | " + " | ".join(means) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", default=os.path.join("..", "shared", "data", "cases.json"))
@@ -145,9 +172,14 @@ def main() -> None:
     parser.add_argument("--cache", default="/tmp/acc_cache")
     parser.add_argument("--out", default="/tmp/acc.jsonl")
     parser.add_argument("--table", help="print the per-case table of a results file and exit")
+    parser.add_argument("--final", help="print issue 7's table of a results file (--ours CONFIG) and exit")
+    parser.add_argument("--ours", default="default")
     args = parser.parse_args()
     if args.table:
         print(table(args.table))
+        return
+    if args.final:
+        print(final_table(args.final, args.ours))
         return
     run(args)
 

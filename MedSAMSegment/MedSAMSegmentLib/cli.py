@@ -42,7 +42,7 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(published); default {accuracy.mr_rule}")
     parser.add_argument("--zoom", choices=("off", "auto", "best", "union"), default=accuracy.zoom,
                         help=f"crop around small boxes (docs/accuracy.md); default {accuracy.zoom}")
-    parser.add_argument("--guide", choices=("off", "mean", "union", "mask"), default=accuracy.guide,
+    parser.add_argument("--guide", choices=("off", "mean", "union", "mask", "auto"), default=accuracy.guide,
                         help=f"boxes between key slices from the neighbouring masks; default {accuracy.guide}")
     parser.add_argument("--refine", choices=("off", "box"), default=accuracy.refine,
                         help=f"clip masks to their boxes and fill holes; default {accuracy.refine}")

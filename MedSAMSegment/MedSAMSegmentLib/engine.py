@@ -23,8 +23,10 @@ behaviour):
   that moves a little keeps its crop (and its cached embedding).
 * ``guide`` (``interpolate`` only): walks from each key slice towards the middle of the gap, each slice's box
   made from the interpolated box and the previous slice's mask box + margin: ``mask`` the mask box alone
-  (MedSAM's adrenal study), ``mean`` their mean, ``union`` the box holding both; where the mask vanishes the
-  interpolated boxes take over.
+  (MedSAM's adrenal study), ``mean`` their mean, ``union`` the box holding both, ``auto`` the union where
+  the interpolated box is small in model pixels (the ``zoom`` rule: small targets grow between key slices
+  faster than a line follows) and the interpolated box elsewhere; where the mask vanishes the interpolated
+  boxes take over.
 * ``retry``: ``zoom`` decodes a slice whose predicted IoU is below :data:`RETRY_IOU` again with the other view
   (a crop around the box if it was whole, the whole slice if it was a crop) and keeps the answer the model
   trusts more (higher predicted IoU).
@@ -57,7 +59,7 @@ AREA_JUMP = 2.0
 DECODE_CHUNK = 4
 
 ZOOMS = ("off", "auto", "best", "union")
-GUIDES = ("off", "mean", "union", "mask")
+GUIDES = ("off", "mean", "union", "mask", "auto")
 REFINES = ("off", "box")
 RETRIES = ("off", "zoom")
 #: ``retry="zoom"`` decodes again slices whose predicted IoU is below this.
@@ -481,7 +483,14 @@ class VolumeSegmenter:
             for walk in walks:
                 s, _, _, mask = walk
                 guided = None if mask is None else box_from_mask(mask, margin)
-                batch[s] = boxes[s] if guided is None else _combine_boxes(boxes[s], guided, guide, self.slice_size)
+                how = guide
+                if guide == "auto":
+                    small = zoom_region(boxes[s], self.slice_size, getattr(self.model, "input_size", 256))
+                    how = "union" if small is not None else "off"
+                if guided is None or how == "off":
+                    batch[s] = boxes[s]
+                else:
+                    batch[s] = _combine_boxes(boxes[s], guided, how, self.slice_size)
             masks = run(batch)
             remaining = []
             for walk in walks:
