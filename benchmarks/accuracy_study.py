@@ -28,7 +28,7 @@ from MedSAMSegmentLib.geometry import KeyBoxSet  # noqa: E402
 #: Named settings; each value overrides SegmentationSettings' defaults.
 CONFIGS = {
     "published": dict(pipeline.PUBLISHED),
-    "default": {},
+    "default": {},  # SegmentationSettings defaults: mr_rule auto, zoom union, guide auto
     "mr": {**pipeline.PUBLISHED, "mr_rule": "auto"},
     "mr_zoom": {**pipeline.PUBLISHED, "mr_rule": "auto", "zoom": "auto"},
     "mr_guide": {**pipeline.PUBLISHED, "mr_rule": "auto", "guide": "mean"},

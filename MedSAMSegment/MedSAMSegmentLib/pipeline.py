@@ -37,7 +37,7 @@ class SegmentationSettings:
     propagate_margin: float = 3.0
     mr_rule: str = "auto"
     zoom: str = "union"
-    guide: str = "union"
+    guide: str = "auto"
     refine: str = "off"
     retry: str = "off"
 
