@@ -33,7 +33,8 @@ def embedding_cache():
     """One in-memory embedding cache for the whole session, so each real slice is encoded once."""
     from MedSAMSegmentLib.engine import EmbeddingCache
 
-    return EmbeddingCache(max_memory_bytes=3 << 30)
+    # MEDSAM_TEST_CACHE_DIR keeps embeddings on disk between local runs (keyed by model and pixels, so safe).
+    return EmbeddingCache(os.environ.get("MEDSAM_TEST_CACHE_DIR") or None, max_memory_bytes=3 << 30)
 
 
 @pytest.fixture(scope="session")

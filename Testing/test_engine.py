@@ -111,3 +111,35 @@ def test_cache_keys_differ_by_model_and_pixels():
     assert EmbeddingCache.key("m1", a) != EmbeddingCache.key("m2", a)
     assert EmbeddingCache.key("m1", a) != EmbeddingCache.key("m1", b)
     assert EmbeddingCache.key("m1", a) != EmbeddingCache.key("m1", a.T.copy().reshape(2, 8))
+
+
+OUT_OF_MEMORY_SCRIPT = """
+import resource, sys, warnings
+import numpy as np
+from MedSAMSegmentLib.engine import VolumeSegmenter
+from MedSAMSegmentLib.models import load_model
+
+model = load_model("lite", device="cpu", backend="torch")
+size = [int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmSize")][0] * 1024
+resource.setrlimit(resource.RLIMIT_AS, (size + 1_500_000_000, resource.RLIM_INFINITY))
+volume = np.random.default_rng(0).integers(0, 255, (32, 128, 128), dtype=np.uint8)
+segmenter = VolumeSegmenter(model, volume, 0, batch_size=32)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    encoded = segmenter.ensure_embeddings(range(32))
+print("encoded", encoded, "batch", segmenter.batch_size)
+print("\\n".join(str(w.message) for w in caught if "out of memory" in str(w.message)))
+"""
+
+
+def test_out_of_memory_halves_the_batch_until_it_fits():
+    """A real allocation failure (address space limited to 1.5 GB more than the loaded model) is recovered from."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY_SCRIPT], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "encoded 32" in done.stdout
+    assert "retrying with batches of 16 slices" in done.stdout
+    batch = int(done.stdout.split("batch ")[1].split()[0])
+    assert 1 <= batch < 32
