@@ -45,9 +45,12 @@ def test_numbers_agree_with_the_methods(small_run):
     # model-free baselines, hand-checked once against issue 7's measurement protocol
     assert by_method["filled_boxes"].dsc == pytest.approx(0.691, abs=0.002)
     assert by_method["contours"].dsc == pytest.approx(0.693, abs=0.002)
-    # the recipe and our interpolate strategy see the same boxes: parity (engine defaults = published recipe)
-    assert by_method["recipe"].dsc == pytest.approx(by_method["interpolate"].dsc, abs=0.01)
-    assert by_method["recipe_every_slice"].dsc == pytest.approx(by_method["every_slice"].dsc, abs=0.01)
+    # The published recipe (measured 0.427 here) and our defaults (zoom, guided boxes: measured 0.772).
+    assert by_method["recipe"].dsc == pytest.approx(0.427, abs=0.01)
+    assert by_method["interpolate"].dsc > by_method["recipe"].dsc + 0.2
+    # published recipe with a box on every slice (measured 0.836); ours with the same boxes is at least as good
+    assert by_method["recipe_every_slice"].dsc == pytest.approx(0.836, abs=0.01)
+    assert by_method["every_slice"].dsc >= by_method["recipe_every_slice"].dsc - 0.01
     assert by_method["every_slice"].dsc > 0.75
     assert len(report.worst) >= 1
 

@@ -24,7 +24,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import intensity, mrml
+from . import intensity, mrml, pipeline
 from .engine import CancelCheck, EmbeddingCache, ProgressCallback, SegmentationResult, VolumeSegmenter
 from .geometry import DEFAULT_LINE_MARGIN, GeometryError, KeyBox, KeyBoxSet, in_plane_axes
 
@@ -265,6 +265,8 @@ class MedSAMEffectLogic:
             propagate_margin=settings.propagate_margin,
             progress=progress,
             cancel=cancel,
+            # the same accuracy defaults as the command line (chosen on the development set, docs/accuracy.md)
+            **pipeline.SegmentationSettings().accuracy_options(),
         )
         modality, window = resolve_intensity(settings.intensity, volume_node)
         array = mrml.volume_array(volume_node)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import datetime
 import fnmatch
 import json
@@ -290,7 +291,9 @@ def _evaluate_case(
     if model is not None and any(m in MODEL_METHODS + RECIPE_METHODS for m in methods):
         segmenter = pipeline.make_segmenter(model, volume.array, axis, settings, cache=cache, batch_size=batch_size,
                                             is_colour=volume.is_colour)
-        volume_u8 = segmenter.volume
+        # The recipe columns see MedSAM's published intensity rule, whatever our defaults are.
+        volume_u8 = pipeline.normalised_volume(volume.array, dataclasses.replace(settings, mr_rule="published"),
+                                               volume.is_colour)
         t0 = time.perf_counter()
         encoded = segmenter.ensure_embeddings(range(first, last + 1))
         encode_per_slice = (time.perf_counter() - t0) / max(encoded, 1)
@@ -302,7 +305,8 @@ def _evaluate_case(
 
     def engine_run(method, keys, strategy):
         t0 = time.perf_counter()
-        result = segmenter.segment(keys, strategy=strategy, propagate_margin=settings.propagate_margin)
+        result = segmenter.segment(keys, strategy=strategy, propagate_margin=settings.propagate_margin,
+                                   **settings.accuracy_options())
         seconds = time.perf_counter() - t0
         n_slices = len(result.boxes)
         cold = seconds + max(n_slices - result.encoded, 0) * encode_per_slice
