@@ -85,7 +85,7 @@ def test_demo_prints_dice_and_writes_its_files(tmp_path):
     from MedSAMSegmentLib.demo import run_demo
 
     outcome = run_demo(str(tmp_path / "demo"), device="cpu", verbose=False)
-    assert outcome.dice > 0.85  # measured 0.925
+    assert outcome.dice > 0.88  # measured 0.929
     for path in outcome.files.values():
         assert os.path.getsize(path) > 0
     montage = sitk.ReadImage(outcome.files["montage"])
