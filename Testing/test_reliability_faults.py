@@ -51,8 +51,9 @@ class CliProcess:
             time.sleep(0.02)
 
     def finish(self, timeout: float = 600.0):
-        out, _ = self.process.communicate(timeout=timeout)
+        out, rest = self.process.communicate(timeout=timeout)  # may take stderr's last bytes from the reader
         self._reader.join(timeout=10)
+        self.err += rest or b""
         return self.process.returncode, out.decode(errors="replace"), self.err.decode(errors="replace")
 
 
