@@ -241,14 +241,7 @@ class LiteMedSAM(SliceModel):
         with torch.inference_mode():
             embeddings = embeddings.to(self.device, dtype=torch.float32)
             box_torch = torch.from_numpy(boxes * scale).to(self.device)[:, None, :]
-            sparse, dense = self.net.prompt_encoder(points=None, boxes=box_torch, masks=None)
-            low_res, iou = self.net.mask_decoder(
-                image_embeddings=embeddings,
-                image_pe=self.net.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=False,
-            )
+            low_res, iou = box_prompt_decode(self.net, embeddings, box_torch)
             low_res = low_res[..., :new_h, :new_w]
             logits = F.interpolate(low_res, size=(height, width), mode="bilinear", align_corners=False)
         return logits[:, 0].float().cpu().numpy(), iou[:, 0].float().cpu().numpy()
@@ -321,13 +314,8 @@ class MedSAMViTB(SliceModel):
         with torch.inference_mode():
             for embedding, box in zip(embeddings, boxes):
                 box_torch = torch.from_numpy(box / scale * self.input_size).to(self.device)[None, None, :]
-                sparse, dense = self.net.prompt_encoder(points=None, boxes=box_torch, masks=None)
-                low_res, iou = self.net.mask_decoder(
-                    image_embeddings=embedding[None].to(self.device, dtype=torch.float32),
-                    image_pe=self.net.prompt_encoder.get_dense_pe(),
-                    sparse_prompt_embeddings=sparse,
-                    dense_prompt_embeddings=dense,
-                    multimask_output=False,
+                low_res, iou = box_prompt_decode(
+                    self.net, embedding[None].to(self.device, dtype=torch.float32), box_torch
                 )
                 # MedSAM interpolates probabilities; the logit of the interpolated probability keeps "> 0".
                 prob = F.interpolate(torch.sigmoid(low_res), size=(height, width), mode="bilinear", align_corners=False)
@@ -335,6 +323,18 @@ class MedSAMViTB(SliceModel):
                 logits_out.append(torch.logit(prob)[0, 0].float().cpu().numpy())
                 ious.append(float(iou[0, 0]))
         return np.stack(logits_out), np.asarray(ious, dtype=np.float32)
+
+
+def box_prompt_decode(net, embeddings: torch.Tensor, boxes: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """SAM's prompt encoder with boxes only (B, 1, 4) and mask decoder, one mask per box: (low-res logits, IoU)."""
+    sparse, dense = net.prompt_encoder(points=None, boxes=boxes, masks=None)
+    return net.mask_decoder(
+        image_embeddings=embeddings,
+        image_pe=net.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=False,
+    )
 
 
 def load_state_dict(path: str) -> dict:
