@@ -704,19 +704,3 @@ def flag_slices(result: SegmentationResult) -> List[Tuple[int, str]]:
             flagged.append((s, "; ".join(reasons)))
     return flagged
 
-
-def segment_volume(
-    model: SliceModel,
-    volume_u8: np.ndarray,
-    key_boxes: KeyBoxSet,
-    strategy: str = "interpolate",
-    cache: Optional[EmbeddingCache] = None,
-    batch_size: Optional[int] = None,
-    progress: Optional[ProgressCallback] = None,
-    cancel: Optional[CancelCheck] = None,
-    on_slice: Optional[SliceCallback] = None,
-) -> SegmentationResult:
-    """One-shot convenience: a :class:`VolumeSegmenter` for one call."""
-    segmenter = VolumeSegmenter(model, volume_u8, key_boxes.slice_axis, cache=cache, batch_size=batch_size)
-    return segmenter.segment(key_boxes, strategy=strategy, progress=progress, cancel=cancel, on_slice=on_slice)
-
