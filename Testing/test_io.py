@@ -172,3 +172,33 @@ def test_markups_and_json_boxes_merge_on_one_axis(tmp_path):
     io.write_box_json(other_axis, KeyBoxSet(2, [KeyBox(2, (5, 5, 8, 8))]))
     with pytest.raises(io.InputError, match="different slice axes"):
         io.read_key_boxes([path, other_axis], volume)
+
+
+def test_next_write_removes_partials_of_killed_writers(tmp_path):
+    """A writer killed with SIGKILL leaves its ``.partial-<pid>-*`` file; the next write of that output removes
+    it, but keeps the files of live writers and of other outputs."""
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        orphan = tmp_path / f".partial-{dead.pid}-x1-mask.nii.gz"
+        live = tmp_path / f".partial-{alive.pid}-x2-mask.nii.gz"
+        other = tmp_path / f".partial-{dead.pid}-x3-other.nii.gz"
+        for path in (orphan, live, other):
+            path.write_bytes(b"half a file")
+        volume = io.read_image(str(_write_small_image(tmp_path)))
+        io.write_mask(str(tmp_path / "mask.nii.gz"), np.ones(volume.shape, dtype=bool), volume)
+        assert not orphan.exists() and live.exists() and other.exists()
+        assert (tmp_path / "mask.nii.gz").exists()
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def _write_small_image(folder):
+    path = folder / "small.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((2, 4, 5), dtype=np.int16)), str(path))
+    return path
