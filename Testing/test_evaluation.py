@@ -78,3 +78,38 @@ def test_model_free_methods_need_no_model(tmp_path):
 def test_unknown_method_refused(tmp_path):
     with pytest.raises(ValueError):
         evaluation.evaluate(shared_data_path("cases.json"), strategies=("magic",), out_dir=str(tmp_path))
+
+
+def test_published_options_make_our_pipeline_the_recipe(tmp_path, lite_model, embedding_cache):
+    """With ``--published`` our engine runs MedSAM's published behaviour: it must score as the recipe does."""
+    require_shared_data()
+    from MedSAMSegmentLib.pipeline import PUBLISHED
+
+    report = evaluation.evaluate(
+        shared_data_path("cases.json"), spacings=(5,), strategies=("interpolate", "recipe"), out_dir=str(tmp_path),
+        case_filter=["ct_lesion_000002*"], model=lite_model, cache=embedding_cache, log=lambda m: None,
+        settings=PUBLISHED,
+    )
+    by_method = {r.method: r for r in report.rows}
+    assert by_method["interpolate"].dsc == pytest.approx(by_method["recipe"].dsc, abs=0.005)
+    assert "zoom=off" in (tmp_path / "results.md").read_text()
+
+
+def test_cli_accuracy_and_encoder_options():
+    from MedSAMSegmentLib.options import accuracy_settings
+    from MedSAMSegmentLib.pipeline import PUBLISHED, SegmentationSettings
+
+    parser = cli.build_parser()
+    args = parser.parse_args(["evaluate", "--cases", "c.json", "--zoom", "off", "--precision", "bf16"])
+    assert accuracy_settings(args)["zoom"] == "off" and args.precision == "bf16" and args.backend == "auto"
+    assert accuracy_settings(args)["guide"] == SegmentationSettings().guide
+    args = parser.parse_args(["evaluate", "--cases", "c.json", "--zoom", "best", "--published"])
+    assert accuracy_settings(args) == PUBLISHED
+    args = parser.parse_args(["segment", "img.nii.gz", "--boxes", "b.json", "-o", "m.nii.gz", "--guide", "off"])
+    assert accuracy_settings(args)["guide"] == "off" and not hasattr(args, "published")
+
+
+def test_unknown_accuracy_option_refused(tmp_path):
+    with pytest.raises(ValueError, match="accuracy option"):
+        evaluation.evaluate(shared_data_path("cases.json"), strategies=("interpolate",), out_dir=str(tmp_path),
+                            settings={"magic": "on"}, model=object())

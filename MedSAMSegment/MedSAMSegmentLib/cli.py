@@ -34,21 +34,9 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
                         help="intensity normalisation (auto guesses from the values)")
     parser.add_argument("--window", nargs=2, type=float, metavar=("LEVEL", "WIDTH"),
                         help="CT window (default level 40, width 400)")
-    from .pipeline import SegmentationSettings  # light: no torch
+    from .options import add_accuracy_arguments, add_encoder_arguments  # light: no torch
 
-    accuracy = SegmentationSettings()
-    parser.add_argument("--mr-rule", choices=("auto", "published"), default=accuracy.mr_rule,
-                        help="MR percentiles over voxels above the minimum when it is negative (auto), or above zero "
-                             f"(published); default {accuracy.mr_rule}")
-    parser.add_argument("--zoom", choices=("off", "auto", "best", "union"), default=accuracy.zoom,
-                        help=f"crop around small boxes (docs/accuracy.md); default {accuracy.zoom}")
-    parser.add_argument("--guide", choices=("off", "mean", "union", "mask", "auto"), default=accuracy.guide,
-                        help=f"boxes between key slices from the neighbouring masks; default {accuracy.guide}")
-    parser.add_argument("--refine", choices=("off", "box"), default=accuracy.refine,
-                        help=f"clip masks to their boxes and fill holes; default {accuracy.refine}")
-    parser.add_argument("--retry", choices=("off", "zoom"), default=accuracy.retry,
-                        help="decode slices with a low predicted IoU again with the other view; "
-                             f"default {accuracy.retry}")
+    add_accuracy_arguments(parser)
     parser.add_argument("--margin", type=float, default=0.0, help="pixels added around every key box (default 0)")
     parser.add_argument("--line-margin", type=float, default=None,
                         help="pixels added around a line markup's extent (default 3)")
@@ -60,11 +48,7 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--cache-dir", help="keep image embeddings here between runs")
     parser.add_argument("--batch-size", type=int, help="slices per encoder batch (default: chosen from memory)")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
-                        help="LiteMedSAM encoder arithmetic (auto: fp32; bf16 is faster on AMX CPUs, masks differ "
-                             "slightly)")
-    parser.add_argument("--backend", choices=("auto", "torch", "openvino"), default="auto",
-                        help="LiteMedSAM encoder runtime on CPUs (auto: OpenVINO when installed)")
+    add_encoder_arguments(parser)
     parser.add_argument("--name", default="MedSAM", help="segment name in a .seg.nrrd output")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -98,6 +82,7 @@ def run_segment(args: argparse.Namespace) -> int:
     from .engine import EmbeddingCache
     from .geometry import validate_key_boxes
     from .models import load_model
+    from .options import accuracy_settings
 
     if args.model == "vit_b" and not args.checkpoint:
         raise UsageError("--model vit_b needs --checkpoint medsam_vit_b.pth")
@@ -111,8 +96,7 @@ def run_segment(args: argparse.Namespace) -> int:
     # Check (clip, swap, refuse) the boxes before the model loads: bad boxes fail fast, warnings print once.
     key_boxes = validate_key_boxes(key_boxes, volume.shape)
     settings = pipeline.SegmentationSettings(strategy=args.strategy, modality=args.modality, window=args.window,
-                                             mr_rule=args.mr_rule, zoom=args.zoom, guide=args.guide,
-                                             refine=args.refine, retry=args.retry)
+                                             **accuracy_settings(args))
     started = time.perf_counter()
     model = load_model(args.model, checkpoint=args.checkpoint, device=args.device, precision=args.precision,
                        backend=args.backend)

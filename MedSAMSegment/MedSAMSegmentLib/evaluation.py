@@ -186,12 +186,18 @@ def evaluate(
     n_worst: int = 12,
     log=print,
     command: Optional[str] = None,
+    settings: Optional[Dict[str, str]] = None,
+    precision: str = "auto",
+    backend: str = "auto",
 ) -> EvaluationReport:
     """Run the evaluation and write ``results.csv``, ``results.md`` and PNG plots into ``out_dir``.
 
     ``strategies`` picks methods from :data:`METHODS`; ``recipe`` is ``shared`` (reuse the engine's embeddings
     when numerically the same), ``full`` (the recipe encodes every slice itself, every run) or ``skip``.
     ``model`` and ``cache`` (an :class:`engine.EmbeddingCache`) may be given to share them with the caller.
+    ``settings`` overrides the accuracy options of :class:`pipeline.SegmentationSettings` for ``interpolate``,
+    ``propagate`` and ``every_slice`` (e.g. ``pipeline.PUBLISHED``); ``precision`` and ``backend`` choose the
+    encoder's numeric path (:func:`models.load_model`).
     """
     from . import pipeline
     from .engine import EmbeddingCache
@@ -217,8 +223,18 @@ def evaluate(
     if needs_model and model is None:
         from .models import load_model
 
-        model = load_model(model_name, checkpoint=checkpoint, device=device)
-        log(f"model {model_name} on {model.device_description}")
+        model = load_model(model_name, checkpoint=checkpoint, device=device, precision=precision, backend=backend)
+        log(f"model {model_name} on {model.device_description}" +
+            (f"; using {model.acceleration}" if getattr(model, "acceleration", "") else ""))
+    overrides = dict(settings or {})
+    unknown_options = set(overrides) - set(pipeline.PUBLISHED)
+    if unknown_options:
+        raise ValueError(f"unknown accuracy option(s) {sorted(unknown_options)}; "
+                         f"choose from {', '.join(pipeline.PUBLISHED)}")
+    chosen = dataclasses.replace(pipeline.SegmentationSettings(), **overrides)
+    report.notes.append("our methods' options: " + ", ".join(f"{name}={getattr(chosen, name)}"
+                                                             for name in pipeline.PUBLISHED) +
+                        (" (the defaults)" if chosen == pipeline.SegmentationSettings() else ""))
     recipe_runner = None
     if any(m in RECIPE_METHODS for m in methods):
         if getattr(model, "name", "") != "lite":
@@ -234,7 +250,7 @@ def evaluate(
         t_case = time.perf_counter()
         rows, worst = _evaluate_case(
             case, methods, spacings, margin, jitter, seed, model, cache, recipe_runner, recipe, batch_size,
-            montage_method, montage_spacing, pipeline,
+            montage_method, montage_spacing, pipeline, overrides,
         )
         report.rows.extend(rows)
         report.worst.extend(worst)
@@ -255,7 +271,7 @@ def evaluate(
 
 def _evaluate_case(
     case, methods, spacings, margin, jitter, seed, model, cache, recipe_runner, recipe_mode, batch_size,
-    montage_method, montage_spacing, pipeline,
+    montage_method, montage_spacing, pipeline, overrides,
 ):
     from . import io
 
@@ -287,7 +303,7 @@ def _evaluate_case(
     segmenter = None
     volume_u8 = None
     encode_per_slice = 0.0
-    settings = pipeline.SegmentationSettings(modality=modality)
+    settings = pipeline.SegmentationSettings(modality=modality, **overrides)
     if model is not None and any(m in MODEL_METHODS + RECIPE_METHODS for m in methods):
         segmenter = pipeline.make_segmenter(model, volume.array, axis, settings, cache=cache, batch_size=batch_size,
                                             is_colour=volume.is_colour)
@@ -724,6 +740,8 @@ def plot_worst_slices(worst: Sequence[WorstSlice], path: str, columns: int = 4) 
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    from .options import add_accuracy_arguments, add_encoder_arguments
+
     parser.add_argument("--cases", required=True, help="cases.json (format of shared/data/cases.json)")
     parser.add_argument("--spacing", type=int, nargs="+", default=list(DEFAULT_SPACINGS),
                         help="key-slice spacings N (default 3 5 10)")
@@ -743,16 +761,21 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="model checkpoint (vit_b)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--batch-size", type=int, help="slices per encoder batch")
+    add_encoder_arguments(parser)
+    add_accuracy_arguments(parser, with_preset=True)
     parser.add_argument("--quiet", action="store_true")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    from .options import accuracy_settings
+
     log = (lambda *a, **k: None) if args.quiet else (lambda message: print(message, flush=True))
     command = "medsam-segment evaluate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else None
     evaluate(
         args.cases, spacings=args.spacing, strategies=args.methods, out_dir=args.out, margin=args.margin,
         jitter=args.jitter, seed=args.seed, case_filter=args.case_filter, recipe=args.recipe, model_name=args.model,
         checkpoint=args.checkpoint, device=args.device, batch_size=args.batch_size, log=log, command=command,
+        settings=accuracy_settings(args), precision=args.precision, backend=args.backend,
     )
     return 0
 
