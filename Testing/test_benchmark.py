@@ -28,3 +28,27 @@ def test_table_has_ratios():
 def test_cli_registers_benchmark():
     args = cli.build_parser().parse_args(["benchmark", "--out", "x", "--config", "engine"])
     assert args.handler is benchmark.run_benchmark and args.config == ["engine"]
+
+
+def test_large_ct_is_512x512x300_int16_with_a_100_slice_target(tmp_path):
+    from conftest import require_shared_data, shared_data_path
+    from MedSAMSegmentLib import io
+
+    require_shared_data()
+    image_path, boxes_path, n_target = benchmark.make_large_ct(shared_data_path("cases.json"), str(tmp_path))
+    volume = io.read_image(image_path)
+    assert volume.shape == benchmark.LARGE_SHAPE and volume.array.dtype == np.int16
+    assert volume.array.min() < -500 and volume.array.max() > 500  # real HU: air and bone
+    assert n_target == 100
+    keys = io.read_key_boxes([boxes_path], volume)
+    slices = [k.slice_index for k in keys.sorted()]
+    assert slices[0] == benchmark.LARGE_TARGET[0] and slices[-1] == benchmark.LARGE_TARGET[1]
+    assert all(b - a == benchmark.KEY_SPACING for a, b in zip(slices[:-2], slices[1:-1]))
+
+
+def test_table_reports_the_large_ct_and_ms_per_moved_slice():
+    engine = {"encoder_ms": 100.0, "move_box_s": 0.45, "move_box_ms_per_slice": 50.0, "target": "t", "slices": 40}
+    large = {"target": "512x512x300 int16 CT, 100-slice target", "end_to_end_s": 40.0, "peak_rss_mib": 1500.0}
+    table = benchmark.format_table({"engine": engine, "large": large})
+    assert "ms per re-decoded slice | 50 |" in table
+    assert "100-slice target" in table and "1500 MiB" in table

@@ -11,8 +11,14 @@ Measured per configuration:
   batch size, after a warm-up batch; recipe: each slice on its own, as it runs);
 * ``move_box_s``: re-segmenting after one key box moved (engine: cached embeddings, only the slices whose
   interpolated box changed are decoded; recipe: it has no cache, so the whole run again);
+* ``move_box_ms_per_slice``: that time divided by the slices re-decoded (issue 5: at most 100 ms);
 * ``peak_rss_mib``: peak resident memory of the process;
 * torch threads and the batch size.
+
+The ``large`` configuration runs ``medsam-segment segment`` as a user would, in its own process, on a
+512x512x300 int16 CT with a 100-slice target (the development set's TotalSegmentator CT resampled to that grid,
+its liver as the target on slices 100-199, key boxes every 5 slices), and reports the process's peak resident
+memory and wall time (issue 5: at most 2 GB).
 
 Data: ``--cases CASES.json --case NAME`` (default: the shared development set's ``brats_pat0001_whole_tumor``,
 whose target spans 74 slices: the first 40 are used), else the bundled demo CT lesion stacked to 40 slices.
@@ -34,7 +40,9 @@ import numpy as np
 N_SLICES = 40
 KEY_SPACING = 5
 DEFAULT_CASE = "brats_pat0001_whole_tumor"
-CONFIGS = ("engine", "recipe")
+CONFIGS = ("engine", "recipe", "large")
+LARGE_SHAPE = (300, 512, 512)
+LARGE_TARGET = (100, 199)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -151,6 +159,7 @@ def run_engine(cases_json, case_name, device="cpu", batch_size=None) -> Dict[str
         "end_to_end_s": end_to_end, "model_load_s": model_s, "segment_s": seg_s,
         "encoder_ms": float(np.median(encoder_ms)), "decoder_ms": float(np.median(decoder_ms)),
         "move_box_s": move_s, "move_box_slices_decoded": len(again.recomputed), "move_box_encoded": again.encoded,
+        "move_box_ms_per_slice": move_s * 1000 / max(len(again.recomputed), 1),
         "torch_threads": torch.get_num_threads(), "batch_size": bs, "device": model.device_description,
         "acceleration": _acceleration_text(model.device),
         "mask_voxels": int(result.mask.sum()), "peak_rss_mib": _peak_rss_mib(),
@@ -182,10 +191,94 @@ def run_recipe(cases_json, case_name, device="cpu") -> Dict[str, object]:
         "encoder_ms": float(np.median(result.encode_times[1:] or result.encode_times)) * 1000,
         "decoder_ms": float(np.median(result.decode_times[1:] or result.decode_times)) * 1000,
         "move_box_s": move_s, "move_box_slices_decoded": len(result.boxes), "move_box_encoded": len(result.boxes),
+        "move_box_ms_per_slice": move_s * 1000 / max(len(result.boxes), 1),
         "torch_threads": torch.get_num_threads(), "batch_size": 1, "device": recipe.device,
         "acceleration": "none (fp32, one slice at a time)",
         "mask_voxels": int(result.mask.sum()), "peak_rss_mib": _peak_rss_mib(),
     }
+
+
+LARGE_CASE = "totalseg_ct_liver"
+
+
+def make_large_ct(cases_json: str, folder: str, case_name: str = LARGE_CASE):
+    """Write a ``LARGE_SHAPE`` int16 CT and its key boxes (every 5 slices over ``LARGE_TARGET``) into ``folder``.
+
+    The image is the case's CT resampled (linear) onto a 512x512x300 grid, so the intensities, the file size and
+    the reading cost are those of a real CT of that size; the target is the case's label resampled (nearest)
+    and kept on slices 100-199. Returns ``(image path, boxes path, target slices)``.
+    """
+    import SimpleITK as sitk
+
+    from . import io
+    from .evaluation import load_cases
+    from .geometry import KeyBoxSet
+    from .simulate import simulate_key_boxes
+
+    matches = [c for c in load_cases(cases_json) if c.name == case_name]
+    if not matches:
+        raise io.InputError(f"case {case_name!r} is not in {cases_json}")
+    case = matches[0]
+    image = sitk.ReadImage(case.image)
+    label = sitk.ReadImage(case.label)
+    size_xyz = tuple(reversed(LARGE_SHAPE))
+    spacing = [old_spacing * old_size / new_size for old_spacing, old_size, new_size
+               in zip(image.GetSpacing(), image.GetSize(), size_xyz)]
+
+    def resample(volume, interpolator, pixel_type):
+        return sitk.Resample(volume, size_xyz, sitk.Transform(), interpolator, volume.GetOrigin(), spacing,
+                             volume.GetDirection(), 0, pixel_type)
+
+    ct = resample(image, sitk.sitkLinear, sitk.sitkInt16)
+    image_path = os.path.join(folder, "large_ct.nii.gz")
+    sitk.WriteImage(ct, image_path)
+    labels = sitk.GetArrayFromImage(resample(label, sitk.sitkNearestNeighbor, sitk.sitkUInt8))
+    mask = np.isin(labels, case.label_values or [1])
+    first, last = LARGE_TARGET
+    mask[:first] = False
+    mask[last + 1:] = False
+    keys = simulate_key_boxes(mask, 0, KEY_SPACING, margin=3)
+    boxes_path = os.path.join(folder, "large_ct_boxes.json")
+    io.write_box_json(boxes_path, KeyBoxSet(0, keys.boxes))
+    return image_path, boxes_path, int(mask.any(axis=(1, 2)).sum())
+
+
+def run_large(cases_json: str, device: str = "cpu", log=lambda message: None) -> Dict[str, object]:
+    """``medsam-segment segment`` on the large CT in a child process: its wall time and peak resident memory."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="medsam-large-") as folder:
+        image_path, boxes_path, n_target = make_large_ct(cases_json, folder)
+        output = os.path.join(folder, "mask.nii.gz")
+        command = [sys.executable, "-m", f"{__package__}.cli", "segment", image_path, "--boxes", boxes_path, "-o",
+                   output, "--device", device, "--quiet"]
+        log(f"  {LARGE_SHAPE[2]}x{LARGE_SHAPE[1]}x{LARGE_SHAPE[0]} CT written; segmenting {n_target} slices ...")
+        t0 = time.perf_counter()
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env=_worker_env())
+        out, err = child.communicate()
+        wall = time.perf_counter() - t0
+        # ru_maxrss of all waited-for children: the only child this process has waited for here is this one,
+        # unless earlier configurations ran - so the parent runs "large" in a fresh helper (see benchmark()).
+        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        if child.returncode != 0:
+            raise RuntimeError(f"medsam-segment segment failed on the large CT (exit {child.returncode}): "
+                               f"{err.strip()[-2000:]}")
+        from . import io
+
+        written = io.read_mask(output)[0]
+    return {
+        "config": "large", "target": f"{LARGE_SHAPE[2]}x{LARGE_SHAPE[1]}x{LARGE_SHAPE[0]} int16 CT, "
+                                     f"{n_target}-slice target", "slices": n_target,
+        "end_to_end_s": wall, "peak_rss_mib": peak_kib / 1024.0, "mask_voxels": int(written.sum()),
+    }
+
+
+def _worker_env() -> Dict[str, str]:
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = package_root + os.pathsep + env.get("PYTHONPATH", "")
+    return env
 
 
 def _acceleration_text(device) -> str:
@@ -216,19 +309,19 @@ def benchmark(
     if cases_json is None:
         cases_json = _default_cases_json()
     results: Dict[str, Dict[str, object]] = {}
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for config in configs:
+        if config == "large" and not cases_json:
+            log("skipping large: it needs the development set's TotalSegmentator CT (--cases)")
+            continue
         command = [sys.executable, "-m", f"{__package__}.benchmark", "--worker", config, "--device", device,
                    "--case", case_name]
         if cases_json:
             command += ["--cases", cases_json]
         if batch_size:
             command += ["--batch-size", str(batch_size)]
-        env = dict(os.environ)
-        env["PYTHONPATH"] = package_root + os.pathsep + env.get("PYTHONPATH", "")
         log(f"running {config} ...")
         t0 = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True, env=env)
+        done = subprocess.run(command, capture_output=True, text=True, env=_worker_env())
         wall = time.perf_counter() - t0
         lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
         if done.returncode != 0 or not lines:
@@ -256,6 +349,7 @@ ROWS = (
     ("move_box_s", "re-segment after moving one key box, s", "{:.2f}"),
     ("move_box_slices_decoded", "slices decoded after the move", "{:.0f}"),
     ("move_box_encoded", "slices encoded after the move", "{:.0f}"),
+    ("move_box_ms_per_slice", "re-segment after the move, ms per re-decoded slice", "{:.0f}"),
     ("peak_rss_mib", "peak memory (max RSS), MiB", "{:.0f}"),
     ("torch_threads", "torch threads", "{:.0f}"),
     ("batch_size", "encoder batch size", "{:.0f}"),
@@ -265,6 +359,10 @@ ROWS = (
 def format_table(results: Dict[str, Dict[str, object]]) -> str:
     from .evaluation import machine_description
 
+    large = results.get("large")
+    results = {name: value for name, value in results.items() if name != "large"}
+    if not results:
+        return _large_lines(large, machine_description())
     configs = list(results)
     first = results[configs[0]]
     lines = [
@@ -288,6 +386,16 @@ def format_table(results: Dict[str, Dict[str, object]]) -> str:
             if a and b:
                 ratio = f"{b / a:.1f}x"
         lines.append(f"| {label} | " + " | ".join(cells) + (f" | {ratio} |" if len(configs) > 1 else " |"))
+    if large:
+        lines += ["", _large_lines(large)]
+    return "\n".join(lines)
+
+
+def _large_lines(large: Dict[str, object], machine: str = "") -> str:
+    lines = [f"- machine: {machine}", ""] if machine else []
+    lines.append(f"Large CT (`medsam-segment segment` in its own process, {large['target']}, key boxes every "
+                 f"{KEY_SPACING} slices): {large['end_to_end_s']:.1f} s, peak memory (max RSS) "
+                 f"{large['peak_rss_mib']:.0f} MiB.")
     return "\n".join(lines)
 
 
@@ -329,6 +437,8 @@ def _worker_main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.worker == "engine":
         out = run_engine(args.cases, args.case, args.device, args.batch_size)
+    elif args.worker == "large":
+        out = run_large(args.cases, args.device)
     else:
         out = run_recipe(args.cases, args.case, args.device)
     print(json.dumps(out), flush=True)
