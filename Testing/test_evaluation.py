@@ -113,3 +113,26 @@ def test_unknown_accuracy_option_refused(tmp_path):
     with pytest.raises(ValueError, match="accuracy option"):
         evaluation.evaluate(shared_data_path("cases.json"), strategies=("interpolate",), out_dir=str(tmp_path),
                             settings={"magic": "on"}, model=object())
+
+
+def test_readme_results_section_is_generated_from_the_run(small_run, tmp_path):
+    """``benchmarks/update_readme.py`` splices the run's ``readme_section.md`` into a README between markers."""
+    import importlib.util
+
+    _, out, _ = small_run
+    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "update_readme.py")
+    spec = importlib.util.spec_from_file_location("update_readme", script)
+    update_readme = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(update_readme)
+    readme = tmp_path / "docs" / "README.md"
+    readme.parent.mkdir()
+    readme.write_text("# Tool\n\n## Results\n\n<!-- BEGIN generated: results -->\nold table\n"
+                      "<!-- END generated: results -->\n\n## Speed\nkept\n")
+    assert update_readme.update_readme(str(readme), str(out)) == {"results": True, "benchmark": False}
+    text = readme.read_text()
+    assert "old table" not in text and text.endswith("## Speed\nkept\n") and text.count("## Results") == 1
+    assert "| **ours: interpolate** (default) | " in text and "### Issue 7 goals" in text
+    relative = os.path.relpath(str(out), str(readme.parent)).replace(os.sep, "/")
+    assert f"]({relative}/dsc_vs_spacing.png)" in text and f"]({relative}/results.md)" in text
+    with pytest.raises(ValueError, match="markers"):
+        update_readme.splice("no markers here", "results", "body")

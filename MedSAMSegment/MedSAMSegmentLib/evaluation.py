@@ -516,28 +516,59 @@ def write_outputs(report: EvaluationReport, methods, spacings, montage_spacing, 
     with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as handle:
         handle.write(markdown_report(report, methods, spacings, montage_spacing, command, device, plots))
     with open(os.path.join(out, "readme_section.md"), "w", encoding="utf-8") as handle:
-        handle.write(readme_section(report.rows, methods, spacings, montage_spacing, command, device, report.seconds))
+        handle.write(readme_section(report.rows, methods, spacings, montage_spacing, command, device, report.seconds,
+                                    report.notes))
 
 
-def readme_section(rows, methods, spacings, spacing, command, device, seconds) -> str:
-    """A short "Results" section for the README: the summary at one spacing, the plot, how it was made."""
+METHOD_LABELS = {
+    "interpolate": "**ours: interpolate** (default)",
+    "propagate": "ours: propagate",
+    "every_slice": "ours, box on every slice",
+    "recipe": "published recipe, interpolated boxes",
+    "recipe_every_slice": "published recipe, box on every slice",
+    "filled_boxes": "given boxes filled (no model)",
+    "tight_boxes": "tight boxes filled (no model)",
+    "tight_every_slice": "tight box on every slice filled (no model)",
+    "contours": "contours + morphological interpolation (manual)",
+}
+
+
+def readme_section(rows, methods, spacings, spacing, command, device, seconds, notes=()) -> str:
+    """The README's "Results" section: every method at every spacing (mean DSC / NSD), issue 7's goals, the plot
+    and how it was made. Links are relative to the output folder (``update_readme`` rewrites them)."""
     n_cases = len({r.case for r in rows})
+    commit = _git_commit()
     lines = [
         "## Results",
         "",
-        f"Simulated annotator on {n_cases} development cases: key boxes every {spacing} slices (mask box + 3 px), "
-        f"NSD at {NSD_TOLERANCE_MM:g} mm. Made with `{command or 'medsam-segment evaluate'}` in {seconds / 60:.0f} "
-        f"min on {machine_description(device)}.",
+        f"Simulated annotator on {n_cases} development cases (`../shared/data/cases.json`): key boxes = the "
+        f"reference mask's box + 3 px every N slices from the first to the last target slice. Mean DSC / mean NSD "
+        f"at {NSD_TOLERANCE_MM:g} mm over the cases; medians and every case are in [results.md](results.md).",
         "",
-        "| method | DSC mean | DSC median | NSD mean | boxes drawn | contours drawn |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        f"Made with `{command or 'medsam-segment evaluate'}` in {seconds / 60:.1f} min on "
+        f"{machine_description(device)}" + (f", commit {commit}" if commit else "") +
+        f", {datetime.datetime.now().strftime('%Y-%m-%d')}.",
+        "",
     ]
+    lines += [f"- {note}" for note in notes]
+    if notes:
+        lines.append("")
+    header = "| method | " + " | ".join(f"every {n}" for n in spacings) + f" | boxes drawn (every {spacing}) | " \
+        f"contours drawn (every {spacing}) | s per case (every {spacing}, cold) |"
+    lines += [header, "| --- |" + " ---: |" * (len(spacings) + 3)]
     for method in methods:
-        summary = summarise(rows, method, spacing)
-        if summary:
-            lines.append(f"| {method} | {summary['dsc_mean']:.3f} | {summary['dsc_median']:.3f} | "
-                         f"{summary['nsd_mean']:.3f} | {summary['boxes']:.1f} | {summary['contours']:.1f} |")
-    lines += ["", "![DSC against key-slice spacing](dsc_vs_spacing.png)", ""]
+        cells = []
+        for n in spacings:
+            summary = summarise(rows, method, n)
+            cells.append("" if summary is None else f"{summary['dsc_mean']:.3f} / {summary['nsd_mean']:.3f}")
+        at = summarise(rows, method, spacing)
+        if at is None:
+            continue
+        lines.append(f"| {METHOD_LABELS.get(method, method)} | " + " | ".join(cells) +
+                     f" | {at['boxes']:.1f} | {at['contours']:.1f} | {at['seconds_cold'] / max(at['n'], 1):.1f} |")
+    lines.append("")
+    lines.extend(goal_lines(rows, spacings, heading="###"))
+    lines += ["![DSC against key-slice spacing](dsc_vs_spacing.png)", ""]
     return "\n".join(lines)
 
 
@@ -630,7 +661,7 @@ def markdown_report(report, methods, spacings, montage_spacing, command, device,
     return "\n".join(lines) + "\n"
 
 
-def goal_lines(rows: Sequence[Row], spacings: Sequence[int]) -> List[str]:
+def goal_lines(rows: Sequence[Row], spacings: Sequence[int], heading: str = "##") -> List[str]:
     """Issue 7's goals checked on these rows (where the needed methods and spacings were run)."""
     lines: List[str] = []
     if 5 not in spacings:
@@ -638,7 +669,7 @@ def goal_lines(rows: Sequence[Row], spacings: Sequence[int]) -> List[str]:
     ours = [m for m in ("interpolate", "propagate") if summarise(rows, m, 5)]
     if not ours:
         return lines
-    lines += ["## Issue 7 goals (every 5 slices)", "", "| goal | " + " | ".join(ours) + " |",
+    lines += [f"{heading} Issue 7 goals (every 5 slices)", "", "| goal | " + " | ".join(ours) + " |",
               "| --- |" + " --- |" * len(ours)]
 
     def mean(method, spacing=5):
