@@ -177,3 +177,27 @@ def test_resolve_backend(monkeypatch):
     assert acc.resolve_backend("cpu", "auto") == ("openvino" if acc.openvino_available() else "torch")
     with pytest.raises(ValueError):
         acc.resolve_backend("cpu", "tensorrt")
+
+
+def test_openvino_decoder_matches_torch(lite_net, fp32_reference):
+    """The OpenVINO box decoder gives PyTorch's logits (to 1e-4) and IoU on real embeddings, batched boxes."""
+    import torch
+    from MedSAMSegmentLib.models import box_prompt_decode
+
+    if not acc.openvino_available():
+        pytest.skip("openvino is not installed (optional)")
+    slices, _x, ref = fp32_reference
+    runner = acc.make_decoder_runner(lite_net, "cpu")
+    assert type(runner).__name__ == "OpenVINODecoderRunner"
+    boxes = torch.from_numpy(np.stack([s[1] for s in slices]))[:, None, :]
+    # a batch of 2 and a batch of 3 (one box twice): the model takes any batch size
+    for embeddings, box_batch in ((ref, boxes), (torch.cat([ref, ref[:1]]), torch.cat([boxes, boxes[:1]]))):
+        low_res, iou = runner(embeddings, box_batch)
+        with torch.inference_mode():
+            want_low_res, want_iou = box_prompt_decode(lite_net, embeddings, box_batch)
+        assert low_res.shape == want_low_res.shape and iou.shape == want_iou.shape
+        assert float((low_res - want_low_res).abs().max()) < 1e-4
+        assert float((iou - want_iou).abs().max()) < 1e-5
+        # a pixel whose logit is within float noise of 0 may change side; none did on these slices
+        assert float(((low_res > 0) != (want_low_res > 0)).float().mean()) < 1e-4
+    assert acc.make_decoder_runner(lite_net, "cpu", backend="torch") is None

@@ -362,6 +362,35 @@ def openvino_available() -> bool:
     return True
 
 
+def load_or_convert(core, name: str, cache_dir, convert):
+    """An OpenVINO model read from the per-user cache (``<cache>/openvino/<name>_ov<version>.xml``), else made by
+    ``convert()`` (a TorchScript trace: tens of seconds on 2 cores) and saved there atomically for next time."""
+    import openvino as ov
+    import torch
+
+    cache = Path(cache_dir) if cache_dir else default_cache_dir() / "openvino"
+    xml = cache / f"{name}_ov{ov.__version__.split('-')[0]}.xml"
+    if xml.exists():
+        try:
+            return core.read_model(str(xml))
+        except Exception:  # noqa: BLE001 - a broken cache file is rebuilt
+            pass
+    import warnings
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript tracer warnings from the vendored modules
+        model = convert()
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = xml.with_suffix(f".{os.getpid()}.tmp.xml")
+        ov.save_model(model, str(tmp), compress_to_fp16=False)
+        os.replace(tmp, xml)
+        os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
+    except OSError as exc:
+        log.info("could not cache the OpenVINO model in %s: %s", cache, exc)
+    return model
+
+
 class OpenVINOEncoderRunner:
     """The TinyViT encoder converted with ``openvino.convert_model`` and compiled for the CPU.
 
@@ -378,30 +407,10 @@ class OpenVINOEncoderRunner:
         self.precision = precision
         self.channels_last = False
         core = ov.Core()
-        cache = Path(cache_dir) if cache_dir else default_cache_dir() / "openvino"
-        xml = cache / f"tinyvit_encoder_{_weights_key(encoder)}_ov{ov.__version__.split('-')[0]}.xml"
-        model = None
-        if xml.exists():
-            try:
-                model = core.read_model(str(xml))
-            except Exception:  # noqa: BLE001 - a broken cache file is rebuilt
-                model = None
-        if model is None:
-            # convert_model traces the encoder: ~20-60 s on 2 cores, so the IR is cached on disk
-            import warnings
-
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # TorchScript tracer warnings from the vendored TinyViT
-                model = ov.convert_model(encoder.eval(), example_input=torch.zeros(1, 3, 256, 256),
-                                         input=[1, 3, 256, 256])
-            try:
-                cache.mkdir(parents=True, exist_ok=True)
-                tmp = xml.with_suffix(".tmp.xml")
-                ov.save_model(model, str(tmp), compress_to_fp16=False)
-                os.replace(tmp, xml)
-                os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
-            except OSError as exc:
-                log.info("could not cache the OpenVINO model in %s: %s", cache, exc)
+        model = load_or_convert(
+            core, f"tinyvit_encoder_{_weights_key(encoder)}", cache_dir,
+            lambda: ov.convert_model(encoder.eval(), example_input=torch.zeros(1, 3, 256, 256), input=[1, 3, 256, 256]),
+        )
         cfg = {"PERFORMANCE_HINT": "LATENCY",
                "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
                "INFERENCE_NUM_THREADS": int(num_threads or physical_cores())}
@@ -475,6 +484,70 @@ def make_encoder_runner(encoder, device="cpu", precision="auto", warmup_batch_si
     if warmup_batch_sizes:
         runner.warm_up(warmup_batch_sizes)
     return runner
+
+
+class OpenVINODecoderRunner:
+    """LiteMedSAM's prompt encoder (boxes only) and mask decoder as one OpenVINO fp32 model, for the CPU.
+
+    ``runner(embeddings (B, 256, 64, 64), boxes (B, 1, 4) in model pixels) -> (low-res logits (B, 1, 256, 256),
+    predicted IoU (B, 1))``, the outputs of :func:`models.box_prompt_decode`.  The decoder is small but memory
+    bound in PyTorch (per-box copies of the 256x64x64 image embedding and its positional encoding, transposes in
+    the two-way transformer); OpenVINO fuses those.  Measured on 2 cores: 1.6x at batch 4 under load, logits
+    within 2e-5 of PyTorch (max abs) and no mask pixel changing side.  The IR is cached like the encoder's.
+    """
+
+    def __init__(self, net, num_threads=None, cache_dir=None):
+        import openvino as ov
+        import torch
+
+        from .models import box_prompt_decode
+
+        class BoxDecoder(torch.nn.Module):
+            def __init__(self, net):
+                super().__init__()
+                self.prompt_encoder = net.prompt_encoder
+                self.mask_decoder = net.mask_decoder
+
+            def forward(self, embeddings, boxes):
+                return box_prompt_decode(self, embeddings, boxes)
+
+        module = BoxDecoder(net).eval()
+        example = (torch.zeros(2, 256, 64, 64), torch.tensor([[[10.0, 20.0, 100.0, 120.0]]] * 2))
+        core = ov.Core()
+        model = load_or_convert(
+            core, f"litemedsam_box_decoder_{_weights_key(module)}", cache_dir,
+            lambda: ov.convert_model(module, example_input=example,
+                                     input=[ov.PartialShape([-1, 256, 64, 64]), ov.PartialShape([-1, 1, 4])]),
+        )
+        cfg = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
+               "INFERENCE_NUM_THREADS": int(num_threads or physical_cores())}
+        self._compiled = core.compile_model(model, "CPU", cfg)
+        self._request = self._compiled.create_infer_request()
+        self._lock = threading.Lock()
+
+    def __call__(self, embeddings, boxes):
+        import numpy as np
+        import torch
+
+        e = embeddings.detach().to("cpu", torch.float32).contiguous().numpy()
+        b = boxes.detach().to("cpu", torch.float32).contiguous().numpy()
+        with self._lock:
+            self._request.infer({0: e, 1: b})
+            low_res = np.array(self._request.get_output_tensor(0).data, copy=True)
+            iou = np.array(self._request.get_output_tensor(1).data, copy=True)
+        return torch.from_numpy(low_res), torch.from_numpy(iou)
+
+
+def make_decoder_runner(net, device="cpu", backend="auto", cache_dir=None):
+    """The box-prompt decoder callable for ``device``: OpenVINO on CPUs where it is installed (``backend``
+    'auto' or 'openvino'), else None (the caller runs :func:`models.box_prompt_decode` in PyTorch)."""
+    if resolve_backend(device, backend) != "openvino":
+        return None
+    try:
+        return OpenVINODecoderRunner(net, cache_dir=cache_dir)
+    except Exception as exc:  # noqa: BLE001 - missing package or conversion failure: use torch
+        log.warning("OpenVINO decoder unavailable (%s); using torch", exc)
+        return None
 
 
 def describe_acceleration(device="cpu", precision: str | None = None, backend: str = "torch") -> str:
