@@ -331,8 +331,13 @@ def _evaluate_case(
     recipe_embeddings: Optional[Dict[int, tuple]] = None
     recipe_encode_per_slice = 0.0
     if recipe_runner is not None and any(m in methods for m in RECIPE_METHODS):
+        # The recipe sees the published intensities; for CT (and wherever the rules agree) its slices are the
+        # engine's own pixels, so the shared cache already holds their embeddings.
+        from .engine import VolumeSegmenter
+
+        recipe_segmenter = VolumeSegmenter(model, volume_u8, axis, cache=cache, batch_size=batch_size)
         recipe_embeddings, recipe_encode_per_slice = _recipe_embeddings(
-            recipe_runner, segmenter, volume_u8, axis, first, last, recipe_mode
+            recipe_runner, recipe_segmenter, volume_u8, axis, first, last, recipe_mode
         )
 
     def recipe_run(keys):
@@ -411,7 +416,8 @@ def _recipe_embeddings(recipe_runner, segmenter, volume_u8, axis, first, last, m
     """``(embeddings dict or None, recipe encoder seconds per slice)``.
 
     Encodes the first target slice with the recipe (timed); in ``shared`` mode, when that embedding equals the
-    engine's, the engine's embeddings serve the recipe for every slice. Otherwise the recipe keeps its own
+    engine's embedding of the same pixels (``segmenter`` holds the recipe's uint8 volume), the engine's embeddings
+    serve the recipe for every slice. Otherwise the recipe keeps its own
     (``shared``: encoded once per slice and reused across spacings; ``full``: None, it encodes every run).
     """
     import torch
@@ -429,6 +435,7 @@ def _recipe_embeddings(recipe_runner, segmenter, volume_u8, axis, first, last, m
         ours = embedding[0].cpu().numpy()
         difference = float(np.linalg.norm(ours - engine_embedding) / max(np.linalg.norm(ours), 1e-12))
         if difference <= SAME_EMBEDDING_TOLERANCE:
+            segmenter.ensure_embeddings(range(first, last + 1))  # batched, on the engine's encoder path
             for s in range(first, last + 1):
                 tensor = torch.from_numpy(np.ascontiguousarray(segmenter.embedding(s)))[None]
                 embeddings[s] = (tensor.to(recipe_runner.device), new_size, original_size)
