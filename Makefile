@@ -28,11 +28,14 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
+# The README's Results and Speed tables: regenerate both, then splice them into README.md.
 evaluate: $(STAMP)
-	$(VENV)/bin/medsam-segment evaluate --cases ../shared/data/cases.json --out results
+	$(VENV)/bin/medsam-segment evaluate --cases ../shared/data/cases.json --spacing 5 10 --out docs/results
+	$(PY) benchmarks/update_readme.py --results docs/results
 
 benchmark: $(STAMP)
-	$(VENV)/bin/medsam-segment benchmark --out results
+	$(VENV)/bin/medsam-segment benchmark --out docs/results
+	$(PY) benchmarks/update_readme.py --results docs/results
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache
