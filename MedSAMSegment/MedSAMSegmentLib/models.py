@@ -185,10 +185,11 @@ class LiteMedSAM(SliceModel):
         self.net = net.to(self.device).eval()
         self._torch = torch
         self._precision, self._backend = precision, backend
-        self._build_encoder()
+        self._build_runners()
 
-    def _build_encoder(self) -> None:
-        """The image encoder on this device with the fastest numeric path checked against fp32 (acceleration)."""
+    def _build_runners(self) -> None:
+        """The image encoder (fastest numeric path checked against fp32) and the box decoder on this device
+        (:mod:`acceleration`)."""
         from . import acceleration
 
         self._encoder = acceleration.make_encoder_runner(
@@ -207,7 +208,7 @@ class LiteMedSAM(SliceModel):
 
     def move_to(self, device: str) -> None:
         super().move_to(device)
-        self._build_encoder()
+        self._build_runners()
 
     # -- preprocessing -----------------------------------------------------------------------------------
     def resized_shape(self, original_size: Tuple[int, int]) -> Tuple[int, int]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import Dict
 
+from .engine import GUIDES, REFINES, RETRIES, ZOOMS
+from .intensity import MR_RULES
 from .pipeline import PUBLISHED, SegmentationSettings
 
 ACCURACY_OPTIONS = ("mr_rule", "zoom", "guide", "refine", "retry")
@@ -18,16 +20,16 @@ ACCURACY_OPTIONS = ("mr_rule", "zoom", "guide", "refine", "retry")
 def add_accuracy_arguments(parser: argparse.ArgumentParser, with_preset: bool = False) -> None:
     """``--mr-rule --zoom --guide --refine --retry`` with the defaults of :class:`SegmentationSettings`."""
     defaults = SegmentationSettings()
-    parser.add_argument("--mr-rule", choices=("auto", "published"), default=defaults.mr_rule,
+    parser.add_argument("--mr-rule", choices=MR_RULES, default=defaults.mr_rule,
                         help="MR percentiles over voxels above the minimum when it is negative (auto), or above zero "
                              f"(published); default {defaults.mr_rule}")
-    parser.add_argument("--zoom", choices=("off", "auto", "best", "union"), default=defaults.zoom,
+    parser.add_argument("--zoom", choices=ZOOMS, default=defaults.zoom,
                         help=f"crop around small boxes (docs/accuracy.md); default {defaults.zoom}")
-    parser.add_argument("--guide", choices=("off", "mean", "union", "mask", "auto"), default=defaults.guide,
+    parser.add_argument("--guide", choices=GUIDES, default=defaults.guide,
                         help=f"boxes between key slices from the neighbouring masks; default {defaults.guide}")
-    parser.add_argument("--refine", choices=("off", "box"), default=defaults.refine,
+    parser.add_argument("--refine", choices=REFINES, default=defaults.refine,
                         help=f"clip masks to their boxes and fill holes; default {defaults.refine}")
-    parser.add_argument("--retry", choices=("off", "zoom"), default=defaults.retry,
+    parser.add_argument("--retry", choices=RETRIES, default=defaults.retry,
                         help="decode slices with a low predicted IoU again with the other view; "
                              f"default {defaults.retry}")
     if with_preset:
