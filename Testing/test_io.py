@@ -69,6 +69,22 @@ def test_npz_with_geometry_and_without():
     assert mask.shape == volume.shape and mask.any()
 
 
+def test_npz_mask_output_is_medsam_format_with_the_image_geometry(tmp_path):
+    volume = io.read_image(shared_data_path("ct_lesion", "CT_Lesion_000001_02_01_008-023.npz"))
+    mask = np.zeros(volume.shape, dtype=bool)
+    mask[3:9, 200:260, 240:300] = True
+    out = str(tmp_path / "mask.npz")
+    io.write_mask(out, mask, volume)
+    with np.load(out, allow_pickle=False) as data:
+        assert data["segs"].dtype == np.uint8 and np.array_equal(data["segs"] > 0, mask)
+        assert tuple(data["spacing"]) == pytest.approx(volume.spacing)
+        assert tuple(data["origin"]) == pytest.approx(volume.origin)
+        assert tuple(np.ravel(data["direction"])) == pytest.approx(volume.direction)
+    assert os.listdir(tmp_path) == ["mask.npz"]  # no temporary file left beside it
+    with pytest.raises(ValueError, match="differs"):
+        io.write_mask(out, mask[:-1], volume)
+
+
 def test_npz_without_imgs_is_refused(tmp_path):
     path = str(tmp_path / "bad.npz")
     np.savez(path, image=np.zeros((3, 4, 4)))

@@ -27,7 +27,8 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--boxes", action="append", required=True, metavar="BOXES",
                         help="key boxes: box JSON or Slicer .mrk.json (ROI / line markups); repeat for more files")
     parser.add_argument("-o", "--output", required=True,
-                        help="output mask: .nii.gz, .nii, .nrrd, .seg.nrrd (Slicer segmentation), .mha or .png")
+                        help="output mask: .nii.gz, .nii, .nrrd, .seg.nrrd (Slicer segmentation), .mha, .png "
+                             "or .npz (MedSAM's format, the mask in 'segs')")
     parser.add_argument("--strategy", choices=("interpolate", "propagate"), default="interpolate",
                         help="interpolate boxes between key slices, or propagate masks outwards from each key box")
     parser.add_argument("--modality", choices=("auto", "CT", "MR", "none"), default="auto",

@@ -24,7 +24,7 @@ from .geometry import GeometryError, KeyBox, KeyBoxSet, add_margin, merge_key_bo
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 IMAGE_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".npz", ".png", ".jpg", ".jpeg",
                     ".tif", ".tiff", ".bmp", ".dcm")
-MASK_EXTENSIONS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".png")
+MASK_EXTENSIONS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".png", ".npz")
 
 
 class InputError(ValueError):
@@ -392,14 +392,20 @@ def write_mask(
     segment_name: str = "MedSAM",
     color: Tuple[float, float, float] = (0.94, 0.69, 0.2),
 ) -> None:
-    """Write a mask on the reference image's exact grid: ``.nii[.gz]``, ``.nrrd``, ``.mha``, ``.seg.nrrd``, ``.png``.
+    """Write a mask on the reference image's exact grid: ``.nii[.gz]``, ``.nrrd``, ``.mha``, ``.seg.nrrd``, ``.png``,
+    ``.npz``.
 
-    ``.seg.nrrd`` is a Slicer segmentation file with one segment named ``segment_name`` in ``color``.
+    ``.seg.nrrd`` is a Slicer segmentation file with one segment named ``segment_name`` in ``color``. ``.npz`` is
+    MedSAM's own format: the mask in ``segs`` (uint8, the image's (D, H, W) array order) beside the image's
+    ``spacing``, ``origin`` and ``direction`` as a MedSAM ``.npz`` input carries them.
     """
-    import SimpleITK as sitk
-
     if not _has_extension(path, MASK_EXTENSIONS):
         raise InputError(f"output {path}: use one of {', '.join(MASK_EXTENSIONS)}")
+    if path.lower().endswith(".npz"):
+        _write_npz_mask(path, mask, reference)
+        return
+    import SimpleITK as sitk
+
     if path.lower().endswith(".png"):
         if mask.shape[0] != 1:
             raise InputError(f"output {path}: PNG holds one slice but the mask has {mask.shape[0]}; use .nii.gz")
@@ -410,6 +416,16 @@ def write_mask(
         _add_segmentation_metadata(image, mask, segment_name, color)
     with atomic_output(path) as tmp:
         sitk.WriteImage(image, tmp, useCompression=True)
+
+
+def _write_npz_mask(path: str, mask: np.ndarray, reference: ImageVolume) -> None:
+    if mask.shape != reference.shape:
+        raise ValueError(f"mask shape {mask.shape} differs from the image's {reference.shape}")
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as handle:  # a file object: numpy would append ".npz" to the temporary name
+            np.savez_compressed(handle, segs=mask.astype(np.uint8), spacing=np.asarray(reference.spacing, float),
+                                origin=np.asarray(reference.origin, float),
+                                direction=np.asarray(reference.direction, float).reshape(3, 3))
 
 
 def _add_segmentation_metadata(image, mask: np.ndarray, name: str, color: Tuple[float, float, float]) -> None:
