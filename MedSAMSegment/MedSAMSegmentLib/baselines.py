@@ -239,8 +239,9 @@ class PublishedRecipe:
     image_size = 256
 
     def __init__(self, net=None, device: str = "cpu"):
-        self.device = device
+        """``net``: a loaded LiteMedSAM (its device wins over ``device``); None loads one onto ``device``."""
         self.net = net if net is not None else load_lite_medsam(device)
+        self.device = str(next(self.net.parameters()).device)
 
     # Step 1-2
     def preprocess(self, slice_u8: np.ndarray):

@@ -169,10 +169,11 @@ def run_engine(cases_json, case_name, device="cpu", batch_size=None) -> Dict[str
 def run_recipe(cases_json, case_name, device="cpu") -> Dict[str, object]:
     started = time.perf_counter()
     from . import intensity
-    from .baselines import PublishedRecipe, load_lite_medsam
+    from .baselines import PublishedRecipe
+    from .models import choose_device
     from .simulate import simulate_key_boxes
 
-    recipe = PublishedRecipe(load_lite_medsam(device if device != "auto" else "cpu"))
+    recipe = PublishedRecipe(device=choose_device(device).name)
     model_s = time.perf_counter() - started
     array, reference, axis, modality, described = load_target(cases_json, case_name)
     keys = simulate_key_boxes(reference, axis, KEY_SPACING, margin=3)
