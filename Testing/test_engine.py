@@ -5,7 +5,13 @@ import os
 import numpy as np
 import pytest
 from conftest import shared_data_path
-from MedSAMSegmentLib.engine import Cancelled, EmbeddingCache, VolumeSegmenter
+from MedSAMSegmentLib.engine import (
+    EMBEDDING_BYTES,
+    Cancelled,
+    EmbeddingCache,
+    VolumeSegmenter,
+    one_shot_cache_bytes,
+)
 from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet, box_from_mask
 from MedSAMSegmentLib.metrics import dice
 
@@ -65,6 +71,47 @@ def test_propagate_from_one_box_reaches_neighbouring_slices(lite_model, embeddin
     # every walked slice used the previous slice's mask box, so it has a mask unless the walk stopped there
     for s in range(first, last + 1):
         assert s in result.boxes
+
+
+def test_propagate_between_key_boxes_stays_inside_them_and_shares_crops_with_interpolate(lite_model, lesion):
+    image, reference = lesion
+    keys = keys_every(reference, 5)
+    segmenter = VolumeSegmenter(lite_model, image, 0, cache=EmbeddingCache(), batch_size=4)
+    interpolated = segmenter.segment(keys, zoom="union")
+    propagated = segmenter.segment(keys, strategy="propagate", zoom="union")
+    # The outermost key boxes bound the target, as they bound interpolate (the reference has slices beyond
+    # them only when the last key is not the last target slice; keys_every includes it).
+    assert propagated.slice_range == keys.slice_range == interpolated.slice_range
+    assert not propagated.mask[: keys.slice_range[0]].any() and not propagated.mask[keys.slice_range[1] + 1 :].any()
+    assert dice(propagated.mask, reference) > 0.5
+    # Walked slices whose box fits their interpolated box's crop use that crop: encoded already.
+    walked = len(propagated.boxes) - len(keys.boxes)
+    assert propagated.encoded < walked, (propagated.encoded, walked)
+
+
+class RecordingCache(EmbeddingCache):
+    """An embedding cache that records every embedding put into it (each put is one encoded slice view)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.puts = []
+
+    def put(self, key, value):
+        self.puts.append(key)
+        super().put(key, value)
+
+
+def test_one_shot_cache_bound_never_encodes_a_view_twice(lite_model, lesion):
+    image, reference = lesion
+    # Three copies of the lesion one after the other: more slice views than the bound holds.
+    image, reference = np.concatenate([image] * 3), np.concatenate([reference] * 3)
+    cache = RecordingCache(max_memory_bytes=one_shot_cache_bytes(4))
+    segmenter = VolumeSegmenter(lite_model, image, 0, cache=cache, batch_size=4)
+    result = segmenter.segment(keys_every(reference, 5), zoom="union", guide="auto")
+    assert len(cache.puts) * EMBEDDING_BYTES > cache.max_memory_bytes  # the bound was reached ...
+    assert cache._memory_bytes <= cache.max_memory_bytes
+    assert len(cache.puts) == len(set(cache.puts)) == result.encoded  # ... and nothing was encoded again
+    assert dice(result.mask, reference) > 0.5
 
 
 def test_cancel_raises_and_returns_nothing(lite_model, lesion):

@@ -344,7 +344,7 @@ def benchmark(
 ROWS = (
     ("encoder_ms", "encoder, ms per slice (median)", "{:.0f}"),
     ("decoder_ms", "decoder, ms per slice (median)", "{:.1f}"),
-    ("end_to_end_s", "40-slice target end to end incl. model load, s", "{:.1f}"),
+    ("end_to_end_s", "the target end to end incl. model load, s", "{:.1f}"),
     ("process_s", "whole benchmark process (start-up, run, move, timing loops), s", "{:.1f}"),
     ("model_load_s", "model load, s", "{:.1f}"),
     ("move_box_s", "re-segment after moving one key box, s", "{:.2f}"),

@@ -80,7 +80,7 @@ class ProgressBar:
 
 def run_segment(args: argparse.Namespace) -> int:
     from . import io, pipeline
-    from .engine import EmbeddingCache
+    from .engine import EmbeddingCache, default_batch_size, one_shot_cache_bytes
     from .geometry import validate_key_boxes
     from .models import load_model
     from .options import accuracy_settings
@@ -103,11 +103,13 @@ def run_segment(args: argparse.Namespace) -> int:
                        backend=args.backend)
     say(args, f"model {args.model} on {model.device_description}" +
         (f"; using {model.acceleration}" if model.acceleration else ""))
-    cache = EmbeddingCache(args.cache_dir) if args.cache_dir else None
+    # One run, no edits after it: keep only the embeddings a chunk reads again (the disk cache keeps them all).
+    batch_size = args.batch_size or default_batch_size(model)
+    cache = EmbeddingCache(args.cache_dir, max_memory_bytes=one_shot_cache_bytes(batch_size))
     bar = ProgressBar(not args.quiet)
     try:
         result = pipeline.run_segmentation(model, volume.array, key_boxes, settings, cache=cache,
-                                           batch_size=args.batch_size, is_colour=volume.is_colour, progress=bar)
+                                           batch_size=batch_size, is_colour=volume.is_colour, progress=bar)
     finally:
         bar.close()
     io.write_mask(args.output, result.mask, volume, segment_name=args.name)

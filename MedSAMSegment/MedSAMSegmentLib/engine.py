@@ -12,7 +12,11 @@ Strategies:
   slice is segmented.
 * ``propagate``: MedSAM's own 3D scheme. From each key box, walk outwards slice by slice using the previous
   slice's mask box plus a margin, stopping where the mask vanishes and at the next key slice (slices between two
-  key slices are walked from the nearer one). One key box is enough to segment a whole structure.
+  key slices are walked from the nearer one). With two or more key boxes the outermost ones bound the target, as
+  they bound ``interpolate``; a single key box walks both ways until the mask vanishes, so one box is enough to
+  segment a whole structure. With ``zoom``, a walked slice between key slices takes the crop of its interpolated
+  box when the walked box fits it at the same scale, so the crops of the slices ahead are known, encoded in
+  batches and shared with ``interpolate`` runs over the same boxes.
 
 Accuracy options (each measured on the development set, ``docs/accuracy.md``; ``off`` is the published
 behaviour):
@@ -95,7 +99,7 @@ class SegmentationResult:
     iou: Dict[int, float] = field(default_factory=dict)
     flagged: List[Tuple[int, str]] = field(default_factory=list)
     recomputed: List[int] = field(default_factory=list)  # slices whose decoder ran in this call
-    encoded: int = 0  # slices whose image embedding was computed in this call
+    encoded: int = 0  # slice views (whole slices, zoom crops) whose image embedding was computed in this call
     seconds: float = 0.0
 
     @property
@@ -215,6 +219,20 @@ def eval_header(header: bytes) -> Tuple[Tuple[int, ...], str]:
     return tuple(shape), dtype
 
 
+#: Bytes of one slice's image embedding (256 x 64 x 64 float32), the unit of the embedding cache's memory.
+EMBEDDING_BYTES = 256 * 64 * 64 * 4
+
+
+def one_shot_cache_bytes(batch_size: int) -> int:
+    """Memory an embedding cache needs for a run that is not edited afterwards (the command line).
+
+    Interpolated and propagated runs encode and decode a chunk of slices at a time, each slice at most in two
+    views (``zoom``'s crop and the whole slice): a few chunks' embeddings are all that is read again. Keeping
+    every embedding instead (for later box edits, as Slicer does) costs 4 MiB a slice: 400 MiB for 100 slices.
+    """
+    return 4 * max(int(batch_size), DECODE_CHUNK) * 2 * EMBEDDING_BYTES
+
+
 def default_batch_size(model: SliceModel) -> int:
     """Slices per encoder batch: measured best on the device, bounded by free memory (see ``acceleration``)."""
     from . import acceleration
@@ -249,6 +267,8 @@ class VolumeSegmenter:
         self._decoded: Dict[int, Tuple[Box, Tuple[Region, str, str], np.ndarray, float]] = {}
         self.zoom = "off"
         self.retry = "off"
+        #: Slice views (whole slices and crops) encoded so far by this segmenter.
+        self.encoded_views = 0
 
     @property
     def n_slices(self) -> int:
@@ -294,8 +314,12 @@ class VolumeSegmenter:
 
         ``regions`` gives a slice's crop (see ``zoom``); slices not in it are encoded whole."""
         regions = regions or {}
-        items = [(s, regions.get(s)) for s in indices]
-        missing = [item for item in items if self.cache.get(self._key(*item)) is None]
+        return self._encode_items([(s, regions.get(s)) for s in indices], progress, cancel)
+
+    def _encode_items(self, items: List[Tuple[int, Region]], progress: Optional[ProgressCallback],
+                      cancel: Optional[CancelCheck]) -> int:
+        """Encode, in batches, the (slice, crop) items whose embeddings are not cached; returns how many."""
+        missing = [item for item in dict.fromkeys(items) if self.cache.get(self._key(*item)) is None]
         done = 0
         while done < len(missing):
             _check_cancel(cancel)
@@ -311,6 +335,7 @@ class VolumeSegmenter:
             for item, emb in zip(batch, array):
                 self.cache.put(self._key(*item), emb)
             done += len(batch)
+            self.encoded_views += len(batch)
             if progress:
                 progress(done, len(missing), "encoding slices")
         return len(missing)
@@ -340,11 +365,14 @@ class VolumeSegmenter:
         return value
 
     # -- decoding -----------------------------------------------------------------------------------------
-    def decode(self, boxes: Dict[int, Box]) -> Dict[int, Tuple[np.ndarray, float]]:
-        """Masks and IoU for ``{slice: box}``; reuses the result of a slice whose box (and crop) is unchanged."""
+    def decode(self, boxes: Dict[int, Box], regions: Optional[Dict[int, Region]] = None
+               ) -> Dict[int, Tuple[np.ndarray, float]]:
+        """Masks and IoU for ``{slice: box}``; reuses the result of a slice whose box (and crop) is unchanged.
+
+        ``regions`` gives a slice's crop (it must hold the box); slices not in it get :meth:`region_for`."""
         out: Dict[int, Tuple[np.ndarray, float]] = {}
         todo: Dict[Region, List[int]] = {}
-        regions = {s: self.region_for(box) for s, box in boxes.items()}
+        regions = {s: (regions[s] if regions and s in regions else self.region_for(box)) for s, box in boxes.items()}
         for s, box in boxes.items():
             previous = self._decoded.get(s)
             if previous is not None and previous[:2] == (tuple(box), (regions[s], self.retry, self.zoom)):
@@ -414,6 +442,7 @@ class VolumeSegmenter:
                 raise ValueError(f"unknown {name} {value!r}; use one of {', '.join(allowed)}")
         keys = validate_key_boxes(key_boxes, self.volume.shape[:3])
         started = time.perf_counter()
+        encoded_before = self.encoded_views
         self.zoom, self.refine, self.retry = zoom, refine, retry
         if strategy == "interpolate" and guide != "off":
             result = self._segment_guided(keys, guide, propagate_margin, progress, cancel, on_slice)
@@ -422,6 +451,7 @@ class VolumeSegmenter:
         else:
             result = self._segment_propagated(keys, propagate_margin, progress, cancel, on_slice)
         result.flagged = flag_slices(result)
+        result.encoded = self.encoded_views - encoded_before
         result.seconds = time.perf_counter() - started
         return result
 
@@ -455,7 +485,7 @@ class VolumeSegmenter:
         def run(batch_boxes: Dict[int, Box]) -> Dict[int, np.ndarray]:
             nonlocal done
             _check_cancel(cancel)
-            result.encoded += self.ensure_embeddings(sorted(batch_boxes), cancel=cancel,
+            self.ensure_embeddings(sorted(batch_boxes), cancel=cancel,
                                                      regions=self._regions(batch_boxes))
             decoded = self.decode(batch_boxes)
             result.recomputed.extend(self.last_recomputed)
@@ -516,7 +546,7 @@ class VolumeSegmenter:
         for start in range(0, total, step):
             _check_cancel(cancel)
             batch = order[start : start + step]
-            result.encoded += self.ensure_embeddings(batch, cancel=cancel,
+            self.ensure_embeddings(batch, cancel=cancel,
                                                      regions=self._regions({s: boxes[s] for s in batch}))
             _check_cancel(cancel)
             decoded = self.decode({s: boxes[s] for s in batch})
@@ -535,13 +565,19 @@ class VolumeSegmenter:
         ordered = keys.sorted()
         result = self._empty_result()
         key_slices = [k.slice_index for k in ordered]
-        # Each key owns the slices up to the midpoint towards its neighbours, and everything beyond the ends.
+        single = len(ordered) == 1
+        # Each key owns the slices up to the midpoint towards its neighbours; a single key walks to the ends.
         walks: List[Tuple[int, int, int]] = []  # (start slice, step, last slice allowed)
         for n, key in enumerate(ordered):
-            low_limit = 0 if n == 0 else (key_slices[n - 1] + key.slice_index) // 2 + 1
-            high_limit = self.n_slices - 1 if n == len(ordered) - 1 else (key.slice_index + key_slices[n + 1]) // 2
+            low_limit = (0 if single else key.slice_index) if n == 0 else \
+                (key_slices[n - 1] + key.slice_index) // 2 + 1
+            high_limit = (self.n_slices - 1 if single else key.slice_index) if n == len(ordered) - 1 else \
+                (key.slice_index + key_slices[n + 1]) // 2
             walks.append((key.slice_index, -1, low_limit))
             walks.append((key.slice_index, +1, high_limit))
+        walks = [walk for walk in walks if walk[0] != walk[2]]
+        # Between key slices the interpolated boxes say where the walk will be: their crops are encoded ahead.
+        hints = interpolate_boxes(keys.boxes) if not single else {}
         estimated = sum(abs(last - start) for start, _, last in walks) + len(ordered)
         done = 0
 
@@ -550,10 +586,10 @@ class VolumeSegmenter:
                 progress(min(done, estimated), estimated, "segmenting slices")
 
         key_masks: Dict[int, np.ndarray] = {}
+        self.ensure_embeddings(key_slices, cancel=cancel,
+                                                 regions=self._regions({k.slice_index: k.box for k in ordered}))
         for key in ordered:
             _check_cancel(cancel)
-            result.encoded += self.ensure_embeddings([key.slice_index], cancel=cancel,
-                                                     regions=self._regions({key.slice_index: key.box}))
             mask, iou = self.decode({key.slice_index: key.box})[key.slice_index]
             result.recomputed.extend(self.last_recomputed)
             mask = self._store(result, key.slice_index, key.box, mask, iou)
@@ -571,11 +607,10 @@ class VolumeSegmenter:
                 if box is None:
                     break
                 ahead = list(range(s, last + step, step))[: self.batch_size]
-                if self.zoom == "off":
-                    result.encoded += self.ensure_embeddings(ahead, cancel=cancel)
-                else:  # the crop of the slices ahead is not known before their boxes are
-                    result.encoded += self.ensure_embeddings([s], cancel=cancel, regions=self._regions({s: box}))
-                mask, iou = self.decode({s: box})[s]
+                self._encode_walk_ahead(ahead, hints, cancel)
+                region = self._walk_region(box, hints.get(s))
+                self.ensure_embeddings([s], cancel=cancel, regions={s: region})
+                mask, iou = self.decode({s: box}, regions={s: region})[s]
                 result.recomputed.extend(self.last_recomputed)
                 mask = self._store(result, s, box, mask, iou)
                 if on_slice:
@@ -588,6 +623,31 @@ class VolumeSegmenter:
         result.slice_range = (covered[0], covered[-1])
         return result
 
+    def _walk_region(self, box: Box, hint: Optional[Box]) -> Region:
+        """A walked slice's crop: its interpolated box's crop when that holds ``box`` at the same scale (so it
+        was encoded ahead), else the crop of ``box`` itself."""
+        own = self.region_for(box)
+        if own is None or hint is None:
+            return own
+        shared = self.region_for(hint)
+        if shared is None or (shared[1] - shared[0], shared[3] - shared[2]) != (own[1] - own[0], own[3] - own[2]):
+            return own
+        x0, y0, x1, y1 = box
+        r0, r1, c0, c1 = shared
+        return shared if c0 <= x0 and x1 <= c1 - 1 and r0 <= y0 and y1 <= r1 - 1 else own
+
+    def _encode_walk_ahead(self, ahead: List[int], hints: Dict[int, Box], cancel) -> int:
+        """Encode, as one batch, what the walk's next slices will most likely need: the whole slices (unless
+        ``zoom="auto"`` crops them) and the crops of their interpolated boxes."""
+        items: List[Tuple[int, Region]] = []
+        for s in ahead:
+            crop = self.region_for(hints[s]) if s in hints else None
+            if crop is not None:
+                items.append((s, crop))
+            # Beyond the key slices a crop depends on the previous slice's mask: none is encoded ahead there.
+            if self.zoom in ("off", "best", "union") or (s in hints and crop is None):
+                items.append((s, None))
+        return self._encode_items(items, None, cancel)
 
 def zoom_region(box: Box, slice_size: Tuple[int, int], input_size: int = 256, force: bool = False) -> Region:
     """The crop for ``zoom="auto"``: None when the box is not small in model pixels, else a square (clipped to

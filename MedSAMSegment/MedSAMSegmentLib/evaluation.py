@@ -244,7 +244,7 @@ def evaluate(
             recipe_runner = baselines.PublishedRecipe(net=model.net, device=model.device)
     own_cache = cache is None and needs_model
     if own_cache:
-        cache = EmbeddingCache(max_memory_bytes=2 << 30)
+        cache = EmbeddingCache(max_memory_bytes=evaluation_cache_bytes())
 
     for n, case in enumerate(cases):
         t_case = time.perf_counter()
@@ -267,6 +267,17 @@ def evaluate(
     write_outputs(report, methods, spacings, montage_spacing, command=command, device=device_text)
     log(f"wrote {os.path.join(out_dir, 'results.md')} ({report.seconds:.0f} s)")
     return report
+
+
+def evaluation_cache_bytes() -> int:
+    """Memory for one case's embeddings: half the free memory, at least 1 GiB, at most 6 GiB.
+
+    A case shares its embeddings between all methods and spacings: the whole slices, the published-intensity
+    slices of the recipe (MR) and the zoom crops of five runs, up to 600 slice views (2.4 GiB) on a BraTS case.
+    Evicting any of them costs an encoder call later (about half a second on 2 cores)."""
+    from .acceleration import available_memory_bytes
+
+    return int(min(max(available_memory_bytes("cpu") // 2, 1 << 30), 6 << 30))
 
 
 def _evaluate_case(
