@@ -103,8 +103,10 @@ class RecordingCache(EmbeddingCache):
 
 def test_one_shot_cache_bound_never_encodes_a_view_twice(lite_model, lesion):
     image, reference = lesion
-    # Three copies of the lesion one after the other: more slice views than the bound holds.
-    image, reference = np.concatenate([image] * 3), np.concatenate([reference] * 3)
+    # Three copies of the lesion one after the other (each one grey level brighter, so that no two slices have the
+    # same pixels and one cache key): more slice views than the bound holds.
+    image = np.concatenate([np.clip(image.astype(np.int16) + k, 0, 255).astype(np.uint8) for k in range(3)])
+    reference = np.concatenate([reference] * 3)
     cache = RecordingCache(max_memory_bytes=one_shot_cache_bytes(4))
     segmenter = VolumeSegmenter(lite_model, image, 0, cache=cache, batch_size=4)
     result = segmenter.segment(keys_every(reference, 5), zoom="union", guide="auto")

@@ -80,6 +80,21 @@ def test_unknown_method_refused(tmp_path):
         evaluation.evaluate(shared_data_path("cases.json"), strategies=("magic",), out_dir=str(tmp_path))
 
 
+def test_shared_recipe_scores_as_the_recipe_run_in_full(small_run, tmp_path, lite_model):
+    """``recipe="shared"`` (the engine's embeddings and batched decoder, each checked per case) gives the masks of
+    the published recipe run literally, slice by slice (``recipe="full"``)."""
+    report, _, _ = small_run
+    full = evaluation.evaluate(
+        shared_data_path("cases.json"), spacings=(5,), strategies=("recipe", "recipe_every_slice"),
+        out_dir=str(tmp_path), case_filter=["ct_lesion_000002*"], model=lite_model, recipe="full",
+        log=lambda m: None,
+    )
+    shared = {r.method: r for r in report.rows}
+    for row in full.rows:
+        assert row.dsc == pytest.approx(shared[row.method].dsc, abs=1e-3), row.method
+        assert row.nsd == pytest.approx(shared[row.method].nsd, abs=1e-3), row.method
+
+
 def test_published_options_make_our_pipeline_the_recipe(tmp_path, lite_model, embedding_cache):
     """With ``--published`` our engine runs MedSAM's published behaviour: it must score as the recipe does."""
     require_shared_data()

@@ -23,9 +23,12 @@ optional seeded jitter) along the case's ``slice_axis``. The methods:
 Speed: each case's slices are encoded once by the engine and the embeddings are shared by every engine method
 and spacing (the engine's :class:`~engine.EmbeddingCache`). The recipe reuses the engine's embeddings only when a
 check on the case's first target slice shows that its own encoder gives the same embedding (``recipe="shared"``,
-the default; then the recipe's seconds count its own measured encoder time per slice); otherwise, or with
-``recipe="full"``, it encodes every slice itself. ``seconds`` is the wall time of the run with embeddings
-already computed; ``seconds_cold`` adds the encoder time of the slices it segmented (measured per case).
+the default); otherwise, or with ``recipe="full"``, it encodes every slice itself. Likewise it decodes its boxes
+through the engine's batched decoder only when, on the case's first, middle and last target slices, that gives
+the recipe's own masks (at most :data:`SAME_MASK_PIXELS` of a mask's pixels differ); then the recipe's seconds
+count its own encoder and decoder times per slice, measured on those slices. ``seconds`` is the wall time of the
+run with embeddings already computed; ``seconds_cold`` adds the encoder time of the slices it segmented (measured
+per case).
 """
 
 from __future__ import annotations
@@ -59,6 +62,10 @@ DEFAULT_SPACINGS = (3, 5, 10)
 NSD_TOLERANCE_MM = metrics.DEFAULT_NSD_TOLERANCE_MM
 #: Relative L2 difference below which the recipe's embedding counts as the engine's (numerically the same).
 SAME_EMBEDDING_TOLERANCE = 1e-5
+#: The recipe's boxes are decoded by the engine's batched decoder when, on sample slices, at most this fraction of
+#: the recipe's mask pixels differ (the decoders' logits agree within 2e-5: a pixel changes side only at |logit|
+#: below that).
+SAME_MASK_PIXELS = 1e-3
 
 CSV_FIELDS = (
     "case", "modality", "method", "spacing", "dsc", "nsd", "boxes_drawn", "contours_drawn", "slices_segmented",
@@ -341,6 +348,7 @@ def _evaluate_case(
 
     recipe_embeddings: Optional[Dict[int, tuple]] = None
     recipe_encode_per_slice = 0.0
+    recipe_decode_per_slice: Optional[float] = None  # set when the engine's decoder gives the recipe's masks
     if recipe_runner is not None and any(m in methods for m in RECIPE_METHODS):
         # The recipe sees the published intensities; for CT (and wherever the rules agree) its slices are the
         # engine's own pixels, so the shared cache already holds their embeddings.
@@ -350,9 +358,17 @@ def _evaluate_case(
         recipe_embeddings, recipe_encode_per_slice = _recipe_embeddings(
             recipe_runner, recipe_segmenter, volume_u8, axis, first, last, recipe_mode
         )
+        if recipe_embeddings is not None and len(recipe_embeddings) > 1:  # the engine's embeddings serve it
+            recipe_decode_per_slice = _recipe_decoder_check(recipe_runner, recipe_segmenter, recipe_embeddings,
+                                                            every, present)
 
     def recipe_run(keys):
         t0 = time.perf_counter()
+        if recipe_decode_per_slice is not None:
+            result = _recipe_by_engine(recipe_segmenter, keys)
+            seconds = time.perf_counter() - t0
+            n_slices = len(result.boxes)
+            return result, seconds, n_slices * (recipe_encode_per_slice + recipe_decode_per_slice), n_slices
         result = recipe_runner.segment_volume(volume_u8, keys, embeddings=recipe_embeddings)
         seconds = time.perf_counter() - t0
         n_slices = len(result.boxes)
@@ -451,6 +467,40 @@ def _recipe_embeddings(recipe_runner, segmenter, volume_u8, axis, first, last, m
                 tensor = torch.from_numpy(np.ascontiguousarray(segmenter.embedding(s)))[None]
                 embeddings[s] = (tensor.to(recipe_runner.device), new_size, original_size)
     return embeddings, per_slice
+
+
+def _recipe_decoder_check(recipe_runner, segmenter, embeddings, every: KeyBoxSet, present) -> Optional[float]:
+    """The recipe's decoder seconds per slice (median of its own calls) when the engine's batched decoder gives
+    its masks on the first, middle and last target slices (:data:`SAME_MASK_PIXELS`); None when it does not."""
+    boxes = {k.slice_index: k.box for k in every.boxes}
+    samples = sorted({int(present[0]), int(present[len(present) // 2]), int(present[-1])})
+    ours = segmenter.decode({s: boxes[s] for s in samples})
+    times = []
+    for s in samples:
+        embedding, new_size, original_size = embeddings[s]
+        recipe_runner.decode(embedding, boxes[s], new_size, original_size)  # warm-up at this shape
+        t0 = time.perf_counter()
+        mask, _ = recipe_runner.decode(embedding, boxes[s], new_size, original_size)
+        times.append(time.perf_counter() - t0)
+        differing = int(np.count_nonzero(mask != ours[s][0]))
+        if differing > SAME_MASK_PIXELS * max(int(mask.sum()), 1):
+            return None
+    return float(np.median(times))
+
+
+def _recipe_by_engine(segmenter, keys: KeyBoxSet) -> baselines.RecipeResult:
+    """The recipe's result for ``keys`` (interpolated boxes, whole slices, published intensities) decoded in
+    batches by ``segmenter``, whose embeddings and decoder were checked to give the recipe's own."""
+    boxes = interpolate_boxes(keys.boxes)
+    t0 = time.perf_counter()
+    decoded = segmenter.decode(boxes)
+    mask = np.zeros(segmenter.volume.shape[:3], dtype=bool)
+    selector: List[object] = [slice(None)] * 3
+    for s, (slice_mask, _) in decoded.items():
+        selector[keys.slice_axis] = s
+        mask[tuple(selector)] = slice_mask
+    return baselines.RecipeResult(mask, {s: iou for s, (_, iou) in decoded.items()}, boxes, 0.0,
+                                  time.perf_counter() - t0)
 
 
 def _worst_slices(case_name, method, spacing, volume_u8, reference, mask, axis, boxes, per_case=2):
