@@ -588,13 +588,13 @@ class VolumeSegmenter:
         result = self._empty_result()
         key_slices = [k.slice_index for k in ordered]
         single = len(ordered) == 1
-        # Each key owns the slices up to the midpoint towards its neighbours; a single key walks to the ends.
+        # Each key owns the slices up to the midpoint towards its neighbours; the outermost keys bound the walks,
+        # except that a single key walks to the ends of the volume.
+        lowest, highest = (0, self.n_slices - 1) if single else (key_slices[0], key_slices[-1])
         walks: List[Tuple[int, int, int]] = []  # (start slice, step, last slice allowed)
         for n, key in enumerate(ordered):
-            low_limit = (0 if single else key.slice_index) if n == 0 else \
-                (key_slices[n - 1] + key.slice_index) // 2 + 1
-            high_limit = (self.n_slices - 1 if single else key.slice_index) if n == len(ordered) - 1 else \
-                (key.slice_index + key_slices[n + 1]) // 2
+            low_limit = lowest if n == 0 else (key_slices[n - 1] + key.slice_index) // 2 + 1
+            high_limit = highest if n == len(ordered) - 1 else (key.slice_index + key_slices[n + 1]) // 2
             walks.append((key.slice_index, -1, low_limit))
             walks.append((key.slice_index, +1, high_limit))
         walks = [walk for walk in walks if walk[0] != walk[2]]
@@ -654,11 +654,9 @@ class VolumeSegmenter:
         shared = self.region_for(hint)
         if shared is None or (shared[1] - shared[0], shared[3] - shared[2]) != (own[1] - own[0], own[3] - own[2]):
             return own
-        x0, y0, x1, y1 = box
-        r0, r1, c0, c1 = shared
-        return shared if c0 <= x0 and x1 <= c1 - 1 and r0 <= y0 and y1 <= r1 - 1 else own
+        return shared if _box_inside(box, shared) else own
 
-    def _encode_walk_ahead(self, ahead: List[int], hints: Dict[int, Box], cancel) -> int:
+    def _encode_walk_ahead(self, ahead: List[int], hints: Dict[int, Box], cancel) -> None:
         """Encode, as one batch, what the walk's next slices will most likely need: the whole slices (unless
         ``zoom="auto"`` crops them) and the crops of their interpolated boxes."""
         items: List[Tuple[int, Region]] = []
@@ -669,7 +667,7 @@ class VolumeSegmenter:
             # Beyond the key slices a crop depends on the previous slice's mask: none is encoded ahead there.
             if self.zoom in ("off", "best", "union") or (s in hints and crop is None):
                 items.append((s, None))
-        return self._encode_items(items, None, cancel)
+        self._encode_items(items, None, cancel)
 
 def zoom_region(box: Box, slice_size: Tuple[int, int], input_size: int = 256, force: bool = False) -> Region:
     """The crop for ``zoom="auto"``: None when the box is not small in model pixels, else a square (clipped to
@@ -698,9 +696,16 @@ def zoom_region(box: Box, slice_size: Tuple[int, int], input_size: int = 256, fo
 
     r0, r1 = place((y0 + y1) / 2.0, crop, rows)
     c0, c1 = place((x0 + x1) / 2.0, crop, cols)
-    if not (c0 <= x0 and x1 <= c1 - 1 and r0 <= y0 and y1 <= r1 - 1):
+    if not _box_inside(box, (r0, r1, c0, c1)):
         return None  # a box that does not fit its crop is segmented on the whole slice
     return (r0, r1, c0, c1)
+
+
+def _box_inside(box: Box, region: Tuple[int, int, int, int]) -> bool:
+    """Whether ``box`` (x0, y0, x1, y1, inclusive pixels) lies inside the crop ``region``."""
+    x0, y0, x1, y1 = box
+    r0, r1, c0, c1 = region
+    return c0 <= x0 and x1 <= c1 - 1 and r0 <= y0 and y1 <= r1 - 1
 
 
 def _shift_box(box: Box, region: Region) -> Box:

@@ -50,7 +50,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from . import baselines, metrics, simulate
-from .geometry import Box, KeyBoxSet, interpolate_boxes, take_slice
+from .geometry import Box, KeyBoxSet, interpolate_boxes, put_slice, take_slice
 
 MODEL_METHODS = ("interpolate", "propagate", "every_slice")
 RECIPE_METHODS = ("recipe", "recipe_every_slice")
@@ -495,10 +495,8 @@ def _recipe_by_engine(segmenter, keys: KeyBoxSet) -> baselines.RecipeResult:
     t0 = time.perf_counter()
     decoded = segmenter.decode(boxes)
     mask = np.zeros(segmenter.volume.shape[:3], dtype=bool)
-    selector: List[object] = [slice(None)] * 3
     for s, (slice_mask, _) in decoded.items():
-        selector[keys.slice_axis] = s
-        mask[tuple(selector)] = slice_mask
+        put_slice(mask, keys.slice_axis, s, slice_mask)
     return baselines.RecipeResult(mask, {s: iou for s, (_, iou) in decoded.items()}, boxes, 0.0,
                                   time.perf_counter() - t0)
 

@@ -373,11 +373,15 @@ def atomic_output(path: str) -> Iterator[str]:
             os.unlink(tmp)
 
 
+def _check_mask_shape(mask: np.ndarray, reference: ImageVolume) -> None:
+    if mask.shape != reference.shape:
+        raise ValueError(f"mask shape {mask.shape} differs from the image's {reference.shape}")
+
+
 def _mask_image(mask: np.ndarray, reference: ImageVolume, value: int = 1):
     import SimpleITK as sitk
 
-    if mask.shape != reference.shape:
-        raise ValueError(f"mask shape {mask.shape} differs from the image's {reference.shape}")
+    _check_mask_shape(mask, reference)
     image = sitk.GetImageFromArray(mask.astype(np.uint8) * np.uint8(value))
     image.SetSpacing(tuple(float(v) for v in reference.spacing))
     image.SetOrigin(tuple(float(v) for v in reference.origin))
@@ -419,8 +423,7 @@ def write_mask(
 
 
 def _write_npz_mask(path: str, mask: np.ndarray, reference: ImageVolume) -> None:
-    if mask.shape != reference.shape:
-        raise ValueError(f"mask shape {mask.shape} differs from the image's {reference.shape}")
+    _check_mask_shape(mask, reference)
     with atomic_output(path) as tmp:
         with open(tmp, "wb") as handle:  # a file object: numpy would append ".npz" to the temporary name
             np.savez_compressed(handle, segs=mask.astype(np.uint8), spacing=np.asarray(reference.spacing, float),
