@@ -65,6 +65,9 @@ DECODE_CHUNK = 4
 #: walks advance together. Measured on 2 cores (OpenVINO decoder, 512x512 slices): 57, 48, 47 and 52 ms per box
 #: at batches of 1, 2, 4 and 8, each box adding about 60 MB of working memory: 2 is as fast and bounds memory.
 DECODE_BATCH = 2
+#: Decoded masks remembered per slice (box, crop and options -> mask bits): a box moved back, or the same box
+#: in another run over the slice (``evaluate``'s methods share their key boxes), decodes nothing again.
+DECODED_PER_SLICE = 4
 
 ZOOMS = ("off", "auto", "best", "union")
 GUIDES = ("off", "mean", "union", "mask", "auto")
@@ -268,7 +271,8 @@ class VolumeSegmenter:
         self.batch_size = max(1, int(batch_size or default_batch_size(model)))
         self.slice_size = slice_shape(volume_u8.shape[:3], slice_axis)
         self._keys: Dict[Tuple[int, Region], str] = {}
-        self._decoded: Dict[int, Tuple[Box, Tuple[Region, str, str], np.ndarray, float]] = {}
+        # slice -> {(box, crop, retry, zoom): (packed mask bits, predicted IoU)}, oldest first
+        self._decoded: Dict[int, OrderedDict[tuple, Tuple[np.ndarray, float]]] = {}
         self.zoom = "off"
         self.retry = "off"
         #: Slice views (whole slices and crops) encoded so far by this segmenter.
@@ -378,9 +382,11 @@ class VolumeSegmenter:
         todo: Dict[Region, List[int]] = {}
         regions = {s: (regions[s] if regions and s in regions else self.region_for(box)) for s, box in boxes.items()}
         for s, box in boxes.items():
-            previous = self._decoded.get(s)
-            if previous is not None and previous[:2] == (tuple(box), (regions[s], self.retry, self.zoom)):
-                out[s] = (previous[2], previous[3])
+            remembered = self._decoded.get(s, {}).get(self._decode_key(box, regions[s]))
+            if remembered is not None:
+                bits, score = remembered
+                out[s] = (np.unpackbits(bits, count=self.slice_size[0] * self.slice_size[1])
+                          .reshape(self.slice_size).astype(bool), score)
             else:
                 # Slices decode together when their crops have one size (the decoder takes one output size).
                 size = None if regions[s] is None else (regions[s][1] - regions[s][0], regions[s][3] - regions[s][2])
@@ -413,9 +419,15 @@ class VolumeSegmenter:
                     mask, score = mask | again, max(score, again_score)
                 elif again_score > score:
                     mask, score = again, again_score
-            self._decoded[s] = (tuple(boxes[s]), (regions[s], self.retry, self.zoom), mask, score)
+            memory = self._decoded.setdefault(s, OrderedDict())
+            memory[self._decode_key(boxes[s], regions[s])] = (np.packbits(mask), score)
+            while len(memory) > DECODED_PER_SLICE:
+                memory.popitem(last=False)
             out[s] = (mask, score)
         return out
+
+    def _decode_key(self, box: Box, region: Region) -> tuple:
+        return (tuple(float(v) for v in box), region, self.retry, self.zoom)
 
     def _decode_grouped(self, boxes: Dict[int, Box], regions: Dict[int, Region],
                         groups: Dict[Optional[Tuple[int, int]], List[int]]) -> Dict[int, Tuple[np.ndarray, float]]:
