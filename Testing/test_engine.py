@@ -50,6 +50,28 @@ def test_interpolated_run_encodes_only_boxed_slices_and_reuses_embeddings(lite_m
     assert sorted(again.recomputed) == list(range(previous_key + 1, last + 1))
 
 
+def test_a_box_moved_back_decodes_nothing_and_the_memory_per_slice_is_bounded(lite_model, embedding_cache, lesion):
+    """Each slice remembers its last DECODED_PER_SLICE decodes (box, crop, options): a box moved back to where it
+    was (an undo, or another run over the same key boxes) gives the same mask without running the decoder."""
+    from MedSAMSegmentLib.engine import DECODED_PER_SLICE
+
+    image, reference = lesion
+    segmenter = VolumeSegmenter(lite_model, image, 0, cache=embedding_cache)
+    s = int(np.flatnonzero(reference.any(axis=(1, 2)))[3])
+    box = box_from_mask(reference[s], 3.0)
+    shifted = [tuple(np.add(box, (d, 0, d, 0))) for d in range(1, DECODED_PER_SLICE + 1)]
+    first = segmenter.decode({s: box})[s]
+    assert segmenter.last_recomputed == [s]
+    segmenter.decode({s: shifted[0]})
+    again = segmenter.decode({s: box})[s]
+    assert segmenter.last_recomputed == []
+    assert np.array_equal(again[0], first[0]) and again[1] == first[1]
+    for other in shifted[1:]:  # box is now the oldest of more than DECODED_PER_SLICE: forgotten
+        segmenter.decode({s: other})
+    segmenter.decode({s: box})
+    assert segmenter.last_recomputed == [s]
+
+
 def test_box_on_every_slice_beats_a_tiny_box(lite_model, embedding_cache, lesion):
     image, reference = lesion
     segmenter = VolumeSegmenter(lite_model, image, 0, cache=embedding_cache)

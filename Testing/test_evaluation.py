@@ -75,6 +75,38 @@ def test_model_free_methods_need_no_model(tmp_path):
     assert (tmp_path / "results.md").exists()
 
 
+def test_worker_processes_score_as_one_process(small_run, tmp_path):
+    """``workers=2``: two spawned processes, one core each, with their own model: the same scores as the run in
+    this process (small_run), rows in the order of cases.json, and the report says how it ran."""
+    report, _, _ = small_run
+    parallel = evaluation.evaluate(
+        shared_data_path("cases.json"), spacings=(5,), strategies=("interpolate", "recipe", "filled_boxes"),
+        out_dir=str(tmp_path), case_filter=["ct_lesion_000002*", "ct_lesion_000009*"], workers=2,
+        log=lambda m: None,
+    )
+    assert [r.case for r in parallel.rows][::3] == ["ct_lesion_000002_03_01_035-047",
+                                                   "ct_lesion_000009_03_01_036-048"]
+    here = {r.method: r for r in report.rows}
+    for row in parallel.rows[:3]:
+        assert row.dsc == pytest.approx(here[row.method].dsc, abs=1e-3), row.method
+        assert row.nsd == pytest.approx(here[row.method].nsd, abs=1e-3), row.method
+    assert any("2 worker processes" in note for note in parallel.notes)
+
+
+def test_worker_count(monkeypatch):
+    assert evaluation.evaluation_workers(1, 25) == 1
+    assert evaluation.evaluation_workers("auto", 25, device="cuda") == 1
+    assert evaluation.evaluation_workers("auto", 1) == 1  # never more workers than cases
+    cores = len(os.sched_getaffinity(0))
+    assert 1 <= evaluation.evaluation_workers("auto", 25, device="cpu") <= cores
+    assert evaluation.evaluation_workers(64, 25) <= min(cores, 25)
+    monkeypatch.setattr(evaluation, "WORKER_BYTES", 1 << 50)  # no memory for a second worker
+    assert evaluation.evaluation_workers("auto", 25, device="cpu") == 1
+    for bad in (0, "many"):
+        with pytest.raises(ValueError, match="workers"):
+            evaluation.evaluation_workers(bad, 25)
+
+
 def test_unknown_method_refused(tmp_path):
     with pytest.raises(ValueError):
         evaluation.evaluate(shared_data_path("cases.json"), strategies=("magic",), out_dir=str(tmp_path))

@@ -29,6 +29,9 @@ the recipe's own masks (at most :data:`SAME_MASK_PIXELS` of a mask's pixels diff
 count its own encoder and decoder times per slice, measured on those slices. ``seconds`` is the wall time of the
 run with embeddings already computed; ``seconds_cold`` adds the encoder time of the slices it segmented (measured
 per case).
+
+Cases run side by side in worker processes, one per CPU core by default (:func:`evaluation_workers`), each
+pinned to its core with its own model and cache; the seconds columns are then one core's.
 """
 
 from __future__ import annotations
