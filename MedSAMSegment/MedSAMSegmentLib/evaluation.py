@@ -254,7 +254,7 @@ def evaluate(
         cache_bytes=evaluation_cache_bytes() // n_workers,
     )
     if n_workers > 1:
-        cores = len(os.sched_getaffinity(0)) // n_workers
+        cores = max(1, len(_allowed_cores()) // n_workers)
         report.notes.append(f"{n_workers} worker processes of {cores} core(s) each, one case at a time each: "
                             "every seconds column is one worker's")
         log(f"{n_workers} worker processes of {cores} core(s) each")
@@ -294,9 +294,10 @@ def evaluation_workers(workers: object, n_cases: int, device: str = "auto") -> i
     (bounded by free memory, :data:`WORKER_BYTES` each, and the number of cases); 1 on a GPU.
 
     Measured on 2 cores (two cases, the full method set): two one-core processes did the work of one two-core
-    process in 0.77 of its time (207 s for twice the work against 134 s). One core per process leaves no
-    thread idle in the decoder's small operations and the Python between model calls, and a process has no
-    lock to share.
+    process in 0.77 of its time (207 s for twice the work against 134 s); the whole development set took 31.3 min
+    where one process had taken 34.3 min the day before (the machine's speed varies by 20-40% within a day). One
+    core per process leaves no thread idle in the decoder's small operations and the Python between model
+    calls, and a process has no lock to share.
     """
     from .acceleration import available_memory_bytes
 
@@ -393,7 +394,8 @@ def _start_worker(counter, n_workers: int, config: Dict[str, object]) -> None:
     cores = _allowed_cores()
     share = max(1, len(cores) // n_workers)
     mine = cores[index * share : (index + 1) * share] or cores
-    os.sched_setaffinity(0, mine)
+    if hasattr(os, "sched_setaffinity"):  # Linux; elsewhere the workers share the cores unpinned
+        os.sched_setaffinity(0, mine)
     model = load_model(config["model_name"], checkpoint=config["checkpoint"], device=config["device"],
                        precision=config["precision"], backend=config["backend"])
     _WORKER.update(config=config, model=model, cache=EmbeddingCache(max_memory_bytes=config["cache_bytes"]),
