@@ -261,19 +261,15 @@ def evaluate(
         outcomes = _cases_in_workers(cases, n_workers, config)
     else:
         if needs_model and model is None:
-            from .models import load_model
-
-            model = load_model(model_name, checkpoint=checkpoint, device=device, precision=precision,
-                               backend=backend)
-            log(f"model {model_name} on {model.device_description}" +
-                (f"; using {model.acceleration}" if getattr(model, "acceleration", "") else ""))
+            model = _load_model(config)
+            log(_model_line(model_name, model))
         outcomes = _cases_in_process(cases, config, model, cache if needs_model else None)
     by_case: Dict[int, List[Row]] = {}
     device_text = model.device_description if model is not None else None
     for done, (index, rows, worst, elapsed, description) in enumerate(outcomes):
-        if description and device_text is None:
-            device_text = description[0]
-            log(f"model {model_name} on {description[0]}" + (f"; using {description[1]}" if description[1] else ""))
+        if description and device_text is None:  # a worker's model, reported once
+            device_text, line = description
+            log(line)
         by_case[index] = rows
         report.worst = sorted(report.worst + worst, key=lambda w: w.dsc)[: max(n_worst, 0)]
         summary = " ".join(f"{r.method}={r.dsc:.3f}" for r in rows if r.spacing == montage_spacing)
@@ -324,6 +320,28 @@ def _allowed_cores() -> List[int]:
     return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
 
 
+def _load_model(config):
+    from .models import load_model
+
+    return load_model(config["model_name"], checkpoint=config["checkpoint"], device=config["device"],
+                      precision=config["precision"], backend=config["backend"])
+
+
+def _model_line(model_name: str, model) -> str:
+    return f"model {model_name} on {model.device_description}" + (
+        f"; using {model.acceleration}" if getattr(model, "acceleration", "") else "")
+
+
+def _timed_case(case, model, cache, recipe_runner, config, own_cache: bool):
+    """``(rows, worst, seconds)`` of one case; an own cache is emptied after it (embeddings of one case are
+    never needed by another)."""
+    started = time.perf_counter()
+    rows, worst = _evaluate_case(case, model, cache, recipe_runner, config)
+    if own_cache:
+        cache.clear_memory()
+    return rows, worst, time.perf_counter() - started
+
+
 def _cases_in_process(cases, config, model, cache):
     """Evaluate ``cases`` one after another in this process: yields ``(index, rows, worst, seconds, None)``."""
     from .engine import EmbeddingCache
@@ -333,11 +351,7 @@ def _cases_in_process(cases, config, model, cache):
         cache = EmbeddingCache(max_memory_bytes=config["cache_bytes"])
     recipe_runner = _recipe_runner(model, config["methods"])
     for index, case in enumerate(cases):
-        started = time.perf_counter()
-        rows, worst = _evaluate_case(case, model, cache, recipe_runner, config)
-        if own_cache:
-            cache.clear_memory()  # embeddings of one case are never needed by another
-        yield index, rows, worst, time.perf_counter() - started, None
+        yield (index, *_timed_case(case, model, cache, recipe_runner, config, own_cache), None)
 
 
 def _recipe_runner(model, methods):
@@ -353,7 +367,7 @@ def _recipe_runner(model, methods):
 def _cases_in_workers(cases, n_workers, config):
     """Evaluate ``cases`` in ``n_workers`` processes (spawned, each pinned to its own cores, each with its own
     model and cache), the largest images first so that no worker is left with a long case at the end.
-    Yields ``(index, rows, worst, seconds, (device, acceleration))`` as cases finish."""
+    Yields ``(index, rows, worst, seconds, (device, model line))`` as cases finish."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -386,7 +400,6 @@ def _start_worker(counter, n_workers: int, config: Dict[str, object]) -> None:
     """A worker's start: take the next share of the cores (its OpenVINO and torch threads follow them), load
     the model, make its cache and recipe."""
     from .engine import EmbeddingCache
-    from .models import load_model
 
     with counter.get_lock():
         index = counter.value
@@ -396,19 +409,15 @@ def _start_worker(counter, n_workers: int, config: Dict[str, object]) -> None:
     mine = cores[index * share : (index + 1) * share] or cores
     if hasattr(os, "sched_setaffinity"):  # Linux; elsewhere the workers share the cores unpinned
         os.sched_setaffinity(0, mine)
-    model = load_model(config["model_name"], checkpoint=config["checkpoint"], device=config["device"],
-                       precision=config["precision"], backend=config["backend"])
+    model = _load_model(config)
     _WORKER.update(config=config, model=model, cache=EmbeddingCache(max_memory_bytes=config["cache_bytes"]),
                    recipe_runner=_recipe_runner(model, config["methods"]))
 
 
 def _evaluate_in_worker(case):
-    model, cache = _WORKER["model"], _WORKER["cache"]
-    started = time.perf_counter()
-    rows, worst = _evaluate_case(case, model, cache, _WORKER["recipe_runner"], _WORKER["config"])
-    cache.clear_memory()
-    return rows, worst, time.perf_counter() - started, (model.device_description,
-                                                        getattr(model, "acceleration", ""))
+    model, config = _WORKER["model"], _WORKER["config"]
+    rows, worst, seconds = _timed_case(case, model, _WORKER["cache"], _WORKER["recipe_runner"], config, True)
+    return rows, worst, seconds, (model.device_description, _model_line(config["model_name"], model))
 
 
 def evaluation_cache_bytes() -> int:
