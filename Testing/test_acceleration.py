@@ -201,3 +201,43 @@ def test_openvino_decoder_matches_torch(lite_net, fp32_reference):
         # a pixel whose logit is within float noise of 0 may change side; none did on these slices
         assert float(((low_res > 0) != (want_low_res > 0)).float().mean()) < 1e-4
     assert acc.make_decoder_runner(lite_net, "cpu", backend="torch") is None
+
+
+def test_token_major_decoder_matches_sam_decoder(lite_net, fp32_reference):
+    """The decoder rewritten without image-token transposes (the OpenVINO graph's source) gives SAM's own
+    decoder's logits and IoU in PyTorch on real embeddings, for a batch of one and of three boxes."""
+    import torch
+    from MedSAMSegmentLib.box_decoder import TokenMajorBoxDecoder
+    from MedSAMSegmentLib.models import box_prompt_decode
+
+    slices, _x, ref = fp32_reference
+    rewritten = TokenMajorBoxDecoder(lite_net).eval()
+    boxes = torch.from_numpy(np.stack([s[1] for s in slices]))[:, None, :]
+    wide = boxes[:1] + torch.tensor([[[-30.0, -30.0, 40.0, 40.0]]])  # a box far larger than the lesion
+    for embeddings, box_batch in ((ref[:1], boxes[:1]), (torch.cat([ref, ref[:1]]), torch.cat([boxes, wide]))):
+        with torch.inference_mode():
+            low_res, iou = rewritten(embeddings, box_batch)
+            want_low_res, want_iou = box_prompt_decode(lite_net, embeddings, box_batch)
+        assert low_res.shape == want_low_res.shape and iou.shape == want_iou.shape
+        assert float((low_res - want_low_res).abs().max()) < 1e-4
+        assert float((iou - want_iou).abs().max()) < 1e-5
+        assert float(((low_res > 0) != (want_low_res > 0)).float().mean()) < 1e-4
+
+
+def test_subpixel_linear_is_the_transposed_convolution():
+    """A kernel-2, stride-2 transposed convolution equals its per-pixel linear form with the 2x2 sub-pixels put
+    in place; other convolutions are refused."""
+    import torch
+    from MedSAMSegmentLib.box_decoder import _subpixel_linear
+
+    torch.manual_seed(0)
+    conv = torch.nn.ConvTranspose2d(6, 5, kernel_size=2, stride=2)
+    x = torch.randn(2, 6, 3, 4)
+    weight, bias = _subpixel_linear(conv)
+    tokens = x.flatten(2).transpose(1, 2)  # (B, 12, 6)
+    sub = (tokens @ weight + bias).reshape(2, 3, 4, 2, 2, 5)  # (B, row, col, sub-row, sub-col, channel)
+    placed = sub.permute(0, 5, 1, 3, 2, 4).reshape(2, 5, 6, 8)
+    with torch.no_grad():
+        assert torch.allclose(placed, conv(x), atol=1e-5)
+    with pytest.raises(ValueError, match="stride-2"):
+        _subpixel_linear(torch.nn.ConvTranspose2d(6, 5, kernel_size=3, stride=2))
