@@ -93,6 +93,49 @@ def test_worker_processes_score_as_one_process(small_run, tmp_path):
     assert any("2 worker processes" in note for note in parallel.notes)
 
 
+def test_cases_on_one_image_share_its_embeddings(tmp_path, lite_model):
+    """Two targets drawn on one scan are evaluated one after the other on one cache: the second case encodes
+    nothing its image's first case encoded, scores the same, and its cold seconds still count the encoder
+    (timed on the first case)."""
+    import json
+
+    require_shared_data()
+    image = shared_data_path("ct_lesion/CT_Lesion_000002_03_01_035-047.npz")
+    other = shared_data_path("ct_lesion/CT_Lesion_000009_03_01_036-048.npz")
+    entries = [dict(name=name, image=path, label=path, label_values=None, modality="CT", slice_axis=0)
+               for name, path in (("first", image), ("elsewhere", other), ("second", image))]
+    cases_json = tmp_path / "cases.json"
+    cases_json.write_text(json.dumps(entries))
+    cases = evaluation.load_cases(str(cases_json))
+    assert evaluation.image_groups(cases) == [[0, 2], [1]]
+
+    encoded, per_case = [], {}
+    real_encode = lite_model.encode
+
+    def counting_encode(slices):
+        encoded.append(len(slices))
+        return real_encode(slices)
+
+    def log(message):
+        for name in ("first", "elsewhere", "second"):
+            if f"] {name}:" in message:
+                per_case[name] = sum(encoded)
+
+    lite_model.encode = counting_encode
+    try:
+        report = evaluation.evaluate(str(cases_json), spacings=(5,), strategies=("interpolate",),
+                                     out_dir=str(tmp_path / "out"), model=lite_model, log=log)
+    finally:
+        del lite_model.encode  # back to the class's method
+    assert per_case["first"] > 0
+    assert per_case["second"] == per_case["first"]  # the same image's views, all cached: nothing encoded
+    assert per_case["elsewhere"] > per_case["second"]  # another image: encoded after the group was done
+    first, _, second = report.rows
+    assert (first.case, second.case) == ("first", "second")
+    assert second.dsc == first.dsc and second.slices_encoded == 0
+    assert second.seconds_cold > second.seconds
+
+
 def test_worker_count(monkeypatch):
     assert evaluation.evaluation_workers(1, 25) == 1
     assert evaluation.evaluation_workers("auto", 25, device="cuda") == 1

@@ -31,7 +31,8 @@ run with embeddings already computed; ``seconds_cold`` adds the encoder time of 
 per case).
 
 Cases run side by side in worker processes, one per CPU core by default (:func:`evaluation_workers`), each
-pinned to its core with its own model and cache; the seconds columns are then one core's.
+pinned to its core with its own model and cache; the seconds columns are then one core's. The cases drawn on one
+image run one after another on one cache (:func:`image_groups`), so the image's slices are encoded once.
 """
 
 from __future__ import annotations
@@ -332,14 +333,28 @@ def _model_line(model_name: str, model) -> str:
         f"; using {model.acceleration}" if getattr(model, "acceleration", "") else "")
 
 
-def _timed_case(case, model, cache, recipe_runner, config, own_cache: bool):
-    """``(rows, worst, seconds)`` of one case; an own cache is emptied after it (embeddings of one case are
-    never needed by another)."""
-    started = time.perf_counter()
-    rows, worst = _evaluate_case(case, model, cache, recipe_runner, config)
+def _timed_cases(group, model, cache, recipe_runner, config, own_cache: bool):
+    """``[(rows, worst, seconds)]`` of cases that share one image, one after another on one cache, so that the
+    image's slices are encoded once for all of them; an own cache is emptied after the group (no other image
+    needs its embeddings)."""
+    outcomes = []
+    encode_per_slice = None
+    for case in group:
+        started = time.perf_counter()
+        rows, worst, encode_per_slice = _evaluate_case(case, model, cache, recipe_runner, config, encode_per_slice)
+        outcomes.append((rows, worst, time.perf_counter() - started))
     if own_cache:
         cache.clear_memory()
-    return rows, worst, time.perf_counter() - started
+    return outcomes
+
+
+def image_groups(cases: Sequence[Case]) -> List[List[int]]:
+    """Indices of ``cases`` grouped by image file (several targets drawn on one scan), in order of first
+    appearance; each group is evaluated on one cache."""
+    groups: Dict[str, List[int]] = {}
+    for index, case in enumerate(cases):
+        groups.setdefault(os.path.realpath(case.image), []).append(index)
+    return list(groups.values())
 
 
 def _cases_in_process(cases, config, model, cache):
@@ -350,8 +365,10 @@ def _cases_in_process(cases, config, model, cache):
     if own_cache:
         cache = EmbeddingCache(max_memory_bytes=config["cache_bytes"])
     recipe_runner = _recipe_runner(model, config["methods"])
-    for index, case in enumerate(cases):
-        yield (index, *_timed_case(case, model, cache, recipe_runner, config, own_cache), None)
+    for group in image_groups(cases):
+        outcomes = _timed_cases([cases[i] for i in group], model, cache, recipe_runner, config, own_cache)
+        for index, outcome in zip(group, outcomes):
+            yield (index, *outcome, None)
 
 
 def _recipe_runner(model, methods):
@@ -366,21 +383,23 @@ def _recipe_runner(model, methods):
 
 def _cases_in_workers(cases, n_workers, config):
     """Evaluate ``cases`` in ``n_workers`` processes (spawned, each pinned to its own cores, each with its own
-    model and cache), the largest images first so that no worker is left with a long case at the end.
+    model and cache), a task per image (:func:`image_groups`), the most work first (file size times targets)
+    so that no worker is left with a long task at the end.
     Yields ``(index, rows, worst, seconds, (device, model line))`` as cases finish."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     context = multiprocessing.get_context("spawn")
     counter = context.Value("i", 0)
-    order = sorted(range(len(cases)), key=lambda i: -_file_size(cases[i].image))
+    groups = sorted(image_groups(cases), key=lambda g: -_file_size(cases[g[0]].image) * len(g))
     with ProcessPoolExecutor(n_workers, mp_context=context, initializer=_start_worker,
                              initargs=(counter, n_workers, config)) as pool:
-        futures = {pool.submit(_evaluate_in_worker, cases[i]): i for i in order}
+        futures = {pool.submit(_evaluate_in_worker, [cases[i] for i in group]): group for group in groups}
         try:
             for future in as_completed(futures):
-                rows, worst, seconds, description = future.result()
-                yield futures[future], rows, worst, seconds, description
+                outcomes, description = future.result()
+                for index, (rows, worst, seconds) in zip(futures[future], outcomes):
+                    yield index, rows, worst, seconds, description
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
@@ -414,25 +433,28 @@ def _start_worker(counter, n_workers: int, config: Dict[str, object]) -> None:
                    recipe_runner=_recipe_runner(model, config["methods"]))
 
 
-def _evaluate_in_worker(case):
+def _evaluate_in_worker(group):
     model, config = _WORKER["model"], _WORKER["config"]
-    rows, worst, seconds = _timed_case(case, model, _WORKER["cache"], _WORKER["recipe_runner"], config, True)
-    return rows, worst, seconds, (model.device_description, _model_line(config["model_name"], model))
+    outcomes = _timed_cases(group, model, _WORKER["cache"], _WORKER["recipe_runner"], config, True)
+    return outcomes, (model.device_description, _model_line(config["model_name"], model))
 
 
 def evaluation_cache_bytes() -> int:
-    """Memory for one case's embeddings: half the free memory, at least 1 GiB, at most 6 GiB.
+    """Memory for one image's embeddings: half the free memory, at least 1 GiB, at most 6 GiB.
 
-    A case shares its embeddings between all methods and spacings: the whole slices, the published-intensity
-    slices of the recipe (MR) and the zoom crops of five runs, up to 600 slice views (2.4 GiB) on a BraTS case.
+    A case shares its embeddings between all methods and spacings (and with the other cases on its image): the
+    whole slices, the published-intensity slices of the recipe (MR) and the zoom crops of five runs, up to 600
+    slice views (2.4 GiB) on a BraTS case.
     Evicting any of them costs an encoder call later (about half a second on 2 cores)."""
     from .acceleration import available_memory_bytes
 
     return int(min(max(available_memory_bytes("cpu") // 2, 1 << 30), 6 << 30))
 
 
-def _evaluate_case(case, model, cache, recipe_runner, config):
-    """One case: every method at every spacing of ``config``; returns ``(rows, worst slices)``."""
+def _evaluate_case(case, model, cache, recipe_runner, config, encode_per_slice=None):
+    """One case: every method at every spacing of ``config``; returns ``(rows, worst slices, encoder seconds
+    per slice)``. ``encode_per_slice`` is the encoder time measured on an earlier case of the same image, used
+    when this case's slices are all in ``cache`` already."""
     from . import io, pipeline
 
     methods, spacings, overrides = config["methods"], config["spacings"], config["overrides"]
@@ -467,7 +489,6 @@ def _evaluate_case(case, model, cache, recipe_runner, config):
 
     segmenter = None
     volume_u8 = None
-    encode_per_slice = 0.0
     settings = pipeline.SegmentationSettings(modality=modality, **overrides)
     if model is not None and any(m in MODEL_METHODS + RECIPE_METHODS for m in methods):
         segmenter = pipeline.make_segmenter(model, volume.array, axis, settings, cache=cache, batch_size=batch_size,
@@ -477,7 +498,8 @@ def _evaluate_case(case, model, cache, recipe_runner, config):
                                                volume.is_colour)
         t0 = time.perf_counter()
         encoded = segmenter.ensure_embeddings(range(first, last + 1))
-        encode_per_slice = (time.perf_counter() - t0) / max(encoded, 1)
+        if encoded or encode_per_slice is None:
+            encode_per_slice = (time.perf_counter() - t0) / max(encoded, 1)
     else:
         volume_u8 = pipeline_free_u8(volume.array, modality)
 
@@ -574,7 +596,7 @@ def _evaluate_case(case, model, cache, recipe_runner, config):
                 score(method, spacing, mask, 0, n_keys, span, seconds=time.perf_counter() - t0)
             if method in SPACING_FREE:
                 spacing_free[method] = rows[-1]
-    return rows, worst
+    return rows, worst, encode_per_slice or 0.0
 
 
 def pipeline_free_u8(array: np.ndarray, modality: str) -> np.ndarray:
