@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 #: Part of the cached OpenVINO model's name: raise it when the graph below changes.
-GRAPH_VERSION = 1
+GRAPH_VERSION = 2
 
 
 class TokenMajorBoxDecoder(nn.Module):
@@ -121,29 +121,28 @@ def _block_diagonal(projected: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
     return (projected[:, None, :, :] * mask[None]).reshape(batch, -1, dim)
 
 
+def _projected(attention: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+    """SAM ``Attention``'s input projections, its head mask (:func:`_head_mask`) and its score scale."""
+    query, key, value = attention.q_proj(q), attention.k_proj(k), attention.v_proj(v)
+    scale = 1.0 / math.sqrt(attention.internal_dim // attention.num_heads)
+    return query, key, value, _head_mask(attention, query), scale
+
+
 def _tokens_to_image(attention: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """SAM's ``Attention(q=tokens, k=image, v=image)`` without splitting the image tokens into heads."""
-    query = attention.q_proj(q)  # (B, T, D)
-    key = attention.k_proj(k)  # (B, N, D)
-    value = attention.v_proj(v)  # (B, N, D)
-    mask = _head_mask(attention, query)
-    heads, dim = attention.num_heads, attention.internal_dim
-    blocks = _block_diagonal(query, mask)  # (B, H*T, D)
-    scores = torch.matmul(blocks, key.transpose(1, 2)) / math.sqrt(dim // heads)  # (B, H*T, N)
+    query, key, value, mask, scale = _projected(attention, q, k, v)  # (B, T, D), (B, N, D), (B, N, D)
+    scores = torch.matmul(_block_diagonal(query, mask), key.transpose(1, 2)) * scale  # (B, H*T, N)
     out = torch.matmul(torch.softmax(scores, dim=-1), value)  # (B, H*T, D)
     batch, count = q.shape[:2]
-    out = (out.reshape(batch, heads, count, dim) * mask[None]).sum(dim=1)  # each head's own columns
+    out = (out.reshape(batch, attention.num_heads, count, -1) * mask[None]).sum(dim=1)  # each head's own columns
     return attention.out_proj(out)
 
 
 def _image_to_tokens(attention: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """SAM's ``Attention(q=image, k=tokens, v=tokens)`` without splitting the image tokens into heads."""
-    query = attention.q_proj(q)  # (B, N, D)
-    key = attention.k_proj(k)  # (B, T, D)
-    value = attention.v_proj(v)  # (B, T, D)
-    mask = _head_mask(attention, query)
-    heads, dim = attention.num_heads, attention.internal_dim
+    query, key, value, mask, scale = _projected(attention, q, k, v)  # (B, N, D), (B, T, D), (B, T, D)
     batch, count = k.shape[:2]
-    scores = torch.matmul(query, _block_diagonal(key, mask).transpose(1, 2)) / math.sqrt(dim // heads)
+    heads = attention.num_heads
+    scores = torch.matmul(query, _block_diagonal(key, mask).transpose(1, 2)) * scale  # (B, N, H*T)
     probabilities = torch.softmax(scores.reshape(batch, -1, heads, count), dim=-1).reshape(batch, -1, heads * count)
     return attention.out_proj(torch.matmul(probabilities, _block_diagonal(value, mask)))  # (B, N, D)
