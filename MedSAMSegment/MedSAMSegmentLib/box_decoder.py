@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 #: Part of the cached OpenVINO model's name: raise it when the graph below changes.
-GRAPH_VERSION = 2
+GRAPH_VERSION = 3
 
 
 class TokenMajorBoxDecoder(nn.Module):
@@ -71,10 +71,11 @@ class TokenMajorBoxDecoder(nn.Module):
                 q = queries + tokens
                 queries = queries + layer.self_attn(q=q, k=q, v=queries)
             queries = layer.norm1(queries)
+            keys_pe = keys + pe  # both cross attentions of the block see the same image tokens
             queries = layer.norm2(queries + _tokens_to_image(layer.cross_attn_token_to_image, queries + tokens,
-                                                             keys + pe, keys))
+                                                             keys_pe, keys))
             queries = layer.norm3(queries + layer.mlp(queries))
-            keys = layer.norm4(keys + _image_to_tokens(layer.cross_attn_image_to_token, keys + pe,
+            keys = layer.norm4(keys + _image_to_tokens(layer.cross_attn_image_to_token, keys_pe,
                                                        queries + tokens, queries))
         queries = transformer.norm_final_attn(queries + _tokens_to_image(
             transformer.final_attn_token_to_image, queries + tokens, keys + pe, keys))
@@ -117,7 +118,7 @@ def _head_mask(attention: nn.Module, like: torch.Tensor) -> torch.Tensor:
 
 def _block_diagonal(projected: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(B, T, D) -> (B, H * T, D): row block h holds the tokens restricted to head h's columns."""
-    batch, count, dim = projected.shape
+    batch, _, dim = projected.shape
     return (projected[:, None, :, :] * mask[None]).reshape(batch, -1, dim)
 
 
