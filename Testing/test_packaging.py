@@ -59,6 +59,10 @@ def test_every_module_file_is_listed_in_cmake():
     listed = _cmake_listed()
     files = _module_files()
     assert "MedSAMSegment.py" in files
+    # Every MedSAMSegmentLib/*.py is found here (the module imports them all inside Slicer).
+    lib = os.path.join(MODULE, "MedSAMSegmentLib")
+    assert {f"MedSAMSegmentLib/{n}" for n in os.listdir(lib) if n.endswith(".py")} <= set(files)
+    assert "MedSAMSegmentLib/dependencies.py" in files
     missing = [f for f in files if f not in listed]
     assert not missing, f"add these to MedSAMSegment/CMakeLists.txt: {missing}"
     absent = [f for f in listed if not os.path.isfile(os.path.join(MODULE, f))]
@@ -112,3 +116,49 @@ def test_gui_files_compile_and_ui_is_valid_xml(tmp_path):
     module_source = open(os.path.join(MODULE, "MedSAMSegment.py")).read()
     used = set(re.findall(r"self\.ui\.(\w+)", module_source))
     assert used <= names, f"widgets used by MedSAMSegment.py but missing in the .ui: {sorted(used - names)}"
+
+
+def test_license_is_apache_2_and_packaged():
+    path = os.path.join(ROOT, "LICENSE")
+    assert os.path.isfile(path), "the Slicer Extensions Index needs a license file at the repository root"
+    text = open(path, encoding="utf-8").read()
+    assert text.lstrip().startswith("Apache License\n                           Version 2.0, January 2004")
+    for marker in ("TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION", "9. Accepting Warranty",
+                   "END OF TERMS AND CONDITIONS", "http://www.apache.org/licenses/LICENSE-2.0"):
+        assert marker in text
+    assert "[yyyy]" not in text and "Copyright 2026 MedSAM Segment developers" in text
+    assert len(text.split()) > 1500  # the full text, not the short notice
+    # The extension package ships this file (Slicer's own license otherwise), and the project metadata agrees.
+    assert _cmake_variables(os.path.join(ROOT, "CMakeLists.txt"))["EXTENSION_LICENSE_FILE"] == (
+        "${CMAKE_CURRENT_SOURCE_DIR}/LICENSE"
+    )
+    top = open(os.path.join(ROOT, "CMakeLists.txt")).read()
+    assert top.index("EXTENSION_LICENSE_FILE") < top.index("include(${Slicer_USE_FILE})")
+    assert 'license = { text = "Apache-2.0" }' in open(os.path.join(ROOT, "pyproject.toml")).read()
+
+
+def test_supported_versions_are_stated_consistently():
+    from MedSAMSegmentLib import dependencies
+
+    slicer = "Slicer {}.{}".format(*dependencies.MINIMUM_SLICER_VERSION)
+    python = "{}.{}".format(*dependencies.MINIMUM_PYTHON)
+    pyproject = open(os.path.join(ROOT, "pyproject.toml")).read()
+    assert f'requires-python = ">={python}"' in pyproject
+    assert 'target-version = "py{}{}"'.format(*dependencies.MINIMUM_PYTHON) in pyproject
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    assert f"Python {python}+" in readme and "Python 3.9+" not in readme
+    assert f"{slicer} or later" in readme
+    assert f"{slicer} or later" in _s4ext()["description"]
+    assert f"{slicer} or later" in _cmake_variables(os.path.join(ROOT, "CMakeLists.txt"))["EXTENSION_DESCRIPTION"]
+    guide = open(os.path.join(ROOT, "docs", "slicer.md"), encoding="utf-8").read()
+    assert "## Supported Slicer versions" in guide
+    section = guide.split("## Supported Slicer versions", 1)[1].split("\n## ", 1)[0]
+    assert f"{slicer} or later" in section and "5.8" in section and "Python 3.9" in section
+
+
+def test_catalog_entry_has_only_schema_fields():
+    # Slicer's catalog entry schema v1.0.1 has additionalProperties false (no description field there).
+    allowed = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
+               "build_subdirectory", "enabled", "tier"}
+    index = json.load(open(os.path.join(ROOT, "MedSAMExtension.json")))
+    assert set(index) <= allowed
