@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from MedSAMSegmentLib import effect, engine, intensity, mrml, pipeline
+from MedSAMSegmentLib import dependencies, effect, key_box_nodes, engine, intensity, mrml, pipeline
 from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet
 from MedSAMSegmentLib.models import SliceModel
 from slicer_scene import (  # noqa: F401
@@ -75,7 +75,7 @@ def _setup(mrml_scene, parent=None):
 
 
 def _key_rois(mrml_scene, volume, boxes):
-    return [effect.add_roi_for_key_box(mrml_scene.scene, volume, 0, KeyBox(s, b), f"R{s}") for s, b in boxes]
+    return [key_box_nodes.add_roi_for_key_box(mrml_scene.scene, volume, 0, KeyBox(s, b), f"R{s}") for s, b in boxes]
 
 
 BOXES = [(3, (12.0, 12.0, 36.0, 28.0)), (7, (10.0, 10.0, 38.0, 30.0)), (11, (14.0, 13.0, 34.0, 27.0))]
@@ -157,7 +157,7 @@ def test_cache_invalidated_when_voxels_or_geometry_change(mrml_scene):
     assert not mrml.segment_mask(segmentation, ids[0], volume)[5, 15:25, 15:30].any()
     # A geometry change (a parent transform) also starts afresh.
     volume.SetAndObserveTransformNodeID(make_transform(mrml_scene, rotation_matrix([0, 1, 0], 10)).GetID())
-    rois_moved = [effect.add_roi_for_key_box(mrml_scene.scene, volume, 0, KeyBox(s, b)) for s, b in BOXES[:2]]
+    rois_moved = [key_box_nodes.add_roi_for_key_box(mrml_scene.scene, volume, 0, KeyBox(s, b)) for s, b in BOXES[:2]]
     moved = logic.run(writer, volume, rois_moved, SETTINGS)
     assert sorted(moved.result.recomputed) == list(range(3, 8)) and moved.result.encoded == 0
     # The intensity setting is part of the key too.
@@ -201,7 +201,10 @@ def test_intensity_choices(mrml_scene):
     with pytest.raises(ValueError, match="unknown intensity"):
         effect.resolve_intensity("xyz", volume)
     logic = effect.MedSAMEffectLogic(model_loader=lambda *a: ThresholdBoxModel(), batch_size=4)
-    segmenter = logic.segmenter(volume, 0, effect.EffectSettings(intensity="display"))
+    display = effect.EffectSettings(intensity="display")
+    logic.service.put_volume("v", mrml.volume_array(volume))
+    segmenter = logic.service.segmenter("v", mrml.volume_ijk_to_world(volume), 0, display.model_spec(),
+                                        display.segmentation_settings(volume))
     np.testing.assert_array_equal(segmenter.volume, intensity.normalise_ct(_volume_array(), 50.0, 300.0))
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(volume), _volume_array())
 
@@ -211,21 +214,19 @@ def test_settings_and_requirements():
         effect.EffectSettings(model="vit_b").check()
     with pytest.raises(ValueError, match="strategy"):
         effect.EffectSettings(strategy="magic").check()
-    assert effect.missing_requirements("lite") == []  # installed in the test environment
-    constraints = effect.pip_constraints(("numpy", "no-such-package-xyz"))
-    assert constraints == f"numpy=={np.__version__}\n"
+    assert dependencies.missing_requirements("lite") == []  # installed in the test environment
     assert effect.shared_logic() is effect.shared_logic()
 
 
 def test_key_box_rows_and_jump(mrml_scene):
     volume = make_volume(mrml_scene, _volume_array(), _oblique())
     rois = _key_rois(mrml_scene, volume, BOXES[:2])
-    rows = effect.key_box_rows(rois, volume)
+    rows = key_box_nodes.key_box_rows(rois, volume)
     assert [(r.slice_index, r.width, r.height, r.kind) for r in rows] == [
         (3, 25.0, 17.0, "box"),
         (7, 29.0, 21.0, "box"),
     ]
-    center = effect.key_box_center_ras(volume, 0, KeyBox(3, BOXES[0][1]))
+    center = key_box_nodes.key_box_center_ras(volume, 0, KeyBox(3, BOXES[0][1]))
     np.testing.assert_allclose(center, (_oblique() @ [24, 20, 3, 1])[:3])
 
 
@@ -266,7 +267,7 @@ def test_real_litemedsam_mrml_path_matches_command_line(mrml_scene, tmp_path):
     keys = [KeyBox(6, (266.0, 229.0, 322.0, 280.0)), KeyBox(8, (262.0, 228.0, 329.0, 286.0))]
     rois = []
     for key in keys:
-        matrix, size, center = effect.roi_geometry_from_key_box(image.ijk_to_ras(), 0, key)
+        matrix, size, center = key_box_nodes.roi_geometry_from_key_box(image.ijk_to_ras(), 0, key)
         rois.append(markups_file.MarkupsROI(center, size, matrix[:3, :3], f"R{key.slice_index}"))
     boxes_file = markups_file.write_markups_file(tmp_path / "boxes.mrk.json", rois)  # LPS, as Slicer writes
     cache_dir = tmp_path / "cache"

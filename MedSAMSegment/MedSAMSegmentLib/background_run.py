@@ -1,0 +1,146 @@
+"""Runs on the worker process, driven by polling from a GUI timer: the GUI thread only queues and reads messages.
+
+:class:`BackgroundSegmentation` keeps one worker for the Slicer session (so the model and the embeddings stay
+loaded between runs), starts at most one run at a time, and turns the worker's replies into :class:`RunEvent`
+values for the GUI. Writing the result into the scene is the caller's job, on its own (main) thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable, List, Optional
+
+import numpy as np
+
+from .geometry import KeyBoxSet
+from .pipeline import SegmentationSettings
+from .service import KEPT_VOLUMES, ModelSpec, ServiceResult, key_boxes_to_wire, result_from_wire, settings_to_wire
+from .worker_client import WorkerClient
+
+
+@dataclass
+class RunEvent:
+    """What happened since the last poll: ``progress``, ``finished``, ``cancelled``, ``failed`` or ``status``."""
+
+    kind: str
+    message: str = ""
+    done: int = 0
+    total: int = 0
+    result: Optional[ServiceResult] = None
+    input_error: bool = False  # a failure caused by what the user gave (boxes, image, settings)
+
+
+@dataclass
+class _Run:
+    request_id: int
+    header: dict
+    volume: Callable[[], np.ndarray]
+    cancel_requested: bool = False
+
+
+class BackgroundSegmentation:
+    """The session's worker and its one active run. Every method returns at once."""
+
+    def __init__(self, client_factory: Callable[[], WorkerClient] = WorkerClient) -> None:
+        self._client_factory = client_factory
+        self._client: Optional[WorkerClient] = None
+        self._sent_tokens: List[str] = []
+        self._run: Optional[_Run] = None
+        self._prepare_ids: List[int] = []
+
+    @property
+    def running(self) -> bool:
+        return self._run is not None
+
+    def _worker(self) -> WorkerClient:
+        if self._client is None or (self._client.process is not None and not self._client.running):
+            self._client = self._client_factory()
+            self._sent_tokens = []
+        return self._client
+
+    def prepare(self, spec: ModelSpec) -> None:
+        """Start the worker and load the model now, so that the first run does not wait for it."""
+        self._prepare_ids.append(self._worker().request({"op": "load", "model": asdict(spec)}))
+
+    def start(self, token: str, volume: Callable[[], np.ndarray], ijk_to_world: np.ndarray, keys: KeyBoxSet,
+              spec: ModelSpec, settings: SegmentationSettings) -> None:
+        """Start a run. ``volume()`` returns the voxels (a copy the caller will not change); it is called only
+        when the worker does not hold ``token``'s voxels yet. Raises RuntimeError while another run is active."""
+        if self._run is not None:
+            raise RuntimeError("a MedSAM run is already in progress; wait for it or cancel it")
+        header = {"op": "segment", "token": token, "ijk_to_world": np.asarray(ijk_to_world, float).tolist(),
+                  "keys": key_boxes_to_wire(keys), "model": asdict(spec), "settings": settings_to_wire(settings)}
+        client = self._worker()
+        arrays = None if token in self._sent_tokens else {"volume": volume()}
+        self._remember_token(token)
+        self._run = _Run(client.request(header, arrays), header, volume)
+
+    def _remember_token(self, token: str) -> None:
+        if token in self._sent_tokens:
+            self._sent_tokens.remove(token)
+        self._sent_tokens.append(token)
+        del self._sent_tokens[:-KEPT_VOLUMES]
+
+    def cancel(self) -> None:
+        """Ask the active run to stop; a ``cancelled`` event follows."""
+        if self._run is not None and not self._run.cancel_requested:
+            self._run.cancel_requested = True
+            self._client.cancel(self._run.request_id)
+
+    def forget(self) -> None:
+        """Drop the worker's volumes and embeddings (the scene was closed); the model stays loaded."""
+        self.cancel()
+        if self._client is not None and self._client.running:
+            self._client.request({"op": "forget"})
+        self._sent_tokens = []
+
+    def close(self) -> None:
+        """Stop the worker process."""
+        if self._client is not None:
+            self._client.close()
+        self._client = None
+        self._run = None
+        self._sent_tokens = []
+
+    def poll(self) -> List[RunEvent]:
+        """Events since the last call, oldest first."""
+        if self._client is None:
+            return []
+        events = []
+        for header, arrays in self._client.poll():
+            event = self._event(header, arrays)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _event(self, header: dict, arrays: dict) -> Optional[RunEvent]:
+        op = header.get("op")
+        run = self._run
+        if op == "exited":
+            self._sent_tokens = []
+            self._run = None
+            text = (f"the MedSAM worker process stopped (exit code {header.get('returncode')}): "
+                    f"{header.get('message') or 'no message'}; press Segment to start it again")
+            return RunEvent("failed" if run else "status", text)
+        if header.get("id") in self._prepare_ids:
+            self._prepare_ids.remove(header["id"])
+            if op == "error":
+                return RunEvent("status", f"the model could not be loaded: {header.get('message')}")
+            return RunEvent("status", f"model ready on {header.get('device') or 'the CPU'}")
+        if run is None or header.get("id") != run.request_id:
+            return None  # a reply to a request that is no longer active
+        if op == "progress":
+            return RunEvent("progress", str(header.get("message", "")), int(header["done"]), int(header["total"]))
+        if op == "need_volume":
+            run.request_id = self._client.request(run.header, {"volume": run.volume()})
+            self._remember_token(run.header["token"])
+            if run.cancel_requested:
+                self._client.cancel(run.request_id)
+            return None
+        self._run = None
+        if op == "result":
+            return RunEvent("finished", result=result_from_wire(header, arrays))
+        if op == "cancelled":
+            return RunEvent("cancelled", "Cancelled; the segment was not changed.")
+        return RunEvent("failed", str(header.get("message", "the run failed")),
+                        input_error=header.get("kind") == "input")

@@ -1,0 +1,198 @@
+"""The segmentation service: volumes and key boxes in, masks out, with models and embeddings kept between runs.
+
+It knows nothing of Slicer or Qt. The worker process (:mod:`worker`) runs one, so that model loading, encoding and
+decoding never run on Slicer's GUI thread; tests and scripts may also call it directly. Requests and results have a
+plain-data wire form (:func:`request_header`, :func:`result_header`) that :mod:`worker_protocol` carries.
+
+Between runs the service keeps one :class:`~engine.VolumeSegmenter` per volume token, keyed by a hash of the
+normalised voxels, the geometry, the slice axis and the model: moving or adding a key box recomputes only the
+slices whose box changed, and any change of voxels, geometry, intensity setting or model starts afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import intensity, pipeline
+from .engine import CancelCheck, EmbeddingCache, ProgressCallback, SegmentationResult, VolumeSegmenter
+from .geometry import GeometryError, KeyBox, KeyBoxSet
+
+#: Raw volumes kept by token, so that a second run on the same voxels needs no new upload.
+KEPT_VOLUMES = 2
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model to run, where: ``name`` (``lite`` or ``vit_b``), its checkpoint file, and the device."""
+
+    name: str = "lite"
+    checkpoint: Optional[str] = None
+    device: str = "auto"
+
+
+@dataclass
+class ServiceResult:
+    """A finished run: the engine's result plus what the user should be told."""
+
+    result: SegmentationResult
+    intensity: str
+    device: str
+    warnings: List[str] = field(default_factory=list)
+
+
+def volume_fingerprint(volume_u8: np.ndarray, ijk_to_world: np.ndarray, slice_axis: int, model_fingerprint: str) -> str:
+    """A key that changes whenever the normalised voxels, the geometry, the slice axis or the model change."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(str(volume_u8.shape).encode())
+    digest.update(np.ascontiguousarray(volume_u8).tobytes())
+    digest.update(np.round(np.asarray(ijk_to_world, dtype=float), 6).tobytes())
+    digest.update(f"axis={slice_axis};model={model_fingerprint}".encode())
+    return digest.hexdigest()
+
+
+class SegmentationService:
+    """Segment volumes from key boxes; keeps models, raw volumes and segmenters between calls (not thread-safe).
+
+    ``model_loader(name, checkpoint, device)`` builds a model (default :func:`models.load_model`).
+    """
+
+    def __init__(self, model_loader: Optional[Callable] = None, cache: Optional[EmbeddingCache] = None,
+                 batch_size: Optional[int] = None) -> None:
+        self._model_loader = model_loader
+        self.cache = cache if cache is not None else EmbeddingCache()
+        self.batch_size = batch_size
+        self._models: Dict[ModelSpec, object] = {}
+        self._volumes: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._segmenters: Dict[str, Tuple[str, VolumeSegmenter]] = {}
+
+    def model(self, spec: ModelSpec):
+        """The model for ``spec``, loaded on first use and kept."""
+        if spec not in self._models:
+            loader = self._model_loader
+            if loader is None:
+                from .models import load_model as loader
+            self._models[spec] = loader(spec.name, spec.checkpoint, spec.device)
+        return self._models[spec]
+
+    def has_volume(self, token: str) -> bool:
+        return token in self._volumes
+
+    def put_volume(self, token: str, array: np.ndarray) -> None:
+        """Keep ``array`` (``[k, j, i]``, any intensities; never modified) as the voxels of ``token``."""
+        self._volumes[token] = array
+        self._volumes.move_to_end(token)
+        while len(self._volumes) > KEPT_VOLUMES:
+            old, _ = self._volumes.popitem(last=False)
+            self._segmenters.pop(old, None)
+
+    def forget(self) -> None:
+        """Drop every kept volume, segmenter and in-memory embedding (models stay loaded)."""
+        self._volumes.clear()
+        self._segmenters.clear()
+        self.cache.clear_memory()
+
+    def segmenter(self, token: str, ijk_to_world: np.ndarray, slice_axis: int, spec: ModelSpec,
+                  settings: pipeline.SegmentationSettings) -> VolumeSegmenter:
+        """The kept segmenter of ``token`` while voxels, geometry, intensity, axis and model are unchanged."""
+        if token not in self._volumes:
+            raise KeyError(f"no voxels were sent for volume {token!r}")
+        volume_u8 = pipeline.normalised_volume(self._volumes[token], settings)  # a new array; the source is kept
+        model = self.model(spec)
+        key = volume_fingerprint(volume_u8, ijk_to_world, slice_axis, getattr(model, "fingerprint", ""))
+        kept = self._segmenters.get(token)
+        if kept is None or kept[0] != key:
+            kept = (key, VolumeSegmenter(model, volume_u8, slice_axis, cache=self.cache, batch_size=self.batch_size))
+            self._segmenters[token] = kept
+        return kept[1]
+
+    def segment(self, token: str, ijk_to_world: np.ndarray, key_boxes: KeyBoxSet, spec: ModelSpec,
+                settings: pipeline.SegmentationSettings, progress: Optional[ProgressCallback] = None,
+                cancel: Optional[CancelCheck] = None) -> ServiceResult:
+        """Segment the voxels of ``token`` from ``key_boxes`` (raises ``engine.Cancelled`` when cancelled)."""
+        segmenter = self.segmenter(token, ijk_to_world, key_boxes.slice_axis, spec, settings)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pipeline.warn_uniform_slices(segmenter.volume, key_boxes)
+            result = segmenter.segment(key_boxes, strategy=settings.strategy,
+                                       propagate_margin=settings.propagate_margin, progress=progress,
+                                       cancel=cancel, **settings.accuracy_options())
+        described = intensity.describe(settings.modality, settings.window, self._volumes[token])
+        model = segmenter.model
+        device = getattr(model, "device_description", "") or str(getattr(model, "device", ""))
+        messages = [str(w.message) for w in caught if issubclass(w.category, (UserWarning, ResourceWarning))]
+        return ServiceResult(result, described, device, messages)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Wire form (plain data for worker_protocol)
+
+
+def key_boxes_to_wire(keys: KeyBoxSet) -> dict:
+    return {"slice_axis": int(keys.slice_axis),
+            "boxes": [{"slice": int(k.slice_index), "box": [float(v) for v in k.box], "source": k.source}
+                      for k in keys.boxes]}
+
+
+def key_boxes_from_wire(data: dict) -> KeyBoxSet:
+    try:
+        return KeyBoxSet(int(data["slice_axis"]), [KeyBox(int(b["slice"]), tuple(float(v) for v in b["box"]),
+                                                          str(b.get("source", ""))) for b in data["boxes"]])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise GeometryError(f"the key boxes are not in the expected form: {exc}") from None
+
+
+def settings_to_wire(settings: pipeline.SegmentationSettings) -> dict:
+    data = asdict(settings)
+    data["window"] = None if settings.window is None else [float(v) for v in settings.window]
+    return data
+
+
+def settings_from_wire(data: dict) -> pipeline.SegmentationSettings:
+    values = dict(data)
+    if values.get("window") is not None:
+        values["window"] = tuple(float(v) for v in values["window"])
+    return pipeline.SegmentationSettings(**values)
+
+
+def result_header(outcome: ServiceResult) -> Tuple[dict, Dict[str, np.ndarray]]:
+    """The wire form of a result: a header and the mask over the segmented slices only (uint8)."""
+    result = outcome.result
+    first, last = result.slice_range
+    selector: List[object] = [slice(None)] * 3
+    selector[result.slice_axis] = slice(first, last + 1)
+    header = {
+        "shape": list(result.mask.shape), "slice_axis": result.slice_axis, "slice_range": [first, last],
+        "boxes": {str(s): [float(v) for v in b] for s, b in result.boxes.items()},
+        "iou": {str(s): float(v) for s, v in result.iou.items()},
+        "flagged": [[int(s), str(reason)] for s, reason in result.flagged],
+        "recomputed": [int(s) for s in result.recomputed], "encoded": int(result.encoded),
+        "seconds": float(result.seconds), "intensity": outcome.intensity, "device": outcome.device,
+        "warnings": list(outcome.warnings),
+    }
+    return header, {"slab": result.mask[tuple(selector)].astype(np.uint8)}
+
+
+def result_from_wire(header: dict, arrays: Dict[str, np.ndarray]) -> ServiceResult:
+    """The inverse of :func:`result_header` (the full-size mask is rebuilt around the slab)."""
+    shape: Sequence[int] = tuple(int(n) for n in header["shape"])
+    axis = int(header["slice_axis"])
+    first, last = (int(v) for v in header["slice_range"])
+    mask = np.zeros(shape, dtype=bool)
+    selector: List[object] = [slice(None)] * 3
+    selector[axis] = slice(first, last + 1)
+    mask[tuple(selector)] = arrays["slab"].astype(bool)
+    result = SegmentationResult(
+        mask=mask, slice_axis=axis, slice_range=(first, last),
+        boxes={int(s): tuple(b) for s, b in header["boxes"].items()},
+        iou={int(s): float(v) for s, v in header["iou"].items()},
+        flagged=[(int(s), str(reason)) for s, reason in header["flagged"]],
+        recomputed=[int(s) for s in header["recomputed"]], encoded=int(header["encoded"]),
+        seconds=float(header["seconds"]),
+    )
+    return ServiceResult(result, str(header["intensity"]), str(header["device"]), list(header["warnings"]))

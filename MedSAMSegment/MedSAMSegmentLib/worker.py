@@ -1,0 +1,150 @@
+"""The segmentation worker process, ``python -m MedSAMSegmentLib.worker``, driven by ``WorkerClient``.
+
+It reads requests from standard input and writes replies to the standard output it was started with, both in the
+:mod:`worker_protocol` framing (anything a library prints goes to standard error instead). Requests run one at a
+time, in order; ``cancel`` is read while a request runs. It exits when its input closes (the GUI process ended).
+
+Requests (``op``): ``load`` (model spec: load the model now), ``segment`` (volume token, geometry, key boxes,
+model spec, settings, and the voxels as the array ``volume`` when the worker does not hold them yet),
+``cancel`` (id), ``forget`` (drop volumes and embeddings), ``shutdown``.
+Replies: ``loaded``, ``progress``, ``result`` (with the array ``slab``), ``cancelled``, ``need_volume``,
+``error`` (``kind``: ``input`` for a problem with what the user gave, ``runtime`` otherwise; one-line
+``message``, the traceback in ``detail``).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import threading
+import time
+import traceback
+from typing import BinaryIO, Dict, Optional, Set
+
+import numpy as np
+
+from .engine import Cancelled
+from .service import (
+    ModelSpec,
+    SegmentationService,
+    key_boxes_from_wire,
+    result_header,
+    settings_from_wire,
+)
+from .worker_protocol import ProtocolError, read_message, write_message
+
+#: Least time between two progress replies, seconds.
+PROGRESS_INTERVAL = 0.05
+
+
+def input_error_types() -> tuple:
+    """Exceptions that mean the user's input is wrong (answered with ``kind: input``)."""
+    from .geometry import GeometryError
+    from .intensity import IntensityError
+    from .io import InputError
+
+    return (GeometryError, IntensityError, InputError, ValueError)
+
+
+class Worker:
+    """Runs requests from ``source`` on a :class:`SegmentationService`, replying on ``sink``."""
+
+    def __init__(self, source: BinaryIO, sink: BinaryIO, service: Optional[SegmentationService] = None) -> None:
+        self.source = source
+        self.sink = sink
+        self.service = service or SegmentationService()
+        self._send_lock = threading.Lock()
+        self._requests: queue.Queue[Optional[tuple]] = queue.Queue()
+        self._cancelled: Set[int] = set()
+
+    def send(self, header: dict, arrays: Optional[Dict[str, np.ndarray]] = None) -> None:
+        with self._send_lock:
+            write_message(self.sink, header, arrays)
+
+    def _read_requests(self) -> None:
+        try:
+            while True:
+                message = read_message(self.source)
+                if message is None:
+                    break
+                header, _ = message
+                if header.get("op") == "cancel":
+                    self._cancelled.add(int(header.get("id", -1)))
+                    continue
+                self._requests.put(message)
+        except (ProtocolError, OSError, ValueError) as exc:
+            print(f"MedSAM worker: unreadable request stream: {exc}", file=sys.stderr)
+        self._requests.put(None)
+
+    def serve(self) -> None:
+        """Answer requests until the input closes or ``shutdown`` arrives."""
+        threading.Thread(target=self._read_requests, name="medsam-worker-reader", daemon=True).start()
+        while True:
+            message = self._requests.get()
+            if message is None:
+                return
+            header, arrays = message
+            op = header.get("op")
+            if op == "shutdown":
+                return
+            request_id = int(header.get("id", -1))
+            try:
+                self._handle(op, request_id, header, arrays)
+            except Cancelled:
+                self.send({"op": "cancelled", "id": request_id})
+            except Exception as exc:  # noqa: BLE001 - every failure is answered, the worker keeps serving
+                kind = "input" if isinstance(exc, input_error_types()) else "runtime"
+                line = " ".join(str(exc).split()) or type(exc).__name__
+                self.send({"op": "error", "id": request_id, "kind": kind, "message": line,
+                           "detail": traceback.format_exc()})
+            finally:
+                self._cancelled.discard(request_id)
+
+    def _handle(self, op: str, request_id: int, header: dict, arrays: Dict[str, np.ndarray]) -> None:
+        if op == "load":
+            model = self.service.model(ModelSpec(**header["model"]))
+            self.send({"op": "loaded", "id": request_id, "device": getattr(model, "device_description", "")})
+        elif op == "forget":
+            self.service.forget()
+        elif op == "segment":
+            self._segment(request_id, header, arrays)
+        else:
+            raise ValueError(f"unknown request {op!r}")
+
+    def _segment(self, request_id: int, header: dict, arrays: Dict[str, np.ndarray]) -> None:
+        token = str(header["token"])
+        if "volume" in arrays:
+            self.service.put_volume(token, arrays["volume"])
+        elif not self.service.has_volume(token):
+            self.send({"op": "need_volume", "id": request_id})
+            return
+        last_sent = [0.0]
+
+        def progress(done: int, total: int, text: str) -> None:
+            now = time.monotonic()
+            if done >= total or now - last_sent[0] >= PROGRESS_INTERVAL:
+                last_sent[0] = now
+                self.send({"op": "progress", "id": request_id, "done": int(done), "total": int(total),
+                           "message": str(text)})
+
+        outcome = self.service.segment(
+            token, np.asarray(header["ijk_to_world"], dtype=float), key_boxes_from_wire(header["keys"]),
+            ModelSpec(**header["model"]), settings_from_wire(header["settings"]), progress=progress,
+            cancel=lambda: request_id in self._cancelled,
+        )
+        reply, reply_arrays = result_header(outcome)
+        self.send({"op": "result", "id": request_id, **reply}, reply_arrays)
+
+
+def main() -> int:
+    """Serve on the process's standard input and output."""
+    protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints must never corrupt the protocol stream
+    sys.stdout = sys.stderr
+    Worker(sys.stdin.buffer, protocol_out).serve()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - run as a process by WorkerClient
+    sys.exit(main())

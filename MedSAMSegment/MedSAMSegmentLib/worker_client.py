@@ -1,0 +1,130 @@
+"""Start the segmentation worker process and talk to it without ever blocking the caller (Slicer's GUI thread).
+
+A sender thread writes requests to the worker's input and a reader thread reads its replies into a queue; the
+caller only enqueues (:meth:`WorkerClient.request`) and drains (:meth:`WorkerClient.poll`), both in microseconds.
+When the worker exits, :meth:`poll` returns one ``{"op": "exited"}`` message with the exit code and the last line
+the worker wrote to its log.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+import subprocess
+import sys
+import tempfile
+import threading
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from .worker_protocol import Message, ProtocolError, read_message, write_message
+
+#: The folder that holds the ``MedSAMSegmentLib`` package (put on the worker's ``PYTHONPATH``).
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class WorkerClient:
+    """One worker process. ``python`` runs it (default: this interpreter; in Slicer: ``PythonSlicer``)."""
+
+    def __init__(self, python: Optional[str] = None, environment: Optional[Dict[str, str]] = None) -> None:
+        self.python = python or sys.executable
+        self.environment = environment
+        self.process: Optional[subprocess.Popen] = None
+        self.log_path = ""
+        self._ids = itertools.count(1)
+        self._outgoing: queue.Queue[Optional[tuple]] = queue.Queue()
+        self._incoming: queue.Queue[Message] = queue.Queue()
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> None:
+        """Start the process (once); returns at once, the process loads in the background."""
+        if self.process is not None:
+            return
+        env = dict(os.environ if self.environment is None else self.environment)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_PARENT, env.get("PYTHONPATH", "")) if p)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        log = tempfile.NamedTemporaryFile(prefix="medsam-worker-", suffix=".log", delete=False)
+        self.log_path = log.name
+        flags = getattr(subprocess, "CREATE_NO_WINDOW", 0) if os.name == "nt" else 0
+        try:
+            self.process = subprocess.Popen(
+                [self.python, "-m", "MedSAMSegmentLib.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=log, env=env, creationflags=flags,
+            )
+        finally:
+            log.close()
+        threading.Thread(target=self._send_loop, name="medsam-client-sender", daemon=True).start()
+        threading.Thread(target=self._read_loop, name="medsam-client-reader", daemon=True).start()
+
+    def request(self, header: dict, arrays: Optional[Dict[str, np.ndarray]] = None) -> int:
+        """Queue a request (``header["op"]`` names it); returns its id. Starts the process if needed."""
+        self.start()
+        request_id = next(self._ids)
+        self._outgoing.put(({**header, "id": request_id}, arrays))
+        return request_id
+
+    def cancel(self, request_id: int) -> None:
+        self._outgoing.put(({"op": "cancel", "id": request_id}, None))
+
+    def poll(self) -> List[Message]:
+        """Every reply that has arrived, oldest first; never waits."""
+        replies = []
+        while True:
+            try:
+                replies.append(self._incoming.get_nowait())
+            except queue.Empty:
+                return replies
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Ask the worker to stop; kill it if it has not stopped after ``timeout`` seconds."""
+        if self.process is None:
+            return
+        self._outgoing.put(({"op": "shutdown"}, None))
+        self._outgoing.put(None)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def last_log_line(self) -> str:
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as handle:
+                lines = [line.strip() for line in handle if line.strip()]
+        except OSError:
+            return ""
+        return lines[-1] if lines else ""
+
+    def _send_loop(self) -> None:
+        stream = self.process.stdin
+        while True:
+            item = self._outgoing.get()
+            if item is None:
+                break
+            try:
+                write_message(stream, *item)
+            except (OSError, ValueError):
+                break  # the worker is gone; the reader reports it
+        try:
+            stream.close()
+        except OSError:
+            pass
+
+    def _read_loop(self) -> None:
+        problem = ""
+        try:
+            while True:
+                message = read_message(self.process.stdout)
+                if message is None:
+                    break
+                self._incoming.put(message)
+        except (ProtocolError, OSError, ValueError) as exc:
+            problem = str(exc)
+        code = self.process.wait()
+        self._incoming.put(({"op": "exited", "returncode": code,
+                             "message": problem or self.last_log_line()}, {}))
