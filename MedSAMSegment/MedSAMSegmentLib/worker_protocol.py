@@ -58,7 +58,8 @@ def write_message(stream: BinaryIO, header: dict, arrays: Optional[Dict[str, np.
     stream.write(struct.pack(">I", len(encoded)))
     stream.write(encoded)
     for array in payloads:
-        stream.write(memoryview(array).cast("B"))
+        if array.size:
+            stream.write(memoryview(array.reshape(-1).view(np.uint8)))
     stream.flush()
 
 

@@ -1,4 +1,9 @@
-"""The MedSAM Segment Editor effect: Qt widgets and view events only; the work is in MedSAMSegmentLib.effect."""
+"""The MedSAM Segment Editor effect: Qt widgets and view events only; the work is in MedSAMSegmentLib.
+
+Runs go to a worker process (``MedSAMSegmentLib.background_run``) and are polled by a timer, so the GUI thread
+never waits for the model; the result is written on the GUI thread, in one undo step, into the target captured
+when Segment was pressed.
+"""
 
 import logging
 import os
@@ -8,22 +13,19 @@ import slicer
 from MedSAMSegmentLib.mrml import SegmentWriteError, SegmentWriter
 from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
 
-KEY_BOX_ATTRIBUTE = "MedSAM.KeyBox"
-PARAMETERS = {  # segment editor node parameter -> default
-    "MedSAM.Strategy": "interpolate",
-    "MedSAM.Intensity": "auto",
-    "MedSAM.Model": "lite",
-    "MedSAM.Checkpoint": "",
-    "MedSAM.Device": "auto",
-}
+#: Effect parameters (``scriptedEffect.setParameter`` stores them as ``MedSAM.<name>``) -> default.
+PARAMETERS = {"Strategy": "interpolate", "Intensity": "auto", "Model": "lite", "Checkpoint": "", "Device": "auto"}
+#: How often the GUI reads the worker's messages, milliseconds.
+POLL_INTERVAL_MS = 50
 
 
 class EffectSegmentWriter(SegmentWriter):
-    """mrml.write_segment_mask's writer through this effect, so the editor's own undo stack holds the change."""
+    """mrml.write_segment_mask's writer through this effect, so that the editor's own undo stack holds the change."""
 
     def __init__(self, scriptedEffect):
         super().__init__(None)
         self.scriptedEffect = scriptedEffect
+        self._snapshot = None
 
     def segmentation_node(self):
         node = self.scriptedEffect.parameterSetNode().GetSegmentationNode()
@@ -42,6 +44,8 @@ class EffectSegmentWriter(SegmentWriter):
 
     def save_state_for_undo(self):
         self.scriptedEffect.saveStateForUndo()
+        self._snapshot = slicer.vtkSegmentation()
+        self._snapshot.DeepCopy(self.segmentation_node().GetSegmentation())
 
     def modify(self, modifier, mode, extent):
         modes = {
@@ -51,10 +55,9 @@ class EffectSegmentWriter(SegmentWriter):
         self.scriptedEffect.modifySelectedSegmentByLabelmap(modifier, modes[mode], list(extent))
 
     def restore(self):
-        try:
-            slicer.modules.SegmentEditorWidget.editor.undo()
-        except Exception:  # noqa: BLE001
-            logging.exception("MedSAM: could not undo a partial change; use Undo in the Segment Editor")
+        """Put back the segmentation as it was before the write (this effect's own snapshot, whatever editor)."""
+        if self._snapshot is not None:
+            self.segmentation_node().GetSegmentation().DeepCopy(self._snapshot)
 
 
 class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
@@ -65,10 +68,13 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         scriptedEffect.perSegment = True
         scriptedEffect.requireSegments = True
         AbstractScriptedSegmentEditorEffect.__init__(self, scriptedEffect)
-        self._cancelRequested = False
-        self._running = False
-        self._observedNodes = []
+        self._placingClass = None  # the markups class placed one after another, or None
+        self._pendingNode = None  # the node being placed now
+        self._observations = []  # (object, tag)
+        self._prepared = None  # the active run's PreparedRun
+        self._target = None  # the active run's RunTarget
         self._lastSliceAxis = 0
+        self.pollTimer = None
 
     def clone(self):
         import qSlicerSegmentationsEditorEffectsPythonQt as effects
@@ -84,10 +90,11 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     def helpText(self):
         return (
             "<html>Segment a 3D target from key boxes with MedSAM.<br>"
-            "<b>Place box</b> or <b>Place line</b> (a RECIST diameter) on the target every 3-10 slices, in one view, "
-            "then press <b>Segment</b>. Every slice from the first to the last key box is segmented into the "
-            "selected segment in one undo step. Move or add boxes and press Segment again: only changed slices "
-            "are recomputed.</html>"
+            "<b>Place box</b> or <b>Place line</b> (a RECIST diameter) on the target every 3-10 slices, in one view; "
+            "boxes are placed one after another until you press the button again or Esc. Then press "
+            "<b>Segment</b>: every slice from the first to the last key box is segmented into the selected segment "
+            "in one undo step. Each segment keeps its own key boxes. Move or add boxes and press Segment again: "
+            "only changed slices are recomputed.</html>"
         )
 
     # -- widgets ----------------------------------------------------------------------------------------------
@@ -96,11 +103,16 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
         placeRow = qt.QHBoxLayout()
         self.placeBoxButton = qt.QPushButton("Place box")
+        self.placeBoxButton.checkable = True
         self.placeBoxButton.toolTip = "Click two opposite corners of a box around the target in a slice view"
         self.placeLineButton = qt.QPushButton("Place line")
+        self.placeLineButton.checkable = True
         self.placeLineButton.toolTip = "Click both ends of the target's longest diameter (RECIST) in a slice view"
+        self.takeInButton = qt.QPushButton("Take in markups")
+        self.takeInButton.toolTip = "Make the ROIs and lines placed elsewhere key boxes of the selected segment"
         placeRow.addWidget(self.placeBoxButton)
         placeRow.addWidget(self.placeLineButton)
+        placeRow.addWidget(self.takeInButton)
         self.scriptedEffect.addOptionsWidget(placeRow)
 
         self.keyBoxTable = qt.QTableWidget(0, 4)
@@ -108,7 +120,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.keyBoxTable.horizontalHeader().setStretchLastSection(True)
         self.keyBoxTable.setSelectionBehavior(qt.QAbstractItemView.SelectRows)
         self.keyBoxTable.setEditTriggers(qt.QAbstractItemView.NoEditTriggers)
-        self.keyBoxTable.toolTip = "Click a row to jump to its slice; press Delete to remove the key box"
+        self.keyBoxTable.toolTip = "The selected segment's key boxes: click a row to jump to it, Delete removes it"
         self.scriptedEffect.addLabeledOptionsWidget("Key boxes:", self.keyBoxTable)
         self.deleteShortcut = qt.QShortcut(qt.QKeySequence(qt.Qt.Key_Delete), self.keyBoxTable)
         self.deleteShortcut.setContext(qt.Qt.WidgetShortcut)
@@ -142,8 +154,13 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.flaggedList.toolTip = "Slices to review; click one to jump to it"
         self.scriptedEffect.addLabeledOptionsWidget("Flagged slices:", self.flaggedList)
 
-        self.placeBoxButton.connect("clicked()", lambda: self.startPlacing("vtkMRMLMarkupsROINode"))
-        self.placeLineButton.connect("clicked()", lambda: self.startPlacing("vtkMRMLMarkupsLineNode"))
+        self.pollTimer = qt.QTimer()
+        self.pollTimer.setInterval(POLL_INTERVAL_MS)
+        self.pollTimer.connect("timeout()", self.onPollWorker)
+
+        self.placeBoxButton.connect("clicked()", lambda: self.onPlaceClicked("vtkMRMLMarkupsROINode"))
+        self.placeLineButton.connect("clicked()", lambda: self.onPlaceClicked("vtkMRMLMarkupsLineNode"))
+        self.takeInButton.connect("clicked()", self.onTakeIn)
         self.keyBoxTable.connect("cellClicked(int,int)", self.onKeyBoxClicked)
         self.deleteShortcut.connect("activated()", self.onDeleteKeyBox)
         self.flaggedList.connect("itemClicked(QListWidgetItem*)", self.onFlaggedClicked)
@@ -152,6 +169,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         for combo in (self.strategyCombo, self.intensityCombo, self.modelCombo, self.deviceCombo):
             combo.connect("currentIndexChanged(int)", self.updateMRMLFromGUI)
         self.checkpointPath.connect("currentPathChanged(QString)", self.updateMRMLFromGUI)
+        self._observe(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneClosed)
+        for event in (slicer.mrmlScene.NodeAddedEvent, slicer.mrmlScene.NodeRemovedEvent):
+            self._observe(slicer.mrmlScene, event, self.onSceneNodesChanged)
 
     def _combo(self, choices, label):
         combo = qt.QComboBox()
@@ -160,94 +180,179 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.scriptedEffect.addLabeledOptionsWidget(label, combo)
         return combo
 
+    def _observe(self, obj, event, callback):
+        self._observations.append((obj, obj.AddObserver(event, lambda *unused: callback())))
+
+    def cleanup(self):
+        """Remove observers and stop the timer (the effect is being destroyed)."""
+        for obj, tag in self._observations:
+            obj.RemoveObserver(tag)
+        self._observations = []
+        if self.pollTimer is not None:
+            self.pollTimer.stop()
+
     def setMRMLDefaults(self):
         for name, value in PARAMETERS.items():
             self.scriptedEffect.setParameterDefault(name, value)
 
     def updateGUIFromMRML(self):
         for combo, name in (
-            (self.strategyCombo, "MedSAM.Strategy"),
-            (self.intensityCombo, "MedSAM.Intensity"),
-            (self.modelCombo, "MedSAM.Model"),
-            (self.deviceCombo, "MedSAM.Device"),
+            (self.strategyCombo, "Strategy"),
+            (self.intensityCombo, "Intensity"),
+            (self.modelCombo, "Model"),
+            (self.deviceCombo, "Device"),
         ):
             wasBlocked = combo.blockSignals(True)
             index = combo.findData(self.scriptedEffect.parameter(name))
             combo.setCurrentIndex(max(index, 0))
             combo.blockSignals(wasBlocked)
         wasBlocked = self.checkpointPath.blockSignals(True)
-        self.checkpointPath.currentPath = self.scriptedEffect.parameter("MedSAM.Checkpoint")
+        self.checkpointPath.currentPath = self.scriptedEffect.parameter("Checkpoint")
         self.checkpointPath.blockSignals(wasBlocked)
         self.checkpointPath.enabled = self.modelCombo.currentData == "vit_b"
-        self.segmentButton.enabled = not self._running
         self.updateKeyBoxTable()
 
     def updateMRMLFromGUI(self, *unused):
-        self.scriptedEffect.setParameter("MedSAM.Strategy", self.strategyCombo.currentData)
-        self.scriptedEffect.setParameter("MedSAM.Intensity", self.intensityCombo.currentData)
-        self.scriptedEffect.setParameter("MedSAM.Model", self.modelCombo.currentData)
-        self.scriptedEffect.setParameter("MedSAM.Device", self.deviceCombo.currentData)
-        self.scriptedEffect.setParameter("MedSAM.Checkpoint", self.checkpointPath.currentPath)
+        self.scriptedEffect.setParameter("Strategy", self.strategyCombo.currentData)
+        self.scriptedEffect.setParameter("Intensity", self.intensityCombo.currentData)
+        self.scriptedEffect.setParameter("Model", self.modelCombo.currentData)
+        self.scriptedEffect.setParameter("Device", self.deviceCombo.currentData)
+        self.scriptedEffect.setParameter("Checkpoint", self.checkpointPath.currentPath)
 
     def settings(self):
         from MedSAMSegmentLib import effect
 
         return effect.EffectSettings(
-            strategy=self.scriptedEffect.parameter("MedSAM.Strategy"),
-            intensity=self.scriptedEffect.parameter("MedSAM.Intensity"),
-            model=self.scriptedEffect.parameter("MedSAM.Model"),
-            checkpoint=self.scriptedEffect.parameter("MedSAM.Checkpoint") or None,
-            device=self.scriptedEffect.parameter("MedSAM.Device"),
+            strategy=self.scriptedEffect.parameter("Strategy"),
+            intensity=self.scriptedEffect.parameter("Intensity"),
+            model=self.scriptedEffect.parameter("Model"),
+            checkpoint=self.scriptedEffect.parameter("Checkpoint") or None,
+            device=self.scriptedEffect.parameter("Device"),
         )
 
-    # -- key boxes --------------------------------------------------------------------------------------------
-    def sourceVolume(self):
-        node = self.scriptedEffect.parameterSetNode()
-        return node.GetSourceVolumeNode() if node else None
+    # -- activation -------------------------------------------------------------------------------------------
+    def activate(self):
+        from MedSAMSegmentLib import dependencies, effect
 
-    def keyBoxNodes(self):
-        nodes = []
-        for className in ("vtkMRMLMarkupsROINode", "vtkMRMLMarkupsLineNode"):
-            for node in slicer.util.getNodesByClass(className):
-                if node.GetAttribute(KEY_BOX_ATTRIBUTE) == "1":
-                    nodes.append(node)
-        return nodes
-
-    def startPlacing(self, className):
-        """A new ROI/line node, tagged as a key box, in place mode; the ROI becomes thin across the slice."""
-        kind = "box" if className.endswith("ROINode") else "line"
-        node = slicer.mrmlScene.AddNewNodeByClass(className, slicer.mrmlScene.GenerateUniqueName(f"MedSAM {kind}"))
-        node.SetAttribute(KEY_BOX_ATTRIBUTE, "1")
-        node.CreateDefaultDisplayNodes()
-        self._observe(node)
-        selectionNode = slicer.app.applicationLogic().GetSelectionNode()
-        selectionNode.SetReferenceActivePlaceNodeClassName(className)
-        selectionNode.SetActivePlaceNodeID(node.GetID())
-        interactionNode = slicer.app.applicationLogic().GetInteractionNode()
-        interactionNode.SetCurrentInteractionMode(interactionNode.Place)
-
-    def _observe(self, node):
-        import vtk
-
-        tag = node.AddObserver(vtk.vtkCommand.ModifiedEvent, lambda *unused: self.updateKeyBoxTable())
-        self._observedNodes.append((node, tag))
+        self.pollTimer.start()
+        self.updateKeyBoxTable()
+        settings = self.settings()
+        if settings.model == "lite" and not dependencies.missing_requirements("lite"):
+            effect.shared_logic().background().prepare(settings.model_spec())  # the first Segment waits for nothing
 
     def deactivate(self):
-        for node, tag in self._observedNodes:
-            node.RemoveObserver(tag)
-        self._observedNodes = []
+        self.stopPlacing()
+        if self._prepared is not None:
+            self.onCancel()
+        if self._prepared is None:
+            self.pollTimer.stop()
 
-    def activate(self):
-        for node in self.keyBoxNodes():
-            self._observe(node)
+    def interactionNodeModified(self, interactionNode):
+        """Keep the effect selected in Place mode (the C++ default deselects it), and place boxes one after
+        another: when one is complete, the next placement starts until the user stops it."""
+        if self._placingClass is None or interactionNode.GetCurrentInteractionMode() == interactionNode.Place:
+            return
+        from MedSAMSegmentLib import mrml
+
+        if self._pendingNode is not None and mrml.markups_is_placed(self._pendingNode):
+            self._pendingNode = None
+            self._startPlacingNode()
+        else:
+            self.stopPlacing()  # Esc or another mode: the user stopped placing
+
+    # -- key boxes --------------------------------------------------------------------------------------------
+    def target(self):
+        """The selected volume, segmentation and segment, or None (with the reason in the status line)."""
+        from MedSAMSegmentLib import key_box_nodes
+
+        try:
+            return key_box_nodes.target_from_editor(self.scriptedEffect.parameterSetNode())
+        except key_box_nodes.TargetError as exc:
+            self.statusLabel.text = str(exc)[0].upper() + str(exc)[1:] + "."
+            return None
+
+    def keyBoxNodes(self, target=None):
+        from MedSAMSegmentLib import key_box_nodes
+
+        target = target or self.target()
+        return key_box_nodes.key_box_nodes(slicer.mrmlScene, target) if target else []
+
+    def onPlaceClicked(self, className):
+        wasPlacing = self._placingClass == className
+        self.stopPlacing()
+        if not wasPlacing and self.target() is not None:
+            self._placingClass = className
+            self._startPlacingNode()
+        self._updatePlaceButtons()
+
+    def _startPlacingNode(self):
+        """A new key box node of the selected segment, made the active place node, in Place mode."""
+        from MedSAMSegmentLib import key_box_nodes
+
+        target = self.target()
+        if target is None:
+            self.stopPlacing()
+            return
+        kind = "box" if self._placingClass.endswith("ROINode") else "line"
+        name = slicer.mrmlScene.GenerateUniqueName(f"MedSAM {kind}")
+        node = slicer.mrmlScene.AddNewNodeByClass(self._placingClass, name)
+        node.CreateDefaultDisplayNodes()
+        key_box_nodes.assign(node, target)
+        self._pendingNode = node
+        self._observe(node, slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self.onPointPlaced)
+        selectionNode = slicer.app.applicationLogic().GetSelectionNode()
+        selectionNode.SetReferenceActivePlaceNodeClassName(self._placingClass)
+        selectionNode.SetActivePlaceNodeID(node.GetID())
+        interactionNode = slicer.app.applicationLogic().GetInteractionNode()
+        interactionNode.SetPlaceModePersistence(0)
+        interactionNode.SetCurrentInteractionMode(interactionNode.Place)
+
+    def stopPlacing(self):
+        """Leave Place mode; an unfinished key box node is removed."""
+        from MedSAMSegmentLib import mrml
+
+        self._placingClass = None
+        pending, self._pendingNode = self._pendingNode, None
+        if pending is not None and not mrml.markups_is_placed(pending) and pending.GetScene() is not None:
+            slicer.mrmlScene.RemoveNode(pending)
+        interactionNode = slicer.app.applicationLogic().GetInteractionNode()
+        if interactionNode.GetCurrentInteractionMode() == interactionNode.Place:
+            interactionNode.SetCurrentInteractionMode(interactionNode.ViewTransform)
+        self._updatePlaceButtons()
+
+    def _updatePlaceButtons(self):
+        for button, className in ((self.placeBoxButton, "vtkMRMLMarkupsROINode"),
+                                  (self.placeLineButton, "vtkMRMLMarkupsLineNode")):
+            button.checked = self._placingClass == className
+
+    def onPointPlaced(self):
+        from MedSAMSegmentLib import mrml
+
+        node = self._pendingNode
+        if node is not None and mrml.markups_is_placed(node):
+            mrml.record_placement_view(node, slicer.mrmlScene)  # the drawn view gives the slice axis
         self.updateKeyBoxTable()
 
-    def updateKeyBoxTable(self):
-        from MedSAMSegmentLib import effect
+    def onTakeIn(self):
+        from MedSAMSegmentLib import key_box_nodes
 
-        volume = self.sourceVolume()
-        nodes = self.keyBoxNodes()
-        rows = effect.key_box_rows(nodes, volume) if volume is not None and nodes else []
+        target = self.target()
+        if target is not None:
+            count = key_box_nodes.take_in(key_box_nodes.unassigned_markups(slicer.mrmlScene), target)
+            self.statusLabel.text = f"Took in {count} markups as key boxes of the selected segment."
+            self.updateKeyBoxTable()
+
+    def onSceneNodesChanged(self):
+        if self.scriptedEffect.active():
+            self.updateKeyBoxTable()
+
+    def updateKeyBoxTable(self):
+        from MedSAMSegmentLib import key_box_nodes
+
+        target = self.target()
+        volume = slicer.mrmlScene.GetNodeByID(target.volume_id) if target else None
+        nodes = self.keyBoxNodes(target) if target else []
+        rows = key_box_nodes.key_box_rows(nodes, volume) if volume is not None and nodes else []
         self.keyBoxTable.setRowCount(len(rows))
         for r, row in enumerate(rows):
             size = f"{row.width:.0f} x {row.height:.0f}" if row.width is not None else ""
@@ -256,6 +361,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                 item = qt.QTableWidgetItem(value)
                 item.setData(qt.Qt.UserRole, row.node_id)
                 self.keyBoxTable.setItem(r, c, item)
+        others = len(key_box_nodes.unassigned_markups(slicer.mrmlScene))
+        self.takeInButton.text = f"Take in {others} markups" if others else "Take in markups"
+        self.takeInButton.enabled = others > 0 and target is not None
 
     def _rowNode(self, row):
         item = self.keyBoxTable.item(row, 0)
@@ -284,55 +392,118 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     def onFlaggedClicked(self, item):
         import MedSAMSegment
 
-        index = item.data(qt.Qt.UserRole)
-        MedSAMSegment.MedSAMSegmentLogic.jumpToSlice(self.sourceVolume(), self._lastSliceAxis, index)
+        volume = slicer.mrmlScene.GetNodeByID(self._target.volume_id) if self._target else None
+        if volume is None:
+            target = self.target()
+            volume = slicer.mrmlScene.GetNodeByID(target.volume_id) if target else None
+        if volume is not None:
+            MedSAMSegment.MedSAMSegmentLogic.jumpToSlice(volume, self._lastSliceAxis, item.data(qt.Qt.UserRole))
 
     # -- running ----------------------------------------------------------------------------------------------
-    def onCancel(self):
-        self._cancelRequested = True
-
-    def _progress(self, done, total, message):
-        self.progressBar.maximum = max(total, 1)
-        self.progressBar.value = done
-        self.progressBar.format = f"{message}: %v / %m"
-        slicer.app.processEvents()  # keeps the UI alive and Cancel clickable between batches
-
     def onSegment(self):
+        """Start a run on the worker process; returns at once. Every problem is one dialog, never an exception."""
         from MedSAMSegmentLib import effect
-        from MedSAMSegmentLib.engine import Cancelled
 
         import MedSAMSegment
 
+        if self._prepared is not None:
+            return
         settings = self.settings()
         if not MedSAMSegment.ensureDependencies(settings.model, slicer.util.mainWindow()):
             return
-        volume = self.sourceVolume()
-        if volume is None:
-            slicer.util.errorDisplay("Select a source volume in the Segment Editor first.")
+        target = self.target()
+        if target is None:
+            slicer.util.errorDisplay(self.statusLabel.text)
             return
-        self._cancelRequested = False
-        self._running = True
+        self.stopPlacing()
+        logic = effect.shared_logic()
+        try:
+            volume = slicer.mrmlScene.GetNodeByID(target.volume_id)
+            prepared = logic.prepare_run(volume, self.keyBoxNodes(target), settings)
+            logic.start(prepared)
+        except Exception as exc:  # noqa: BLE001 - shown as one dialog; nothing was changed
+            logging.info("MedSAM run not started: %s", exc)
+            slicer.util.errorDisplay(f"MedSAM cannot start: {exc}")
+            return
+        self._prepared, self._target = prepared, target
         self.segmentButton.enabled = False
         self.cancelButton.enabled = True
         self.progressBar.visible = True
+        self.progressBar.maximum = 0  # busy until the first progress message
         self.flaggedList.clear()
-        logic = effect.shared_logic()
+        self.statusLabel.text = "Segmenting..."
+        self.pollTimer.start()
+
+    def onCancel(self):
+        from MedSAMSegmentLib import effect
+
+        if self._prepared is not None:
+            effect.shared_logic().background().cancel()
+            self.statusLabel.text = "Cancelling..."
+
+    def onSceneClosed(self):
+        from MedSAMSegmentLib import effect
+
+        self.stopPlacing()
+        effect.shared_logic().forget()
+
+    def onPollWorker(self):
+        """Timer slot: apply the worker's messages. Never raises."""
+        from MedSAMSegmentLib import effect
+
         try:
-            with slicer.util.tryWithErrorDisplay("MedSAM segmentation failed; the segment was not changed.",
-                                                 waitCursor=True):
-                outcome = logic.compute(volume, self.keyBoxNodes(), settings, progress=self._progress,
-                                        cancel=lambda: self._cancelRequested)
-                logic.apply(EffectSegmentWriter(self.scriptedEffect), volume, outcome)
-                self._lastSliceAxis = outcome.slice_axis
-                self.statusLabel.text = outcome.summary()
-                for index, reason in outcome.flagged:
-                    item = qt.QListWidgetItem(f"slice {index}: {reason}")
-                    item.setData(qt.Qt.UserRole, index)
-                    self.flaggedList.addItem(item)
-        except Cancelled:
-            self.statusLabel.text = "Cancelled; the segment was not changed."
-        finally:
-            self._running = False
-            self.segmentButton.enabled = True
-            self.cancelButton.enabled = False
-            self.progressBar.visible = False
+            for event in effect.shared_logic().background().poll():
+                self._handleEvent(event)
+        except Exception as exc:  # noqa: BLE001 - a slot must not raise into Qt
+            logging.exception("MedSAM: handling the worker's reply failed")
+            self._endRun(f"MedSAM failed: {exc}; the segment was not changed.")
+            slicer.util.errorDisplay(f"MedSAM failed: {exc}\n\nThe segment was not changed.")
+        if self._prepared is None and not self.scriptedEffect.active():
+            self.pollTimer.stop()
+
+    def _handleEvent(self, event):
+        if event.kind == "progress":
+            self.progressBar.maximum = max(event.total, 1)
+            self.progressBar.value = event.done
+            self.progressBar.format = f"{event.message}: %v / %m"
+        elif event.kind == "status":
+            self.statusLabel.text = event.message[0].upper() + event.message[1:] + "."
+        elif event.kind == "cancelled":
+            self._endRun(event.message)
+        elif event.kind == "failed":
+            self._endRun(f"MedSAM failed: {event.message}. The segment was not changed.")
+            slicer.util.errorDisplay(f"MedSAM segmentation failed; the segment was not changed.\n\n{event.message}")
+        elif event.kind == "finished":
+            self._finish(event.result)
+
+    def _finish(self, served):
+        from MedSAMSegmentLib import effect, key_box_nodes
+
+        prepared, target = self._prepared, self._target
+        problem = key_box_nodes.target_problem(slicer.mrmlScene, self.scriptedEffect.parameterSetNode(), target)
+        if problem is not None:
+            self._endRun(f"Not written: {problem}. Nothing was changed; select the segment and press Segment again "
+                         "(the image is cached, so it is quick).")
+            return
+        outcome = effect.RunOutcome.of(prepared, served)
+        volume = slicer.mrmlScene.GetNodeByID(target.volume_id)
+        try:
+            effect.MedSAMEffectLogic.apply(EffectSegmentWriter(self.scriptedEffect), volume, outcome)
+        except Exception as exc:  # noqa: BLE001 - one dialog; the writer restored the segmentation
+            logging.exception("MedSAM: writing the segment failed")
+            self._endRun(f"Writing the segment failed: {exc}. The segment was not changed.")
+            slicer.util.errorDisplay(f"Writing the segment failed; the segment was not changed.\n\n{exc}")
+            return
+        self._lastSliceAxis = outcome.slice_axis
+        self._endRun(outcome.summary())
+        for index, reason in outcome.flagged:
+            item = qt.QListWidgetItem(f"slice {index}: {reason}")
+            item.setData(qt.Qt.UserRole, index)
+            self.flaggedList.addItem(item)
+
+    def _endRun(self, status):
+        self._prepared = None
+        self.statusLabel.text = status
+        self.segmentButton.enabled = True
+        self.cancelButton.enabled = False
+        self.progressBar.visible = False

