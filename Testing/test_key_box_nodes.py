@@ -1,0 +1,85 @@
+"""key_box_nodes.py on a real slicer-core scene: key boxes belong to one target, targets are captured and checked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from MedSAMSegmentLib import effect, key_box_nodes, mrml
+from MedSAMSegmentLib.geometry import KeyBox
+from MedSAMSegmentLib.key_box_nodes import RunTarget, TargetError
+from slicer_scene import make_line, make_segment_editor, make_volume, mrml_scene_fixture, slicer  # noqa: F401
+from test_effect import ThresholdBoxModel, _volume_array
+
+
+def _two_targets(mrml_scene):
+    volume = make_volume(mrml_scene, _volume_array(), np.diag([0.8, 0.8, 2.0, 1.0]))
+    segmentation, editor_node, logic, ids = make_segment_editor(mrml_scene, volume, ["lesion A", "lesion B"])
+    targets = [RunTarget(volume.GetID(), segmentation.GetID(), segment_id) for segment_id in ids]
+    return volume, segmentation, editor_node, logic, ids, targets
+
+
+def test_each_segment_keeps_its_own_boxes_and_they_never_mix(mrml_scene):
+    volume, segmentation, editor_node, logic, ids, (a, b) = _two_targets(mrml_scene)
+    boxes_a = [(3, (12.0, 12.0, 30.0, 26.0)), (7, (10.0, 10.0, 32.0, 28.0))]
+    boxes_b = [(5, (30.0, 5.0, 44.0, 15.0)), (9, (31.0, 6.0, 43.0, 14.0)), (11, (32.0, 6.0, 42.0, 13.0))]
+    for target, boxes in ((a, boxes_a), (b, boxes_b)):
+        for s, box in boxes:
+            key_box_nodes.assign(key_box_nodes.add_roi_for_key_box(mrml_scene.scene, volume, 0, KeyBox(s, box)),
+                                 target)
+    stray = key_box_nodes.add_roi_for_key_box(mrml_scene.scene, volume, 0, KeyBox(4, (1.0, 1.0, 9.0, 9.0)))
+    nodes_a = key_box_nodes.key_box_nodes(mrml_scene.scene, a)
+    nodes_b = key_box_nodes.key_box_nodes(mrml_scene.scene, b)
+    assert [k.slice_index for k in mrml.markups_key_boxes(nodes_a, volume).sorted()] == [3, 7]
+    assert [k.slice_index for k in mrml.markups_key_boxes(nodes_b, volume).sorted()] == [5, 9, 11]
+    assert key_box_nodes.unassigned_markups(mrml_scene.scene) == [stray]
+
+    # Each target segments from its own boxes only, into its own segment.
+    run = effect.MedSAMEffectLogic(model_loader=lambda *args: ThresholdBoxModel(), batch_size=4)
+    for target, segment_id, expected_range in ((a, ids[0], (3, 7)), (b, ids[1], (5, 11))):
+        editor_node.SetSelectedSegmentID(segment_id)
+        assert key_box_nodes.target_from_editor(editor_node) == target
+        outcome = run.run(mrml.SegmentWriter(logic), volume, key_box_nodes.key_box_nodes(mrml_scene.scene, target))
+        assert outcome.slice_range == expected_range
+    mask_a, mask_b = (mrml.segment_mask(segmentation, i, volume) for i in ids)
+    assert mask_a.any() and mask_b.any()
+    assert not mask_a[:3].any() and not mask_a[8:].any() and not mask_b[:5].any()
+
+    # Take in: the stray ROI (and a line made elsewhere) become key boxes of the chosen target.
+    line = make_line(mrml_scene, (5.0, 5.0, 8.0), (12.0, 9.0, 8.0))
+    assert set(key_box_nodes.unassigned_markups(mrml_scene.scene)) == {stray, line}
+    assert key_box_nodes.take_in(key_box_nodes.unassigned_markups(mrml_scene.scene), b) == 2
+    assert key_box_nodes.unassigned_markups(mrml_scene.scene) == []
+    assert len(key_box_nodes.key_box_nodes(mrml_scene.scene, b)) == 5
+    assert len(key_box_nodes.key_box_nodes(mrml_scene.scene, a)) == 2
+
+
+def test_target_capture_and_what_stops_a_write(mrml_scene):
+    volume, segmentation, editor_node, _, ids, (a, b) = _two_targets(mrml_scene)
+    scene = mrml_scene.scene
+    assert key_box_nodes.target_from_editor(editor_node) == a
+    assert key_box_nodes.target_problem(scene, editor_node, a) is None
+    editor_node.SetSelectedSegmentID(ids[1])
+    assert "changed during the run" in key_box_nodes.target_problem(scene, editor_node, a)
+    assert key_box_nodes.target_problem(scene, editor_node, b) is None
+    segmentation.GetSegmentation().RemoveSegment(ids[1])
+    assert "segment was deleted" in key_box_nodes.target_problem(scene, editor_node, b)
+    scene.RemoveNode(segmentation)
+    assert "removed during the run" in key_box_nodes.target_problem(scene, editor_node, a)
+    for missing, match in (("volume", "source volume"), ("segmentation", "segmentation"), ("segment", "segment")):
+        node = scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
+        if missing != "volume":
+            node.SetAndObserveSourceVolumeNode(volume)
+        if missing == "segment":
+            other, _, _, _ = make_segment_editor(mrml_scene, volume, ["x"])
+            node.SetAndObserveSegmentationNode(other)
+        with pytest.raises(TargetError, match=match):
+            key_box_nodes.target_from_editor(node)
+    with pytest.raises(TargetError, match="parameter node"):
+        key_box_nodes.target_from_editor(None)
+
+
+def test_sample_boxes_belong_to_the_sample_segment(mrml_scene):
+    sample = effect.load_sample(mrml_scene.scene)
+    target = RunTarget(sample.volume_node.GetID(), sample.segmentation_node.GetID(), sample.segment_id)
+    assert key_box_nodes.key_box_nodes(mrml_scene.scene, target) == sample.roi_nodes
+    assert key_box_nodes.unassigned_markups(mrml_scene.scene) == []
