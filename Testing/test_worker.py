@@ -92,12 +92,13 @@ def _volume() -> np.ndarray:
 class _PipeWorker:
     """A Worker serving in a thread, with the requests and replies of its two pipes."""
 
-    def __init__(self):
+    def __init__(self, model=None):
         request_read, self.request_write = os.pipe()
         reply_read, reply_write = os.pipe()
         self.requests = os.fdopen(self.request_write, "wb")
         self.replies = os.fdopen(reply_read, "rb")
-        service = SegmentationService(model_loader=lambda *a: ThresholdBoxModel(), batch_size=2)
+        model = model or ThresholdBoxModel()
+        service = SegmentationService(model_loader=lambda *a: model, batch_size=2)
         self.worker = Worker(os.fdopen(request_read, "rb"), os.fdopen(reply_write, "wb"), service)
         self.thread = threading.Thread(target=self.worker.serve, daemon=True)
         self.thread.start()
@@ -148,6 +149,51 @@ def test_worker_answers_segment_need_volume_errors_and_cancel():
     pipe.send({"op": "shutdown"})
     pipe.thread.join(10)
     assert not pipe.thread.is_alive()
+
+
+class _GatedModel(ThresholdBoxModel):
+    """Encoding waits at a gate the test opens, so a test can act while a batch is being encoded."""
+
+    def __init__(self):
+        super().__init__()
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def encode(self, slices):
+        self.entered.set()
+        assert self.gate.wait(30)
+        return super().encode(slices)
+
+
+def test_encode_ahead_fills_the_cache_and_yields_to_a_run():
+    model = _GatedModel()
+    pipe = _PipeWorker(model)
+    encode = {**_segment_request(1), "op": "encode", "slice_axis": 0, "slices": list(range(2, 10))}
+    del encode["keys"]
+    pipe.send(encode, {"volume": _volume()})
+    assert model.entered.wait(30)  # the first batch of the speculative encoding is running
+    pipe.send(_segment_request(2))  # the user pressed Segment: the encoding must yield
+    deadline = time.monotonic() + 30
+    while 1 not in pipe.worker._cancelled and time.monotonic() < deadline:
+        time.sleep(0.005)
+    model.gate.set()
+    header, _, _ = pipe.until("cancelled")
+    assert header["id"] == 1 and model.encoded == 2  # one batch (slices 2, 3) finished, the other 6 were dropped
+    result, arrays, _ = pipe.until("result")
+    assert result["encoded"] == 3  # the run (slices 2..6) uses the two embeddings encoded ahead, correct ones
+    expected = SegmentationService(model_loader=lambda *a: ThresholdBoxModel(), batch_size=2)
+    expected.put_volume("v", _volume())
+    direct = expected.segment("v", np.eye(4), KEYS, ModelSpec(device="cpu"), SETTINGS)
+    np.testing.assert_array_equal(result_from_wire(result, arrays).result.mask, direct.result.mask)
+
+    # Encoding ahead the slices a run will need: the run then encodes nothing.
+    pipe.send({**encode, "id": 3, "slices": [2, 3, 4, 5, 6]})
+    assert pipe.until("encoded")[0]["count"] == 0  # the run above already cached them
+    pipe.send({**encode, "id": 4, "token": "v3", "slices": [2, 3, 4, 5, 6]}, {"volume": _volume()[:, ::-1].copy()})
+    assert pipe.until("encoded")[0]["count"] == 5
+    pipe.send(_segment_request(5, token="v3"))
+    assert pipe.until("result")[0]["encoded"] == 0
+    pipe.send({"op": "shutdown"})
 
 
 def test_wire_result_keeps_everything_the_effect_shows():

@@ -8,7 +8,7 @@ values for the GUI. Writing the result into the scene is the caller's job, on it
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -20,7 +20,8 @@ from .worker_client import WorkerClient
 
 @dataclass
 class RunEvent:
-    """What happened since the last poll: ``progress``, ``finished``, ``cancelled``, ``failed`` or ``status``."""
+    """What happened since the last poll: ``progress``, ``finished``, ``cancelled``, ``failed``, ``status``, or
+    ``encoded`` (slices encoded ahead, in ``done``)."""
 
     kind: str
     message: str = ""
@@ -47,6 +48,7 @@ class BackgroundSegmentation:
         self._sent_tokens: List[str] = []
         self._run: Optional[_Run] = None
         self._prepare_ids: List[int] = []
+        self._encodes: Dict[int, _Run] = {}  # encode-ahead requests by id
 
     @property
     def running(self) -> bool:
@@ -74,6 +76,19 @@ class BackgroundSegmentation:
         arrays = None if token in self._sent_tokens else {"volume": volume()}
         self._remember_token(token)
         self._run = _Run(client.request(header, arrays), header, volume)
+
+    def encode_ahead(self, token: str, volume: Callable[[], np.ndarray], ijk_to_world: np.ndarray, slice_axis: int,
+                     slices: Sequence[int], spec: ModelSpec, settings: SegmentationSettings) -> None:
+        """Encode ``slices`` in the worker before Segment is pressed (their embeddings are then cached); a run
+        started later takes priority and cancels what is still to encode. An ``encoded`` event follows."""
+        header = {"op": "encode", "token": token, "ijk_to_world": np.asarray(ijk_to_world, float).tolist(),
+                  "slice_axis": int(slice_axis), "slices": [int(s) for s in slices], "model": asdict(spec),
+                  "settings": settings_to_wire(settings)}
+        client = self._worker()
+        arrays = None if token in self._sent_tokens else {"volume": volume()}
+        self._remember_token(token)
+        request_id = client.request(header, arrays)
+        self._encodes[request_id] = _Run(request_id, header, volume)
 
     def _remember_token(self, token: str) -> None:
         if token in self._sent_tokens:
@@ -113,15 +128,31 @@ class BackgroundSegmentation:
                 events.append(event)
         return events
 
+    def _encode_event(self, op: str, header: dict) -> Optional[RunEvent]:
+        encode = self._encodes.pop(header["id"])
+        if op == "need_volume":
+            self._remember_token(encode.header["token"])
+            encode.request_id = self._client.request(encode.header, {"volume": encode.volume()})
+            self._encodes[encode.request_id] = encode
+            return None
+        if op == "encoded":
+            return RunEvent("encoded", done=int(header.get("count", 0)))
+        if op == "error":
+            return RunEvent("status", f"encoding ahead failed: {header.get('message')}")
+        return None  # cancelled: a run took priority
+
     def _event(self, header: dict, arrays: dict) -> Optional[RunEvent]:
         op = header.get("op")
         run = self._run
         if op == "exited":
             self._sent_tokens = []
             self._run = None
+            self._encodes.clear()
             text = (f"the MedSAM worker process stopped (exit code {header.get('returncode')}): "
                     f"{header.get('message') or 'no message'}; press Segment to start it again")
             return RunEvent("failed" if run else "status", text)
+        if header.get("id") in self._encodes:
+            return self._encode_event(op, header)
         if header.get("id") in self._prepare_ids:
             self._prepare_ids.remove(header["id"])
             if op == "error":

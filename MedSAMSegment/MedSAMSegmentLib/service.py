@@ -111,6 +111,18 @@ class SegmentationService:
             self._segmenters[token] = kept
         return kept[1]
 
+    def encode_ahead(self, token: str, ijk_to_world: np.ndarray, slice_axis: int, slices: Sequence[int],
+                     spec: ModelSpec, settings: pipeline.SegmentationSettings,
+                     cancel: Optional[CancelCheck] = None) -> int:
+        """Encode whole slices of ``token`` before any run asks for them; returns how many were encoded.
+
+        Embeddings go to the cache as each batch completes, so a cancelled call (``engine.Cancelled``) leaves
+        only whole, correct embeddings behind.
+        """
+        segmenter = self.segmenter(token, ijk_to_world, slice_axis, spec, settings)
+        valid = [int(s) for s in slices if 0 <= int(s) < segmenter.n_slices]
+        return segmenter.ensure_embeddings(valid, cancel=cancel)
+
     def segment(self, token: str, ijk_to_world: np.ndarray, key_boxes: KeyBoxSet, spec: ModelSpec,
                 settings: pipeline.SegmentationSettings, progress: Optional[ProgressCallback] = None,
                 cancel: Optional[CancelCheck] = None) -> ServiceResult:

@@ -6,8 +6,10 @@ time, in order; ``cancel`` is read while a request runs. It exits when its input
 
 Requests (``op``): ``load`` (model spec: load the model now), ``segment`` (volume token, geometry, key boxes,
 model spec, settings, and the voxels as the array ``volume`` when the worker does not hold them yet),
-``cancel`` (id), ``forget`` (drop volumes and embeddings), ``shutdown``.
-Replies: ``loaded``, ``progress``, ``result`` (with the array ``slab``), ``cancelled``, ``need_volume``,
+``encode`` (the same without key boxes, plus ``slice_axis`` and ``slices``: encode them before Segment is
+pressed; a ``segment`` request arriving cancels every ``encode`` still running or queued), ``cancel`` (id),
+``forget`` (drop volumes and embeddings), ``shutdown``.
+Replies: ``loaded``, ``progress``, ``result`` (with the array ``slab``), ``encoded``, ``cancelled``, ``need_volume``,
 ``error`` (``kind``: ``input`` for a problem with what the user gave, ``runtime`` otherwise; one-line
 ``message``, the traceback in ``detail``).
 """
@@ -57,6 +59,7 @@ class Worker:
         self._send_lock = threading.Lock()
         self._requests: queue.Queue[Optional[tuple]] = queue.Queue()
         self._cancelled: Set[int] = set()
+        self._encodes: Set[int] = set()  # ids of encode requests not finished yet
 
     def send(self, header: dict, arrays: Optional[Dict[str, np.ndarray]] = None) -> None:
         with self._send_lock:
@@ -72,6 +75,10 @@ class Worker:
                 if header.get("op") == "cancel":
                     self._cancelled.add(int(header.get("id", -1)))
                     continue
+                if header.get("op") == "encode":
+                    self._encodes.add(int(header.get("id", -1)))
+                elif header.get("op") == "segment":
+                    self._cancelled.update(self._encodes)  # the user is waiting now: speculation yields
                 self._requests.put(message)
         except (ProtocolError, OSError, ValueError) as exc:
             print(f"MedSAM worker: unreadable request stream: {exc}", file=sys.stderr)
@@ -100,6 +107,7 @@ class Worker:
                            "detail": traceback.format_exc()})
             finally:
                 self._cancelled.discard(request_id)
+                self._encodes.discard(request_id)
 
     def _handle(self, op: str, request_id: int, header: dict, arrays: Dict[str, np.ndarray]) -> None:
         if op == "load":
@@ -107,7 +115,7 @@ class Worker:
             self.send({"op": "loaded", "id": request_id, "device": getattr(model, "device_description", "")})
         elif op == "forget":
             self.service.forget()
-        elif op == "segment":
+        elif op in ("segment", "encode"):
             self._segment(request_id, header, arrays)
         else:
             raise ValueError(f"unknown request {op!r}")
@@ -119,6 +127,14 @@ class Worker:
         elif not self.service.has_volume(token):
             self.send({"op": "need_volume", "id": request_id})
             return
+        ijk_to_world = np.asarray(header["ijk_to_world"], dtype=float)
+        spec, settings = ModelSpec(**header["model"]), settings_from_wire(header["settings"])
+        cancel = lambda: request_id in self._cancelled  # noqa: E731
+        if header["op"] == "encode":
+            count = self.service.encode_ahead(token, ijk_to_world, int(header["slice_axis"]), header["slices"],
+                                              spec, settings, cancel)
+            self.send({"op": "encoded", "id": request_id, "count": count})
+            return
         last_sent = [0.0]
 
         def progress(done: int, total: int, text: str) -> None:
@@ -128,11 +144,8 @@ class Worker:
                 self.send({"op": "progress", "id": request_id, "done": int(done), "total": int(total),
                            "message": str(text)})
 
-        outcome = self.service.segment(
-            token, np.asarray(header["ijk_to_world"], dtype=float), key_boxes_from_wire(header["keys"]),
-            ModelSpec(**header["model"]), settings_from_wire(header["settings"]), progress=progress,
-            cancel=lambda: request_id in self._cancelled,
-        )
+        outcome = self.service.segment(token, ijk_to_world, key_boxes_from_wire(header["keys"]), spec, settings,
+                                       progress=progress, cancel=cancel)
         reply, reply_arrays = result_header(outcome)
         self.send({"op": "result", "id": request_id, **reply}, reply_arrays)
 
