@@ -147,3 +147,80 @@ def make_line(scene: SlicerScene, a, b, name: str = "L"):
     node.AddControlPoint(vtk.vtkVector3d(*[float(v) for v in a]))
     node.AddControlPoint(vtk.vtkVector3d(*[float(v) for v in b]))
     return node
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Slice views and placing markups with clicks
+
+#: Slicer's default view layout names for the three standard orientations.
+LAYOUT_NAMES = {"Axial": "Red", "Sagittal": "Yellow", "Coronal": "Green"}
+
+
+def make_slice_view(scene: SlicerScene, orientation: str, offset: float, layout_name: Optional[str] = None):
+    """A slice view node (``vtkMRMLSliceNode``) of a standard orientation, its plane ``offset`` mm along its normal.
+
+    The orientation presets are the ones Slicer's application adds to every scene
+    (``vtkMRMLSliceNode::AddDefaultSliceOrientationPresets``); without them ``SetOrientation`` fails.
+    """
+    default = scene.scene.GetDefaultNodeByClass("vtkMRMLSliceNode")
+    if default is None or not default.HasSliceOrientationPreset(orientation):
+        slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene.scene)
+    node = scene.scene.CreateNodeByClass("vtkMRMLSliceNode")
+    name = layout_name or LAYOUT_NAMES.get(orientation, orientation)
+    node.SetLayoutName(name)
+    node.SetName(name)
+    node.SetDefaultOrientation(orientation)
+    scene.scene.AddNode(node)
+    node.UnRegister(None)  # CreateNodeByClass returns a reference the caller owns
+    node = scene.scene.GetNodeByID(node.GetID())
+    assert node.SetOrientation(orientation), orientation
+    node.SetSliceOffset(float(offset))
+    node.UpdateMatrices()
+    return node
+
+
+def slice_view_plane(slice_node):
+    """``(unit normal, point)`` of a slice view's plane in RAS: SliceToRAS column 2 and column 3."""
+    matrix = numpy_matrix(slice_node.GetSliceToRAS())
+    return matrix[:3, 2] / np.linalg.norm(matrix[:3, 2]), matrix[:3, 3]
+
+
+def _place_point(node, slice_node, position_ras, status) -> None:
+    """One mouse event of the markups widget on ``node`` in ``slice_node``'s view, as Slicer handles it.
+
+    ``vtkSlicerMarkupsWidget::UpdatePreviewPoint`` (Modules/Loadable/Markups/VTKWidgets/vtkSlicerMarkupsWidget.cxx)
+    updates the preview point, else the point at ``GetControlPointPlacementStartIndex()``, through
+    ``vtkMRMLMarkupsDisplayNode::UpdateActiveControlPointWorld`` with the world position picked on the view's plane:
+    a mouse move with status preview, a click (``PlacePoint``) with status defined. That display node method is
+    Slicer's own, so the node updates itself (a Box ROI pads its depth and drops to one point) as in the application.
+    """
+    display = node.GetDisplayNode()
+    index = -1
+    for n in range(node.GetNumberOfControlPoints()):
+        if node.GetNthControlPointPositionStatus(n) == node.PositionPreview:
+            index = n
+    if index < 0:
+        index = node.GetControlPointPlacementStartIndex()
+    event = slicer.vtkMRMLInteractionEventData()
+    event.SetWorldPosition([float(v) for v in position_ras])
+    orientation = numpy_matrix(slice_node.GetSliceToRAS())[:3, :3]
+    orientation = orientation / np.linalg.norm(orientation, axis=0)
+    display.UpdateActiveControlPointWorld(index, event, [float(v) for v in orientation.ravel()], slice_node.GetID(),
+                                          "", status)
+
+
+def place_by_clicks(node, slice_node, clicks_ras, hover_next: bool = False) -> None:
+    """Place control points as clicks in a slice view do: for each click the mouse moves there (a preview point
+    follows it) and clicks (the point becomes defined). ``hover_next``: afterwards the mouse moves on in the view
+    (a preview point for the next click, as while the user is still placing). Every position must lie on the
+    view's plane, where Slicer's 2D point placer puts clicks."""
+    if node.GetDisplayNode() is None:
+        node.CreateDefaultDisplayNodes()
+    normal, origin = slice_view_plane(slice_node)
+    for position in clicks_ras:
+        assert abs(float((np.asarray(position, dtype=float) - origin) @ normal)) < 1e-9, "click off the view plane"
+        _place_point(node, slice_node, position, node.PositionPreview)
+        _place_point(node, slice_node, position, node.PositionDefined)
+    if hover_next:
+        last = np.asarray(clicks_ras[-1], dtype=float)
+        _place_point(node, slice_node, last + 5.0 * (np.cross(normal, [1.0, 1.0, 1.0])), node.PositionPreview)

@@ -17,6 +17,7 @@ from MedSAMSegmentLib.geometry import (
     key_box_from_line,
     key_box_from_roi,
     merge_key_boxes,
+    roi_section_ras,
     slice_axis_from_view_normal,
     slice_shape,
     take_slice,
@@ -142,13 +143,17 @@ def ijk_to_ras_matrix(direction: np.ndarray, spacing, origin) -> np.ndarray:
     return matrix
 
 
-def roi_for_voxel_box(ijk_to_ras, slice_axis, slice_index, box, thickness=0.5):
-    """An ROI (centre, size, object-to-world) aligned with the volume that covers a voxel box on one slice."""
+def roi_for_voxel_box(ijk_to_ras, slice_axis, slice_index, box, thickness=0.2, beyond=(0.5, 0.5, 0.5, 0.5)):
+    """An ROI (centre, size, object-to-world) aligned with the volume that covers a voxel box on one slice.
+
+    Its in-plane edges lie ``beyond`` = (left, top, right, bottom) voxels outside the box's outer voxel centres (0.5:
+    on the voxel boundaries; 0: on the centres); it is ``thickness`` voxels deep.
+    """
     row_axis, col_axis = in_plane_axes(slice_axis)
     low, high = np.zeros(3), np.zeros(3)  # numpy kji
     low[slice_axis] = high[slice_axis] = slice_index
-    low[col_axis], high[col_axis] = box[0], box[2]
-    low[row_axis], high[row_axis] = box[1], box[3]
+    low[col_axis], high[col_axis] = box[0] - beyond[0], box[2] + beyond[2]
+    low[row_axis], high[row_axis] = box[1] - beyond[1], box[3] + beyond[3]
     centre_kji = (low + high) / 2
     extent_kji = high - low
     extent_kji[slice_axis] = thickness
@@ -162,15 +167,17 @@ def roi_for_voxel_box(ijk_to_ras, slice_axis, slice_index, box, thickness=0.5):
     return np.zeros(3), size, object_to_world
 
 
-@pytest.mark.parametrize(
-    "direction",
-    [np.eye(3), np.diag([-1.0, -1.0, 1.0]), rotation(2, 90) @ np.diag([1, -1, 1]), rotation(0, 33) @ rotation(2, 20),
-     np.array([[0, 0, -1], [1, 0, 0], [0, -1, 0]], dtype=float)],
-    ids=["identity", "flipped", "permuted", "oblique", "PSR"],
-)
+DIRECTIONS = [np.eye(3), np.diag([-1.0, -1.0, 1.0]), rotation(2, 90) @ np.diag([1, -1, 1]),
+              rotation(0, 33) @ rotation(2, 20), np.array([[0, 0, -1], [1, 0, 0], [0, -1, 0]], dtype=float)]
+DIRECTION_IDS = ["identity", "flipped", "permuted", "oblique", "PSR"]
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS, ids=DIRECTION_IDS)
 @settings(max_examples=25, deadline=None)
 @given(axis=st.integers(0, 2), data=st.data())
 def test_roi_gives_the_voxel_box_it_covers_for_any_direction(direction, axis, data):
+    """The box holds exactly the voxels whose centres lie inside the ROI: edges anywhere from on the outer centres
+    to just short of the next ones (on the voxel boundaries the old rounding made the box one voxel too large)."""
     shape = (20, 40, 50)
     ijk_to_ras = ijk_to_ras_matrix(direction, (0.8, 0.7, 2.5), (-12.0, 30.0, 5.0))
     rows, cols = slice_shape(shape, axis)
@@ -178,11 +185,92 @@ def test_roi_gives_the_voxel_box_it_covers_for_any_direction(direction, axis, da
     y0 = data.draw(st.integers(0, rows - 3))
     box = (x0, y0, data.draw(st.integers(x0 + 1, cols - 1)), data.draw(st.integers(y0 + 1, rows - 1)))
     s = data.draw(st.integers(0, shape[axis] - 1))
-    centre, size, object_to_world = roi_for_voxel_box(ijk_to_ras, axis, s, box)
+    beyond = data.draw(st.tuples(*[st.one_of(st.just(0.0), st.just(0.5), st.floats(0.0, 0.99))] * 4))
+    centre, size, object_to_world = roi_for_voxel_box(ijk_to_ras, axis, s, box, beyond=beyond)
     got_axis, key = key_box_from_roi(centre, size, object_to_world, np.linalg.inv(ijk_to_ras), shape)
     assert got_axis == axis
     assert key.slice_index == s
-    assert key.box == pytest.approx(box)
+    assert key.box == box
+
+
+def test_roi_on_voxel_boundaries_is_not_one_voxel_too_large():
+    # Issue 13: an ROI from x0 - 0.5 to x1 + 0.5 covers voxels x0..x1, not x0..x1 + 1.
+    ijk_to_ras = ijk_to_ras_matrix(np.eye(3), (1.0, 1.0, 3.0), (0.0, 0.0, 0.0))
+    centre, size, object_to_world = roi_for_voxel_box(ijk_to_ras, 0, 4, (10, 12, 20, 18))
+    np.testing.assert_allclose(size, [11.0, 7.0, 0.6])
+    assert key_box_from_roi(centre, size, object_to_world, np.linalg.inv(ijk_to_ras), (10, 40, 40)) == (
+        0, KeyBox(4, (10.0, 12.0, 20.0, 18.0), "ROI"))
+
+
+def test_roi_covering_no_voxel_centre_is_refused():
+    object_to_world = np.eye(4)
+    object_to_world[:3, 3] = (10.5, 20.0, 3.0)  # from column 10.2 to 10.8: between two voxel centres
+    with pytest.raises(GeometryError, match="covers no voxel centre on slice 3.*draw a larger box") as info:
+        key_box_from_roi(np.zeros(3), (0.6, 8.0, 0.2), object_to_world, np.eye(4), (10, 40, 40), name="R")
+    assert "\n" not in str(info.value)
+
+
+def test_two_click_roi_without_a_view_is_ambiguous():
+    # A Box ROI placed with two clicks in the axial view: 30 x 20 mm, padded to 20 mm across the slice.
+    object_to_world = np.eye(4)
+    object_to_world[:3, 3] = (20.0, 20.0, 5.0)
+    ras_to_ijk = np.eye(4)
+    with pytest.raises(GeometryError, match="ambiguous.*--slice-axis") as info:
+        key_box_from_roi(np.zeros(3), (30.0, 20.0, 20.0), object_to_world, ras_to_ijk, (10, 40, 40), name="R")
+    assert "\n" not in str(info.value) and "20.0 and 20.0 mm" in str(info.value)
+    expected = (0, KeyBox(5, (5.0, 10.0, 35.0, 30.0), "ROI 'R'"))
+    for kwargs in ({"slice_axis": 0}, {"slice_normal": (0.0, 0.0, -1.0)}, {"slice_axis": 0, "slice_normal": (0, 0, 1)}):
+        assert key_box_from_roi(np.zeros(3), (30.0, 20.0, 20.0), object_to_world, ras_to_ijk, (10, 40, 40),
+                                name="R", **kwargs) == expected
+    # A thin side only 10% thinner than the next is still clear.
+    axis, _ = key_box_from_roi(np.zeros(3), (30.0, 20.0, 18.0), object_to_world, ras_to_ijk, (10, 40, 40))
+    assert axis == 0
+
+
+def test_side_thinnest_in_voxels_but_not_in_mm_is_refused():
+    # 0.7 x 0.7 x 5 mm voxels: half a slice deep (2.5 mm) is thinner in voxels than 3 columns wide (2.1 mm).
+    ijk_to_ras = ijk_to_ras_matrix(np.eye(3), (0.7, 0.7, 5.0), (0.0, 0.0, 0.0))
+    object_to_world = np.eye(4)
+    object_to_world[:3, 3] = (14.0, 14.0, 20.0)
+    with pytest.raises(GeometryError, match="ambiguous"):
+        key_box_from_roi(np.zeros(3), (2.1, 14.0, 2.5), object_to_world, np.linalg.inv(ijk_to_ras), (10, 40, 40))
+
+
+def test_recorded_view_normal_beats_the_thin_side():
+    object_to_world = np.eye(4)
+    object_to_world[:3, 3] = (20.0, 20.0, 5.0)
+    # Thin along S, but recorded as drawn in a sagittal view: the cut at x = 20 is 20 (A) x 1 (S) mm.
+    axis, key = key_box_from_roi(np.zeros(3), (30.0, 20.0, 1.0), object_to_world, np.eye(4), (10, 40, 40),
+                                 slice_normal=(1.0, 0.0, 0.0))
+    assert axis == 2 and key.slice_index == 20 and key.box == (10.0, 5.0, 30.0, 5.0)
+    # A given slice axis wins over the recorded view.
+    axis, key = key_box_from_roi(np.zeros(3), (30.0, 20.0, 1.0), object_to_world, np.eye(4), (10, 40, 40),
+                                 slice_axis=0, slice_normal=(1.0, 0.0, 0.0))
+    assert axis == 0 and key == KeyBox(5, (5.0, 10.0, 35.0, 30.0), "ROI")
+
+
+def test_recorded_view_normal_too_oblique_is_refused():
+    object_to_world = np.eye(4)
+    object_to_world[:3, 3] = (20.0, 20.0, 5.0)
+    normal = rotation(0, 35) @ np.array([0.0, 0.0, 1.0])
+    with pytest.raises(GeometryError, match=r"the view it was drawn in is 35\.0 degrees from image axis 0"):
+        key_box_from_roi(np.zeros(3), (30.0, 20.0, 20.0), object_to_world, np.eye(4), (10, 40, 40),
+                         slice_normal=normal)
+    with pytest.raises(GeometryError, match=r"35\.0 degrees"):
+        key_box_from_line((10, 10, 5), (20, 14, 5), np.eye(4), (10, 40, 40), slice_normal=normal)
+
+
+def test_section_through_a_box_in_a_tilted_plane():
+    # A box 30 x 20 x 4 mm cut through its centre by a plane tilted 5 degrees about x: the cut reaches every side
+    # face (4 vertices on the 4 edges along z), and all of them lie in the plane.
+    normal = rotation(0, 5) @ np.array([0.0, 0.0, 1.0])
+    matrix = np.eye(4)
+    matrix[:3, 3] = (1.0, 2.0, 3.0)
+    points = roi_section_ras(np.zeros(3), (30.0, 20.0, 4.0), matrix, normal)
+    assert len(points) == 4
+    np.testing.assert_allclose((points - [1.0, 2.0, 3.0]) @ normal, 0.0, atol=1e-12)
+    np.testing.assert_allclose(np.sort(points[:, 0]), [-14, -14, 16, 16])
+    np.testing.assert_allclose(np.sort(points[:, 1]), [-8, -8, 12, 12])
 
 
 def test_rotated_roi_uses_all_corners():
@@ -231,3 +319,11 @@ def test_view_normal_picks_axis_for_psr_volume():
     ijk_to_ras = ijk_to_ras_matrix(direction, (1, 1, 1), (0, 0, 0))
     assert slice_axis_from_view_normal((0, 0, 1), ijk_to_ras) == 1
     assert slice_axis_from_view_normal((1, 0, 0), ijk_to_ras) == 0
+
+
+def test_view_normal_is_matched_in_physical_space():
+    # 0.5 x 0.5 x 5 mm voxels: a view normal 15 degrees from the slice direction still picks the slice axis (in
+    # voxel indices its in-plane part would weigh ten times more).
+    ijk_to_ras = ijk_to_ras_matrix(np.eye(3), (0.5, 0.5, 5.0), (0, 0, 0))
+    normal = rotation(0, 15) @ np.array([0.0, 0.0, 1.0])
+    assert slice_axis_from_view_normal(normal, ijk_to_ras) == 0

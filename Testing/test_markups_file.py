@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from MedSAMSegmentLib import markups_file, mrml
-from MedSAMSegmentLib.geometry import merge_key_boxes
+from MedSAMSegmentLib import baselines, io, markups_file, mrml
+from MedSAMSegmentLib.geometry import in_plane_axes, merge_key_boxes
 from slicer_scene import (  # noqa: F401
     make_line,
     make_roi,
@@ -89,6 +89,54 @@ def test_key_boxes_from_files_match_the_mrml_path(mrml_scene, tmp_path):
     assert from_files.slice_axis == from_nodes.slice_axis == 0
     assert [k.slice_index for k in from_files.sorted()] == [k.slice_index for k in from_nodes.sorted()] == [4, 6]
     np.testing.assert_allclose([k.box for k in from_files.sorted()], [k.box for k in from_nodes.sorted()], atol=1e-6)
+
+
+@pytest.mark.parametrize("slice_axis", [0, 2])
+def test_roi_file_and_box_json_give_the_same_key_boxes_and_mask(mrml_scene, tmp_path, slice_axis):
+    """An ROI drawn around voxels x0..x1, y0..y1 (its edges on the voxel boundaries) and the box JSON entry
+    [x0, y0, x1, y1] are one key box: through the ROI node, through Slicer's .mrk.json of it and through the JSON,
+    and the same filled mask, which on the key slices is the voxels Slicer puts inside the ROI."""
+    ijk_to_ras = rotation_matrix([1, 1, 0], 12) @ np.diag([0.9, 0.8, 2.0, 1.0])
+    ijk_to_ras[:3, 3] = [-5, 3, 7]
+    shape = (10, 30, 32)
+    volume = make_volume(mrml_scene, np.zeros(shape, np.int16), ijk_to_ras)
+    row_axis, col_axis = in_plane_axes(slice_axis)
+    spacing = np.linalg.norm(ijk_to_ras[:3, :3], axis=0)[::-1]  # per numpy axis
+    axes_world = [ijk_to_ras[:3, :3] @ np.eye(3)[a][::-1] / spacing[a] for a in range(3)]
+    if slice_axis == 0:
+        entries = [(3, (4, 6, 13, 9)), (7, (5, 5, 15, 8))]
+    else:
+        entries = [(6, (8, 1, 20, 6)), (25, (10, 2, 22, 7))]
+    rois = []
+    for n, (s, (x0, y0, x1, y1)) in enumerate(entries):
+        centre_kji = np.zeros(3)
+        centre_kji[slice_axis], centre_kji[col_axis], centre_kji[row_axis] = s, (x0 + x1) / 2, (y0 + y1) / 2
+        size = [(x1 - x0 + 1) * spacing[col_axis], (y1 - y0 + 1) * spacing[row_axis], 0.5 * spacing[slice_axis]]
+        rotation = np.c_[axes_world[col_axis], axes_world[row_axis], axes_world[slice_axis]]
+        roi = make_roi(mrml_scene, (ijk_to_ras @ np.r_[centre_kji[::-1], 1.0])[:3], size, rotation, name=f"R{n}")
+        _slicer_write(mrml_scene, roi, tmp_path / f"R{n}.mrk.json", "LPS")
+        rois.append(roi)
+    box_json = tmp_path / "boxes.json"
+    box_json.write_text(json.dumps({"slice_axis": slice_axis,
+                                    "boxes": [{"slice": s, "box": list(box)} for s, box in entries]}))
+
+    from_nodes = mrml.markups_key_boxes(rois, volume)
+    from_files = merge_key_boxes(sum((markups_file.read_markups_key_boxes(tmp_path / f"R{n}.mrk.json",
+                                                                          np.linalg.inv(ijk_to_ras), shape)
+                                      for n in range(len(entries))), []))
+    from_json = io.read_box_json(str(box_json), shape)
+    expected = [(s, tuple(float(v) for v in box)) for s, box in entries]
+    for keys in (from_nodes, from_files, from_json):
+        assert keys.slice_axis == slice_axis
+        assert [(k.slice_index, k.box) for k in keys.sorted()] == expected
+    masks = [baselines.filled_boxes(shape, keys) for keys in (from_nodes, from_files, from_json)]
+    np.testing.assert_array_equal(masks[0], masks[1])
+    np.testing.assert_array_equal(masks[0], masks[2])
+    kk, jj, ii = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    world = (ijk_to_ras @ np.c_[ii.ravel(), jj.ravel(), kk.ravel(), np.ones(ii.size)].T).T[:, :3]
+    for (s, _), roi in zip(entries, rois):
+        covered = np.array([roi.IsPointInROIWorld(p) for p in world]).reshape(shape)
+        assert np.array_equal(np.take(covered, s, axis=slice_axis), np.take(masks[0], s, axis=slice_axis))
 
 
 @pytest.mark.parametrize("system", ["LPS", "RAS"])

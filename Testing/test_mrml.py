@@ -13,6 +13,7 @@ from slicer_scene import (  # noqa: F401
     make_transform,
     make_volume,
     mrml_scene_fixture,
+    numpy_matrix,
     rotation_matrix,
     slicer,
 )
@@ -74,25 +75,34 @@ def test_volume_geometry_includes_parent_transform(mrml_scene, name):
         array[0, 0, 0] = 1  # a read-only view: the source volume is never modified
 
 
-@pytest.mark.parametrize("name", list(_geometries()))
-@pytest.mark.parametrize("slice_axis", [0, 1, 2])
-@pytest.mark.parametrize("spin", [0.0, 30.0])
-def test_roi_key_box_matches_covered_voxels(mrml_scene, name, slice_axis, spin):
-    ijk_to_ras, parent = _geometries()[name]
-    volume = make_volume(mrml_scene, _volume_array(), ijk_to_ras, parent_transform=parent)
-    ijk_to_world = mrml.volume_ijk_to_world(volume)
-    # An ROI aligned with the volume's slices (its local z along the slice axis), spun in-plane by `spin`.
-    kji_axes = np.eye(3)
-    dirs_world = [ijk_to_world[:3, :3] @ kji_axes[a][::-1] for a in range(3)]
+def _aligned_rotation(ijk_to_world, slice_axis, spin):
+    """An ROI rotation with its local x along the slice's columns and z along the slice axis, spun in-plane."""
+    dirs_world = [ijk_to_world[:3, :3] @ np.eye(3)[a][::-1] for a in range(3)]
     row_axis, col_axis = in_plane_axes(slice_axis)
     x_dir = dirs_world[col_axis] / np.linalg.norm(dirs_world[col_axis])
     z_dir = dirs_world[slice_axis] / np.linalg.norm(dirs_world[slice_axis])
     y_dir = np.cross(z_dir, x_dir)
-    rotation = np.c_[x_dir, y_dir, z_dir] @ rotation_matrix([0, 0, 1], spin)[:3, :3]
+    return np.c_[x_dir, y_dir, z_dir] @ rotation_matrix([0, 0, 1], spin)[:3, :3]
+
+
+@pytest.mark.parametrize("name", list(_geometries()))
+@pytest.mark.parametrize("slice_axis", [0, 1, 2])
+@pytest.mark.parametrize("spin", [0.0, 30.0])
+@pytest.mark.parametrize("extent", ["fractional", "voxel_boundaries"])
+def test_roi_key_box_matches_covered_voxels(mrml_scene, name, slice_axis, spin, extent):
+    ijk_to_ras, parent = _geometries()[name]
+    volume = make_volume(mrml_scene, _volume_array(), ijk_to_ras, parent_transform=parent)
+    ijk_to_world = mrml.volume_ijk_to_world(volume)
+    # An ROI aligned with the volume's slices (its local z along the slice axis), spun in-plane by `spin`. Its
+    # in-plane edges are half-way between voxel centres ("voxel_boundaries": 7 x 5 voxels around a voxel centre)
+    # or anywhere ("fractional": 6.3 x 4.2).
+    row_axis, col_axis = in_plane_axes(slice_axis)
+    rotation = _aligned_rotation(ijk_to_world, slice_axis, spin)
     center_kji = [5.0, 9.0, 11.0]
     center = _world_point(ijk_to_world, center_kji)
     spacing = np.linalg.norm(ijk_to_world[:3, :3], axis=0)[::-1]  # per numpy axis
-    size = [6.3 * spacing[col_axis], 4.2 * spacing[row_axis], 0.5 * spacing[slice_axis]]
+    cols, rows = (6.3, 4.2) if extent == "fractional" else (7.0, 5.0)
+    size = [cols * spacing[col_axis], rows * spacing[row_axis], 0.5 * spacing[slice_axis]]
     roi = make_roi(mrml_scene, center, size, rotation)
 
     keys = mrml.markups_key_boxes([roi], volume)
@@ -104,9 +114,46 @@ def test_roi_key_box_matches_covered_voxels(mrml_scene, name, slice_axis, spin):
     assert set(inside[:, slice_axis]) == {key.slice_index}
     x0, y0, x1, y1 = key.box
     xs, ys = inside[:, col_axis], inside[:, row_axis]
-    # Every covered voxel is in the box, and the box is no more than one voxel larger on any side.
+    if spin == 0.0:
+        # The box is the covered voxels' extent, exactly (it used to be one voxel larger at the far edges).
+        assert key.box == (xs.min(), ys.min(), xs.max(), ys.max())
+        return
+    # Spun in-plane: the box is the voxel centres inside the extent of the ROI's in-plane corners (from Slicer's own
+    # matrix and size), so it holds every covered voxel. Its corners are the extreme covered centres only where
+    # the ROI's tips lie on voxel centres (test_spun_roi_box_is_exact_when_its_tips_are_voxel_centres); otherwise a
+    # tip may reach less than a voxel past the last covered centre in that column, never a whole voxel.
+    object_to_world = numpy_matrix(roi.GetObjectToWorldMatrix())
+    half = np.asarray(roi.GetSize()) / 2
+    tips = [object_to_world @ [sx * half[0], sy * half[1], 0.0, 1.0] for sx in (-1, 1) for sy in (-1, 1)]
+    tips_kji = (np.linalg.inv(ijk_to_world) @ np.array(tips).T).T[:, 2::-1]
+    assert key.box == (np.ceil(tips_kji[:, col_axis].min()), np.ceil(tips_kji[:, row_axis].min()),
+                       np.floor(tips_kji[:, col_axis].max()), np.floor(tips_kji[:, row_axis].max()))
     assert x0 <= xs.min() and xs.max() <= x1 and y0 <= ys.min() and ys.max() <= y1
     assert xs.min() - x0 <= 1 and x1 - xs.max() <= 1 and ys.min() - y0 <= 1 and y1 - ys.max() <= 1
+
+
+@pytest.mark.parametrize("direction", ["oblique", "flipped"])
+def test_spun_roi_box_is_exact_when_its_tips_are_voxel_centres(mrml_scene, direction):
+    # Square pixels (0.7 mm): a square spun 45 degrees with its four tips just beyond voxel centres 2 columns
+    # and 2 rows from its centre covers a diamond of voxels whose extent is the box.
+    ijk_to_ras = np.diag([0.7, 0.7, 2.0, 1.0])
+    if direction == "oblique":
+        ijk_to_ras = rotation_matrix([1, 2, 0.5], 17) @ ijk_to_ras
+    else:
+        ijk_to_ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ ijk_to_ras
+    ijk_to_ras[:3, 3] = [3, -7, 11]
+    volume = make_volume(mrml_scene, _volume_array(), ijk_to_ras)
+    center_kji = [5.0, 9.0, 11.0]
+    reach = 2.01  # voxels from the centre to each tip
+    side = reach * np.sqrt(2.0) * 0.7
+    roi = make_roi(mrml_scene, _world_point(ijk_to_ras, center_kji), [side, side, 1.0],
+                   _aligned_rotation(ijk_to_ras, 0, 45.0))
+    (key,) = mrml.markups_key_boxes([roi], volume).boxes
+    inside = _inside_voxels(roi, volume, ijk_to_ras)
+    assert len(inside) == 13  # |dj| + |di| <= 2
+    assert key.slice_index == 5
+    assert key.box == (inside[:, 2].min(), inside[:, 1].min(), inside[:, 2].max(), inside[:, 1].max()) == (
+        9.0, 7.0, 13.0, 11.0)
 
 
 def test_roi_under_its_own_transform(mrml_scene):

@@ -198,9 +198,11 @@ def roi_geometry_from_key_box(ijk_to_world: np.ndarray, slice_axis: int, key: Ke
 
 
 def add_roi_for_key_box(scene, volume_node, slice_axis: int, key: KeyBox, name: str = ""):
-    """A markups ROI node in ``scene`` (in world coordinates) that gives back ``key`` on ``volume_node``."""
+    """A markups ROI node in ``scene`` (in world coordinates) that gives back ``key`` on ``volume_node``; it records
+    the slice direction as the view it was "drawn" in, so that even a box narrower than the slice is unambiguous."""
     matrix, size, _ = roi_geometry_from_key_box(mrml.volume_ijk_to_world(volume_node), slice_axis, key)
     node = scene.AddNewNodeByClass(mrml.ROI_CLASS, name or f"key box {key.slice_index}")
     node.SetAndObserveObjectToNodeMatrix(mrml.to_vtk_matrix(matrix))
     node.SetSize(*[float(v) for v in size])
+    node.SetAttribute(mrml.SLICE_NORMAL_ATTRIBUTE, ",".join(repr(float(v)) for v in matrix[:3, 2]))
     return node

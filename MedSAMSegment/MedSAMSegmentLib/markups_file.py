@@ -186,7 +186,11 @@ def markups_key_boxes(
 ) -> List[Tuple[int, KeyBox]]:
     """``(slice_axis, KeyBox)`` for each ROI and line; ROIs grow by ``margin`` pixels (clipped to the slice).
 
-    A line parallel to an image axis takes the slice axis of the ROIs, or of another line, when not given.
+    ``slice_axis`` (the command line's ``--slice-axis``) is every markup's when given. Otherwise an ROI's slice axis
+    comes from its clearly thinnest side (:func:`geometry.key_box_from_roi`): a file holds no record of the view a
+    box was drawn in, and a Box ROI placed with two clicks, saved as Slicer saves it (e.g. size [39.3, 32.4, 32.4]),
+    has two equal thin sides and is refused with a one-line error that asks for ``--slice-axis``. A line parallel to
+    an image axis takes the slice axis of the ROIs, or of another line, when not given.
     """
     items = list(markups)
     pairs: List[Optional[Tuple[int, KeyBox]]] = [None] * len(items)
