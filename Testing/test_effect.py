@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from MedSAMSegmentLib import dependencies, effect, key_box_nodes, engine, intensity, mrml, pipeline
+from MedSAMSegmentLib import dependencies, effect, engine, intensity, key_box_nodes, mrml, pipeline
 from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet
 from MedSAMSegmentLib.models import SliceModel
 from slicer_scene import (  # noqa: F401

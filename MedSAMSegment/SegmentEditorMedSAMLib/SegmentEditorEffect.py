@@ -68,9 +68,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         scriptedEffect.perSegment = True
         scriptedEffect.requireSegments = True
         AbstractScriptedSegmentEditorEffect.__init__(self, scriptedEffect)
-        self._placingClass = None  # the markups class placed one after another, or None
-        self._pendingNode = None  # the node being placed now
-        self._observations = []  # (object, tag)
+        self.placement = None  # KeyBoxPlacement, made with the widgets
+        self.watcher = None  # KeyBoxWatcher, while the effect is active
+        self._sceneCloseTag = None
         self._prepared = None  # the active run's PreparedRun
         self._target = None  # the active run's RunTarget
         self._lastSliceAxis = 0
@@ -100,6 +100,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     # -- widgets ----------------------------------------------------------------------------------------------
     def setupOptionsFrame(self):
         from MedSAMSegmentLib import effect
+        from MedSAMSegmentLib.key_box_placement import KeyBoxPlacement
 
         placeRow = qt.QHBoxLayout()
         self.placeBoxButton = qt.QPushButton("Place box")
@@ -169,9 +170,10 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         for combo in (self.strategyCombo, self.intensityCombo, self.modelCombo, self.deviceCombo):
             combo.connect("currentIndexChanged(int)", self.updateMRMLFromGUI)
         self.checkpointPath.connect("currentPathChanged(QString)", self.updateMRMLFromGUI)
-        self._observe(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneClosed)
-        for event in (slicer.mrmlScene.NodeAddedEvent, slicer.mrmlScene.NodeRemovedEvent):
-            self._observe(slicer.mrmlScene, event, self.onSceneNodesChanged)
+        self.placement = KeyBoxPlacement(slicer.mrmlScene, slicer.app.applicationLogic(), self.target,
+                                         self.updateKeyBoxTable)
+        self._sceneCloseTag = slicer.mrmlScene.AddObserver(slicer.mrmlScene.EndCloseEvent,
+                                                           lambda *unused: self.onSceneClosed())
 
     def _combo(self, choices, label):
         combo = qt.QComboBox()
@@ -180,14 +182,14 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.scriptedEffect.addLabeledOptionsWidget(label, combo)
         return combo
 
-    def _observe(self, obj, event, callback):
-        self._observations.append((obj, obj.AddObserver(event, lambda *unused: callback())))
-
     def cleanup(self):
         """Remove observers and stop the timer (the effect is being destroyed)."""
-        for obj, tag in self._observations:
-            obj.RemoveObserver(tag)
-        self._observations = []
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
+        if self._sceneCloseTag is not None:
+            slicer.mrmlScene.RemoveObserver(self._sceneCloseTag)
+            self._sceneCloseTag = None
         if self.pollTimer is not None:
             self.pollTimer.stop()
 
@@ -203,11 +205,11 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             (self.deviceCombo, "Device"),
         ):
             wasBlocked = combo.blockSignals(True)
-            index = combo.findData(self.scriptedEffect.parameter(name))
+            index = combo.findData(self.parameter(name))
             combo.setCurrentIndex(max(index, 0))
             combo.blockSignals(wasBlocked)
         wasBlocked = self.checkpointPath.blockSignals(True)
-        self.checkpointPath.currentPath = self.scriptedEffect.parameter("Checkpoint")
+        self.checkpointPath.currentPath = self.parameter("Checkpoint")
         self.checkpointPath.blockSignals(wasBlocked)
         self.checkpointPath.enabled = self.modelCombo.currentData == "vit_b"
         self.updateKeyBoxTable()
@@ -219,46 +221,57 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.scriptedEffect.setParameter("Device", self.deviceCombo.currentData)
         self.scriptedEffect.setParameter("Checkpoint", self.checkpointPath.currentPath)
 
+    def parameter(self, name):
+        """An effect parameter, or its default when it is not stored: ``scriptedEffect.parameter`` logs an error for
+        a parameter that is not on the node, and an empty default (Checkpoint) is never stored
+        (qSlicerSegmentEditorAbstractEffect::setCommonParameter skips an empty value that is not there yet)."""
+        if not self.scriptedEffect.parameterDefined(name):
+            return PARAMETERS[name]
+        return self.scriptedEffect.parameter(name)
+
     def settings(self):
         from MedSAMSegmentLib import effect
 
         return effect.EffectSettings(
-            strategy=self.scriptedEffect.parameter("Strategy"),
-            intensity=self.scriptedEffect.parameter("Intensity"),
-            model=self.scriptedEffect.parameter("Model"),
-            checkpoint=self.scriptedEffect.parameter("Checkpoint") or None,
-            device=self.scriptedEffect.parameter("Device"),
+            strategy=self.parameter("Strategy"),
+            intensity=self.parameter("Intensity"),
+            model=self.parameter("Model"),
+            checkpoint=self.parameter("Checkpoint") or None,
+            device=self.parameter("Device"),
         )
 
     # -- activation -------------------------------------------------------------------------------------------
     def activate(self):
         from MedSAMSegmentLib import dependencies, effect
+        from MedSAMSegmentLib.key_box_placement import KeyBoxWatcher
 
         self.pollTimer.start()
+        self.watcher = KeyBoxWatcher(slicer.mrmlScene, self.scriptedEffect.parameterSetNode(),
+                                     self.onKeyBoxesMayHaveChanged)
         self.updateKeyBoxTable()
         settings = self.settings()
         if settings.model == "lite" and not dependencies.missing_requirements("lite"):
             effect.shared_logic().background().prepare(settings.model_spec())  # the first Segment waits for nothing
 
     def deactivate(self):
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
         self.stopPlacing()
         if self._prepared is not None:
             self.onCancel()
         if self._prepared is None:
             self.pollTimer.stop()
 
-    def interactionNodeModified(self, interactionNode):
-        """Keep the effect selected in Place mode (the C++ default deselects it), and place boxes one after
-        another: when one is complete, the next placement starts until the user stops it."""
-        if self._placingClass is None or interactionNode.GetCurrentInteractionMode() == interactionNode.Place:
-            return
-        from MedSAMSegmentLib import mrml
+    def onKeyBoxesMayHaveChanged(self):
+        if self.scriptedEffect.active():
+            self.updateKeyBoxTable()
 
-        if self._pendingNode is not None and mrml.markups_is_placed(self._pendingNode):
-            self._pendingNode = None
-            self._startPlacingNode()
-        else:
-            self.stopPlacing()  # Esc or another mode: the user stopped placing
+    def interactionNodeModified(self, interactionNode):
+        """Keep the effect selected in Place mode (the C++ default deselects it); boxes are placed one after
+        another (KeyBoxPlacement)."""
+        self.placement.interaction_mode_changed(interactionNode)
+        self._updatePlaceButtons()
 
     # -- key boxes --------------------------------------------------------------------------------------------
     def target(self):
@@ -278,60 +291,18 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         return key_box_nodes.key_box_nodes(slicer.mrmlScene, target) if target else []
 
     def onPlaceClicked(self, className):
-        wasPlacing = self._placingClass == className
-        self.stopPlacing()
-        if not wasPlacing and self.target() is not None:
-            self._placingClass = className
-            self._startPlacingNode()
+        self.placement.toggle(className)
         self._updatePlaceButtons()
-
-    def _startPlacingNode(self):
-        """A new key box node of the selected segment, made the active place node, in Place mode."""
-        from MedSAMSegmentLib import key_box_nodes
-
-        target = self.target()
-        if target is None:
-            self.stopPlacing()
-            return
-        kind = "box" if self._placingClass.endswith("ROINode") else "line"
-        name = slicer.mrmlScene.GenerateUniqueName(f"MedSAM {kind}")
-        node = slicer.mrmlScene.AddNewNodeByClass(self._placingClass, name)
-        node.CreateDefaultDisplayNodes()
-        key_box_nodes.assign(node, target)
-        self._pendingNode = node
-        self._observe(node, slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self.onPointPlaced)
-        selectionNode = slicer.app.applicationLogic().GetSelectionNode()
-        selectionNode.SetReferenceActivePlaceNodeClassName(self._placingClass)
-        selectionNode.SetActivePlaceNodeID(node.GetID())
-        interactionNode = slicer.app.applicationLogic().GetInteractionNode()
-        interactionNode.SetPlaceModePersistence(0)
-        interactionNode.SetCurrentInteractionMode(interactionNode.Place)
 
     def stopPlacing(self):
         """Leave Place mode; an unfinished key box node is removed."""
-        from MedSAMSegmentLib import mrml
-
-        self._placingClass = None
-        pending, self._pendingNode = self._pendingNode, None
-        if pending is not None and not mrml.markups_is_placed(pending) and pending.GetScene() is not None:
-            slicer.mrmlScene.RemoveNode(pending)
-        interactionNode = slicer.app.applicationLogic().GetInteractionNode()
-        if interactionNode.GetCurrentInteractionMode() == interactionNode.Place:
-            interactionNode.SetCurrentInteractionMode(interactionNode.ViewTransform)
+        self.placement.stop()
         self._updatePlaceButtons()
 
     def _updatePlaceButtons(self):
         for button, className in ((self.placeBoxButton, "vtkMRMLMarkupsROINode"),
                                   (self.placeLineButton, "vtkMRMLMarkupsLineNode")):
-            button.checked = self._placingClass == className
-
-    def onPointPlaced(self):
-        from MedSAMSegmentLib import mrml
-
-        node = self._pendingNode
-        if node is not None and mrml.markups_is_placed(node):
-            mrml.record_placement_view(node, slicer.mrmlScene)  # the drawn view gives the slice axis
-        self.updateKeyBoxTable()
+            button.checked = self.placement.placing_class == className
 
     def onTakeIn(self):
         from MedSAMSegmentLib import key_box_nodes
@@ -340,10 +311,6 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if target is not None:
             count = key_box_nodes.take_in(key_box_nodes.unassigned_markups(slicer.mrmlScene), target)
             self.statusLabel.text = f"Took in {count} markups as key boxes of the selected segment."
-            self.updateKeyBoxTable()
-
-    def onSceneNodesChanged(self):
-        if self.scriptedEffect.active():
             self.updateKeyBoxTable()
 
     def updateKeyBoxTable(self):
@@ -370,18 +337,11 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         return slicer.mrmlScene.GetNodeByID(item.data(qt.Qt.UserRole)) if item else None
 
     def onKeyBoxClicked(self, row, column):
+        from MedSAMSegmentLib.key_box_placement import markups_center_ras
+
         node = self._rowNode(row)
-        if node is None:
-            return
-        center = [0.0, 0.0, 0.0]
-        if node.IsA("vtkMRMLMarkupsROINode"):
-            node.GetCenterWorld(center)
-        else:
-            a, b = [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
-            node.GetNthControlPointPositionWorld(0, a)
-            node.GetNthControlPointPositionWorld(1, b)
-            center = [(x + y) / 2.0 for x, y in zip(a, b)]
-        slicer.modules.markups.logic().JumpSlicesToLocation(center[0], center[1], center[2], True)
+        if node is not None:
+            slicer.modules.markups.logic().JumpSlicesToLocation(*markups_center_ras(node), True)
 
     def onDeleteKeyBox(self):
         node = self._rowNode(self.keyBoxTable.currentRow())
@@ -409,7 +369,13 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if self._prepared is not None:
             return
         settings = self.settings()
-        if not MedSAMSegment.ensureDependencies(settings.model, slicer.util.mainWindow()):
+        try:
+            ready = MedSAMSegment.ensureDependencies(settings.model, slicer.util.mainWindow())
+        except Exception as exc:  # noqa: BLE001 - a slot must not raise; one dialog
+            logging.exception("MedSAM: checking the dependencies failed")
+            slicer.util.errorDisplay(f"MedSAM cannot check its Python packages: {exc}")
+            return
+        if not ready:
             return
         target = self.target()
         if target is None:
@@ -466,7 +432,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self.progressBar.maximum = max(event.total, 1)
             self.progressBar.value = event.done
             self.progressBar.format = f"{event.message}: %v / %m"
-        elif event.kind == "status":
+        elif event.kind == "status" and self._prepared is None:  # a run's own status line wins while it runs
             self.statusLabel.text = event.message[0].upper() + event.message[1:] + "."
         elif event.kind == "cancelled":
             self._endRun(event.message)

@@ -1,0 +1,150 @@
+"""Placing key boxes one after another, and watching what the key box table shows (MRML and VTK only, no Qt).
+
+The Qt effect owns one :class:`KeyBoxPlacement` and one :class:`KeyBoxWatcher` and forwards to them; both run on
+real ``slicer-core`` scenes in tests.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional, Tuple
+
+from . import key_box_nodes, mrml
+from .key_box_nodes import RunTarget
+
+
+class KeyBoxPlacement:
+    """Place ROIs or lines as key boxes of the selected target, one after another, until stopped.
+
+    ``target()`` gives the target a new box belongs to (None: placing stops); ``changed()`` is called when a box
+    is complete. Slicer returns the interaction node to View/Transform after each complete node (persistence
+    off); :meth:`interaction_mode_changed` then starts the next node, or stops when the node was left unfinished
+    (Esc, right click, another mode).
+    """
+
+    def __init__(self, scene, app_logic, target: Callable[[], Optional[RunTarget]],
+                 changed: Callable[[], None] = lambda: None) -> None:
+        self.scene = scene
+        self.app_logic = app_logic
+        self._target = target
+        self._changed = changed
+        self.placing_class: Optional[str] = None
+        self.pending = None  # the node being placed now
+        self._pending_tag: Optional[int] = None
+
+    def toggle(self, class_name: str) -> None:
+        """The Place button: start placing ``class_name`` nodes, or stop if they are being placed."""
+        was_placing = self.placing_class == class_name
+        self.stop()
+        if not was_placing and self._target() is not None:
+            self.placing_class = class_name
+            self._place_next()
+
+    def _place_next(self) -> None:
+        target = self._target()
+        if target is None:
+            self.stop()
+            return
+        kind = "box" if self.placing_class == mrml.ROI_CLASS else "line"
+        node = self.scene.AddNewNodeByClass(self.placing_class, self.scene.GenerateUniqueName(f"MedSAM {kind}"))
+        node.CreateDefaultDisplayNodes()
+        key_box_nodes.assign(node, target)
+        self.pending = node
+        self._pending_tag = node.AddObserver(node.PointPositionDefinedEvent, lambda *unused: self._point_defined())
+        selection = self.app_logic.GetSelectionNode()
+        selection.SetReferenceActivePlaceNodeClassName(self.placing_class)
+        selection.SetActivePlaceNodeID(node.GetID())
+        interaction = self.app_logic.GetInteractionNode()
+        interaction.SetPlaceModePersistence(0)
+        interaction.SetCurrentInteractionMode(interaction.Place)
+
+    def _point_defined(self) -> None:
+        if self.pending is not None and mrml.markups_is_placed(self.pending):
+            mrml.record_placement_view(self.pending, self.scene)  # the drawn view gives the slice axis
+            self._changed()
+
+    def _release_pending(self):
+        pending, self.pending = self.pending, None
+        if pending is not None and self._pending_tag is not None:
+            pending.RemoveObserver(self._pending_tag)
+        self._pending_tag = None
+        return pending
+
+    def stop(self) -> None:
+        """Leave Place mode; an unfinished key box node is removed."""
+        self.placing_class = None
+        pending = self._release_pending()
+        if pending is not None and not mrml.markups_is_placed(pending) and pending.GetScene() is not None:
+            self.scene.RemoveNode(pending)
+        interaction = self.app_logic.GetInteractionNode()
+        if interaction.GetCurrentInteractionMode() == interaction.Place:
+            interaction.SetCurrentInteractionMode(interaction.ViewTransform)
+
+    def interaction_mode_changed(self, interaction_node) -> None:
+        """Forwarded from the effect's ``interactionNodeModified``: continue with the next box, or stop."""
+        if self.placing_class is None or interaction_node.GetCurrentInteractionMode() == interaction_node.Place:
+            return
+        if self.pending is not None and mrml.markups_is_placed(self.pending):
+            self._release_pending()
+            self._place_next()
+        else:
+            self.stop()
+
+
+class KeyBoxWatcher:
+    """Calls ``changed()`` when what the key box table shows may have changed: the segment editor node (the
+    selected segment, segmentation or volume), any ROI or line node (added, placed, moved, assigned), or nodes
+    added to or removed from the scene. The Segment Editor itself tells an effect none of these."""
+
+    def __init__(self, scene, editor_node, changed: Callable[[], None]) -> None:
+        self.scene = scene
+        self._changed = changed
+        self._observations: List[Tuple[object, int]] = []
+        self._markups: Dict[str, Tuple[object, int]] = {}
+        if editor_node is not None:
+            self._observations.append((editor_node, editor_node.AddObserver("ModifiedEvent", self._on_change)))
+        for event in (scene.NodeAddedEvent, scene.NodeRemovedEvent):
+            self._observations.append((scene, scene.AddObserver(event, self._on_scene_change)))
+        self._follow_markups()
+
+    def _on_change(self, *unused) -> None:
+        self._changed()
+
+    def _on_scene_change(self, *unused) -> None:
+        self._follow_markups()
+        self._changed()
+
+    def _follow_markups(self) -> None:
+        present = {}
+        for class_name in key_box_nodes.MARKUPS_CLASSES:
+            collection = self.scene.GetNodesByClass(class_name)
+            for n in range(collection.GetNumberOfItems()):
+                node = collection.GetItemAsObject(n)
+                present[node.GetID()] = node
+        for node_id in list(self._markups):
+            node, tag = self._markups[node_id]
+            if present.get(node_id) is not node:
+                node.RemoveObserver(tag)
+                del self._markups[node_id]
+        for node_id, node in present.items():
+            if node_id not in self._markups:
+                self._markups[node_id] = (node, node.AddObserver("ModifiedEvent", self._on_change))
+
+    def stop(self) -> None:
+        """Remove every observer."""
+        for obj, tag in self._observations:
+            obj.RemoveObserver(tag)
+        for node, tag in self._markups.values():
+            node.RemoveObserver(tag)
+        self._observations, self._markups = [], {}
+
+
+def markups_center_ras(node) -> List[float]:
+    """Where to jump the views for a key box node: an ROI's centre, a line's midpoint (world RAS)."""
+    if node.IsA(mrml.ROI_CLASS):
+        center = [0.0, 0.0, 0.0]
+        node.GetCenterWorld(center)
+        return center
+    a, b = [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
+    node.GetNthControlPointPositionWorld(0, a)
+    node.GetNthControlPointPositionWorld(1, b)
+    return [(x + y) / 2.0 for x, y in zip(a, b)]
