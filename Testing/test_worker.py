@@ -70,6 +70,18 @@ def test_bad_streams_are_refused(stream, match):
         read_message(stream)
 
 
+def test_the_worker_runs_slicers_real_python_not_its_launcher(tmp_path):
+    from MedSAMSegmentLib.worker_client import default_python
+
+    launcher = tmp_path / "PythonSlicer"
+    launcher.write_text("")
+    assert default_python(str(launcher)) == str(launcher)  # python-real not found: the launcher still works
+    real = tmp_path / ("python-real.exe" if os.name == "nt" else "python-real")
+    real.write_text("")
+    assert default_python(str(launcher)) == str(real)
+    assert default_python("/usr/bin/python3") == "/usr/bin/python3"
+
+
 def test_object_arrays_are_never_sent():
     with pytest.raises(ProtocolError, match="cannot be sent"):
         write_message(io.BytesIO(), {"op": "x"}, {"a": np.array([{"pickle": "me"}], dtype=object)})

@@ -25,11 +25,29 @@ from .worker_protocol import Message, ProtocolError, read_message, write_message
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def default_python(executable: Optional[str] = None) -> str:
+    """The interpreter the worker runs with: ``sys.executable``, except inside Slicer.
+
+    There ``sys.executable`` is the ``PythonSlicer`` launcher, which sets up Slicer's environment and starts
+    ``python-real`` beside it. The Slicer process already has that environment (the launcher started it too), so
+    the worker runs ``python-real`` directly and its binary pipes are not relayed through the launcher; when
+    ``python-real`` is not found, the launcher is used.
+    """
+    executable = executable or sys.executable
+    folder, name = os.path.split(executable)
+    if name.lower().startswith("pythonslicer"):
+        for candidate in ("python-real.exe", "python-real") if os.name == "nt" else ("python-real",):
+            path = os.path.join(folder, candidate)
+            if os.path.isfile(path):
+                return path
+    return executable
+
+
 class WorkerClient:
-    """One worker process. ``python`` runs it (default: this interpreter; in Slicer: ``PythonSlicer``)."""
+    """One worker process. ``python`` runs it (default: :func:`default_python`)."""
 
     def __init__(self, python: Optional[str] = None, environment: Optional[Dict[str, str]] = None) -> None:
-        self.python = python or sys.executable
+        self.python = python or default_python()
         self.environment = environment
         self.process: Optional[subprocess.Popen] = None
         self.log_path = ""
