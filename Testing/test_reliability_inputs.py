@@ -53,6 +53,7 @@ def _nrrd(path, header_extra, body=b"\0" * 64, sizes="4 4 2"):
     return str(path)
 
 
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03"  # a valid gzip header; garbage follows
 CASES = {
     # name: (files to make -> argv, expected text in the one error line)
     "4d": (lambda t: [_img(t / "4d.nii.gz", np.zeros((2, 3, 8, 8), np.int16)), "--boxes", single_box(t)],
@@ -70,6 +71,8 @@ CASES = {
                      "invalid spacing"),
     "npz without imgs": (lambda t: [_npz(t / "noimgs.npz", key="image"), "--boxes", single_box(t)], "no 'imgs'"),
     "truncated gzip": (lambda t: [_truncated(t), "--boxes", single_box(t)], "could not be read"),
+    "corrupt gzip": (lambda t: [_bytes(t / "corrupt.nii.gz", GZIP_HEADER + b"garbage" * 3), "--boxes", single_box(t)],
+                     "corrupt.nii.gz could not be read (Error -3"),
     "markups without ROI or line": (
         lambda t: [CORD_IMAGE, "--boxes", write_json(t / "points.mrk.json", {"markups": [
             {"type": "Fiducial", "controlPoints": [{"position": [1, 2, 3]}]}]})], "no placed ROI or line"),
@@ -106,6 +109,11 @@ def _img(path, array, vector=False):
 
 def _npz(path, key="imgs", **extra):
     np.savez(path, **{key: np.zeros((3, 64, 64), np.uint8)}, **extra)
+    return str(path)
+
+
+def _bytes(path, data):
+    path.write_bytes(data)
     return str(path)
 
 
@@ -264,28 +272,31 @@ def test_2d_rgb_image_end_to_end(tmp_path, capsys):
 # Models: exit 1 with one line
 
 
-def test_model_problems_exit_1_with_one_line(tmp_path, capsys, lite_model):
+def test_model_problems_exit_1_and_checkpoint_problems_exit_2_with_one_line(tmp_path, capsys, lite_model):
     boxes = single_box(tmp_path, 3, (140, 140, 180, 180))
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"hello, this is not a checkpoint")
-    cases = [
-        (["--model", "vit_b", "--checkpoint", str(garbage)], "is not a PyTorch checkpoint"),
-        (["--model", "vit_b", "--checkpoint", lite_model.checkpoint_path], "is not a SAM ViT-B checkpoint"),
-        (["--model", "vit_b", "--checkpoint", str(tmp_path / "missing.pth")], "does not exist"),
-        (["--device", "tpu"], "unknown device"),
+    cases = [  # a checkpoint file that does not fit is the user's input: exit 2, naming the file and what it must be
+        (["--model", "vit_b", "--checkpoint", str(garbage)], "is not a PyTorch checkpoint", 2),
+        (["--model", "vit_b", "--checkpoint", lite_model.checkpoint_path], "is not a SAM ViT-B checkpoint", 2),
+        (["--model", "vit_b", "--checkpoint", str(tmp_path / "missing.pth")], "does not exist", 2),
+        (["--model", "lite", "--checkpoint", str(garbage)], "medsam_vit_b.pth", 2),
+        (["--device", "tpu"], "unknown device", 1),
     ]
     import torch
 
     if not torch.cuda.is_available():
-        cases.append((["--device", "cuda"], "CUDA was requested but this PyTorch has no usable CUDA GPU"))
-    for extra, expected in cases:
+        cases.append((["--device", "cuda"], "CUDA was requested but this PyTorch has no usable CUDA GPU", 1))
+    for extra, expected, exit_code in cases:
         argv = [CORD_IMAGE, "--boxes", boxes, "-o", str(tmp_path / "o.nii.gz"), "--quiet", *extra]
         if "--device" not in extra:
             argv += ["--device", "cpu"]
         code, _, err = run_main(capsys, *argv)
         lines = problem_lines(err)
-        assert code == 1, (extra, err)
+        assert code == exit_code, (extra, err)
         assert len(lines) == 1 and expected in lines[0], (extra, err)
+        if exit_code == 2:
+            assert str(extra[-1]).split("/")[-1] in lines[0], (extra, err)  # names the file
         assert "Traceback" not in err and not (tmp_path / "o.nii.gz").exists()
 
 

@@ -180,8 +180,9 @@ def _input_error_types() -> tuple:
     from .geometry import GeometryError
     from .intensity import IntensityError
     from .io import InputError
+    from .models import CheckpointError
 
-    return (UsageError, InputError, GeometryError, IntensityError)
+    return (UsageError, InputError, GeometryError, IntensityError, CheckpointError)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

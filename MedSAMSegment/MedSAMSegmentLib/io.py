@@ -77,12 +77,14 @@ def read_image(path: str) -> ImageVolume:
         return _read_dicom_series(path)
     if path.lower().endswith(".npz"):
         return _read_npz(path)
+    import zlib
+
     import SimpleITK as sitk
 
     try:
         _check_compressed_stream(path)
         image = sitk.ReadImage(path)
-    except (RuntimeError, OSError, EOFError) as exc:
+    except (RuntimeError, OSError, EOFError, zlib.error) as exc:
         raise InputError(f"image {path} could not be read ({_first_line(exc)}); is it a complete, supported "
                          f"image file ({', '.join(IMAGE_EXTENSIONS)}) or a DICOM folder?") from exc
     return _from_sitk(image, path)

@@ -35,6 +35,10 @@ class DependencyError(ModelError):
     """A Python package the chosen model needs is not installed."""
 
 
+class CheckpointError(ModelError):
+    """The checkpoint file the user gave does not exist or is not a checkpoint (the user's input, not a fault)."""
+
+
 @dataclass(frozen=True)
 class DeviceChoice:
     """The torch device a model runs on, and why."""
@@ -181,7 +185,8 @@ class LiteMedSAM(SliceModel):
         try:
             net.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            raise ModelError(f"{path} is not a LiteMedSAM checkpoint ({_first_line(exc)})") from exc
+            raise CheckpointError(f"{path} is not a LiteMedSAM checkpoint ({_first_line(exc)}); give lite_medsam.pth "
+                                  "or leave --checkpoint out to use the bundled weights") from exc
         self.net = net.to(self.device).eval()
         self._torch = torch
         self._precision, self._backend = precision, backend
@@ -271,7 +276,7 @@ class MedSAMViTB(SliceModel):
                 "repository's released weights)"
             )
         if not os.path.isfile(checkpoint):
-            raise ModelError(f"checkpoint {checkpoint} does not exist; check the path")
+            raise CheckpointError(f"checkpoint {checkpoint} does not exist; check the path")
         try:
             from segment_anything import sam_model_registry
         except ImportError as exc:
@@ -287,7 +292,7 @@ class MedSAMViTB(SliceModel):
         try:
             net.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            raise ModelError(
+            raise CheckpointError(
                 f"{checkpoint} is not a SAM ViT-B checkpoint ({_first_line(exc)}); MedSAM ViT-B needs "
                 "medsam_vit_b.pth (ViT-H/L SAM checkpoints or LiteMedSAM weights do not fit)"
             ) from exc
@@ -353,15 +358,17 @@ def load_state_dict(path: str) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as exc:
-        raise ModelError(f"checkpoint {path} does not exist; check the path") from exc
+        raise CheckpointError(f"checkpoint {path} does not exist; check the path") from exc
     except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        raise ModelError(f"{path} is not a PyTorch checkpoint ({_first_line(exc)})") from exc
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({_first_line(exc)}); --checkpoint must be the "
+                              "model's weights file, e.g. medsam_vit_b.pth for --model vit_b") from exc
     if isinstance(state, dict):
         for key in ("model", "state_dict"):
             if key in state and isinstance(state[key], dict):
                 state = state[key]
     if not isinstance(state, dict) or not state:
-        raise ModelError(f"{path} holds no model weights (a state dict was expected)")
+        raise CheckpointError(f"{path} holds no model weights (a state dict was expected); --checkpoint must be the "
+                              "model's weights file")
     return state
 
 

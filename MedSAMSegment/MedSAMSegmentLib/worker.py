@@ -45,8 +45,9 @@ def input_error_types() -> tuple:
     from .geometry import GeometryError
     from .intensity import IntensityError
     from .io import InputError
+    from .models import CheckpointError
 
-    return (GeometryError, IntensityError, InputError, ValueError)
+    return (GeometryError, IntensityError, InputError, CheckpointError, ValueError)
 
 
 class Worker:
