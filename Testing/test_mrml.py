@@ -354,3 +354,13 @@ def test_write_refuses_bad_input(mrml_scene):
     editor_node.SetSelectedSegmentID(None)
     with pytest.raises(mrml.SegmentWriteError, match="no segment is selected"):
         mrml.write_segment_mask(writer, volume, np.zeros(SHAPE, bool), 0, (0, 1))
+
+
+def test_a_broken_slicer_core_fails_the_mrml_tests_instead_of_skipping_them():
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['slicer'] = None; sys.path.insert(0, 'Testing'); import slicer_scene"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=__file__.rsplit("/Testing/", 1)[0])
+    assert run.returncode != 0 and "slicer-core cannot be imported" in run.stderr
