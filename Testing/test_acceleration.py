@@ -63,6 +63,9 @@ def test_resolve_precision(monkeypatch):
         acc.resolve_precision("cpu", "int4")
     monkeypatch.setenv("MEDSAM_PRECISION", "fp32")
     assert acc.resolve_precision("cpu", "auto") == "fp32"
+    monkeypatch.setenv("MEDSAM_PRECISION", "bf16")
+    assert acc.resolve_precision("cpu", "fp32") == "fp32"  # an explicit flag beats the environment
+    assert acc.resolve_precision("cpu", "auto") == "bf16"
 
 
 def test_threads_and_allocator():
@@ -177,6 +180,10 @@ def test_resolve_backend(monkeypatch):
     assert acc.resolve_backend("cpu", "auto") == ("openvino" if acc.openvino_available() else "torch")
     with pytest.raises(ValueError):
         acc.resolve_backend("cpu", "tensorrt")
+    monkeypatch.setenv("MEDSAM_BACKEND", "openvino")
+    assert acc.resolve_backend("cpu", "torch") == "torch"  # an explicit flag beats the environment
+    monkeypatch.setenv("MEDSAM_BACKEND", "torch")
+    assert acc.resolve_backend("cpu", "auto") == "torch"
 
 
 def test_openvino_decoder_matches_torch(lite_net, fp32_reference):

@@ -90,3 +90,12 @@ def test_demo_prints_dice_and_writes_its_files(tmp_path):
         assert os.path.getsize(path) > 0
     montage = sitk.ReadImage(outcome.files["montage"])
     assert montage.GetSize()[0] >= 512
+
+
+def test_out_of_memory_warnings_reach_the_user(capsys):
+    from MedSAMSegmentLib import cli
+
+    cli._show_warning("out of memory on cpu; retrying with batches of 2 slices", ResourceWarning, "engine.py", 1)
+    cli._show_warning("internal detail", DeprecationWarning, "engine.py", 1)
+    err = capsys.readouterr().err
+    assert err == "medsam-segment: warning: out of memory on cpu; retrying with batches of 2 slices\n"

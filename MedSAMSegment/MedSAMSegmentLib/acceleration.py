@@ -20,7 +20,7 @@ with AVX-512/AMX, image encoder ms/slice vs the published recipe (b1, fp32, no_g
 * decoder (prompt encoder + mask decoder, ~60 ms/slice in PyTorch on 2 cores, memory bound):
   OpenVINO fp32 beside the OpenVINO encoder, 1.6x at batch 4, logits within 2e-5.
 
-Environment overrides: ``MEDSAM_PRECISION`` (fp32|bf16|fp16|auto), ``MEDSAM_BACKEND``
+Environment defaults (an explicit argument wins): ``MEDSAM_PRECISION`` (fp32|bf16|fp16|auto), ``MEDSAM_BACKEND``
 (auto|torch|openvino), ``MEDSAM_NUM_THREADS``,
 ``MEDSAM_BATCH_SIZE`` (upper bound), ``MEDSAM_NO_MALLOPT=1``.
 """
@@ -214,9 +214,15 @@ def encoder_batch_size(device="cpu", precision: str = "fp32", budget_bytes: int 
 
 
 # --------------------------------------------------------------------------- precision
+def _explicit_or_environment(value: str | None, variable: str) -> str:
+    """An explicit choice wins; only ``auto`` (or nothing) defers to the environment variable, then to ``auto``."""
+    value = (value or "auto").lower()
+    return value if value != "auto" else (os.environ.get(variable) or "auto").lower()
+
+
 def resolve_precision(device="cpu", precision: str = "auto") -> str:
     """'auto' -> the fastest path whose masks were checked against fp32 on this kind of hardware."""
-    precision = (os.environ.get("MEDSAM_PRECISION") or precision or "auto").lower()
+    precision = _explicit_or_environment(precision, "MEDSAM_PRECISION")
     if precision not in ("auto", "fp32", "bf16", "fp16"):
         raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
     dev = str(device)
@@ -447,7 +453,7 @@ class OpenVINOEncoderRunner:
 
 def resolve_backend(device="cpu", backend: str = "auto") -> str:
     """'auto' -> 'openvino' on CPUs when the openvino package is installed, else 'torch'."""
-    backend = (os.environ.get("MEDSAM_BACKEND") or backend or "auto").lower()
+    backend = _explicit_or_environment(backend, "MEDSAM_BACKEND")
     if backend not in ("auto", "torch", "openvino"):
         raise ValueError(f"backend must be auto, torch or openvino, not {backend!r}")
     if str(device).startswith(("cuda", "mps")):

@@ -223,7 +223,7 @@ def _raise_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
-    if category.__name__ in ("BoxWarning", "UserWarning"):
+    if category.__name__ in ("BoxWarning", "UserWarning", "ResourceWarning"):  # ResourceWarning: out of memory
         print(f"medsam-segment: warning: {message}", file=sys.stderr)
 
 
