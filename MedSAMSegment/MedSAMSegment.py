@@ -180,7 +180,7 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._prepared = None
-        self._segmentName = ""
+        self._runTarget = None  # (volume, segmentation or None, segment name) chosen when Segment was pressed
         self.pollTimer = None
 
     def setup(self):
@@ -241,6 +241,7 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event):
         self.onCancel()
+        self._runTarget = None  # a result that still arrives belongs to the closed scene: never written
         self._parameterNode = None
 
     def onSceneEndClose(self, caller, event):
@@ -314,6 +315,8 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.segmentation = sample.segmentation_node
             self._parameterNode.segmentName = "lesion"
             self.updateGUIFromParameterNode()
+            for node in self.ui.markupsSelector.checkedNodes():  # boxes checked before belong to other images
+                self.ui.markupsSelector.setCheckState(node, qt.Qt.Unchecked)
             for node in sample.roi_nodes:
                 self.ui.markupsSelector.setCheckState(node, qt.Qt.Checked)
             slicer.util.setSliceViewerLayers(background=sample.volume_node, fit=True)
@@ -336,7 +339,8 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.errorDisplay(f"MedSAM cannot start: {exc}")
             return
         self._prepared = prepared
-        self._segmentName = self._parameterNode.segmentName
+        node = self._parameterNode
+        self._runTarget = (node.inputVolume, node.segmentation, node.segmentName)
         self.ui.flaggedList.clear()
         self.ui.progressBar.maximum = 0
         self.ui.statusLabel.text = "Segmenting..."
@@ -372,15 +376,17 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._endRun(f"MedSAM failed: {event.message}. Nothing was changed.")
             slicer.util.errorDisplay(f"MedSAM segmentation failed; nothing was changed.\n\n{event.message}")
         elif event.kind == "finished":
-            prepared = self._prepared
-            volume = slicer.mrmlScene.GetNodeByID(prepared.volume_node_id)
-            if volume is None:
-                self._endRun("Not written: the volume was removed during the run.")
+            if self._runTarget is None:
+                self._endRun("Not written: the scene was closed during the run.")
                 return
-            outcome = effect.RunOutcome.of(prepared, event.result)
-            segmentation = self._parameterNode.segmentation if self._parameterNode else None
+            volume, segmentation, segmentName = self._runTarget
+            for node, what in ((volume, "volume"), (segmentation, "segmentation")):
+                if node is not None and not slicer.mrmlScene.IsNodePresent(node):
+                    self._endRun(f"Not written: the {what} was removed during the run.")
+                    return
+            outcome = effect.RunOutcome.of(self._prepared, event.result)
             segmentation, _, outcome = effect.write_to_segmentation(
-                slicer.mrmlScene, volume, outcome, segmentation, self._segmentName, slicer.app.applicationLogic())
+                slicer.mrmlScene, volume, outcome, segmentation, segmentName, slicer.app.applicationLogic())
             if self._parameterNode is not None:
                 self._parameterNode.segmentation = segmentation
                 self.updateGUIFromParameterNode()
@@ -393,6 +399,8 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _endRun(self, status):
         self._prepared = None
+        self._runTarget = None
+        self.ui.progressBar.maximum = max(self.ui.progressBar.maximum, 1)  # not left a busy indicator
         self.ui.statusLabel.text = status
         self.updateButtons()
 

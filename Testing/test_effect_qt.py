@@ -1,4 +1,4 @@
-"""The Qt effect (SegmentEditorMedSAMLib/SegmentEditorEffect.py) run under the Slicer stand-in (slicer_app_standin.py)
+"""The Qt effect (SegmentEditorMedSAMLib/SegmentEditorEffect.py) run under the Slicer stand-in (slicer_standin/)
 on a real slicer-core scene, with the real worker process and LiteMedSAM where a run is needed.
 
 The stand-in copies Slicer's behaviour where these tests depend on it (the Segment Editor deselecting an effect in
@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 from conftest import REPO, shared_data_path
 from MedSAMSegmentLib.key_box_nodes import RunTarget
-from slicer_app_standin import AbstractScriptedSegmentEditorEffect, install
 from slicer_scene import make_segment_editor, make_volume, mrml_scene_fixture, slicer, vtk, vtk_matrix  # noqa: F401
+from slicer_standin import AbstractScriptedSegmentEditorEffect
+from standin_fixtures import standin_fixture, worker_logic_fixture  # noqa: F401
 
 pytest.importorskip("torch")
 
@@ -34,28 +35,6 @@ OTHER_BOXES = [(6, (150.0, 300.0, 200.0, 350.0)), (8, (150.0, 300.0, 205.0, 352.
 
 # ---------------------------------------------------------------------------------------------------------
 # Fixtures and helpers
-
-
-@pytest.fixture(scope="module")
-def worker_logic():
-    """One MedSAMEffectLogic (so one worker process, model and embeddings) for the tests of this module."""
-    from MedSAMSegmentLib import effect
-
-    logic = effect.MedSAMEffectLogic()
-    yield logic
-    if logic._background is not None:
-        logic._background.close()
-
-
-@pytest.fixture
-def standin(mrml_scene, monkeypatch, worker_logic):
-    """The Slicer stand-in on a fresh scene; ``effect.shared_logic()`` is the module's worker logic."""
-    from MedSAMSegmentLib import effect
-
-    monkeypatch.setattr(effect, "_SHARED", worker_logic)
-    installed = install(monkeypatch, mrml_scene)
-    yield installed
-    installed.close()
 
 
 @dataclass

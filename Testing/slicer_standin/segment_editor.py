@@ -1,0 +1,130 @@
+"""The Segment Editor widget (``qMRMLSegmentEditorWidget``) as far as effects see it."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+from .application import SlicerApplicationStandin
+from .qt_core import QKeySequence, QShortcut, Qt
+from .scripted_effect import ScriptedEffectStandin
+
+slicer = __import__("slicer")
+vtk = __import__("vtk")
+
+
+class SegmentEditorWidgetStandin:
+    """``qMRMLSegmentEditorWidget`` as far as effects see it (qMRMLSegmentEditorWidget.cxx):
+
+    * the active effect is the parameter node's ActiveEffectName; the node's Modified event runs
+      ``updateEffectsSectionFromMRML``: deactivate the previous effect, leave Place mode (``ViewTransform``), then
+      activate the new one (``setActiveEffect`` / ``updateEffectsSectionFromMRML``);
+    * the interaction node's Modified event goes to the active effect's ``interactionNodeModified``
+      (``onInteractionNodeModified``);
+    * the parameter node's EffectParameterModified event calls every effect's ``updateGUIFromMRML``;
+    * Escape is the editor's shortcut that deactivates the active effect (``installKeyboardShortcuts``,
+      ``onSelectEffectShortcut`` with effect index 0);
+    * ``saveStateForUndo`` / ``updateVolume`` call the real ``vtkSlicerSegmentEditorLogic``.
+    """
+
+    def __init__(self, app: SlicerApplicationStandin, scene, editor_node, logic, interaction_node) -> None:
+        self.app = app
+        self.scene = scene
+        self.node = editor_node
+        self.logic = logic
+        self.interaction_node = interaction_node
+        self.effects: List[ScriptedEffectStandin] = []
+        self._active: Optional[ScriptedEffectStandin] = None
+        self._last_active: Optional[ScriptedEffectStandin] = None
+        self._tags = [
+            (editor_node, editor_node.AddObserver(vtk.vtkCommand.ModifiedEvent, self._on_node_modified)),
+            (editor_node, editor_node.AddObserver(slicer.vtkMRMLSegmentEditorNode.EffectParameterModified,
+                                                  self._on_effect_parameter_modified)),
+            (interaction_node, interaction_node.AddObserver(vtk.vtkCommand.ModifiedEvent,
+                                                            self._on_interaction_node_modified)),
+        ]
+        self.escape_shortcut = QShortcut(QKeySequence(Qt.Key_Escape), app.main_window)
+        self.escape_shortcut.connect("activated()", lambda: self.setActiveEffect(None))
+
+    def close(self) -> None:
+        if self._active is not None:
+            self.setActiveEffect(None)
+        for effect in self.effects:
+            effect.cleanup()
+        for obj, tag in self._tags:
+            obj.RemoveObserver(tag)
+        self._tags = []
+
+    # -- effects ---------------------------------------------------------------------------------------------
+    def add_effect(self, effect: ScriptedEffectStandin) -> ScriptedEffectStandin:
+        """``setupEffects`` for one effect: callbacks, parameter node and defaults, then the options frame."""
+        effect._editor = self
+        effect.setParameterSetNode(self.node)
+        effect.setMRMLDefaults()
+        self.effects.append(effect)
+        effect.setupOptionsFrame()
+        return effect
+
+    def add_effect_from_source(self, path: str) -> ScriptedEffectStandin:
+        effect = ScriptedEffectStandin(None)
+        assert effect.setPythonSource(path), path
+        return self.add_effect(effect)
+
+    def add_effect_from_class(self, cls) -> ScriptedEffectStandin:
+        effect = ScriptedEffectStandin(None)
+        effect.instantiate(cls)
+        return self.add_effect(effect)
+
+    def effectByName(self, name: str) -> Optional[ScriptedEffectStandin]:
+        for effect in self.effects:
+            if name and effect.name == name:
+                return effect
+        return None
+
+    def activeEffect(self) -> Optional[ScriptedEffectStandin]:
+        return self._active
+
+    def setActiveEffectByName(self, name: str) -> None:
+        self.setActiveEffect(self.effectByName(name))
+
+    def setActiveEffect(self, effect: Optional[ScriptedEffectStandin]) -> None:
+        self.node.SetActiveEffectName(effect.name if effect is not None else "")
+
+    def press_escape(self) -> None:
+        """The user presses Esc (the Segment Editor's keyboard shortcut)."""
+        self.escape_shortcut.activate()
+
+    # -- MRML -> widget ----------------------------------------------------------------------------------
+    def _on_node_modified(self, caller, event) -> None:
+        self.app.invoke(self.updateEffectsSectionFromMRML, [], "SegmentEditorWidget.updateWidgetFromMRML")
+
+    def updateEffectsSectionFromMRML(self) -> None:
+        effect = self.effectByName(self.node.GetActiveEffectName() or "")
+        if effect is self._active:
+            return
+        if self._active is not None:
+            self._active.deactivate()
+        if effect is not None:
+            interaction = self.interaction_node
+            if interaction is not None and interaction.GetCurrentInteractionMode() != interaction.ViewTransform:
+                interaction.SetCurrentInteractionMode(interaction.ViewTransform)
+            effect.activate()
+        self._last_active, self._active = self._active, effect
+
+    def _on_effect_parameter_modified(self, caller, event) -> None:
+        for effect in list(self.effects):
+            self.app.invoke(effect.updateGUIFromMRML, [], f"{effect.name}.updateGUIFromMRML")
+
+    def _on_interaction_node_modified(self, caller, event) -> None:
+        if self.interaction_node is None or self._active is None:
+            return
+        self.app.invoke(self._active.interactionNodeModified, [self.interaction_node],
+                        "SegmentEditorWidget.onInteractionNodeModified")
+
+    # -- slots the effects call --------------------------------------------------------------------------
+    def saveStateForUndo(self) -> None:
+        self.logic.SaveStateForUndo()
+
+    def updateModifierLabelmap(self):
+        if not self.logic.ResetModifierLabelmapToDefault():
+            return None
+        return self.logic.GetModifierLabelmap()

@@ -1,0 +1,33 @@
+"""Fixtures for tests that run the Qt files (the effect, the module page) under the Slicer stand-in
+(``slicer_standin``) with the real worker process.
+
+Use them from a test file with ``from standin_fixtures import standin_fixture, worker_logic_fixture  # noqa: F401``
+(the fixtures are ``standin`` and ``worker_logic``), next to ``slicer_scene.mrml_scene_fixture``.
+"""
+
+from __future__ import annotations
+
+import pytest
+from slicer_standin import install
+
+
+@pytest.fixture(name="worker_logic", scope="module")
+def worker_logic_fixture():
+    """One MedSAMEffectLogic (so one worker process, model and embeddings) for the tests of this module."""
+    from MedSAMSegmentLib import effect
+
+    logic = effect.MedSAMEffectLogic()
+    yield logic
+    if logic._background is not None:
+        logic._background.close()
+
+
+@pytest.fixture(name="standin")
+def standin_fixture(mrml_scene, monkeypatch, worker_logic):
+    """The Slicer stand-in on a fresh scene; ``effect.shared_logic()`` is the module's worker logic."""
+    from MedSAMSegmentLib import effect
+
+    monkeypatch.setattr(effect, "_SHARED", worker_logic)
+    installed = install(monkeypatch, mrml_scene)
+    yield installed
+    installed.close()
