@@ -229,9 +229,12 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def cleanup(self):
+        """Reload or exit: stop polling and cancel this page's run (a later run may then start at once)."""
         self.removeObservers()
         if self.pollTimer is not None:
             self.pollTimer.stop()
+        if self.logic is not None:
+            self.logic.effectLogic.background().cancel(owner=self)
 
     def enter(self):
         self.initializeParameterNode()
@@ -334,7 +337,7 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             prepared = self.logic.effectLogic.prepare_run(self._parameterNode.inputVolume, self.markupsNodes(),
                                                           settings)
-            self.logic.effectLogic.start(prepared)
+            self.logic.effectLogic.start(prepared, owner=self)
         except Exception as exc:  # noqa: BLE001 - one dialog; nothing was changed
             slicer.util.errorDisplay(f"MedSAM cannot start: {exc}")
             return
@@ -349,13 +352,13 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onCancel(self):
         if self._prepared is not None:
-            self.logic.effectLogic.background().cancel()
+            self.logic.effectLogic.background().cancel(owner=self)
             self.ui.statusLabel.text = "Cancelling..."
 
     def onPollWorker(self):
         """Timer slot: apply the worker's messages. Never raises."""
         try:
-            for event in self.logic.effectLogic.background().poll():
+            for event in self.logic.effectLogic.background().poll(self):
                 self._handleEvent(event)
         except Exception as exc:  # noqa: BLE001 - a slot must not raise into Qt
             logging.exception("MedSAM: handling the worker's reply failed")
@@ -505,12 +508,12 @@ class MedSAMSegmentTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Segmenting with LiteMedSAM in the worker process")
         prepared = logic.effectLogic.prepare_run(sample.volume_node, sample.roi_nodes,
                                                  effect.EffectSettings(intensity="none"))
-        logic.effectLogic.start(prepared)
+        logic.effectLogic.start(prepared, owner=self)
         finished, longest, last = None, 0.0, time.monotonic()
         deadline = last + 300
         while finished is None and time.monotonic() < deadline:
             slicer.app.processEvents()
-            for event in logic.effectLogic.background().poll():
+            for event in logic.effectLogic.background().poll(self):
                 if event.kind in ("finished", "failed", "cancelled"):
                     finished = event
             now = time.monotonic()

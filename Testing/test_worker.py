@@ -287,3 +287,54 @@ def test_real_worker_process_matches_in_process_run_and_recovers(demo_case):
         assert cancelled.kind == "cancelled" and not background.running
     finally:
         background.close()
+
+
+class _ScriptedClient:
+    """A WorkerClient whose replies the test writes (no process)."""
+
+    def __init__(self):
+        self.process = object()
+        self.running = True
+        self.sent = []
+        self.replies = []
+
+    def request(self, header, arrays=None):
+        self.sent.append({**header, "id": len(self.sent) + 1, "with_arrays": sorted(arrays or {})})
+        return len(self.sent)
+
+    def cancel(self, request_id):
+        self.sent.append({"op": "cancel", "id": request_id, "with_arrays": []})
+
+    def poll(self):
+        replies, self.replies = self.replies, []
+        return replies
+
+
+def test_each_owner_polls_only_its_own_events_and_a_cancelled_run_can_be_superseded():
+    client = _ScriptedClient()
+    background = BackgroundSegmentation(client_factory=lambda: client)
+    effect_owner, page_owner = object(), object()
+    background.prepare(ModelSpec(device="cpu"), owner=page_owner)
+    background.start("t", _volume, np.eye(4), KEYS, ModelSpec(device="cpu"), SETTINGS, owner=effect_owner)
+    run_id = client.sent[-1]["id"]
+    assert client.sent[-1]["with_arrays"] == ["volume"]  # the first run on a token sends its voxels
+    client.replies += [({"op": "loaded", "id": 1, "device": "CPU"}, {}),
+                       ({"op": "progress", "id": run_id, "done": 1, "total": 5, "message": "encoding"}, {})]
+    assert [e.kind for e in background.poll(page_owner)] == ["status"]  # its model load, not the effect's run
+    assert [(e.kind, e.done) for e in background.poll(effect_owner)] == [("progress", 1)]
+    with pytest.raises(RuntimeError, match="already in progress"):
+        background.start("t", _volume, np.eye(4), KEYS, ModelSpec(device="cpu"), SETTINGS, owner=page_owner)
+    background.cancel(owner=page_owner)  # not its run: nothing is cancelled
+    assert client.sent[-1]["op"] == "segment"
+    background.cancel(owner=effect_owner)
+    assert client.sent[-1]["op"] == "cancel" and client.sent[-1]["id"] == run_id
+    background.start("t", _volume, np.eye(4), KEYS, ModelSpec(device="cpu"), SETTINGS, owner=page_owner)
+    new_id = client.sent[-1]["id"]
+    client.replies += [({"op": "cancelled", "id": run_id}, {}),  # the superseded run's late reply is dropped
+                       ({"op": "error", "id": new_id, "kind": "input", "message": "bad box"}, {})]
+    assert background.poll(effect_owner) == []
+    failed = background.poll(page_owner)
+    assert [(e.kind, e.message, e.input_error) for e in failed] == [("failed", "bad box", True)]
+    client.replies.append(({"op": "exited", "returncode": -9, "message": "killed"}, {}))
+    for owner in (effect_owner, page_owner):  # no run was active: everyone is told
+        assert [e.kind for e in background.poll(owner)] == ["status"]

@@ -2,7 +2,9 @@
 
 :class:`BackgroundSegmentation` keeps one worker for the Slicer session (so the model and the embeddings stay
 loaded between runs), starts at most one run at a time, and turns the worker's replies into :class:`RunEvent`
-values for the GUI. Writing the result into the scene is the caller's job, on its own (main) thread.
+values for the GUI. Each request has an owner (the effect, the module page): :meth:`~BackgroundSegmentation.poll`
+gives an owner only the events of its own requests, so two users of one worker never read each other's results.
+Writing the result into the scene is the caller's job, on its own (main) thread.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class _Run:
     request_id: int
     header: dict
     volume: Callable[[], np.ndarray]
+    owner: object = None
     cancel_requested: bool = False
 
 
@@ -47,8 +50,9 @@ class BackgroundSegmentation:
         self._client: Optional[WorkerClient] = None
         self._sent_tokens: List[str] = []
         self._run: Optional[_Run] = None
-        self._prepare_ids: List[int] = []
+        self._prepare_ids: Dict[int, object] = {}  # model-load request id -> owner
         self._encodes: Dict[int, _Run] = {}  # encode-ahead requests by id
+        self._inbox: Dict[object, List[RunEvent]] = {}  # owner -> events not polled yet
 
     @property
     def running(self) -> bool:
@@ -60,25 +64,27 @@ class BackgroundSegmentation:
             self._sent_tokens = []
         return self._client
 
-    def prepare(self, spec: ModelSpec) -> None:
+    def prepare(self, spec: ModelSpec, owner: object = None) -> None:
         """Start the worker and load the model now, so that the first run does not wait for it."""
-        self._prepare_ids.append(self._worker().request({"op": "load", "model": asdict(spec)}))
+        self._prepare_ids[self._worker().request({"op": "load", "model": asdict(spec)})] = owner
 
     def start(self, token: str, volume: Callable[[], np.ndarray], ijk_to_world: np.ndarray, keys: KeyBoxSet,
-              spec: ModelSpec, settings: SegmentationSettings) -> None:
-        """Start a run. ``volume()`` returns the voxels (a copy the caller will not change); it is called only
-        when the worker does not hold ``token``'s voxels yet. Raises RuntimeError while another run is active."""
-        if self._run is not None:
+              spec: ModelSpec, settings: SegmentationSettings, owner: object = None) -> None:
+        """Start a run for ``owner``. ``volume()`` returns the voxels (a copy the caller will not change); it is
+        called only when the worker does not hold ``token``'s voxels yet. Raises RuntimeError while another run
+        is active, unless that run was cancelled (its late replies are then ignored)."""
+        if self._run is not None and not self._run.cancel_requested:
             raise RuntimeError("a MedSAM run is already in progress; wait for it or cancel it")
         header = {"op": "segment", "token": token, "ijk_to_world": np.asarray(ijk_to_world, float).tolist(),
                   "keys": key_boxes_to_wire(keys), "model": asdict(spec), "settings": settings_to_wire(settings)}
         client = self._worker()
         arrays = None if token in self._sent_tokens else {"volume": volume()}
         self._remember_token(token)
-        self._run = _Run(client.request(header, arrays), header, volume)
+        self._run = _Run(client.request(header, arrays), header, volume, owner)
 
     def encode_ahead(self, token: str, volume: Callable[[], np.ndarray], ijk_to_world: np.ndarray, slice_axis: int,
-                     slices: Sequence[int], spec: ModelSpec, settings: SegmentationSettings) -> None:
+                     slices: Sequence[int], spec: ModelSpec, settings: SegmentationSettings,
+                     owner: object = None) -> None:
         """Encode ``slices`` in the worker before Segment is pressed (their embeddings are then cached); a run
         started later takes priority and cancels what is still to encode. An ``encoded`` event follows."""
         header = {"op": "encode", "token": token, "ijk_to_world": np.asarray(ijk_to_world, float).tolist(),
@@ -88,7 +94,7 @@ class BackgroundSegmentation:
         arrays = None if token in self._sent_tokens else {"volume": volume()}
         self._remember_token(token)
         request_id = client.request(header, arrays)
-        self._encodes[request_id] = _Run(request_id, header, volume)
+        self._encodes[request_id] = _Run(request_id, header, volume, owner)
 
     def _remember_token(self, token: str) -> None:
         if token in self._sent_tokens:
@@ -96,8 +102,11 @@ class BackgroundSegmentation:
         self._sent_tokens.append(token)
         del self._sent_tokens[:-KEPT_VOLUMES]
 
-    def cancel(self) -> None:
-        """Ask the active run to stop; a ``cancelled`` event follows."""
+    def cancel(self, owner: object = None) -> None:
+        """Ask the active run to stop (only ``owner``'s run, when an owner is given); a ``cancelled`` event
+        follows."""
+        if owner is not None and (self._run is None or self._run.owner is not owner):
+            return
         if self._run is not None and not self._run.cancel_requested:
             self._run.cancel_requested = True
             self._client.cancel(self._run.request_id)
@@ -117,16 +126,31 @@ class BackgroundSegmentation:
         self._run = None
         self._sent_tokens = []
 
-    def poll(self) -> List[RunEvent]:
-        """Events since the last call, oldest first."""
-        if self._client is None:
-            return []
-        events = []
-        for header, arrays in self._client.poll():
-            event = self._event(header, arrays)
-            if event is not None:
-                events.append(event)
+    def poll(self, owner: object = None) -> List[RunEvent]:
+        """``owner``'s events since its last call, oldest first."""
+        self._inbox.setdefault(owner, [])
+        if self._client is not None:
+            for header, arrays in self._client.poll():
+                for recipient, event in self._events(header, arrays):
+                    self._inbox.setdefault(recipient, []).append(event)
+        events, self._inbox[owner] = self._inbox[owner], []  # the owner stays known, for broadcasts
         return events
+
+    def _events(self, header: dict, arrays: dict) -> List[tuple]:
+        """``(owner, event)`` pairs for one reply of the worker."""
+        if header.get("op") == "exited" and self._run is None:  # nobody's run: every owner is told
+            event = self._event(header, arrays)
+            return [(owner, event) for owner in list(self._inbox)]
+        owner = self._owner_of(header.get("id"))
+        event = self._event(header, arrays)
+        return [] if event is None else [(owner, event)]
+
+    def _owner_of(self, request_id) -> object:
+        if request_id in self._encodes:
+            return self._encodes[request_id].owner
+        if request_id in self._prepare_ids:
+            return self._prepare_ids[request_id]
+        return self._run.owner if self._run is not None else None
 
     def _encode_event(self, op: str, header: dict) -> Optional[RunEvent]:
         encode = self._encodes.pop(header["id"])
@@ -154,7 +178,7 @@ class BackgroundSegmentation:
         if header.get("id") in self._encodes:
             return self._encode_event(op, header)
         if header.get("id") in self._prepare_ids:
-            self._prepare_ids.remove(header["id"])
+            del self._prepare_ids[header["id"]]
             if op == "error":
                 return RunEvent("status", f"the model could not be loaded: {header.get('message')}")
             return RunEvent("status", f"model ready on {header.get('device') or 'the CPU'}")

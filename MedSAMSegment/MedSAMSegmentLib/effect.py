@@ -227,10 +227,10 @@ class MedSAMEffectLogic:
         return PreparedRun(volume_node.GetID(), volume_token(volume_node), ijk_to_world, keys,
                            settings.model_spec(), settings.segmentation_settings(volume_node), volume)
 
-    def start(self, prepared: PreparedRun) -> None:
-        """Start ``prepared`` on the worker process; poll :meth:`background` for its events."""
+    def start(self, prepared: PreparedRun, owner: object = None) -> None:
+        """Start ``prepared`` on the worker process; ``owner`` polls :meth:`background` for its events."""
         self.background().start(prepared.token, prepared.volume, prepared.ijk_to_world, prepared.key_boxes,
-                                prepared.model, prepared.settings)
+                                prepared.model, prepared.settings, owner)
 
     def compute(self, volume_node, markups_nodes: Sequence, settings: EffectSettings = EffectSettings(),
                 progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None,

@@ -192,6 +192,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self._sceneCloseTag = None
         if self.pollTimer is not None:
             self.pollTimer.stop()
+        from MedSAMSegmentLib import effect
+
+        effect.shared_logic().background().cancel(owner=self)  # a later run may then start at once
 
     def setMRMLDefaults(self):
         for name, value in PARAMETERS.items():
@@ -251,7 +254,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.updateKeyBoxTable()
         settings = self.settings()
         if settings.model == "lite" and not dependencies.missing_requirements("lite"):
-            effect.shared_logic().background().prepare(settings.model_spec())  # the first Segment waits for nothing
+            effect.shared_logic().background().prepare(settings.model_spec(), owner=self)  # no wait at Segment
 
     def deactivate(self):
         if self.watcher is not None:
@@ -386,7 +389,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         try:
             volume = slicer.mrmlScene.GetNodeByID(target.volume_id)
             prepared = logic.prepare_run(volume, self.keyBoxNodes(target), settings)
-            logic.start(prepared)
+            logic.start(prepared, owner=self)
         except Exception as exc:  # noqa: BLE001 - shown as one dialog; nothing was changed
             logging.info("MedSAM run not started: %s", exc)
             slicer.util.errorDisplay(f"MedSAM cannot start: {exc}")
@@ -404,7 +407,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         from MedSAMSegmentLib import effect
 
         if self._prepared is not None:
-            effect.shared_logic().background().cancel()
+            effect.shared_logic().background().cancel(owner=self)
             self.statusLabel.text = "Cancelling..."
 
     def onSceneClosed(self):
@@ -418,7 +421,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         from MedSAMSegmentLib import effect
 
         try:
-            for event in effect.shared_logic().background().poll():
+            for event in effect.shared_logic().background().poll(self):
                 self._handleEvent(event)
         except Exception as exc:  # noqa: BLE001 - a slot must not raise into Qt
             logging.exception("MedSAM: handling the worker's reply failed")
