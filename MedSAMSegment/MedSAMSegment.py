@@ -181,6 +181,7 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._prepared = None
         self._runTarget = None  # (volume, segmentation or None, segment name) chosen when Segment was pressed
+        self._flaggedVolume = None  # the volume whose slices the flagged list names
         self.pollTimer = None
 
     def setup(self):
@@ -245,6 +246,8 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneStartClose(self, caller, event):
         self.onCancel()
         self._runTarget = None  # a result that still arrives belongs to the closed scene: never written
+        self._flaggedVolume = None
+        self.ui.flaggedList.clear()
         self._parameterNode = None
 
     def onSceneEndClose(self, caller, event):
@@ -394,6 +397,7 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._parameterNode.segmentation = segmentation
                 self.updateGUIFromParameterNode()
             self.logic.lastSliceAxis = outcome.slice_axis
+            self._flaggedVolume = volume  # flagged slices are slices of the volume the run segmented
             self._endRun(outcome.summary())
             for index, reason in outcome.flagged:
                 item = qt.QListWidgetItem(f"slice {index}: {reason}")
@@ -408,8 +412,8 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateButtons()
 
     def onFlaggedClicked(self, item):
-        volume = self._parameterNode.inputVolume if self._parameterNode else None
-        if volume is not None:
+        volume = self._flaggedVolume
+        if volume is not None and volume.GetScene() is not None:
             self.logic.jumpToSlice(volume, self.logic.lastSliceAxis, item.data(qt.Qt.UserRole))
 
 
