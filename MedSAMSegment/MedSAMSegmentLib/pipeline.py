@@ -73,6 +73,27 @@ def make_segmenter(
     return VolumeSegmenter(model, volume_u8, slice_axis, cache=cache, batch_size=batch_size)
 
 
+def segment_with(
+    segmenter: VolumeSegmenter,
+    key_boxes: KeyBoxSet,
+    settings: SegmentationSettings,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelCheck] = None,
+    on_slice: Optional[SliceCallback] = None,
+) -> SegmentationResult:
+    """The one call every path makes: ``settings``' strategy and accuracy options on a segmenter built for them."""
+    warn_uniform_slices(segmenter.volume, key_boxes)
+    return segmenter.segment(
+        key_boxes,
+        strategy=settings.strategy,
+        propagate_margin=settings.propagate_margin,
+        progress=progress,
+        cancel=cancel,
+        on_slice=on_slice,
+        **settings.accuracy_options(),
+    )
+
+
 def run_segmentation(
     model: SliceModel,
     array: np.ndarray,
@@ -87,16 +108,7 @@ def run_segmentation(
 ) -> SegmentationResult:
     """Segment ``array`` (``[k, j, i]``, any intensities) from key boxes; see :mod:`engine` for the strategies."""
     segmenter = make_segmenter(model, array, key_boxes.slice_axis, settings, cache, batch_size, is_colour)
-    warn_uniform_slices(segmenter.volume, key_boxes)
-    return segmenter.segment(
-        key_boxes,
-        strategy=settings.strategy,
-        propagate_margin=settings.propagate_margin,
-        progress=progress,
-        cancel=cancel,
-        on_slice=on_slice,
-        **settings.accuracy_options(),
-    )
+    return segment_with(segmenter, key_boxes, settings, progress, cancel, on_slice)
 
 
 def uniform_slices(volume_u8: np.ndarray, key_boxes: KeyBoxSet) -> list:

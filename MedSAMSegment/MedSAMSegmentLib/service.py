@@ -130,10 +130,7 @@ class SegmentationService:
         segmenter = self.segmenter(token, ijk_to_world, key_boxes.slice_axis, spec, settings)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            pipeline.warn_uniform_slices(segmenter.volume, key_boxes)
-            result = segmenter.segment(key_boxes, strategy=settings.strategy,
-                                       propagate_margin=settings.propagate_margin, progress=progress,
-                                       cancel=cancel, **settings.accuracy_options())
+            result = pipeline.segment_with(segmenter, key_boxes, settings, progress, cancel)
         described = intensity.describe(settings.modality, settings.window, self._volumes[token])
         model = segmenter.model
         device = getattr(model, "device_description", "") or str(getattr(model, "device", ""))

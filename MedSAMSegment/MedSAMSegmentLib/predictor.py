@@ -1,0 +1,49 @@
+"""The Python API's predictor: settings at construction, prompts at call, as segment-anything's ``SamPredictor``.
+
+>>> predictor = VolumePredictor(load_model("lite"), image.array, slice_axis=0, settings=SegmentationSettings())
+>>> result = predictor.predict(key_boxes)          # call again after moving a box: only changed slices rerun
+
+The predictor holds one volume along one slice axis with one model and one :class:`~pipeline.SegmentationSettings`
+(whose defaults are the command line's); :meth:`VolumePredictor.predict` takes only the key boxes and callbacks.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from . import pipeline
+from .engine import CancelCheck, EmbeddingCache, ProgressCallback, SegmentationResult, SliceCallback
+from .geometry import GeometryError, KeyBoxSet
+from .models import SliceModel
+
+
+class VolumePredictor:
+    """Segments one volume (``[k, j, i]``, any intensities; never modified) along ``slice_axis`` with ``settings``
+    (default: the command line's defaults; ``SegmentationSettings(**PUBLISHED)`` for MedSAM's published behaviour).
+
+    The image embeddings and the decoded slices are kept, so each call after the first reruns only the slices
+    whose box changed. ``cache`` may be shared between predictors (and kept on disk); ``batch_size`` bounds the
+    encoder's batches (default: from the device's free memory).
+    """
+
+    def __init__(self, model: SliceModel, volume: np.ndarray, slice_axis: int,
+                 settings: Optional[pipeline.SegmentationSettings] = None,
+                 cache: Optional[EmbeddingCache] = None, batch_size: Optional[int] = None,
+                 is_colour: bool = False) -> None:
+        self.settings = settings or pipeline.SegmentationSettings()  # the command line's defaults
+        self.segmenter = pipeline.make_segmenter(model, volume, slice_axis, self.settings, cache, batch_size,
+                                                 is_colour)
+
+    @property
+    def slice_axis(self) -> int:
+        return self.segmenter.slice_axis
+
+    def predict(self, key_boxes: KeyBoxSet, progress: Optional[ProgressCallback] = None,
+                cancel: Optional[CancelCheck] = None, on_slice: Optional[SliceCallback] = None) -> SegmentationResult:
+        """Segment from ``key_boxes`` (raises ``engine.Cancelled`` when ``cancel()`` turns true)."""
+        if key_boxes.slice_axis != self.slice_axis:
+            raise GeometryError(f"the key boxes lie along axis {key_boxes.slice_axis} but this predictor slices "
+                                f"along axis {self.slice_axis}; make a predictor for that axis")
+        return pipeline.segment_with(self.segmenter, key_boxes, self.settings, progress, cancel, on_slice)
