@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 # Slicer's Qt-free core, pinned to a Slicer release, for the MRML tests.
 SLICER_CORE_SPEC ?= slicer-core==5.12.4.0
 
-.PHONY: demo test lint evaluate benchmark clean
+.PHONY: demo test test-fast lint evaluate benchmark clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -ra
+
+# The edit loop: everything but the tests marked slow (the real-data sweep, the out-of-memory and kill drills,
+# the worker-pool and recipe-sharing evaluation runs). CI runs the full `make test`.
+test-fast: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -ra -m "not slow"
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -123,6 +123,7 @@ class RecordingCache(EmbeddingCache):
         super().put(key, value)
 
 
+@pytest.mark.slow
 def test_one_shot_cache_bound_never_encodes_a_view_twice(lite_model, lesion):
     image, reference = lesion
     # Three copies of the lesion one after the other (each one grey level brighter, so that no two slices have the
@@ -203,6 +204,7 @@ print("\\n".join(str(w.message) for w in caught if "out of memory" in str(w.mess
 """
 
 
+@pytest.mark.slow
 def test_out_of_memory_halves_the_batch_until_it_fits():
     """A real allocation failure (address space limited to 1.5 GB more than the loaded model) is recovered from."""
     import subprocess

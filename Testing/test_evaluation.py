@@ -75,6 +75,7 @@ def test_model_free_methods_need_no_model(tmp_path):
     assert (tmp_path / "results.md").exists()
 
 
+@pytest.mark.slow
 def test_worker_processes_score_as_one_process(small_run, tmp_path):
     """``workers=2``: two spawned processes, one core each, with their own model: the same scores as the run in
     this process (small_run), rows in the order of cases.json, and the report says how it ran."""
@@ -93,6 +94,7 @@ def test_worker_processes_score_as_one_process(small_run, tmp_path):
     assert any("2 worker processes" in note for note in parallel.notes)
 
 
+@pytest.mark.slow
 def test_cases_on_one_image_share_its_embeddings(tmp_path, lite_model):
     """Two targets drawn on one scan are evaluated one after the other on one cache: the second case encodes
     nothing its image's first case encoded, scores the same, and its cold seconds still count the encoder
@@ -155,6 +157,7 @@ def test_unknown_method_refused(tmp_path):
         evaluation.evaluate(shared_data_path("cases.json"), strategies=("magic",), out_dir=str(tmp_path))
 
 
+@pytest.mark.slow
 def test_shared_recipe_scores_as_the_recipe_run_in_full(small_run, tmp_path, lite_model):
     """``recipe="shared"`` (the engine's embeddings and batched decoder, each checked per case) gives the masks of
     the published recipe run literally, slice by slice (``recipe="full"``)."""

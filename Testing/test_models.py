@@ -96,6 +96,7 @@ def random_vit_b_checkpoint(tmp_path_factory):
     return str(path)
 
 
+@pytest.mark.slow
 def test_vit_b_follows_its_recipe(random_vit_b_checkpoint):
     model = load_model("vit_b", checkpoint=random_vit_b_checkpoint, device="cpu")
     image, box = real_slices()[1]

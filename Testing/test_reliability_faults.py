@@ -14,6 +14,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 from conftest import REPO, shared_data_path
 from MedSAMSegmentLib.engine import EmbeddingCache
@@ -75,6 +76,7 @@ def cache_entries_verify(cache_dir) -> int:
     return len(paths)
 
 
+@pytest.mark.slow
 def test_killed_runs_keep_the_previous_output_and_a_valid_cache(tmp_path):
     boxes = cord_boxes(tmp_path)
     out, cache = tmp_path / "cord.nii.gz", tmp_path / "cache"
@@ -114,6 +116,7 @@ def test_killed_runs_keep_the_previous_output_and_a_valid_cache(tmp_path):
     assert cache_entries_verify(cache) >= 5  # 5 whole slices, plus the zoomed crops of these small boxes
 
 
+@pytest.mark.slow
 def test_two_concurrent_runs_share_one_cache(tmp_path):
     boxes = cord_boxes(tmp_path)
     cache = tmp_path / "shared-cache"
