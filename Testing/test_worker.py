@@ -338,3 +338,26 @@ def test_each_owner_polls_only_its_own_events_and_a_cancelled_run_can_be_superse
     client.replies.append(({"op": "exited", "returncode": -9, "message": "killed"}, {}))
     for owner in (effect_owner, page_owner):  # no run was active: everyone is told
         assert [e.kind for e in background.poll(owner)] == ["status"]
+
+
+def test_a_kept_volume_is_normalised_once_and_checked_again_when_its_voxels_are_sent_again(monkeypatch):
+    service = SegmentationService(model_loader=lambda *a: ThresholdBoxModel(), batch_size=2)
+    normalised = []
+    original = pipeline.normalised_volume
+    monkeypatch.setattr(pipeline, "normalised_volume", lambda *a, **k: normalised.append(1) or original(*a, **k))
+    service.put_volume("v", _volume())
+    first = service.segment("v", np.eye(4), KEYS, ModelSpec(device="cpu"), SETTINGS)
+    moved = KeyBoxSet(0, [KeyBox(2, (8.0, 6.0, 30.0, 24.0)), KeyBox(6, (11.0, 8.0, 28.0, 22.0))])
+    again = service.segment("v", np.eye(4), moved, ModelSpec(device="cpu"), SETTINGS)
+    assert len(normalised) == 1 and again.result.encoded == 0  # a moved box: no new normalisation, no encoding
+    service.segment("v", np.diag([2.0, 1, 1, 1]), KEYS, ModelSpec(device="cpu"), SETTINGS)
+    assert len(normalised) == 2  # new geometry: checked again
+    inverted = 255 - _volume()
+    service.put_volume("v", inverted)  # other voxels under the same token are never mistaken for the old ones
+    changed = service.segment("v", np.eye(4), KEYS, ModelSpec(device="cpu"), SETTINGS)
+    assert len(normalised) == 3 and changed.result.encoded == 5
+    expected = SegmentationService(model_loader=lambda *a: ThresholdBoxModel(), batch_size=2)
+    expected.put_volume("w", inverted)
+    direct = expected.segment("w", np.eye(4), KEYS, ModelSpec(device="cpu"), SETTINGS)
+    np.testing.assert_array_equal(changed.result.mask, direct.result.mask)
+    assert not np.array_equal(changed.result.mask, first.result.mask)

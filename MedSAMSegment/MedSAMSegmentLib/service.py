@@ -69,7 +69,8 @@ class SegmentationService:
         self.batch_size = batch_size
         self._models: Dict[ModelSpec, object] = {}
         self._volumes: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._segmenters: Dict[str, Tuple[str, VolumeSegmenter]] = {}
+        #: token -> (request key of the last call, content key, segmenter)
+        self._segmenters: Dict[str, Tuple[Optional[tuple], str, VolumeSegmenter]] = {}
 
     def model(self, spec: ModelSpec):
         """The model for ``spec``, loaded on first use and kept."""
@@ -87,6 +88,9 @@ class SegmentationService:
         """Keep ``array`` (``[k, j, i]``, any intensities; never modified) as the voxels of ``token``."""
         self._volumes[token] = array
         self._volumes.move_to_end(token)
+        kept = self._segmenters.get(token)
+        if kept is not None:  # voxels given again under a token: check them by content at the next run
+            self._segmenters[token] = (None, kept[1], kept[2])
         while len(self._volumes) > KEPT_VOLUMES:
             old, _ = self._volumes.popitem(last=False)
             self._segmenters.pop(old, None)
@@ -102,14 +106,21 @@ class SegmentationService:
         """The kept segmenter of ``token`` while voxels, geometry, intensity, axis and model are unchanged."""
         if token not in self._volumes:
             raise KeyError(f"no voxels were sent for volume {token!r}")
+        # A token's voxels do not change (put_volume marks them for a check), so the same geometry, axis, model
+        # and intensity settings reuse the kept segmenter without normalising and hashing the volume again.
+        request = (np.round(np.asarray(ijk_to_world, dtype=float), 6).tobytes(), int(slice_axis), spec,
+                   settings.modality, None if settings.window is None else tuple(settings.window), settings.mr_rule)
+        kept = self._segmenters.get(token)
+        if kept is not None and kept[0] == request:
+            return kept[2]
         volume_u8 = pipeline.normalised_volume(self._volumes[token], settings)  # a new array; the source is kept
         model = self.model(spec)
-        key = volume_fingerprint(volume_u8, ijk_to_world, slice_axis, getattr(model, "fingerprint", ""))
-        kept = self._segmenters.get(token)
-        if kept is None or kept[0] != key:
-            kept = (key, VolumeSegmenter(model, volume_u8, slice_axis, cache=self.cache, batch_size=self.batch_size))
-            self._segmenters[token] = kept
-        return kept[1]
+        content = volume_fingerprint(volume_u8, ijk_to_world, slice_axis, getattr(model, "fingerprint", ""))
+        if kept is None or kept[1] != content:
+            kept = (request, content,
+                    VolumeSegmenter(model, volume_u8, slice_axis, cache=self.cache, batch_size=self.batch_size))
+        self._segmenters[token] = (request, kept[1], kept[2])
+        return kept[2]
 
     def encode_ahead(self, token: str, ijk_to_world: np.ndarray, slice_axis: int, slices: Sequence[int],
                      spec: ModelSpec, settings: pipeline.SegmentationSettings,
