@@ -8,6 +8,13 @@ from MedSAMSegmentLib import engine
 from MedSAMSegmentLib.engine import EmbeddingCache, VolumeSegmenter, refine_to_box, zoom_region
 from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet
 from MedSAMSegmentLib.intensity import normalise_volume
+from MedSAMSegmentLib.settings import PUBLISHED, SegmentationSettings, SettingsError
+
+
+def published(**changes) -> SegmentationSettings:
+    """The published behaviour with ``changes`` (the engine has no defaults of its own)."""
+    return SegmentationSettings(**{**PUBLISHED, **changes})
+
 
 
 class BoxModel:
@@ -55,9 +62,9 @@ def test_zoom_encodes_the_crop_and_pastes_the_mask_back():
     model = BoxModel()
     segmenter = VolumeSegmenter(model, volume(), 0, cache=EmbeddingCache(), batch_size=2)
     keys = KeyBoxSet(0, [KeyBox(2, (95, 90, 104, 101)), KeyBox(6, (97, 92, 106, 103))])
-    zoomed = segmenter.segment(keys, zoom="auto")
+    zoomed = segmenter.segment(keys, published(zoom="auto"))
     assert all(shape[0] < 200 for shape in model.encoded_shapes)
-    whole = VolumeSegmenter(BoxModel(), volume(), 0, cache=EmbeddingCache()).segment(keys)
+    whole = VolumeSegmenter(BoxModel(), volume(), 0, cache=EmbeddingCache()).segment(keys, published())
     assert np.array_equal(zoomed.mask, whole.mask)  # the box model gives the same mask at any zoom
     assert zoomed.mask[2, 91:101, 96:104].all() and zoomed.mask[2].sum() == 10 * 8
 
@@ -73,14 +80,14 @@ def test_refine_clips_to_the_box_and_fills_holes():
 def test_guided_boxes_follow_the_masks_and_key_slices_keep_their_boxes():
     segmenter = VolumeSegmenter(BoxModel(), volume(), 0, cache=EmbeddingCache())
     keys = KeyBoxSet(0, [KeyBox(0, (40, 40, 80, 80)), KeyBox(8, (60, 60, 100, 100))])
-    result = segmenter.segment(keys, guide="mean")
+    result = segmenter.segment(keys, published(guide="mean"))
     assert sorted(result.boxes) == list(range(9))
     assert result.boxes[0] == (40, 40, 80, 80) and result.boxes[8] == (60, 60, 100, 100)
     # The box model shrinks each box by a pixel; a guided box is the mean of it (+3 px) and the interpolated one.
     interpolated = np.array([42.5, 42.5, 82.5, 82.5])
     assert np.allclose(result.boxes[1], (interpolated + np.array([41, 41, 79, 79]) + [-3, -3, 3, 3]) / 2)
-    with pytest.raises(ValueError, match="unknown guide"):
-        segmenter.segment(keys, guide="nope")
+    with pytest.raises(SettingsError, match="--guide 'nope': use one of off, mean"):
+        published(guide="nope")
 
 
 def test_mr_rule_uses_the_voxels_above_the_background_of_z_scored_images():
@@ -118,7 +125,7 @@ def test_best_and_union_views_and_retry():
 
     def run(**options):
         segmenter = VolumeSegmenter(CropShyModel(), volume(), 0, cache=EmbeddingCache())
-        result = segmenter.segment(keys, **options)
+        result = segmenter.segment(keys, published(**options))
         return result.mask[2].sum(), result.iou[2]
 
     whole, _ = run()

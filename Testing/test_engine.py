@@ -14,6 +14,12 @@ from MedSAMSegmentLib.engine import (
 )
 from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet, box_from_mask
 from MedSAMSegmentLib.metrics import dice
+from MedSAMSegmentLib.settings import PUBLISHED, SegmentationSettings
+
+
+def published(**changes) -> SegmentationSettings:
+    """The published behaviour with ``changes`` (the engine has no defaults of its own)."""
+    return SegmentationSettings(**{**PUBLISHED, **changes})
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +39,7 @@ def test_interpolated_run_encodes_only_boxed_slices_and_reuses_embeddings(lite_m
     segmenter = VolumeSegmenter(lite_model, image, 0, cache=embedding_cache, batch_size=4)
     keys = keys_every(reference, 3)
     seen = []
-    result = segmenter.segment(keys, on_slice=lambda s, m: seen.append(s))
+    result = segmenter.segment(keys, published(), on_slice=lambda s, m: seen.append(s))
     first, last = keys.slice_range
     assert result.slice_range == (first, last)
     assert sorted(result.boxes) == list(range(first, last + 1)) == sorted(seen)
@@ -44,7 +50,7 @@ def test_interpolated_run_encodes_only_boxed_slices_and_reuses_embeddings(lite_m
     # Move one key box: only the slices whose interpolated box changed are decoded again, nothing re-encoded.
     moved = KeyBoxSet(0, [k if k.slice_index != last else KeyBox(k.slice_index, tuple(np.add(k.box, (2, 0, 2, 0))))
                           for k in keys.boxes])
-    again = segmenter.segment(moved)
+    again = segmenter.segment(moved, published())
     assert again.encoded == 0
     previous_key = sorted(k.slice_index for k in keys.boxes)[-2]
     assert sorted(again.recomputed) == list(range(previous_key + 1, last + 1))
@@ -76,7 +82,7 @@ def test_box_on_every_slice_beats_a_tiny_box(lite_model, embedding_cache, lesion
     image, reference = lesion
     segmenter = VolumeSegmenter(lite_model, image, 0, cache=embedding_cache)
     every = keys_every(reference, 1)
-    result = segmenter.segment(every)
+    result = segmenter.segment(every, published())
     assert dice(result.mask, reference) > 0.75
 
 
@@ -86,7 +92,7 @@ def test_propagate_from_one_box_reaches_neighbouring_slices(lite_model, embeddin
     middle = int(slices[len(slices) // 2])
     keys = KeyBoxSet(0, [KeyBox(middle, box_from_mask(reference[middle], 3))])
     segmenter = VolumeSegmenter(lite_model, image, 0, cache=embedding_cache)
-    result = segmenter.segment(keys, strategy="propagate")
+    result = segmenter.segment(keys, published(strategy="propagate"))
     first, last = result.slice_range
     assert first < middle < last
     assert dice(result.mask, reference) > 0.5
@@ -99,8 +105,8 @@ def test_propagate_between_key_boxes_stays_inside_them_and_shares_crops_with_int
     image, reference = lesion
     keys = keys_every(reference, 5)
     segmenter = VolumeSegmenter(lite_model, image, 0, cache=EmbeddingCache(), batch_size=4)
-    interpolated = segmenter.segment(keys, zoom="union")
-    propagated = segmenter.segment(keys, strategy="propagate", zoom="union")
+    interpolated = segmenter.segment(keys, published(zoom="union"))
+    propagated = segmenter.segment(keys, published(strategy="propagate", zoom="union"))
     # The outermost key boxes bound the target, as they bound interpolate (the reference has slices beyond
     # them only when the last key is not the last target slice; keys_every includes it).
     assert propagated.slice_range == keys.slice_range == interpolated.slice_range
@@ -132,7 +138,7 @@ def test_one_shot_cache_bound_never_encodes_a_view_twice(lite_model, lesion):
     reference = np.concatenate([reference] * 3)
     cache = RecordingCache(max_memory_bytes=one_shot_cache_bytes(4))
     segmenter = VolumeSegmenter(lite_model, image, 0, cache=cache, batch_size=4)
-    result = segmenter.segment(keys_every(reference, 5), zoom="union", guide="auto")
+    result = segmenter.segment(keys_every(reference, 5), published(zoom="union", guide="auto"))
     assert len(cache.puts) * EMBEDDING_BYTES > cache.max_memory_bytes  # the bound was reached ...
     assert cache._memory_bytes <= cache.max_memory_bytes
     assert len(cache.puts) == len(set(cache.puts)) == result.encoded  # ... and nothing was encoded again
@@ -149,30 +155,30 @@ def test_cancel_raises_and_returns_nothing(lite_model, lesion):
         return len(calls) > 2
 
     with pytest.raises(Cancelled):
-        segmenter.segment(keys_every(reference, 3), cancel=cancel)
+        segmenter.segment(keys_every(reference, 3), published(), cancel=cancel)
 
 
 def test_disk_cache_survives_processes_and_detects_corruption(lite_model, lesion, tmp_path):
     image, reference = lesion
     keys = KeyBoxSet(0, [KeyBox(6, box_from_mask(reference[6], 3))])
     cache_dir = str(tmp_path / "cache")
-    first = VolumeSegmenter(lite_model, image, 0, cache=EmbeddingCache(cache_dir)).segment(keys)
+    first = VolumeSegmenter(lite_model, image, 0, cache=EmbeddingCache(cache_dir)).segment(keys, published())
     assert first.encoded == 1
     entries = [os.path.join(root, name) for root, _, names in os.walk(cache_dir) for name in names]
     assert len(entries) == 1 and not os.path.basename(entries[0]).startswith(".tmp")
 
-    second = VolumeSegmenter(lite_model, image, 0, cache=EmbeddingCache(cache_dir)).segment(keys)
+    second = VolumeSegmenter(lite_model, image, 0, cache=EmbeddingCache(cache_dir)).segment(keys, published())
     assert second.encoded == 0 and np.array_equal(second.mask, first.mask)
 
     with open(entries[0], "r+b") as handle:  # flip bytes in the payload
         handle.seek(500)
         handle.write(b"\xff" * 16)
-    third = VolumeSegmenter(lite_model, image, 0, cache=EmbeddingCache(cache_dir)).segment(keys)
+    third = VolumeSegmenter(lite_model, image, 0, cache=EmbeddingCache(cache_dir)).segment(keys, published())
     assert third.encoded == 1 and np.array_equal(third.mask, first.mask)
 
     with open(entries[0], "r+b") as handle:  # a truncated entry, as a crash mid-write would leave without rename
         handle.truncate(100)
-    fourth = VolumeSegmenter(lite_model, image, 0, cache=EmbeddingCache(cache_dir)).segment(keys)
+    fourth = VolumeSegmenter(lite_model, image, 0, cache=EmbeddingCache(cache_dir)).segment(keys, published())
     assert fourth.encoded == 1 and np.array_equal(fourth.mask, first.mask)
 
 

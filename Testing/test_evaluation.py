@@ -188,20 +188,6 @@ def test_published_options_make_our_pipeline_the_recipe(tmp_path, lite_model, em
     assert "zoom=off" in (tmp_path / "results.md").read_text()
 
 
-def test_cli_accuracy_and_encoder_options():
-    from MedSAMSegmentLib.options import accuracy_settings
-    from MedSAMSegmentLib.pipeline import PUBLISHED, SegmentationSettings
-
-    parser = cli.build_parser()
-    args = parser.parse_args(["evaluate", "--cases", "c.json", "--zoom", "off", "--precision", "bf16"])
-    assert accuracy_settings(args)["zoom"] == "off" and args.precision == "bf16" and args.backend == "auto"
-    assert accuracy_settings(args)["guide"] == SegmentationSettings().guide
-    args = parser.parse_args(["evaluate", "--cases", "c.json", "--zoom", "best", "--published"])
-    assert accuracy_settings(args) == PUBLISHED
-    args = parser.parse_args(["segment", "img.nii.gz", "--boxes", "b.json", "-o", "m.nii.gz", "--guide", "off"])
-    assert accuracy_settings(args)["guide"] == "off" and not hasattr(args, "published")
-
-
 def test_unknown_accuracy_option_refused(tmp_path):
     with pytest.raises(ValueError, match="accuracy option"):
         evaluation.evaluate(shared_data_path("cases.json"), strategies=("interpolate",), out_dir=str(tmp_path),

@@ -73,9 +73,10 @@ def measured(lite_model, embedding_cache):
         segmenter = pipeline.make_segmenter(lite_model, image.array, case["slice_axis"], settings,
                                             cache=embedding_cache)
         # Our method: the defaults a user gets (SegmentationSettings' accuracy options).
-        every5 = segmenter.segment(simulate_key_boxes(reference, case["slice_axis"], 5), **settings.accuracy_options())
+        every5 = segmenter.segment(simulate_key_boxes(reference, case["slice_axis"], 5), settings)
         # The published decoding (no accuracy options) on every slice, for parity with the recipe.
-        every1 = segmenter.segment(every_slice_boxes(reference, case["slice_axis"]))
+        published = pipeline.SegmentationSettings(**pipeline.PUBLISHED)
+        every1 = segmenter.segment(every_slice_boxes(reference, case["slice_axis"]), published)
         scores[case["name"]] = (dice(every5.mask, reference), dice(every1.mask, reference))
         segmenter.cache.clear_memory()
     print("\ncase: DSC every 5 / every slice")

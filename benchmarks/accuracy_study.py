@@ -82,7 +82,7 @@ def run(args) -> None:
             every = simulate.every_slice_boxes(reference, axis)
             settings = pipeline.SegmentationSettings(modality=modality, **pipeline.PUBLISHED)
             segmenter = pipeline.make_segmenter(model, image.array, axis, settings, cache=cache)
-            result = segmenter.segment(every, **settings.accuracy_options())
+            result = segmenter.segment(every, settings)
             write("recipe_every_slice", 0, result.mask)
             for spacing in args.spacing:
                 keys = simulate.simulate_key_boxes(reference, axis, spacing)
@@ -100,7 +100,7 @@ def run(args) -> None:
             for spacing in args.spacing:
                 keys = simulate.simulate_key_boxes(reference, axis, spacing)
                 t0 = time.perf_counter()
-                result = segmenter.segment(keys, strategy=settings.strategy, **settings.accuracy_options())
+                result = segmenter.segment(keys, settings)
                 write(name, spacing, result.mask, time.perf_counter() - t0, encoded=result.encoded,
                       flagged=len(result.flagged))
         cache.clear_memory()

@@ -13,8 +13,9 @@ from importlib import import_module
 #: Public name -> the module that defines it.
 _EXPORTS = {
     "VolumePredictor": "predictor",
-    "SegmentationSettings": "pipeline",
-    "PUBLISHED": "pipeline",
+    "SegmentationSettings": "settings",
+    "ModelSettings": "settings",
+    "PUBLISHED": "settings",
     "run_segmentation": "pipeline",
     "load_model": "models",
     "SegmentationResult": "engine",

@@ -122,14 +122,16 @@ def run_engine(cases_json, case_name, device="cpu", batch_size=None) -> Dict[str
     model_s = time.perf_counter() - started
     array, reference, axis, modality, described = load_target(cases_json, case_name)
     keys = simulate_key_boxes(reference, axis, KEY_SPACING, margin=3)
-    settings = pipeline.SegmentationSettings(strategy="interpolate", modality=modality)
+    # The default intensity rule, then the published engine (whole slices, interpolated boxes, raw masks).
+    engine_options = {name: value for name, value in pipeline.PUBLISHED.items() if name != "mr_rule"}
+    settings = pipeline.SegmentationSettings(strategy="interpolate", modality=modality, **engine_options)
     segmenter = pipeline.make_segmenter(model, array, axis, settings, batch_size=batch_size)
-    result = segmenter.segment(keys, strategy="interpolate")
+    result = segmenter.segment(keys, settings)
     end_to_end = time.perf_counter() - started
     seg_s = result.seconds
 
     t0 = time.perf_counter()
-    again = segmenter.segment(moved_keys(keys), strategy="interpolate")
+    again = segmenter.segment(moved_keys(keys), settings)
     move_s = time.perf_counter() - t0
 
     # Encoder and decoder per slice, the way the engine runs them (batches).

@@ -29,27 +29,16 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True,
                         help="output mask: .nii.gz, .nii, .nrrd, .seg.nrrd (Slicer segmentation), .mha, .png "
                              "or .npz (MedSAM's format, the mask in 'segs')")
-    parser.add_argument("--strategy", choices=("interpolate", "propagate"), default="interpolate",
-                        help="interpolate boxes between key slices, or propagate masks outwards from each key box")
-    parser.add_argument("--modality", choices=("auto", "CT", "MR", "none"), default="auto",
-                        help="intensity normalisation (auto guesses from the values)")
-    parser.add_argument("--window", nargs=2, type=float, metavar=("LEVEL", "WIDTH"),
-                        help="CT window (default level 40, width 400)")
-    from .options import add_accuracy_arguments, add_encoder_arguments  # light: no torch
+    from .settings import ModelSettings, SegmentationSettings, add_arguments  # light: no torch
 
-    add_accuracy_arguments(parser)
+    add_arguments(parser, SegmentationSettings)
     parser.add_argument("--margin", type=float, default=0.0, help="pixels added around every key box (default 0)")
     parser.add_argument("--line-margin", type=float, default=None,
                         help="pixels added around a line markup's extent (default 3)")
     parser.add_argument("--slice-axis", type=int, choices=(0, 1, 2),
                         help="numpy axis of the slices, when markups alone leave it ambiguous")
-    parser.add_argument("--model", choices=("lite", "vit_b"), default="lite",
-                        help="lite: bundled LiteMedSAM; vit_b: MedSAM ViT-B (needs --checkpoint)")
-    parser.add_argument("--checkpoint", help="model checkpoint (required for vit_b)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    add_arguments(parser, ModelSettings)
     parser.add_argument("--cache-dir", help="keep image embeddings here between runs")
-    parser.add_argument("--batch-size", type=int, help="slices per encoder batch (default: chosen from memory)")
-    add_encoder_arguments(parser)
     parser.add_argument("--name", default="MedSAM", help="segment name in a .seg.nrrd output")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -82,29 +71,23 @@ def run_segment(args: argparse.Namespace) -> int:
     from . import io, pipeline
     from .engine import EmbeddingCache, default_batch_size, one_shot_cache_bytes
     from .geometry import validate_key_boxes
-    from .models import load_model
-    from .options import accuracy_settings
+    from .settings import ModelSettings, SegmentationSettings, from_arguments
 
-    if args.model == "vit_b" and not args.checkpoint:
-        raise UsageError("--model vit_b needs --checkpoint medsam_vit_b.pth")
+    settings = from_arguments(SegmentationSettings, args)
+    model_settings = from_arguments(ModelSettings, args)
     if not io._has_extension(args.output, io.MASK_EXTENSIONS):
         raise UsageError(f"output {args.output}: use one of {', '.join(io.MASK_EXTENSIONS)}")
-    if args.batch_size is not None and args.batch_size < 1:
-        raise UsageError(f"--batch-size {args.batch_size}: give a whole number of slices, 1 or more")
     volume = io.read_image(args.image)
     key_boxes = io.read_key_boxes(args.boxes, volume, margin=args.margin, line_margin=args.line_margin,
                                   slice_axis=args.slice_axis)
     # Check (clip, swap, refuse) the boxes before the model loads: bad boxes fail fast, warnings print once.
     key_boxes = validate_key_boxes(key_boxes, volume.shape)
-    settings = pipeline.SegmentationSettings(strategy=args.strategy, modality=args.modality, window=args.window,
-                                             **accuracy_settings(args))
     started = time.perf_counter()
-    model = load_model(args.model, checkpoint=args.checkpoint, device=args.device, precision=args.precision,
-                       backend=args.backend)
+    model = model_settings.load()
     say(args, f"model {args.model} on {model.device_description}" +
         (f"; using {model.acceleration}" if model.acceleration else ""))
     # One run, no edits after it: keep only the embeddings a chunk reads again (the disk cache keeps them all).
-    batch_size = args.batch_size or default_batch_size(model)
+    batch_size = model_settings.batch_size or default_batch_size(model)
     cache = EmbeddingCache(args.cache_dir, max_memory_bytes=one_shot_cache_bytes(batch_size))
     bar = ProgressBar(not args.quiet)
     try:
@@ -181,8 +164,9 @@ def _input_error_types() -> tuple:
     from .intensity import IntensityError
     from .io import InputError
     from .models import CheckpointError
+    from .settings import SettingsError
 
-    return (UsageError, InputError, GeometryError, IntensityError, CheckpointError)
+    return (UsageError, InputError, GeometryError, IntensityError, CheckpointError, SettingsError)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -52,8 +52,8 @@ import numpy as np
 
 from .geometry import Box, KeyBoxSet, box_from_mask, interpolate_boxes, slice_shape, take_slice, validate_key_boxes
 from .models import SliceModel
+from .settings import SegmentationSettings
 
-STRATEGIES = ("interpolate", "propagate")
 #: Predicted IoU below this flags a slice for review.
 LOW_IOU = 0.6
 #: A slice whose mask area differs from both neighbours by more than this factor is flagged for review.
@@ -69,10 +69,6 @@ DECODE_BATCH = 2
 #: in another run over the slice (``evaluate``'s methods share their key boxes), decodes nothing again.
 DECODED_PER_SLICE = 4
 
-ZOOMS = ("off", "auto", "best", "union")
-GUIDES = ("off", "mean", "union", "mask", "auto")
-REFINES = ("off", "box")
-RETRIES = ("off", "zoom")
 #: ``retry="zoom"`` decodes again slices whose predicted IoU is below this.
 RETRY_IOU = 0.5
 #: ``zoom="auto"`` crops around boxes whose longest side is below this many model pixels (of 256) ...
@@ -443,31 +439,21 @@ class VolumeSegmenter:
     def segment(
         self,
         key_boxes: KeyBoxSet,
-        strategy: str = "interpolate",
-        propagate_margin: float = 3.0,
+        settings: SegmentationSettings,
         progress: Optional[ProgressCallback] = None,
         cancel: Optional[CancelCheck] = None,
         on_slice: Optional[SliceCallback] = None,
-        zoom: str = "off",
-        guide: str = "off",
-        refine: str = "off",
-        retry: str = "off",
     ) -> SegmentationResult:
-        """Segment the volume from key boxes. Raises :class:`Cancelled` when ``cancel()`` turns true.
-
-        ``zoom``, ``guide``, ``refine`` and ``retry`` are the accuracy options of the module docstring (``off``:
-        published).
+        """Segment the volume from key boxes with ``settings``' strategy and accuracy options (``mr_rule`` and the
+        intensity settings were applied when the volume was normalised). Raises :class:`Cancelled` when ``cancel()``
+        turns true.
         """
         if key_boxes.slice_axis != self.slice_axis:
             raise ValueError(
                 f"key boxes lie along axis {key_boxes.slice_axis} but this segmenter slices along {self.slice_axis}"
             )
-        if strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
-        for name, value, allowed in (("zoom", zoom, ZOOMS), ("guide", guide, GUIDES), ("refine", refine, REFINES),
-                                     ("retry", retry, RETRIES)):
-            if value not in allowed:
-                raise ValueError(f"unknown {name} {value!r}; use one of {', '.join(allowed)}")
+        strategy, guide, propagate_margin = settings.strategy, settings.guide, settings.propagate_margin
+        zoom, refine, retry = settings.zoom, settings.refine, settings.retry
         keys = validate_key_boxes(key_boxes, self.volume.shape[:3])
         started = time.perf_counter()
         encoded_before = self.encoded_views

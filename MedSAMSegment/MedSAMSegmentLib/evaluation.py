@@ -508,8 +508,7 @@ def _evaluate_case(case, model, cache, recipe_runner, config, encode_per_slice=N
 
     def engine_run(method, keys, strategy):
         t0 = time.perf_counter()
-        result = segmenter.segment(keys, strategy=strategy, propagate_margin=settings.propagate_margin,
-                                   **settings.accuracy_options())
+        result = segmenter.segment(keys, dataclasses.replace(settings, strategy=strategy))
         seconds = time.perf_counter() - t0
         n_slices = len(result.boxes)
         cold = seconds + max(n_slices - result.encoded, 0) * encode_per_slice
@@ -1005,7 +1004,7 @@ def plot_worst_slices(worst: Sequence[WorstSlice], path: str, columns: int = 4) 
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    from .options import add_accuracy_arguments, add_encoder_arguments
+    from .settings import ModelSettings, SegmentationSettings, add_arguments
 
     parser.add_argument("--cases", required=True, help="cases.json (format of shared/data/cases.json)")
     parser.add_argument("--spacing", type=int, nargs="+", default=list(DEFAULT_SPACINGS),
@@ -1022,28 +1021,27 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", choices=("shared", "full", "skip"), default="shared",
                         help="published recipe: shared (reuse our embeddings when numerically the same; default), "
                              "full (encode every slice every run: slow), skip")
-    parser.add_argument("--model", choices=("lite", "vit_b"), default="lite")
-    parser.add_argument("--checkpoint", help="model checkpoint (vit_b)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument("--batch-size", type=int, help="slices per encoder batch")
+    add_arguments(parser, ModelSettings)
     parser.add_argument("--workers", default="auto", metavar="N|auto",
                         help="processes evaluating cases side by side (auto: one per CPU core, bounded by free "
                              "memory; 1 on a GPU)")
-    add_encoder_arguments(parser)
-    add_accuracy_arguments(parser, with_preset=True)
+    add_arguments(parser, SegmentationSettings, exclude=("strategy", "modality", "window", "propagate_margin"),
+                  with_published=True)
     parser.add_argument("--quiet", action="store_true")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from .options import accuracy_settings
+    from .settings import ModelSettings, SegmentationSettings, from_arguments
 
+    from_arguments(ModelSettings, args)  # validated before any case loads
     log = (lambda *a, **k: None) if args.quiet else (lambda message: print(message, flush=True))
     command = "medsam-segment evaluate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else None
     evaluate(
         args.cases, spacings=args.spacing, strategies=args.methods, out_dir=args.out, margin=args.margin,
         jitter=args.jitter, seed=args.seed, case_filter=args.case_filter, recipe=args.recipe, model_name=args.model,
         checkpoint=args.checkpoint, device=args.device, batch_size=args.batch_size, log=log, command=command,
-        settings=accuracy_settings(args), precision=args.precision, backend=args.backend, workers=args.workers,
+        settings=from_arguments(SegmentationSettings, args).accuracy(), precision=args.precision,
+        backend=args.backend, workers=args.workers,
     )
     return 0
 

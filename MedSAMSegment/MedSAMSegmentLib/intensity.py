@@ -22,6 +22,8 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
+from .settings import MODALITIES, MR_RULES
+
 #: CT presets (level, width) offered to users; ``soft_tissue`` is MedSAM's default.
 CT_WINDOWS = {
     "soft_tissue": (40.0, 400.0),
@@ -32,8 +34,6 @@ CT_WINDOWS = {
     "liver": (60.0, 160.0),
 }
 DEFAULT_CT_WINDOW = CT_WINDOWS["soft_tissue"]
-MODALITIES = ("auto", "CT", "MR", "none")
-MR_RULES = ("auto", "published")
 
 
 class IntensityError(ValueError):

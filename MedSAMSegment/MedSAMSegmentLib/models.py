@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .settings import MODEL_NAMES
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-MODEL_NAMES = ("lite", "vit_b")
 
 
 class ModelError(RuntimeError):

@@ -4,8 +4,7 @@ Slicer: normalise intensities, build a :class:`~engine.VolumeSegmenter`, run the
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -20,34 +19,10 @@ from .engine import (
 )
 from .geometry import KeyBoxSet, take_slice
 from .models import SliceModel
+from .settings import PUBLISHED, SegmentationSettings
 
-
-@dataclass(frozen=True)
-class SegmentationSettings:
-    """What a user chooses besides the boxes.
-
-    ``mr_rule``, ``zoom``, ``guide``, ``refine`` and ``retry`` are the accuracy options (``intensity`` and ``engine``
-    docstrings; defaults chosen on the whole development set, ``docs/accuracy.md``). The published LiteMedSAM
-    behaviour is ``mr_rule="published", zoom="off", guide="off", refine="off", retry="off"`` (:data:`PUBLISHED`).
-    """
-
-    strategy: str = "interpolate"
-    modality: str = "auto"
-    window: Optional[Sequence[float]] = None
-    propagate_margin: float = 3.0
-    mr_rule: str = "auto"
-    zoom: str = "union"
-    guide: str = "auto"
-    refine: str = "off"
-    retry: str = "off"
-
-    def accuracy_options(self) -> dict:
-        """The keyword arguments of :meth:`engine.VolumeSegmenter.segment` these settings choose."""
-        return {"zoom": self.zoom, "guide": self.guide, "refine": self.refine, "retry": self.retry}
-
-
-#: The published behaviour (MedSAM's intensity recipe, whole slices, interpolated boxes, raw masks).
-PUBLISHED = {"mr_rule": "published", "zoom": "off", "guide": "off", "refine": "off", "retry": "off"}
+__all__ = ["PUBLISHED", "SegmentationSettings", "make_segmenter", "normalised_volume", "run_segmentation",
+           "segment_with", "uniform_slices", "warn_uniform_slices"]
 
 
 def normalised_volume(array: np.ndarray, settings: SegmentationSettings, is_colour: bool = False) -> np.ndarray:
@@ -63,13 +38,13 @@ def make_segmenter(
     model: SliceModel,
     array: np.ndarray,
     slice_axis: int,
-    settings: SegmentationSettings = SegmentationSettings(),
+    settings: Optional[SegmentationSettings] = None,
     cache: Optional[EmbeddingCache] = None,
     batch_size: Optional[int] = None,
     is_colour: bool = False,
 ) -> VolumeSegmenter:
     """A segmenter for one image along one slice axis, ready for repeated runs with changing boxes."""
-    volume_u8 = normalised_volume(array, settings, is_colour)
+    volume_u8 = normalised_volume(array, settings or SegmentationSettings(), is_colour)
     return VolumeSegmenter(model, volume_u8, slice_axis, cache=cache, batch_size=batch_size)
 
 
@@ -83,22 +58,14 @@ def segment_with(
 ) -> SegmentationResult:
     """The one call every path makes: ``settings``' strategy and accuracy options on a segmenter built for them."""
     warn_uniform_slices(segmenter.volume, key_boxes)
-    return segmenter.segment(
-        key_boxes,
-        strategy=settings.strategy,
-        propagate_margin=settings.propagate_margin,
-        progress=progress,
-        cancel=cancel,
-        on_slice=on_slice,
-        **settings.accuracy_options(),
-    )
+    return segmenter.segment(key_boxes, settings, progress=progress, cancel=cancel, on_slice=on_slice)
 
 
 def run_segmentation(
     model: SliceModel,
     array: np.ndarray,
     key_boxes: KeyBoxSet,
-    settings: SegmentationSettings = SegmentationSettings(),
+    settings: Optional[SegmentationSettings] = None,
     cache: Optional[EmbeddingCache] = None,
     batch_size: Optional[int] = None,
     is_colour: bool = False,
@@ -107,6 +74,7 @@ def run_segmentation(
     on_slice: Optional[SliceCallback] = None,
 ) -> SegmentationResult:
     """Segment ``array`` (``[k, j, i]``, any intensities) from key boxes; see :mod:`engine` for the strategies."""
+    settings = settings or SegmentationSettings()  # the command line's defaults
     segmenter = make_segmenter(model, array, key_boxes.slice_axis, settings, cache, batch_size, is_colour)
     return segment_with(segmenter, key_boxes, settings, progress, cancel, on_slice)
 
