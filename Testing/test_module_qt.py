@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 from conftest import REPO, shared_data_path
+from MedSAMSegmentLib.settings import SegmentationSettings
 from slicer_scene import make_volume, mrml_scene_fixture, slicer  # noqa: F401
 from standin_fixtures import standin_fixture, worker_logic_fixture  # noqa: F401
 
@@ -300,6 +301,16 @@ def test_parameter_node_keeps_the_choices_and_survives_reentering(standin, mrml_
     settings = page.widget.settings()
     assert (settings.strategy, settings.intensity, settings.model, settings.checkpoint, settings.device) == (
         "propagate", "ct:soft_tissue", "vit_b", "/models/medsam_vit_b.pth", "cpu")
+    # The accuracy options: every one of the command line's, defaulting to its defaults, kept on the node.
+    assert settings.accuracy() == SegmentationSettings().accuracy()
+    assert ui.accuracyCollapsibleButton.collapsed
+    chosen = {"mr_rule": "published", "zoom": "best", "guide": "mean", "refine": "box", "retry": "zoom"}
+    combos = {"mr_rule": ui.mrRuleComboBox, "zoom": ui.zoomComboBox, "guide": ui.guideComboBox,
+              "refine": ui.refineComboBox, "retry": ui.retryComboBox}
+    for name, value in chosen.items():
+        combos[name].select(value)
+        assert node.GetParameter(name) == value
+    assert page.widget.settings().accuracy() == chosen
 
     # Away in the Segment Editor, a script changes one choice; back on the page, the page shows the node.
     ui.openEditorButton.click()

@@ -21,12 +21,13 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import intensity, mrml, pipeline
+from . import intensity, mrml
 from .background_run import BackgroundSegmentation
 from .engine import CancelCheck, EmbeddingCache, ProgressCallback, SegmentationResult
 from .geometry import DEFAULT_LINE_MARGIN, KeyBoxSet
 from .key_box_nodes import RunTarget, add_roi_for_key_box, assign
 from .service import ModelSpec, SegmentationService, ServiceResult
+from .settings import PUBLISHED, ModelSettings, SegmentationSettings
 
 #: Intensity choices offered by the effect and the module: id -> label.
 INTENSITY_CHOICES: Dict[str, str] = {"auto": "Automatic (CT window or MR percentiles)"}
@@ -54,38 +55,83 @@ DEVICE_CHOICES = {
     "mps": "Apple GPU (MPS)",
     "cpu": "CPU",
 }
+#: The accuracy options offered in Slicer, every one the command line has (their values are the settings'
+#: choices, which a test checks): setting -> (label, value -> text).
+ACCURACY_OPTIONS: Dict[str, Tuple[str, Dict[str, str]]] = {
+    "mr_rule": ("MR intensities", {
+        "auto": "Percentiles above the background",
+        "published": "Percentiles above zero",
+    }),
+    "zoom": ("Small targets", {
+        "off": "Whole slice",
+        "auto": "Crop around small boxes",
+        "best": "Crop and whole slice, the more confident",
+        "union": "Crop and whole slice, their union",
+    }),
+    "guide": ("Between key slices", {
+        "off": "Interpolated boxes",
+        "mean": "Mean of interpolated and previous mask box",
+        "union": "Union of interpolated and previous mask box",
+        "mask": "Previous mask box",
+        "auto": "Union for small boxes, else interpolated",
+    }),
+    "refine": ("Clean-up", {"off": "Raw masks", "box": "Clip to the box and fill holes"}),
+    "retry": ("Low-confidence slices", {"off": "Keep", "zoom": "Decode again with the other view"}),
+}
+
+
+_DEFAULTS = SegmentationSettings()
+
+
+def accuracy_menu(name: str) -> Dict[str, str]:
+    """Value -> menu text for one accuracy option, the default and MedSAM's published value marked."""
+    texts = ACCURACY_OPTIONS[name][1]
+    marked = {}
+    for value, text in texts.items():
+        marks = [m for m, applies in (("default", value == getattr(_DEFAULTS, name)),
+                                      ("published", value == PUBLISHED[name])) if applies]
+        marked[value] = text + (f" ({', '.join(marks)})" if marks else "")
+    return marked
 
 
 @dataclass(frozen=True)
 class EffectSettings:
-    """The user's choices besides the boxes (stored on the segment editor / parameter node as strings)."""
+    """The user's choices besides the boxes (stored on the segment editor / parameter node as strings); the
+    accuracy options default to the command line's."""
 
-    strategy: str = "interpolate"
+    strategy: str = _DEFAULTS.strategy
     intensity: str = "auto"
     model: str = "lite"
     checkpoint: Optional[str] = None
     device: str = "auto"
     line_margin: float = DEFAULT_LINE_MARGIN
-    propagate_margin: float = 3.0
+    propagate_margin: float = _DEFAULTS.propagate_margin
+    mr_rule: str = _DEFAULTS.mr_rule
+    zoom: str = _DEFAULTS.zoom
+    guide: str = _DEFAULTS.guide
+    refine: str = _DEFAULTS.refine
+    retry: str = _DEFAULTS.retry
 
     def check(self) -> None:
-        if self.strategy not in STRATEGY_CHOICES:
-            raise ValueError(f"unknown strategy {self.strategy!r}; use one of {', '.join(STRATEGY_CHOICES)}")
+        """Raises ``ValueError`` (:class:`settings.SettingsError` for a choice) naming the bad choice."""
         if self.intensity not in INTENSITY_CHOICES:
             raise ValueError(f"unknown intensity setting {self.intensity!r}; use one of {', '.join(INTENSITY_CHOICES)}")
-        if self.model not in MODEL_CHOICES:
-            raise ValueError(f"unknown model {self.model!r}; use one of {', '.join(MODEL_CHOICES)}")
         if self.model == "vit_b" and not self.checkpoint:
             raise ValueError("MedSAM ViT-B needs its checkpoint file (medsam_vit_b.pth); choose it under Model")
+        SegmentationSettings(strategy=self.strategy, propagate_margin=self.propagate_margin, **self.accuracy())
+        ModelSettings(model=self.model, checkpoint=self.checkpoint, device=self.device)
+
+    def accuracy(self) -> Dict[str, str]:
+        return {name: getattr(self, name) for name in PUBLISHED}
 
     def model_spec(self) -> ModelSpec:
         return ModelSpec(self.model, self.checkpoint or None, self.device)
 
-    def segmentation_settings(self, volume_node) -> pipeline.SegmentationSettings:
-        """The command line's settings for these choices (its accuracy defaults included)."""
+    def segmentation_settings(self, volume_node) -> SegmentationSettings:
+        """The command line's settings for these choices."""
         modality, window = resolve_intensity(self.intensity, volume_node)
-        return pipeline.SegmentationSettings(strategy=self.strategy, modality=modality, window=window,
-                                             propagate_margin=self.propagate_margin)
+        return SegmentationSettings(strategy=self.strategy, modality=modality, window=window,
+                                    propagate_margin=self.propagate_margin, **self.accuracy())
 
 
 def resolve_intensity(choice: str, volume_node=None) -> Tuple[str, Optional[Tuple[float, float]]]:
@@ -132,7 +178,7 @@ class PreparedRun:
     ijk_to_world: np.ndarray
     key_boxes: KeyBoxSet
     model: ModelSpec
-    settings: pipeline.SegmentationSettings
+    settings: SegmentationSettings
     volume: Callable[[], np.ndarray]  # a copy of the voxels, made when called
 
 

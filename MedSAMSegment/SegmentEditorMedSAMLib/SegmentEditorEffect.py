@@ -11,10 +11,15 @@ import os
 import qt
 import slicer
 from MedSAMSegmentLib.mrml import SegmentWriteError, SegmentWriter
+from MedSAMSegmentLib.settings import SegmentationSettings
 from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
 
+#: The accuracy options' effect parameters -> their settings names (every accuracy option of the command line).
+ACCURACY_PARAMETERS = {"MRRule": "mr_rule", "Zoom": "zoom", "Guide": "guide", "Refine": "refine", "Retry": "retry"}
 #: Effect parameters (``scriptedEffect.setParameter`` stores them as ``MedSAM.<name>``) -> default.
-PARAMETERS = {"Strategy": "interpolate", "Intensity": "auto", "Model": "lite", "Checkpoint": "", "Device": "auto"}
+PARAMETERS = {"Strategy": SegmentationSettings().strategy, "Intensity": "auto", "Model": "lite", "Checkpoint": "",
+              "Device": "auto",
+              **{parameter: getattr(SegmentationSettings(), name) for parameter, name in ACCURACY_PARAMETERS.items()}}
 #: How often the GUI reads the worker's messages, milliseconds.
 POLL_INTERVAL_MS = 50
 
@@ -137,6 +142,21 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.scriptedEffect.addLabeledOptionsWidget("Checkpoint:", self.checkpointPath)
         self.deviceCombo = self._combo(effect.DEVICE_CHOICES, "Device:")
 
+        accuracy = ctk.ctkCollapsibleButton()
+        accuracy.text = "Accuracy options"
+        accuracy.toolTip = "The command line's accuracy options; the defaults are what the evaluation chose"
+        accuracy.collapsed = True
+        accuracyLayout = qt.QFormLayout(accuracy)
+        self.accuracyCombos = {}
+        for parameter, name in ACCURACY_PARAMETERS.items():
+            label, unused = effect.ACCURACY_OPTIONS[name]
+            combo = qt.QComboBox()
+            for key, text in effect.accuracy_menu(name).items():
+                combo.addItem(text, key)
+            accuracyLayout.addRow(label + ":", combo)
+            self.accuracyCombos[parameter] = combo
+        self.scriptedEffect.addOptionsWidget(accuracy)
+
         buttons = qt.QHBoxLayout()
         self.segmentButton = qt.QPushButton("Segment")
         self.segmentButton.objectName = self.__class__.__name__ + "Apply"
@@ -167,7 +187,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.flaggedList.connect("itemClicked(QListWidgetItem*)", self.onFlaggedClicked)
         self.segmentButton.connect("clicked()", self.onSegment)
         self.cancelButton.connect("clicked()", self.onCancel)
-        for combo in (self.strategyCombo, self.intensityCombo, self.modelCombo, self.deviceCombo):
+        for combo in (self.strategyCombo, self.intensityCombo, self.modelCombo, self.deviceCombo,
+                      *self.accuracyCombos.values()):
             combo.connect("currentIndexChanged(int)", self.updateMRMLFromGUI)
         self.checkpointPath.connect("currentPathChanged(QString)", self.updateMRMLFromGUI)
         self.placement = KeyBoxPlacement(slicer.mrmlScene, slicer.app.applicationLogic(), self.target,
@@ -206,6 +227,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             (self.intensityCombo, "Intensity"),
             (self.modelCombo, "Model"),
             (self.deviceCombo, "Device"),
+            *((combo, parameter) for parameter, combo in self.accuracyCombos.items()),
         ):
             wasBlocked = combo.blockSignals(True)
             index = combo.findData(self.parameter(name))
@@ -223,6 +245,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.scriptedEffect.setParameter("Model", self.modelCombo.currentData)
         self.scriptedEffect.setParameter("Device", self.deviceCombo.currentData)
         self.scriptedEffect.setParameter("Checkpoint", self.checkpointPath.currentPath)
+        for parameter, combo in self.accuracyCombos.items():
+            self.scriptedEffect.setParameter(parameter, combo.currentData)
 
     def parameter(self, name):
         """An effect parameter, or its default when it is not stored: ``scriptedEffect.parameter`` logs an error for
@@ -241,6 +265,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             model=self.parameter("Model"),
             checkpoint=self.parameter("Checkpoint") or None,
             device=self.parameter("Device"),
+            **{name: self.parameter(parameter) for parameter, name in ACCURACY_PARAMETERS.items()},
         )
 
     # -- activation -------------------------------------------------------------------------------------------
