@@ -10,6 +10,11 @@ from __future__ import annotations
 import pytest
 from slicer_standin import install
 
+#: The GUI must see a timer tick at least this often during a run (seconds). A run on the GUI thread stalls it for
+#: the whole run (seconds), a worker thread in Slicer's process for up to 0.6 s (benchmarks/gui_thread_study.py), the
+#: worker process for 15-60 ms; 0.25 s tells them apart with room for a loaded machine.
+MAX_TICK_GAP_S = 0.25
+
 
 @pytest.fixture(name="worker_logic", scope="module")
 def worker_logic_fixture():

@@ -20,13 +20,11 @@ from conftest import REPO, shared_data_path
 from MedSAMSegmentLib.key_box_nodes import RunTarget
 from slicer_scene import make_segment_editor, make_volume, mrml_scene_fixture, slicer, vtk, vtk_matrix  # noqa: F401
 from slicer_standin import AbstractScriptedSegmentEditorEffect
-from standin_fixtures import standin_fixture, worker_logic_fixture  # noqa: F401
+from standin_fixtures import MAX_TICK_GAP_S, standin_fixture, worker_logic_fixture  # noqa: F401
 
 pytest.importorskip("torch")
 
 EFFECT_SOURCE = os.path.join(REPO, "MedSAMSegment", "SegmentEditorMedSAMLib", "SegmentEditorEffect.py")
-#: The GUI must see a timer tick at least this often during a run (seconds).
-MAX_TICK_GAP_S = 0.1
 #: The demo CT lesion's key boxes used by the real runs (slice, box); the worker keeps their embeddings.
 DEMO_BOXES = [(6, (266.0, 229.0, 322.0, 280.0)), (8, (262.0, 228.0, 329.0, 286.0))]
 #: Boxes on the demo volume away from the lesion, for a second segment.

@@ -19,13 +19,11 @@ import pytest
 from conftest import REPO, shared_data_path
 from MedSAMSegmentLib.settings import SegmentationSettings
 from slicer_scene import make_volume, mrml_scene_fixture, slicer  # noqa: F401
-from standin_fixtures import standin_fixture, worker_logic_fixture  # noqa: F401
+from standin_fixtures import MAX_TICK_GAP_S, standin_fixture, worker_logic_fixture  # noqa: F401
 
 pytest.importorskip("torch")
 
 MODULE_SOURCE = os.path.join(REPO, "MedSAMSegment", "MedSAMSegment.py")
-#: The GUI must see a timer tick at least this often during a run (seconds).
-MAX_TICK_GAP_S = 0.1
 
 
 @dataclass
