@@ -1,11 +1,12 @@
-"""The accuracy options (issue 7) with a stand-in model: fast, no weights. Their effect on real cases is measured
+"""The accuracy options with a stand-in model: fast, no weights. Their effect on real cases is measured
 by benchmarks/accuracy_study.py (docs/accuracy.md) and guarded by test_real_data.py."""
 
 import numpy as np
 import pytest
 import torch
 from MedSAMSegmentLib import engine
-from MedSAMSegmentLib.engine import EmbeddingCache, VolumeSegmenter, refine_to_box, zoom_region
+from MedSAMSegmentLib.engine import Crop, EmbeddingCache, VolumeSegmenter, refine_to_box, shift_box, zoom_region
+from MedSAMSegmentLib.engine.views import paste
 from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet
 from MedSAMSegmentLib.intensity import normalise_volume
 from MedSAMSegmentLib.settings import PUBLISHED, SegmentationSettings, SettingsError
@@ -56,6 +57,20 @@ def test_zoom_region_only_for_small_boxes_and_stable_under_small_moves():
     # At the edge of the slice the crop stays inside it and still holds the box.
     r0, r1, c0, c1 = zoom_region((0, 0, 8, 8), (200, 200))
     assert (r0, c0) == (0, 0)
+
+
+def test_a_crop_is_rows_then_columns_end_exclusive_and_boxes_shift_into_it():
+    crop = zoom_region((95, 90, 104, 101), (200, 200))
+    assert isinstance(crop, Crop) and crop == tuple(crop)
+    assert crop.shape == (crop.row1 - crop.row0, crop.col1 - crop.col0)
+    local = shift_box((95, 90, 104, 101), crop)
+    assert local == (95 - crop.col0, 90 - crop.row0, 104 - crop.col0, 101 - crop.row0)
+    assert shift_box((1, 2, 3, 4), None) == (1, 2, 3, 4)
+    image = np.arange(200 * 200).reshape(200, 200)
+    assert np.array_equal(crop.cut(image), image[crop.row0 : crop.row1, crop.col0 : crop.col1])
+    full = paste(np.ones(crop.shape, bool), crop, (200, 200))
+    assert full.sum() == crop.shape[0] * crop.shape[1] and full[crop.row0, crop.col0] and not full[0, 0]
+    assert Crop.from_slices(slice(3, 9), slice(4, 8)) == (3, 9, 4, 8)
 
 
 def test_zoom_encodes_the_crop_and_pastes_the_mask_back():

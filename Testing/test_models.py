@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import shared_data_path
+from MedSAMSegmentLib.error_text import first_line
 from MedSAMSegmentLib.intensity import normalise_volume
-from MedSAMSegmentLib.models import ModelError, choose_device, load_model
+from MedSAMSegmentLib.models import LiteMedSAM, MedSAMViTB, ModelError, SliceModel, choose_device, load_model
 
 
 def real_slices():
@@ -133,3 +134,19 @@ def test_checkpoint_errors_name_the_problem(tmp_path, lite_model):
         load_model("vit_b", device="cpu")
     with pytest.raises(ModelError, match="unknown model"):
         load_model("vit_h", device="cpu")
+
+
+def test_every_model_declares_its_input_size(lite_model):
+    """``zoom`` measures boxes in model input pixels: each backend says how many (a stand-in gets 256)."""
+    assert SliceModel.input_size == LiteMedSAM.input_size == lite_model.input_size == 256
+    assert MedSAMViTB.input_size == 1024
+
+
+def test_first_line_keeps_the_line_that_names_the_error():
+    torch_style = RuntimeError("Weights only load failed. Re-running may help.\n  details follow\n"
+                               "WeightsUnpickler error: Unsupported operand 104\n")
+    assert first_line(torch_style) == "WeightsUnpickler error: Unsupported operand 104"
+    assert first_line(RuntimeError("Error(s) in loading state_dict for X:\n\tMissing key(s)")) == \
+        "Error(s) in loading state_dict for X:"
+    assert first_line(ValueError("invalid load key, 'h'.")) == "invalid load key, 'h'."
+    assert first_line(ValueError()) == "ValueError"

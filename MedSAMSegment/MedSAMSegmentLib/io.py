@@ -19,6 +19,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .error_text import first_line
 from .geometry import GeometryError, KeyBox, KeyBoxSet, add_margin, merge_key_boxes
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -85,7 +86,7 @@ def read_image(path: str) -> ImageVolume:
         _check_compressed_stream(path)
         image = sitk.ReadImage(path)
     except (RuntimeError, OSError, EOFError, zlib.error) as exc:
-        raise InputError(f"image {path} could not be read ({_first_line(exc)}); is it a complete, supported "
+        raise InputError(f"image {path} could not be read ({first_line(exc)}); is it a complete, supported "
                          f"image file ({', '.join(IMAGE_EXTENSIONS)}) or a DICOM folder?") from exc
     return _from_sitk(image, path)
 
@@ -99,23 +100,6 @@ def _check_compressed_stream(path: str) -> None:
     with gzip.open(path, "rb") as stream:
         while stream.read(1 << 24):
             pass
-
-
-def _first_line(exc: BaseException) -> str:
-    """The informative part of an error: ITK's ``itk::ERROR`` line (plus its innermost cause), else the first
-    line naming an error, else the last line."""
-    import re
-
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    itk = [line for line in lines if re.search(r"itk::ERROR|ITK ERROR", line)]
-    if itk:
-        text = re.sub(r"^.*?(itk::ERROR|ITK ERROR):\s*(\w+\(0x[0-9a-fA-F]+\):\s*)?", "", itk[0]).rstrip(":")
-        cause = re.sub(r"^\[\w+\]\s*\w+:\s*", "", lines[-1]) if lines[-1] != itk[0] else ""
-        return (text + (f": {cause}" if cause else ""))[:300]
-    for line in lines:
-        if "ERROR" in line.upper() or "exception" in line.lower():
-            return line[:200]
-    return lines[-1][:200] if lines else type(exc).__name__
 
 
 def _from_sitk(image, path: str) -> ImageVolume:
@@ -176,7 +160,7 @@ def _read_npz(path: str) -> ImageVolume:
     except InputError:
         raise
     except Exception as exc:
-        raise InputError(f"{path} could not be read as .npz ({_first_line(exc)}); is the file complete?") from exc
+        raise InputError(f"{path} could not be read as .npz ({first_line(exc)}); is the file complete?") from exc
     is_colour = False
     if array.ndim == 2:
         array = array[None]
@@ -212,7 +196,7 @@ def _read_dicom_series(folder: str) -> ImageVolume:
     try:
         image = reader.Execute()
     except RuntimeError as exc:
-        raise InputError(f"DICOM series in {folder} could not be read ({_first_line(exc)})") from exc
+        raise InputError(f"DICOM series in {folder} could not be read ({first_line(exc)})") from exc
     return _from_sitk(image, folder)
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .error_text import first_line
 from .settings import MODEL_NAMES
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -126,6 +127,8 @@ class SliceModel:
     device: str = "cpu"
     device_description: str = ""
     precision: str = "fp32"
+    #: Side in pixels of the square image the model takes (``zoom`` measures boxes in these pixels).
+    input_size: int = 256
     #: How the encoder runs (device, runtime, precision, threads), for the "using ..." line.
     acceleration: str = ""
 
@@ -186,7 +189,7 @@ class LiteMedSAM(SliceModel):
         try:
             net.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            raise CheckpointError(f"{path} is not a LiteMedSAM checkpoint ({_first_line(exc)}); give lite_medsam.pth "
+            raise CheckpointError(f"{path} is not a LiteMedSAM checkpoint ({first_line(exc)}); give lite_medsam.pth "
                                   "or leave --checkpoint out to use the bundled weights") from exc
         self.net = net.to(self.device).eval()
         self._torch = torch
@@ -294,7 +297,7 @@ class MedSAMViTB(SliceModel):
             net.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             raise CheckpointError(
-                f"{checkpoint} is not a SAM ViT-B checkpoint ({_first_line(exc)}); MedSAM ViT-B needs "
+                f"{checkpoint} is not a SAM ViT-B checkpoint ({first_line(exc)}); MedSAM ViT-B needs "
                 "medsam_vit_b.pth (ViT-H/L SAM checkpoints or LiteMedSAM weights do not fit)"
             ) from exc
         self.checkpoint_path = checkpoint
@@ -361,7 +364,7 @@ def load_state_dict(path: str) -> dict:
     except FileNotFoundError as exc:
         raise CheckpointError(f"checkpoint {path} does not exist; check the path") from exc
     except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({_first_line(exc)}); --checkpoint must be the "
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({first_line(exc)}); --checkpoint must be the "
                               "model's weights file, e.g. medsam_vit_b.pth for --model vit_b") from exc
     if isinstance(state, dict):
         for key in ("model", "state_dict"):
@@ -371,11 +374,6 @@ def load_state_dict(path: str) -> dict:
         raise CheckpointError(f"{path} holds no model weights (a state dict was expected); --checkpoint must be the "
                               "model's weights file")
     return state
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
 
 
 def load_model(
