@@ -2,7 +2,8 @@
 
 import numpy as np
 import pytest
-from MedSAMSegmentLib import baselines, metrics, simulate
+from medsam_evaluation import baselines, simulate
+from MedSAMSegmentLib import metrics
 from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet, take_slice
 
 

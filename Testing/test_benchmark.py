@@ -1,7 +1,11 @@
 """The benchmark's pieces that need no timing run: the target, the moved key box, the table."""
 
+import os
+
 import numpy as np
-from MedSAMSegmentLib import benchmark, cli, simulate
+from medsam_evaluation import benchmark, cases, simulate
+from medsam_evaluation import cli as evaluation_cli
+from MedSAMSegmentLib import cli
 
 
 def test_demo_target_has_40_slices_and_moved_box():
@@ -27,7 +31,28 @@ def test_table_has_ratios():
 
 def test_cli_registers_benchmark():
     args = cli.build_parser().parse_args(["benchmark", "--out", "x", "--config", "engine"])
-    assert args.handler is benchmark.run_benchmark and args.config == ["engine"]
+    assert args.handler is evaluation_cli.run_benchmark and args.config == ["engine"]
+    assert args.device == "cpu" and args.batch_size is None and args.precision == "auto"
+
+
+def test_default_data_does_not_depend_on_the_install_path(tmp_path, monkeypatch):
+    """``--cases``, else ``$MEDSAM_SHARED_DATA/cases.json``, else ``../shared/data/cases.json`` from the current
+    folder, else none (the demo lesion)."""
+    monkeypatch.delenv(cases.SHARED_DATA_VARIABLE, raising=False)
+    work = tmp_path / "checkout"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert cases.default_cases_json() is None
+    assert cases.default_cases_json("given.json") == "given.json"
+    shared = tmp_path / "shared" / "data"
+    shared.mkdir(parents=True)
+    (shared / "cases.json").write_text("[]")
+    assert cases.default_cases_json() == str(shared / "cases.json")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "cases.json").write_text("[]")
+    monkeypatch.setenv(cases.SHARED_DATA_VARIABLE, str(elsewhere))
+    assert cases.default_cases_json() == os.path.join(str(elsewhere), "cases.json")
 
 
 def test_large_ct_is_512x512x300_int16_with_a_100_slice_target(tmp_path):

@@ -5,7 +5,9 @@ import os
 
 import pytest
 from conftest import require_shared_data, shared_data_path
-from MedSAMSegmentLib import cli, evaluation
+from medsam_evaluation import EvaluationConfig, accuracy_settings, cases, evaluate, methods, runner
+from medsam_evaluation import cli as evaluation_cli
+from MedSAMSegmentLib import cli
 
 
 @pytest.fixture(scope="module")
@@ -13,10 +15,9 @@ def small_run(tmp_path_factory, lite_model, embedding_cache):
     require_shared_data()
     out = tmp_path_factory.mktemp("evaluation")
     messages = []
-    report = evaluation.evaluate(
-        shared_data_path("cases.json"), spacings=(5,), out_dir=str(out), case_filter=["ct_lesion_000002*"],
-        model=lite_model, cache=embedding_cache, log=messages.append, command="pytest",
-    )
+    config = EvaluationConfig(shared_data_path("cases.json"), spacings=(5,), out_dir=str(out),
+                              case_filter=("ct_lesion_000002*",), command="pytest")
+    report = evaluate(config, model=lite_model, cache=embedding_cache, log=messages.append)
     return report, out, messages
 
 
@@ -26,7 +27,7 @@ def test_writes_csv_markdown_and_plots(small_run):
         assert os.path.getsize(out / name) > 0, name
     with open(out / "results.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert {r["method"] for r in rows} == set(evaluation.METHODS)
+    assert {r["method"] for r in rows} == set(methods.METHODS)
     assert all(r["case"] == "ct_lesion_000002_03_01_035-047" and r["spacing"] == "5" for r in rows)
     for r in rows:
         assert 0.0 <= float(r["dsc"]) <= 1.0 and 0.0 <= float(r["nsd"]) <= 1.0
@@ -59,16 +60,21 @@ def test_cli_registers_evaluate_and_benchmark():
     parser = cli.build_parser()
     args = parser.parse_args(["evaluate", "--cases", "c.json", "--spacing", "3", "5", "--recipe", "skip",
                               "--method", "interpolate", "contours", "--case", "cord*"])
-    assert args.handler is evaluation.run_evaluate
+    assert args.handler is evaluation_cli.run_evaluate
     assert args.spacing == [3, 5] and args.methods == ["interpolate", "contours"] and args.case_filter == ["cord*"]
+    config = evaluation_cli.evaluation_config(args)
+    assert config.methods == ("interpolate", "contours") and config.case_filter == ("cord*",)
+    assert config.model.device == "auto" and config.segmentation.zoom == "union"
+    published = evaluation_cli.evaluation_config(parser.parse_args(["evaluate", "--cases", "c.json", "--published",
+                                                                    "--device", "cpu", "--batch-size", "2"]))
+    assert published.segmentation.is_published and published.model.batch_size == 2
 
 
 def test_model_free_methods_need_no_model(tmp_path):
     require_shared_data()
-    report = evaluation.evaluate(
-        shared_data_path("cases.json"), spacings=(3, 10), strategies=("filled_boxes", "tight_boxes", "contours"),
-        out_dir=str(tmp_path), case_filter=["cord_gm_t2s"], log=lambda m: None,
-    )
+    report = evaluate(EvaluationConfig(
+        shared_data_path("cases.json"), spacings=(3, 10), methods=("filled_boxes", "tight_boxes", "contours"),
+        out_dir=str(tmp_path), case_filter=("cord_gm_t2s",)), log=lambda m: None)
     assert {(r.method, r.spacing) for r in report.rows} == {
         (m, s) for m in ("filled_boxes", "tight_boxes", "contours") for s in (3, 10)
     }
@@ -80,11 +86,10 @@ def test_worker_processes_score_as_one_process(small_run, tmp_path):
     """``workers=2``: two spawned processes, one core each, with their own model: the same scores as the run in
     this process (small_run), rows in the order of cases.json, and the report says how it ran."""
     report, _, _ = small_run
-    parallel = evaluation.evaluate(
-        shared_data_path("cases.json"), spacings=(5,), strategies=("interpolate", "recipe", "filled_boxes"),
-        out_dir=str(tmp_path), case_filter=["ct_lesion_000002*", "ct_lesion_000009*"], workers=2,
-        log=lambda m: None,
-    )
+    parallel = evaluate(EvaluationConfig(
+        shared_data_path("cases.json"), spacings=(5,), methods=("interpolate", "recipe", "filled_boxes"),
+        out_dir=str(tmp_path), case_filter=("ct_lesion_000002*", "ct_lesion_000009*"), workers=2),
+        log=lambda m: None)
     assert [r.case for r in parallel.rows][::3] == ["ct_lesion_000002_03_01_035-047",
                                                    "ct_lesion_000009_03_01_036-048"]
     here = {r.method: r for r in report.rows}
@@ -108,8 +113,8 @@ def test_cases_on_one_image_share_its_embeddings(tmp_path, lite_model):
                for name, path in (("first", image), ("elsewhere", other), ("second", image))]
     cases_json = tmp_path / "cases.json"
     cases_json.write_text(json.dumps(entries))
-    cases = evaluation.load_cases(str(cases_json))
-    assert evaluation.image_groups(cases) == [[0, 2], [1]]
+    loaded = cases.load_cases(str(cases_json))
+    assert cases.image_groups(loaded) == [[0, 2], [1]]
 
     encoded, per_case = [], {}
     real_encode = lite_model.encode
@@ -125,8 +130,8 @@ def test_cases_on_one_image_share_its_embeddings(tmp_path, lite_model):
 
     lite_model.encode = counting_encode
     try:
-        report = evaluation.evaluate(str(cases_json), spacings=(5,), strategies=("interpolate",),
-                                     out_dir=str(tmp_path / "out"), model=lite_model, log=log)
+        report = evaluate(EvaluationConfig(str(cases_json), spacings=(5,), methods=("interpolate",),
+                                           out_dir=str(tmp_path / "out")), model=lite_model, log=log)
     finally:
         del lite_model.encode  # back to the class's method
     assert per_case["first"] > 0
@@ -139,22 +144,51 @@ def test_cases_on_one_image_share_its_embeddings(tmp_path, lite_model):
 
 
 def test_worker_count(monkeypatch):
-    assert evaluation.evaluation_workers(1, 25) == 1
-    assert evaluation.evaluation_workers("auto", 25, device="cuda") == 1
-    assert evaluation.evaluation_workers("auto", 1) == 1  # never more workers than cases
+    assert runner.evaluation_workers(1, 25) == 1
+    assert runner.evaluation_workers("auto", 25, device="cuda") == 1
+    assert runner.evaluation_workers("auto", 1) == 1  # never more workers than cases
     cores = len(os.sched_getaffinity(0))
-    assert 1 <= evaluation.evaluation_workers("auto", 25, device="cpu") <= cores
-    assert evaluation.evaluation_workers(64, 25) <= min(cores, 25)
-    monkeypatch.setattr(evaluation, "WORKER_BYTES", 1 << 50)  # no memory for a second worker
-    assert evaluation.evaluation_workers("auto", 25, device="cpu") == 1
+    assert 1 <= runner.evaluation_workers("auto", 25, device="cpu") <= cores
+    assert runner.evaluation_workers(64, 25) <= min(cores, 25)
+    monkeypatch.setattr(runner, "WORKER_BYTES", 1 << 50)  # no memory for a second worker
+    assert runner.evaluation_workers("auto", 25, device="cpu") == 1
     for bad in (0, "many"):
         with pytest.raises(ValueError, match="workers"):
-            evaluation.evaluation_workers(bad, 25)
+            runner.evaluation_workers(bad, 25)
 
 
 def test_unknown_method_refused(tmp_path):
-    with pytest.raises(ValueError):
-        evaluation.evaluate(shared_data_path("cases.json"), strategies=("magic",), out_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="magic"):
+        EvaluationConfig(shared_data_path("cases.json"), methods=("magic",), out_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="recipe"):
+        EvaluationConfig(shared_data_path("cases.json"), recipe="sometimes")
+    with pytest.raises(ValueError, match="spacings"):
+        EvaluationConfig(shared_data_path("cases.json"), spacings=(0, 5))
+
+
+def test_config_orders_methods_and_picks_the_montage_spacing():
+    config = EvaluationConfig("c.json", spacings=(10, 3, 10), methods=("contours", "recipe", "interpolate"),
+                              recipe="skip")
+    assert config.spacings == (3, 10) and config.montage_spacing == 10
+    assert config.methods == ("interpolate", "contours")  # the registry's order; skip drops the recipe
+    assert EvaluationConfig("c.json").montage_spacing == 5
+
+
+def test_registry_lists_every_method_once():
+    assert methods.METHODS == tuple(methods.REGISTRY)
+    assert set(methods.MODEL_METHODS + methods.RECIPE_METHODS + methods.FREE_METHODS) == set(methods.METHODS)
+    assert methods.SPACING_FREE == ("every_slice", "recipe_every_slice", "tight_every_slice")
+    assert set(methods.METHOD_LABELS) == set(methods.METHODS)
+
+
+def test_config_crosses_into_workers_as_a_typed_value():
+    import dataclasses
+    import pickle
+
+    config = EvaluationConfig("c.json", segmentation=accuracy_settings({"zoom": "off"}), workers=2)
+    assert pickle.loads(pickle.dumps(config)) == config
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.seed = 1
 
 
 @pytest.mark.slow
@@ -162,11 +196,10 @@ def test_shared_recipe_scores_as_the_recipe_run_in_full(small_run, tmp_path, lit
     """``recipe="shared"`` (the engine's embeddings and batched decoder, each checked per case) gives the masks of
     the published recipe run literally, slice by slice (``recipe="full"``)."""
     report, _, _ = small_run
-    full = evaluation.evaluate(
-        shared_data_path("cases.json"), spacings=(5,), strategies=("recipe", "recipe_every_slice"),
-        out_dir=str(tmp_path), case_filter=["ct_lesion_000002*"], model=lite_model, recipe="full",
-        log=lambda m: None,
-    )
+    full = evaluate(EvaluationConfig(
+        shared_data_path("cases.json"), spacings=(5,), methods=("recipe", "recipe_every_slice"),
+        out_dir=str(tmp_path), case_filter=("ct_lesion_000002*",), recipe="full"), model=lite_model,
+        log=lambda m: None)
     shared = {r.method: r for r in report.rows}
     for row in full.rows:
         assert row.dsc == pytest.approx(shared[row.method].dsc, abs=1e-3), row.method
@@ -178,20 +211,18 @@ def test_published_options_make_our_pipeline_the_recipe(tmp_path, lite_model, em
     require_shared_data()
     from MedSAMSegmentLib.pipeline import PUBLISHED
 
-    report = evaluation.evaluate(
-        shared_data_path("cases.json"), spacings=(5,), strategies=("interpolate", "recipe"), out_dir=str(tmp_path),
-        case_filter=["ct_lesion_000002*"], model=lite_model, cache=embedding_cache, log=lambda m: None,
-        settings=PUBLISHED,
-    )
+    report = evaluate(EvaluationConfig(
+        shared_data_path("cases.json"), spacings=(5,), methods=("interpolate", "recipe"), out_dir=str(tmp_path),
+        case_filter=("ct_lesion_000002*",), segmentation=accuracy_settings(PUBLISHED)),
+        model=lite_model, cache=embedding_cache, log=lambda m: None)
     by_method = {r.method: r for r in report.rows}
     assert by_method["interpolate"].dsc == pytest.approx(by_method["recipe"].dsc, abs=0.005)
     assert "zoom=off" in (tmp_path / "results.md").read_text()
 
 
-def test_unknown_accuracy_option_refused(tmp_path):
+def test_unknown_accuracy_option_refused():
     with pytest.raises(ValueError, match="accuracy option"):
-        evaluation.evaluate(shared_data_path("cases.json"), strategies=("interpolate",), out_dir=str(tmp_path),
-                            settings={"magic": "on"}, model=object())
+        accuracy_settings({"magic": "on"})
 
 
 def test_readme_results_section_is_generated_from_the_run(small_run, tmp_path):

@@ -69,6 +69,47 @@ def test_every_module_file_is_listed_in_cmake():
     assert not absent, f"MedSAMSegment/CMakeLists.txt lists files that do not exist: {absent}"
 
 
+def test_study_code_is_not_in_the_extension():
+    """The evaluation package lives in Evaluation/, installed by the ``eval`` extra, never by the extension's
+    CMake; the study modules are gone from the core."""
+    listed = _cmake_listed()
+    study = os.path.join(ROOT, "Evaluation", "medsam_evaluation")
+    modules = {n for n in os.listdir(study) if n.endswith(".py")}
+    assert {"baselines.py", "benchmark.py", "simulate.py", "cli.py"} <= modules
+    for name in ("evaluation.py", "benchmark.py", "baselines.py", "simulate.py"):
+        assert f"MedSAMSegmentLib/{name}" not in listed, name
+        assert not os.path.exists(os.path.join(MODULE, "MedSAMSegmentLib", name)), name
+    assert "medsam_evaluation" not in open(os.path.join(MODULE, "CMakeLists.txt")).read()
+    pyproject = open(os.path.join(ROOT, "pyproject.toml")).read()
+    assert 'where = ["MedSAMSegment", "Evaluation"]' in pyproject
+    assert '[project.entry-points."medsam_segment.commands"]' in pyproject
+
+
+def test_the_core_never_imports_the_evaluation_package():
+    import ast
+
+    offenders = []
+    for folder, dirs, files in os.walk(MODULE):
+        dirs[:] = [d for d in dirs if d not in SKIP_DIRS and not d.endswith(".egg-info")]
+        for name in files:
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(folder, name)
+            tree = ast.parse(open(path, encoding="utf-8").read(), path)
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    imported = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom):
+                    imported = [node.module or ""]
+                elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                    imported = [node.value]  # importlib.import_module("medsam_evaluation...") and the like
+                else:
+                    continue
+                if any(module.split(".")[0].split(":")[0] == "medsam_evaluation" for module in imported):
+                    offenders.append(f"{os.path.relpath(path, ROOT)}:{node.lineno}")
+    assert not offenders, f"the core must not import medsam_evaluation: {offenders}"
+
+
 def test_cmake_builds_the_module():
     text = open(os.path.join(MODULE, "CMakeLists.txt")).read()
     assert "slicerMacroBuildScriptedModule" in text

@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 from conftest import SHARED_DATA, require_shared_data, shared_data_path
+from medsam_evaluation.simulate import every_slice_boxes, simulate_key_boxes
 from MedSAMSegmentLib import io, pipeline
 from MedSAMSegmentLib.metrics import dice
-from MedSAMSegmentLib.simulate import every_slice_boxes, simulate_key_boxes
 
 # DSC with key boxes every 5 slices (+3 px): 0.02 under what the defaults measure here (this test, 2026-11-30,
 # 2 cores, OpenVINO path), so a regression in any step of the default pipeline fails here; the published
@@ -100,7 +100,7 @@ def test_every_case_has_a_floor(measured):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["ct_lesion_000002_03_01_035-047", "cord_gm_t2s"])
 def test_box_on_every_slice_matches_the_published_recipe(lite_model, measured, name):
-    from MedSAMSegmentLib.baselines import PublishedRecipe
+    from medsam_evaluation.baselines import PublishedRecipe
 
     case = next(c for c in all_cases() if c["name"] == name)
     image, reference = load_case(case)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from MedSAMSegmentLib import simulate
+from medsam_evaluation import simulate
 from MedSAMSegmentLib.geometry import KeyBoxSet, take_slice
 
 

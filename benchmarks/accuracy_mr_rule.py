@@ -16,9 +16,12 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "MedSAMSegment"))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [os.path.join(REPO, "MedSAMSegment"), os.path.join(REPO, "Evaluation")]
 
-from MedSAMSegmentLib import evaluation, io, pipeline, simulate  # noqa: E402
+from medsam_evaluation import cases as evaluation_cases  # noqa: E402
+from medsam_evaluation import simulate  # noqa: E402
+from MedSAMSegmentLib import io, pipeline  # noqa: E402
 from MedSAMSegmentLib.geometry import take_slice  # noqa: E402
 
 
@@ -36,7 +39,7 @@ def main() -> None:
     model = load_model("lite", device="cpu")
     cache = EmbeddingCache(args.cache)
     with open(args.out, "a", encoding="utf-8") as out:
-        for case in evaluation.load_cases(args.cases, args.case or ["brats"]):
+        for case in evaluation_cases.load_cases(args.cases, args.case or ["brats"]):
             image = io.read_image(case.image)
             reference, _ = io.read_mask(case.label, case.label_values)
             axis = case.slice_axis

@@ -20,9 +20,12 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "MedSAMSegment"))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [os.path.join(REPO, "MedSAMSegment"), os.path.join(REPO, "Evaluation")]
 
-from MedSAMSegmentLib import baselines, evaluation, io, metrics, pipeline, simulate  # noqa: E402
+from medsam_evaluation import baselines, simulate  # noqa: E402
+from medsam_evaluation import cases as evaluation_cases  # noqa: E402
+from MedSAMSegmentLib import io, metrics, pipeline  # noqa: E402
 from MedSAMSegmentLib.geometry import KeyBoxSet  # noqa: E402
 
 #: Named settings; each value overrides SegmentationSettings' defaults.
@@ -57,7 +60,7 @@ def run(args) -> None:
     from MedSAMSegmentLib.engine import EmbeddingCache
     from MedSAMSegmentLib.models import load_model
 
-    cases = evaluation.load_cases(args.cases, args.case)
+    cases = evaluation_cases.load_cases(args.cases, args.case)
     model = load_model("lite", device="cpu")
     cache = EmbeddingCache(args.cache)
     out = open(args.out, "a", encoding="utf-8")
@@ -66,7 +69,7 @@ def run(args) -> None:
         reference, _ = io.read_mask(case.label, case.label_values)
         spacing_mm = image.spacing_kji()
         axis = case.slice_axis
-        modality = evaluation.modality_setting(case, image.array)
+        modality = evaluation_cases.modality_setting(case, image.array)
 
         def write(config, spacing, mask, seconds=0.0, case=case, reference=reference, spacing_mm=spacing_mm,
                   **extra):

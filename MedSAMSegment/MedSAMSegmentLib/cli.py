@@ -1,5 +1,6 @@
-"""The ``medsam-segment`` command: ``segment`` an image from key boxes, run the bundled ``demo``, and the
-``evaluate`` / ``benchmark`` subcommands registered by their modules.
+"""The ``medsam-segment`` command: ``segment`` an image from key boxes, run the bundled ``demo``, and any
+subcommands installed under the ``medsam_segment.commands`` entry points (``evaluate`` and ``benchmark``, from the
+``medsam_evaluation`` package); the core never imports them.
 
 Exit status: 0 success, 2 bad usage or input (one line saying what and how to fix), 1 a runtime failure,
 130 interrupted. ``--debug`` shows tracebacks.
@@ -82,13 +83,14 @@ def run_segment(args: argparse.Namespace) -> int:
                                   slice_axis=args.slice_axis)
     # Check (clip, swap, refuse) the boxes before the model loads: bad boxes fail fast, warnings print once.
     key_boxes = validate_key_boxes(key_boxes, volume.shape)
+    cache = EmbeddingCache(args.cache_dir)  # an unusable folder is refused before the model loads
     started = time.perf_counter()
     model = model_settings.load()
     say(args, f"model {args.model} on {model.device_description}" +
         (f"; using {model.acceleration}" if model.acceleration else ""))
     # One run, no edits after it: keep only the embeddings a chunk reads again (the disk cache keeps them all).
     batch_size = model_settings.batch_size or default_batch_size(model)
-    cache = EmbeddingCache(args.cache_dir, max_memory_bytes=one_shot_cache_bytes(batch_size))
+    cache.max_memory_bytes = one_shot_cache_bytes(batch_size)
     bar = ProgressBar(not args.quiet)
     try:
         result = pipeline.run_segmentation(model, volume.array, key_boxes, settings, cache=cache,
@@ -146,27 +148,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _optional_commands() -> List[Callable[[argparse._SubParsersAction], None]]:
-    """Subcommands that live in their own modules (evaluation, benchmark)."""
-    registrars = []
-    for module_name in ("evaluation", "benchmark"):
+    """Subcommands other installed packages register under the entry point group ``medsam_segment.commands``
+    (``evaluate`` and ``benchmark`` from ``medsam_evaluation``); one whose import fails (its extra is not
+    installed) is left out."""
+    from importlib.metadata import entry_points
+
+    registrars, seen = [], set()
+    for entry_point in entry_points(group="medsam_segment.commands"):
+        if entry_point.name in seen:  # the same distribution found twice on the path
+            continue
         try:
-            module = __import__(f"{__package__}.{module_name}", fromlist=["register_cli"])
+            register = entry_point.load()
         except ImportError:
             continue
-        register = getattr(module, "register_cli", None)
-        if register is not None:
-            registrars.append(register)
+        seen.add(entry_point.name)
+        registrars.append(register)
     return registrars
 
 
 def _input_error_types() -> tuple:
+    from .engine import CacheDirectoryError
     from .geometry import GeometryError
     from .intensity import IntensityError
     from .io import InputError
     from .models import CheckpointError
     from .settings import SettingsError
 
-    return (UsageError, InputError, GeometryError, IntensityError, CheckpointError, SettingsError)
+    return (UsageError, InputError, GeometryError, IntensityError, CheckpointError, SettingsError, CacheDirectoryError)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

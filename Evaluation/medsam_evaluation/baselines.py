@@ -13,7 +13,7 @@ With the model:
   a time, no batching, no caching; the reference for speed and for parity of our engine.
 
 The "box on every slice" upper bound runs our engine with a key box on every target slice
-(:func:`simulate.every_slice_boxes`); see :mod:`evaluation`.
+(:func:`simulate.every_slice_boxes`); see :mod:`medsam_evaluation.methods`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ import time
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
-
-from .geometry import Box, KeyBoxSet, interpolate_boxes, put_slice, slice_shape, take_slice
+from MedSAMSegmentLib.geometry import Box, KeyBoxSet, interpolate_boxes, put_slice, slice_shape, take_slice
 
 # ---------------------------------------------------------------------------------------------------------
 # Model-free baselines

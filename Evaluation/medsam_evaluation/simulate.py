@@ -15,8 +15,7 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-
-from .geometry import Box, KeyBox, KeyBoxSet, box_from_mask, check_axis, slice_shape, take_slice
+from MedSAMSegmentLib.geometry import Box, KeyBox, KeyBoxSet, box_from_mask, check_axis, slice_shape, take_slice
 
 DEFAULT_MARGIN = 3.0
 
