@@ -8,7 +8,10 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "MedSAMSegment"))
+sys.path.insert(0, os.path.join(REPO, "Evaluation"))  # the study code (medsam_evaluation)
 SHARED_DATA = os.environ.get("MEDSAM_SHARED_DATA", os.path.join(os.path.dirname(REPO), "shared", "data"))
+#: The user's cache folder as the product would pick it without the session's override (see private_cache_dir).
+REAL_HOME = os.path.expanduser("~")
 
 
 def shared_data_path(*parts: str) -> str:
@@ -18,6 +21,20 @@ def shared_data_path(*parts: str) -> str:
 def require_shared_data() -> None:
     if not os.path.isfile(shared_data_path("cases.json")):
         pytest.fail(f"the development data is missing at {SHARED_DATA}; set MEDSAM_SHARED_DATA")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache_dir(tmp_path_factory):
+    """Every cache the product writes by default (the converted OpenVINO models, ``acceleration.default_cache_dir``)
+    goes to a folder of this session, never under the user's home; child processes inherit it.
+
+    The OpenVINO conversion takes about 30 s on 2 cores; ``MEDSAM_TEST_CACHE_DIR`` (opt-in, as for embeddings)
+    keeps the converted models in ``<dir>/medsam-segment`` between local runs instead."""
+    kept = os.environ.get("MEDSAM_TEST_CACHE_DIR")
+    folder = os.path.join(kept, "medsam-segment") if kept else str(tmp_path_factory.mktemp("medsam-cache"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MEDSAM_CACHE_DIR", folder)
+        yield folder
 
 
 @pytest.fixture(scope="session")

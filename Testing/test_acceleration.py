@@ -68,15 +68,32 @@ def test_resolve_precision(monkeypatch):
     assert acc.resolve_precision("cpu", "auto") == "bf16"
 
 
-def test_threads_and_allocator():
+@pytest.fixture
+def torch_threads():
+    """Restores torch's intra-op thread count after a test that changes it."""
     import torch
 
-    n = acc.configure_torch_threads()
-    assert n == acc.physical_cores() or os.environ.get("MEDSAM_NUM_THREADS")
-    assert torch.get_num_threads() == n
+    before = torch.get_num_threads()
+    yield torch
+    torch.set_num_threads(before)
+
+
+def test_threads_follow_physical_cores_then_the_environment_then_the_argument(monkeypatch, torch_threads):
+    monkeypatch.delenv("MEDSAM_NUM_THREADS", raising=False)
+    assert 1 <= acc.physical_cores() <= (os.cpu_count() or 1)
+    monkeypatch.setattr(acc, "physical_cores", lambda: 3)
+    assert acc.configure_torch_threads() == 3 and torch_threads.get_num_threads() == 3
+    monkeypatch.setenv("MEDSAM_NUM_THREADS", "1")
+    assert acc.configure_torch_threads() == 1 and torch_threads.get_num_threads() == 1
+    assert acc.configure_torch_threads(2) == 2 and torch_threads.get_num_threads() == 2  # the argument wins
+    assert acc.configure_torch_threads(0) == 1  # never below one thread
+    assert "1 threads" in acc.describe_acceleration("cpu")
+
+
+def test_allocator_is_configured_once():
     first = acc.configure_allocator()
     assert acc.configure_allocator() == first  # idempotent
-    assert "CPU" in acc.describe_acceleration("cpu")
+    assert ("glibc mallopt" in acc.describe_acceleration("cpu")) == first
 
 
 # ----------------------------------------------------------------------------- numeric path on real slices

@@ -45,10 +45,26 @@ def test_guess_modality():
     assert guess_modality(np.array([-3.2, 0, 7.5], np.float32)) == "MR"
 
 
-def test_nan_voxels_do_not_break_normalisation():
-    volume = np.array([[[np.nan, 10.0, 20.0, 30.0, np.inf]]], dtype=np.float32)
-    out = normalise_volume(volume, "MR")
-    assert out.dtype == np.uint8
+def test_nan_voxels_become_the_lowest_intensity_and_finite_voxels_are_unaffected():
+    """NaN -> the low end (0), +inf -> 255, -inf -> 0, with a warning that counts them; the finite voxels get
+    exactly what they get without the non-finite ones (the MR percentiles come from the finite voxels only)."""
+    rng = np.random.default_rng(1)
+    finite = rng.uniform(1, 1000, size=(2, 10, 10)).astype(np.float32)
+    finite[:, :2] = 0  # background
+    bad = np.zeros(finite.shape, dtype=bool)
+    bad[0, 5, :4] = bad[1, 7, 3:6] = True
+    volume = finite.copy()
+    volume[0, 5, :4] = [np.nan, np.inf, -np.inf, np.nan]
+    volume[1, 7, 3:6] = [np.nan, np.inf, -np.inf]
+    low, high = np.percentile(finite[~bad & (finite > 0)], [0.5, 99.5])
+    expected = ((np.clip(finite, low, high) - low) / (high - low) * 255).astype(np.uint8)
+    expected[finite == 0] = 0
+    for modality, want in (("MR", expected), ("CT", normalise_volume(finite, "CT"))):
+        with pytest.warns(UserWarning, match="the image has 7 NaN or infinite voxel"):
+            out = normalise_volume(volume, modality)
+        assert out.dtype == np.uint8
+        assert out[0, 5, :4].tolist() == [0, 255, 0, 0] and out[1, 7, 3:6].tolist() == [0, 255, 0]
+        assert np.array_equal(out[~bad], want[~bad]), modality
 
 
 def test_bad_settings_are_refused():

@@ -1,28 +1,12 @@
-"""Runtime settings for fast LiteMedSAM inference (issue 5), chosen from measurements.
+"""Runtime settings for LiteMedSAM inference: threads, allocator, batch size, precision and the encoder and decoder
+runtimes (PyTorch or OpenVINO), each default chosen from measurements (``docs/speed.md``).
 
-Qt-free; torch (and openvino) are imported lazily inside the functions.  The numbers behind
-every default come from ``benchmarks/encoder_speed_study.py``; on 2 pinned cores of a Xeon
-with AVX-512/AMX, image encoder ms/slice vs the published recipe (b1, fp32, no_grad):
-
-* allocator: glibc unmaps every large freed tensor (a third of the run was system time).
-  ``configure_allocator()`` (runtime ``mallopt``) or MALLOC_* env vars cut sys time to ~3%:
-  fp32 1290 -> 690-950 ms, bf16 679 -> 420-500 ms.  jemalloc was worse, tcmalloc as good.
-  Exact: no numeric change.
-* channels_last input: fp32 1.04x, bf16 1.4x (oneDNN keeps NHWC through the conv stages).
-* batching on CPU is slower per slice (b4 0.7-0.95x of b1): ``CPU_MAX_BATCH = 1``.
-* bf16 on AMX: ~2x over fp32 but the masks move (Dice vs fp32 min 0.98 with the fp32
-  residual stream used here, 0.95-0.97 with plain autocast), so it is opt-in
-  (``CPU_AUTO_BF16``); fp16 autocast on CPU is exact enough but not faster than fp32.
-* first call at a new shape is 1.2-1.6x a later one on CPU (a dummy warm-up costs more than
-  that), 90x on CUDA (warm up there).
-* torch.compile: not used (compile time on 2 cores exceeds the gain on a 40-slice run).
-* GPU (H200): fp32 b8 4 ms/slice; bf16 autocast deviates like CPU bf16; fp32 by default.
-* decoder (prompt encoder + mask decoder, ~60 ms/slice in PyTorch on 2 cores, memory bound):
-  OpenVINO fp32 beside the OpenVINO encoder, 1.6x at batch 4, logits within 2e-5.
+Qt-free; torch (and openvino) are imported lazily inside the functions. Every fp32 path gives the published
+recipe's embedding within :data:`FP32_EMBEDDING_REL_TOL`; bf16 is opt-in (:data:`CPU_AUTO_BF16`).
 
 Environment defaults (an explicit argument wins): ``MEDSAM_PRECISION`` (fp32|bf16|fp16|auto), ``MEDSAM_BACKEND``
-(auto|torch|openvino), ``MEDSAM_NUM_THREADS``,
-``MEDSAM_BATCH_SIZE`` (upper bound), ``MEDSAM_NO_MALLOPT=1``.
+(auto|torch|openvino), ``MEDSAM_NUM_THREADS``, ``MEDSAM_BATCH_SIZE`` (upper bound), ``MEDSAM_NO_MALLOPT=1``,
+``MEDSAM_CACHE_DIR`` (where converted OpenVINO models are kept; default ``~/.cache/medsam-segment``).
 """
 
 from __future__ import annotations
@@ -37,34 +21,24 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-#: Relative L2 deviation of the bf16 path's embedding (bf16 GEMMs, fp32 residual stream)
-#: from fp32 that the tests allow.  Measured median 0.042, max 0.051 on 8 real CT lesion
-#: slices (plain bf16 autocast: median 0.062, max 0.073).  fp32 paths: <= 1e-4.
+#: Largest relative L2 deviation of the bf16 path's embedding (bf16 GEMMs, fp32 residual stream) from fp32.
 BF16_EMBEDDING_REL_TOL = 0.06
-#: Minimum Dice between masks decoded from the bf16 and the fp32 embedding (same box)
-#: that the tests allow (measured min 0.981, median 0.993 over 8 CT lesion slices).
+#: Smallest Dice between masks decoded (same box) from the bf16 and from the fp32 embedding.
 BF16_MASK_DICE_FLOOR = 0.97
-#: fp32 paths (channels_last, inference_mode, other allocator): same arithmetic, other order.
+#: Largest relative L2 deviation of any fp32 path (channels_last, OpenVINO, another allocator) from the recipe's.
 FP32_EMBEDDING_REL_TOL = 1e-4
 
-#: Peak extra memory per slice in one encoder batch, estimated from TinyViT's shapes with a
-#: margin: stage-3/4 attention maps (25 windows x 5-10 heads x 196^2 x 4 B = 19-38 MB), MLP
-#: hidden (4096 x 1280 x 4 B = 21 MB), qkv and residual copies.  Max RSS of a whole process
-#: (torch, weights, batch 1) was 0.9-1.1 GB in the study ("alloc").
+#: Peak extra memory per slice in one encoder batch (TinyViT's attention maps, MLP hidden, qkv and residual
+#: copies, with a margin): the unit :func:`encoder_batch_size` divides free memory by.
 ENCODER_BYTES_PER_SLICE = {"fp32": 200 * 2**20, "bf16": 160 * 2**20, "fp16": 160 * 2**20}
 #: Bytes kept per cached embedding (1, 256, 64, 64) fp32.
 EMBEDDING_BYTES = 256 * 64 * 64 * 4
-#: Largest useful batch on CPU: batch 1 was the fastest per slice in every CPU run of the
-#: study (b4 fp32 0.72-0.79x, b4 bf16 0.94x of b1: larger tensors, more page faults, less cache).
+#: Largest encoder batch on a CPU (batch 1 was the fastest per slice there).
 CPU_MAX_BATCH = 1
-#: GPU: b8 fp32 4.1 ms/slice, b32 3.8 ms/slice (H200); the bound by free memory applies below it.
+#: Largest encoder batch on a GPU; free memory bounds it further.
 GPU_MAX_BATCH = 16
-#: Whether 'auto' picks bf16 on AMX CPUs.  bf16 is ~1.8-2x faster than fp32 there, but its
-#: masks differ from fp32 (Dice vs fp32 min 0.981, median 0.993 on CT lesion slices), so
-#: 'auto' stays fp32: on the 25 development targets (OpenVINO bf16, boxes every 5 slices) the mean
-#: DSC moved by 0.0008 but six cases by more than 0.005 (worst 0.025; docs/speed.md), which fails
-#: issue 5's per-case condition.  Users opt in with precision='bf16' (CLI --precision bf16) or
-#: MEDSAM_PRECISION=bf16.
+#: Whether 'auto' picks bf16 on AMX CPUs. False: bf16 moves some cases' DSC by more than the speed target
+#: allows (docs/speed.md); users opt in with precision='bf16' (CLI --precision bf16) or MEDSAM_PRECISION=bf16.
 CPU_AUTO_BF16 = False
 
 _ALLOCATOR_DONE = False
@@ -190,7 +164,7 @@ def choose_batch_size(free_memory_bytes: int, per_slice_bytes: int, max_batch: i
                       min_batch: int = 1, fraction: float = 0.5, budget_bytes: int | None = None) -> int:
     """Largest batch whose working set fits in ``fraction`` of the free memory.
 
-    ``budget_bytes`` (e.g. the issue's 2 GB peak minus what the caller already holds)
+    ``budget_bytes`` (e.g. a peak-memory budget minus what the caller already holds)
     bounds it further.  Never below ``min_batch`` (1): a single slice always runs.
     """
     if per_slice_bytes <= 0:
@@ -231,9 +205,7 @@ def resolve_precision(device="cpu", precision: str = "auto") -> str:
             raise ValueError("fp16 is only offered on GPUs")
         return precision
     if dev.startswith(("cuda", "mps")):
-        # H200: fp32 4 ms/slice at batch 8 already; bf16 autocast there deviates like CPU bf16
-        # (mask Dice vs fp32 down to 0.945), fp16 is 1.7x faster but not needed for the targets.
-        return "fp32"
+        return "fp32"  # GPUs: bf16/fp16 masks deviate from fp32 (docs/speed.md) and fp32 is fast enough
     if CPU_AUTO_BF16 and cpu_has_amx_bf16() and _torch_cpu_bf16_ok():
         return "bf16"
     return "fp32"
@@ -261,11 +233,9 @@ def _float_output_hook(_module, _inputs, output):
 def bf16_fp32_residual_encoder(encoder, attention_fp32: bool = False):
     """A copy of the encoder whose Linear/Conv2d outputs are cast back to fp32.
 
-    Under ``torch.autocast(dtype=bfloat16)`` every Linear/Conv2d then multiplies in bf16
-    (AMX) but the residual stream, LayerNorm, BatchNorm, GELU and softmax stay fp32:
-    plain autocast lets the whole TinyViT residual stream drift into bf16 (relative
-    embedding error ~6%, mask Dice vs fp32 down to ~0.95 on CT lesions).
-    ``attention_fp32`` also keeps the attention modules (qkv, q@k, softmax, @v, proj) fp32.
+    Under ``torch.autocast(dtype=bfloat16)`` every Linear/Conv2d then multiplies in bf16 (AMX) but the residual
+    stream, LayerNorm, BatchNorm, GELU and softmax stay fp32 (plain autocast lets the residual stream drift into
+    bf16). ``attention_fp32`` also keeps the attention modules (qkv, q@k, softmax, @v, proj) fp32.
     """
     import copy
 
@@ -294,7 +264,7 @@ class EncoderRunner:
     """Calls the image encoder with the chosen precision; input (B,3,256,256) float in [0,1].
 
     Returns the fp32 embedding (B,256,64,64) on ``device``.  Thread-safe for sequential use
-    from one worker thread; shapes seen are warmed once.
+    from one worker thread.
     """
 
     def __init__(self, encoder, device="cpu", precision="fp32"):
@@ -307,9 +277,8 @@ class EncoderRunner:
         if precision == "bf16" and self.device.type == "cpu":
             # bf16 GEMMs on AMX, fp32 residual stream: halves the deviation of plain autocast
             self.encoder = bf16_fp32_residual_encoder(encoder)
-        # channels_last input lets oneDNN keep NHWC through the conv stages (bf16 on CPU: 1.4x, study "inproc")
+        # channels_last input lets oneDNN keep NHWC through the conv stages (faster on CPU, same numbers)
         self.channels_last = self.device.type == "cpu"
-        self._warm = set()
 
     @property
     def description(self) -> str:
@@ -328,20 +297,7 @@ class EncoderRunner:
                 out = out.float()
             else:
                 out = self.encoder(x)
-        self._warm.add(tuple(x.shape))
         return out.contiguous()
-
-    def warm_up(self, batch_sizes=(1,)):
-        """Run each batch shape once (oneDNN primitives, allocator growth) before real work."""
-        import torch
-
-        for b in sorted(set(int(b) for b in batch_sizes if b and b > 0)):
-            if (b, 3, 256, 256) in self._warm:
-                continue
-            self(torch.zeros(b, 3, 256, 256))
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-        return self
 
 
 def default_cache_dir() -> Path:
@@ -372,19 +328,44 @@ def openvino_available() -> bool:
     return True
 
 
+def _ir_digest(xml: Path) -> str:
+    """SHA-256 of an IR's .xml and .bin together."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in (xml, xml.with_suffix(".bin")):
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_cached(core, xml: Path):
+    """The cached IR at ``xml`` when its .xml and .bin match the SHA-256 saved beside them, else None."""
+    try:
+        if xml.with_suffix(".sha256").read_text().strip() != _ir_digest(xml):
+            return None
+        return core.read_model(str(xml))
+    except Exception:  # noqa: BLE001 - a missing, truncated or unreadable file: the model is converted again
+        return None
+
+
 def load_or_convert(core, name: str, cache_dir, convert):
-    """An OpenVINO model read from the per-user cache (``<cache>/openvino/<name>_ov<version>.xml``), else made by
-    ``convert()`` (a TorchScript trace: tens of seconds on 2 cores) and saved there atomically for next time."""
+    """An OpenVINO model read from the per-user cache (``<cache>/openvino/<name>_ov<version>.xml``, or in
+    ``cache_dir``), else made by ``convert()`` (a TorchScript trace: tens of seconds on 2 cores) and saved there
+    for next time. A cached model is used only when its .xml and .bin match the SHA-256 saved with them
+    (``.sha256``): a truncated, corrupt or half-replaced entry is converted again, never run. A cache that cannot
+    be written is logged and skipped."""
     import openvino as ov
     import torch
 
     cache = Path(cache_dir) if cache_dir else default_cache_dir() / "openvino"
     xml = cache / f"{name}_ov{ov.__version__.split('-')[0]}.xml"
     if xml.exists():
-        try:
-            return core.read_model(str(xml))
-        except Exception:  # noqa: BLE001 - a broken cache file is rebuilt
-            pass
+        model = _read_cached(core, xml)
+        if model is not None:
+            return model
+        log.info("the cached OpenVINO model %s does not verify; converting it again", xml)
     import warnings
 
     with torch.no_grad(), warnings.catch_warnings():
@@ -394,8 +375,12 @@ def load_or_convert(core, name: str, cache_dir, convert):
         cache.mkdir(parents=True, exist_ok=True)
         tmp = xml.with_suffix(f".{os.getpid()}.tmp.xml")
         ov.save_model(model, str(tmp), compress_to_fp16=False)
+        tmp_digest = tmp.with_suffix(".sha256")
+        tmp_digest.write_text(_ir_digest(tmp))
+        # The digest goes last: a reader sees no digest, or one that its files match or do not (then it converts).
         os.replace(tmp, xml)
         os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
+        os.replace(tmp_digest, xml.with_suffix(".sha256"))
     except OSError as exc:
         log.info("could not cache the OpenVINO model in %s: %s", cache, exc)
     return model
@@ -404,9 +389,9 @@ def load_or_convert(core, name: str, cache_dir, convert):
 class OpenVINOEncoderRunner:
     """The TinyViT encoder converted with ``openvino.convert_model`` and compiled for the CPU.
 
-    Batch 1 per infer call (the fastest CPU batch in the study); ``precision`` 'fp32' sets
-    INFERENCE_PRECISION_HINT=f32, 'bf16' lets OpenVINO use bf16 on AMX.  Needs the
-    ``openvino`` pip package only (no ONNX file).  ``cache_dir`` keeps the compiled blob.
+    Batch 1 per infer call (:data:`CPU_MAX_BATCH`); ``precision`` 'fp32' sets INFERENCE_PRECISION_HINT=f32,
+    'bf16' lets OpenVINO use bf16 on AMX. Needs the ``openvino`` pip package only (no ONNX file). The converted
+    model is kept in ``cache_dir`` (see :func:`load_or_convert`).
     """
 
     def __init__(self, encoder, precision="fp32", cache_dir=None, num_threads=None):
@@ -444,12 +429,6 @@ class OpenVINOEncoderRunner:
                 outs.append(np.array(self._request.get_output_tensor(0).data, copy=True))
         return torch.from_numpy(np.concatenate(outs))
 
-    def warm_up(self, batch_sizes=(1,)):
-        import torch
-
-        self(torch.zeros(1, 3, 256, 256))
-        return self
-
 
 def resolve_backend(device="cpu", backend: str = "auto") -> str:
     """'auto' -> 'openvino' on CPUs when the openvino package is installed, else 'torch'."""
@@ -463,17 +442,14 @@ def resolve_backend(device="cpu", backend: str = "auto") -> str:
     return backend
 
 
-def make_encoder_runner(encoder, device="cpu", precision="auto", warmup_batch_sizes=(), configure=True,
-                        backend="auto", cache_dir=None):
+def make_encoder_runner(encoder, device="cpu", precision="auto", configure=True, backend="auto", cache_dir=None):
     """Build the encoder callable for ``device``: ``runner(batch (B,3,256,256) in [0,1]) -> (B,256,64,64) fp32``.
 
     ``precision``: 'auto' (fp32 unless ``CPU_AUTO_BF16``), 'fp32', 'bf16' (AMX CPUs, GPUs), 'fp16' (GPU).
     ``backend``: 'auto' (OpenVINO on CPU when the ``openvino`` pip package is installed, else
-    torch), 'torch' or 'openvino'; OpenVINO falls back to torch with a log line when it is
-    missing or fails to convert.  OpenVINO fp32 equals torch fp32 within 5e-6 (max abs).
+    torch), 'torch' or 'openvino'; OpenVINO falls back to torch with a logged warning when it is
+    missing or fails to convert or compile. OpenVINO fp32 equals torch fp32 within :data:`FP32_EMBEDDING_REL_TOL`.
     ``configure`` also sets threads from physical cores and the allocator thresholds (CPU).
-    ``warmup_batch_sizes``: batch shapes to run once now (GPU: the engine's B and its remainder;
-    on CPU a dummy warm-up costs more than the first call's extra, so leave it empty there).
     The runner has ``.precision``, ``.device`` and ``.description`` (for the CLI's "using ..." line).
     """
     import torch
@@ -491,8 +467,6 @@ def make_encoder_runner(encoder, device="cpu", precision="auto", warmup_batch_si
             log.warning("OpenVINO encoder unavailable (%s); using torch", exc)
     if runner is None:
         runner = EncoderRunner(encoder.to(device), device, precision)
-    if warmup_batch_sizes:
-        runner.warm_up(warmup_batch_sizes)
     return runner
 
 
@@ -500,10 +474,9 @@ class OpenVINODecoderRunner:
     """LiteMedSAM's prompt encoder (boxes only) and mask decoder as one OpenVINO fp32 model, for the CPU.
 
     ``runner(embeddings (B, 256, 64, 64), boxes (B, 1, 4) in model pixels) -> (low-res logits (B, 1, 256, 256),
-    predicted IoU (B, 1))``, the outputs of :func:`models.box_prompt_decode`. The graph is converted from
-    :class:`box_decoder.TokenMajorBoxDecoder` (the same weights and maths without the image-token transposes of
-    SAM's code): on one core 60-65 ms a box against 95-103 ms for a graph of SAM's own code, logits within 2e-5
-    of PyTorch (max abs) and no mask pixel changing side. The IR is cached like the encoder's.
+    predicted IoU (B, 1))``, the outputs of :func:`models.box_prompt_decode` within 1e-4 (max abs). The graph is
+    converted from :class:`box_decoder.TokenMajorBoxDecoder` (the same weights and maths without the image-token
+    transposes of SAM's code, faster under OpenVINO: docs/speed.md). The IR is cached like the encoder's.
     """
 
     def __init__(self, net, num_threads=None, cache_dir=None):
