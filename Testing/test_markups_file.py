@@ -6,7 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from MedSAMSegmentLib import baselines, io, markups_file, mrml
+from medsam_evaluation import baselines
+from MedSAMSegmentLib import io, markups_file, mrml
 from MedSAMSegmentLib.geometry import in_plane_axes, merge_key_boxes
 from slicer_scene import (  # noqa: F401
     make_line,
