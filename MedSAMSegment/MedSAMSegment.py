@@ -2,7 +2,8 @@
 
 It registers the "MedSAM" Segment Editor effect at startup, offers the same settings for batch use without the
 editor, loads the bundled sample, installs the Python dependencies on demand (only when the user starts a run),
-and holds the end-to-end self-test. All work is done by ``MedSAMSegmentLib`` (``effect.py``, ``mrml.py``).
+and holds the end-to-end self-test. All work is done by ``MedSAMSegmentLib`` (``effect.py``, ``mrml.py``,
+``mrml_markups.py``, ``mrml_segments.py``).
 """
 
 import logging
@@ -519,7 +520,7 @@ class MedSAMSegmentTest(ScriptedLoadableModuleTest):
 
     def test_sample_end_to_end(self):
         import numpy as np
-        from MedSAMSegmentLib import effect, mrml
+        from MedSAMSegmentLib import effect, mrml_segments
         from MedSAMSegmentLib.metrics import dice
 
         self.delayDisplay("Loading the sample")
@@ -546,7 +547,7 @@ class MedSAMSegmentTest(ScriptedLoadableModuleTest):
         segmentation, segmentId, outcome = effect.write_to_segmentation(
             slicer.mrmlScene, sample.volume_node, outcome, sample.segmentation_node, "lesion",
             slicer.app.applicationLogic())
-        mask = mrml.segment_mask(segmentation, segmentId, sample.volume_node)
+        mask = mrml_segments.segment_mask(segmentation, segmentId, sample.volume_node)
         first, last = outcome.slice_range
         self.assertEqual((first, last), (5, 11))
         outside = np.ones(mask.shape, dtype=bool)

@@ -25,7 +25,7 @@ def require_shared_data() -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def private_cache_dir(tmp_path_factory):
-    """Every cache the product writes by default (the converted OpenVINO models, ``acceleration.default_cache_dir``)
+    """Every cache the product writes by default (the converted OpenVINO models, ``openvino_runners.default_cache_dir``)
     goes to a folder of this session, never under the user's home; child processes inherit it.
 
     The OpenVINO conversion takes about 30 s on 2 cores; ``MEDSAM_TEST_CACHE_DIR`` (opt-in, as for embeddings)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import require_shared_data, shared_data_path
 from MedSAMSegmentLib import acceleration as acc
+from MedSAMSegmentLib import hardware, openvino_runners
 
 MiB = 2**20
 
@@ -19,53 +20,53 @@ MiB = 2**20
 # ----------------------------------------------------------------------------- batch size bound
 def test_batch_size_bound_by_memory_not_constant():
     per = 100 * MiB
-    assert acc.choose_batch_size(10_000 * MiB, per, max_batch=64) == 50  # half of free memory
-    assert acc.choose_batch_size(400 * MiB, per, max_batch=64) == 2
-    assert acc.choose_batch_size(10_000 * MiB, per, max_batch=4) == 4  # measured useful maximum
-    assert acc.choose_batch_size(10_000 * MiB, per) == acc.CPU_MAX_BATCH
-    assert acc.choose_batch_size(50 * MiB, per, max_batch=64) == 1  # always at least one slice
-    assert acc.choose_batch_size(10_000 * MiB, per, max_batch=64, budget_bytes=300 * MiB) == 3
-    assert acc.choose_batch_size(0, per) == 1
+    assert hardware.choose_batch_size(10_000 * MiB, per, max_batch=64) == 50  # half of free memory
+    assert hardware.choose_batch_size(400 * MiB, per, max_batch=64) == 2
+    assert hardware.choose_batch_size(10_000 * MiB, per, max_batch=4) == 4  # measured useful maximum
+    assert hardware.choose_batch_size(10_000 * MiB, per) == hardware.CPU_MAX_BATCH
+    assert hardware.choose_batch_size(50 * MiB, per, max_batch=64) == 1  # always at least one slice
+    assert hardware.choose_batch_size(10_000 * MiB, per, max_batch=64, budget_bytes=300 * MiB) == 3
+    assert hardware.choose_batch_size(0, per) == 1
 
 
 def test_batch_size_env_cap(monkeypatch):
     monkeypatch.setenv("MEDSAM_BATCH_SIZE", "2")
-    assert acc.choose_batch_size(10_000 * MiB, MiB, max_batch=16) == 2
+    assert hardware.choose_batch_size(10_000 * MiB, MiB, max_batch=16) == 2
 
 
 def test_batch_size_rejects_bad_per_slice():
     with pytest.raises(ValueError):
-        acc.choose_batch_size(1000, 0)
+        hardware.choose_batch_size(1000, 0)
 
 
 def test_encoder_batch_size_fits_2gb_budget():
-    b = acc.encoder_batch_size("cpu", "fp32", budget_bytes=1 << 30)
-    assert 1 <= b <= acc.CPU_MAX_BATCH
-    assert b * acc.ENCODER_BYTES_PER_SLICE["fp32"] <= max(1 << 30, acc.ENCODER_BYTES_PER_SLICE["fp32"])
+    b = hardware.encoder_batch_size("cpu", "fp32", budget_bytes=1 << 30)
+    assert 1 <= b <= hardware.CPU_MAX_BATCH
+    assert b * hardware.ENCODER_BYTES_PER_SLICE["fp32"] <= max(1 << 30, hardware.ENCODER_BYTES_PER_SLICE["fp32"])
 
 
 def test_available_memory_positive():
-    assert acc.available_memory_bytes("cpu") > 0
+    assert hardware.available_memory_bytes("cpu") > 0
 
 
 # ----------------------------------------------------------------------------- precision, threads, allocator
 def test_resolve_precision(monkeypatch):
     monkeypatch.delenv("MEDSAM_PRECISION", raising=False)
-    assert acc.resolve_precision("cpu", "fp32") == "fp32"
-    assert acc.resolve_precision("cpu", "bf16") == "bf16"
-    expected = "bf16" if acc.cpu_has_amx_bf16() else "fp32"
-    expected = expected if acc.CPU_AUTO_BF16 else "fp32"
-    assert acc.resolve_precision("cpu", "auto") == expected
-    assert acc.resolve_precision("cuda", "auto") == "fp32"
+    assert hardware.resolve_precision("cpu", "fp32") == "fp32"
+    assert hardware.resolve_precision("cpu", "bf16") == "bf16"
+    expected = "bf16" if hardware.cpu_has_amx_bf16() else "fp32"
+    expected = expected if hardware.CPU_AUTO_BF16 else "fp32"
+    assert hardware.resolve_precision("cpu", "auto") == expected
+    assert hardware.resolve_precision("cuda", "auto") == "fp32"
     with pytest.raises(ValueError):
-        acc.resolve_precision("cpu", "fp16")
+        hardware.resolve_precision("cpu", "fp16")
     with pytest.raises(ValueError):
-        acc.resolve_precision("cpu", "int4")
+        hardware.resolve_precision("cpu", "int4")
     monkeypatch.setenv("MEDSAM_PRECISION", "fp32")
-    assert acc.resolve_precision("cpu", "auto") == "fp32"
+    assert hardware.resolve_precision("cpu", "auto") == "fp32"
     monkeypatch.setenv("MEDSAM_PRECISION", "bf16")
-    assert acc.resolve_precision("cpu", "fp32") == "fp32"  # an explicit flag beats the environment
-    assert acc.resolve_precision("cpu", "auto") == "bf16"
+    assert hardware.resolve_precision("cpu", "fp32") == "fp32"  # an explicit flag beats the environment
+    assert hardware.resolve_precision("cpu", "auto") == "bf16"
 
 
 @pytest.fixture
@@ -80,20 +81,20 @@ def torch_threads():
 
 def test_threads_follow_physical_cores_then_the_environment_then_the_argument(monkeypatch, torch_threads):
     monkeypatch.delenv("MEDSAM_NUM_THREADS", raising=False)
-    assert 1 <= acc.physical_cores() <= (os.cpu_count() or 1)
-    monkeypatch.setattr(acc, "physical_cores", lambda: 3)
-    assert acc.configure_torch_threads() == 3 and torch_threads.get_num_threads() == 3
+    assert 1 <= hardware.physical_cores() <= (os.cpu_count() or 1)
+    monkeypatch.setattr(hardware, "physical_cores", lambda: 3)
+    assert hardware.configure_torch_threads() == 3 and torch_threads.get_num_threads() == 3
     monkeypatch.setenv("MEDSAM_NUM_THREADS", "1")
-    assert acc.configure_torch_threads() == 1 and torch_threads.get_num_threads() == 1
-    assert acc.configure_torch_threads(2) == 2 and torch_threads.get_num_threads() == 2  # the argument wins
-    assert acc.configure_torch_threads(0) == 1  # never below one thread
-    assert "1 threads" in acc.describe_acceleration("cpu")
+    assert hardware.configure_torch_threads() == 1 and torch_threads.get_num_threads() == 1
+    assert hardware.configure_torch_threads(2) == 2 and torch_threads.get_num_threads() == 2  # the argument wins
+    assert hardware.configure_torch_threads(0) == 1  # never below one thread
+    assert "1 threads" in hardware.describe_acceleration("cpu")
 
 
 def test_allocator_is_configured_once():
-    first = acc.configure_allocator()
-    assert acc.configure_allocator() == first  # idempotent
-    assert ("glibc mallopt" in acc.describe_acceleration("cpu")) == first
+    first = hardware.configure_allocator()
+    assert hardware.configure_allocator() == first  # idempotent
+    assert ("glibc mallopt" in hardware.describe_acceleration("cpu")) == first
 
 
 # ----------------------------------------------------------------------------- numeric path on real slices
@@ -166,9 +167,9 @@ def fp32_reference(lite_net):
 def test_fast_encoder_matches_fp32(lite_net, fp32_reference, backend, precision):
     import torch
 
-    if precision == "bf16" and not (acc.cpu_has_amx_bf16() or acc.cpu_has_avx512_bf16()):
+    if precision == "bf16" and not (hardware.cpu_has_amx_bf16() or hardware.cpu_has_avx512_bf16()):
         pytest.skip("no bf16 hardware on this CPU")
-    if backend == "openvino" and not acc.openvino_available():
+    if backend == "openvino" and not openvino_runners.openvino_available():
         pytest.skip("openvino is not installed (optional)")
     slices, x, ref = fp32_reference
     runner = acc.make_encoder_runner(lite_net.image_encoder, "cpu", precision=precision, backend=backend)
@@ -194,7 +195,7 @@ def test_resolve_backend(monkeypatch):
     monkeypatch.delenv("MEDSAM_BACKEND", raising=False)
     assert acc.resolve_backend("cuda", "auto") == "torch"
     assert acc.resolve_backend("cpu", "torch") == "torch"
-    assert acc.resolve_backend("cpu", "auto") == ("openvino" if acc.openvino_available() else "torch")
+    assert acc.resolve_backend("cpu", "auto") == ("openvino" if openvino_runners.openvino_available() else "torch")
     with pytest.raises(ValueError):
         acc.resolve_backend("cpu", "tensorrt")
     monkeypatch.setenv("MEDSAM_BACKEND", "openvino")
@@ -208,7 +209,7 @@ def test_openvino_decoder_matches_torch(lite_net, fp32_reference):
     import torch
     from MedSAMSegmentLib.models import box_prompt_decode
 
-    if not acc.openvino_available():
+    if not openvino_runners.openvino_available():
         pytest.skip("openvino is not installed (optional)")
     slices, _x, ref = fp32_reference
     runner = acc.make_decoder_runner(lite_net, "cpu")

@@ -13,7 +13,7 @@ import shutil
 import numpy as np
 import pytest
 from conftest import REPO
-from MedSAMSegmentLib import acceleration, cli
+from MedSAMSegmentLib import acceleration, cli, openvino_runners
 from MedSAMSegmentLib.engine import Cancelled, EmbeddingCache
 from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet
 from MedSAMSegmentLib.models import load_model
@@ -148,7 +148,7 @@ def test_openvino_conversion_failure_falls_back_to_torch_with_a_warning(demo, mo
 @pytest.fixture(scope="module")
 def converted_decoder(lite_model):
     """The converted decoder IR files (.xml, .bin, .sha256) of this session's cache."""
-    folder = acceleration.default_cache_dir() / "openvino"
+    folder = openvino_runners.default_cache_dir() / "openvino"
     files = sorted(glob.glob(str(folder / "litemedsam_token_major_decoder_*")))
     assert len(files) == 3, files
     return files
@@ -179,7 +179,7 @@ def test_a_broken_converted_model_is_converted_again(lite_model, converted_decod
             handle.write(b"\x7f" * 4096)
     else:
         os.unlink(xml[:-4] + ".sha256")
-    with caplog.at_level(logging.INFO, logger=acceleration.__name__):
+    with caplog.at_level(logging.INFO, logger=openvino_runners.__name__):
         runner = acceleration.make_decoder_runner(lite_model.net, "cpu", backend="openvino", cache_dir=str(tmp_path))
     assert type(runner).__name__ == "OpenVINODecoderRunner"
     assert any("does not verify; converting it again" in r.getMessage() for r in caplog.records)
@@ -193,7 +193,7 @@ def test_a_broken_converted_model_is_converted_again(lite_model, converted_decod
     for name in ("xml", "bin", "sha256"):
         assert open(xml[:-4] + "." + name, "rb").read() != b""
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger=acceleration.__name__):
+    with caplog.at_level(logging.INFO, logger=openvino_runners.__name__):
         acceleration.make_decoder_runner(lite_model.net, "cpu", backend="openvino", cache_dir=str(tmp_path))
     assert not any("converting it again" in r.getMessage() for r in caplog.records)
 

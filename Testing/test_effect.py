@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from MedSAMSegmentLib import dependencies, effect, engine, intensity, key_box_nodes, mrml, pipeline
+from MedSAMSegmentLib import (
+    dependencies,
+    effect,
+    engine,
+    intensity,
+    key_box_nodes,
+    mrml,
+    mrml_markups,
+    mrml_segments,
+    pipeline,
+)
 from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet
 from MedSAMSegmentLib.models import SliceModel
 from MedSAMSegmentLib.settings import PUBLISHED, ModelSettings, SegmentationSettings, choices_of
@@ -72,7 +82,7 @@ def _oblique():
 def _setup(mrml_scene, parent=None):
     volume = make_volume(mrml_scene, _volume_array(), _oblique(), parent_transform=parent)
     segmentation, editor_node, logic, ids = make_segment_editor(mrml_scene, volume, ["lesion", "other"])
-    return volume, segmentation, editor_node, mrml.SegmentWriter(logic), ids
+    return volume, segmentation, editor_node, mrml_segments.SegmentWriter(logic), ids
 
 
 def _key_rois(mrml_scene, volume, boxes):
@@ -87,7 +97,7 @@ def test_rois_from_key_boxes_round_trip(mrml_scene):
     parent = rotation_matrix([1, 0, 0], 30)
     volume = make_volume(mrml_scene, _volume_array(), _oblique(), parent_transform=parent)
     rois = _key_rois(mrml_scene, volume, BOXES)
-    keys = mrml.markups_key_boxes(rois, volume)
+    keys = mrml_markups.markups_key_boxes(rois, volume)
     assert keys.slice_axis == 0
     assert [(k.slice_index, k.box) for k in keys.sorted()] == BOXES
 
@@ -98,7 +108,7 @@ def test_written_segment_equals_core_mask(mrml_scene):
     volume, segmentation, _, writer, ids = _setup(mrml_scene, parent)
     before = np.zeros(SHAPE, dtype=bool)
     before[:, 30:35, 5:40] = True  # existing segment content across all slices
-    mrml.write_segment_mask(writer, volume, before, 0, (0, SHAPE[0] - 1))
+    mrml_segments.write_segment_mask(writer, volume, before, 0, (0, SHAPE[0] - 1))
     writer.logic.ClearUndoState()
 
     rois = _key_rois(mrml_scene, volume, BOXES)
@@ -115,10 +125,10 @@ def test_written_segment_equals_core_mask(mrml_scene):
     expected = before.copy()
     expected[3:12] = core.mask[3:12]
     assert core.mask[3:12].any()
-    np.testing.assert_array_equal(mrml.segment_mask(segmentation, ids[0], volume), expected)
+    np.testing.assert_array_equal(mrml_segments.segment_mask(segmentation, ids[0], volume), expected)
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(volume), _volume_array())  # source untouched
     writer.logic.Undo()  # one undo restores
-    np.testing.assert_array_equal(mrml.segment_mask(segmentation, ids[0], volume), before)
+    np.testing.assert_array_equal(mrml_segments.segment_mask(segmentation, ids[0], volume), before)
 
 
 def test_revision_recomputes_only_changed_slices(mrml_scene):
@@ -155,7 +165,7 @@ def test_cache_invalidated_when_voxels_or_geometry_change(mrml_scene):
     outcome = logic.run(writer, volume, rois, SETTINGS)
     assert outcome.result.encoded == 1  # embeddings of unchanged slices come from the content-keyed cache
     assert sorted(outcome.result.recomputed) == list(range(3, 8))
-    assert not mrml.segment_mask(segmentation, ids[0], volume)[5, 15:25, 15:30].any()
+    assert not mrml_segments.segment_mask(segmentation, ids[0], volume)[5, 15:25, 15:30].any()
     # A geometry change (a parent transform) also starts afresh.
     volume.SetAndObserveTransformNodeID(make_transform(mrml_scene, rotation_matrix([0, 1, 0], 10)).GetID())
     rois_moved = [key_box_nodes.add_roi_for_key_box(mrml_scene.scene, volume, 0, KeyBox(s, b)) for s, b in BOXES[:2]]
@@ -170,7 +180,7 @@ def test_cancel_and_failure_leave_segment_unchanged(mrml_scene):
     volume, segmentation, _, writer, ids = _setup(mrml_scene)
     before = np.zeros(SHAPE, dtype=bool)
     before[2:9, 10:20, 10:20] = True
-    mrml.write_segment_mask(writer, volume, before, 0, (0, SHAPE[0] - 1))
+    mrml_segments.write_segment_mask(writer, volume, before, 0, (0, SHAPE[0] - 1))
     writer.logic.ClearUndoState()
     rois = _key_rois(mrml_scene, volume, BOXES)
     calls = []
@@ -181,13 +191,13 @@ def test_cancel_and_failure_leave_segment_unchanged(mrml_scene):
     logic = effect.MedSAMEffectLogic(model_loader=lambda *a: ThresholdBoxModel(), batch_size=4)
     with pytest.raises(engine.Cancelled):
         logic.run(writer, volume, rois, SETTINGS, progress=progress, cancel=lambda: len(calls) >= 1)
-    np.testing.assert_array_equal(mrml.segment_mask(segmentation, ids[0], volume), before)
+    np.testing.assert_array_equal(mrml_segments.segment_mask(segmentation, ids[0], volume), before)
     assert not writer.logic.CanUndo()
 
     failing = effect.MedSAMEffectLogic(model_loader=lambda *a: ThresholdBoxModel(fail_after_decodes=0), batch_size=4)
     with pytest.raises(RuntimeError, match="simulated model failure"):
         failing.run(writer, volume, rois, SETTINGS)
-    np.testing.assert_array_equal(mrml.segment_mask(segmentation, ids[0], volume), before)
+    np.testing.assert_array_equal(mrml_segments.segment_mask(segmentation, ids[0], volume), before)
     assert not writer.logic.CanUndo()
 
 
@@ -255,7 +265,7 @@ def test_batch_segmentation_without_editor(mrml_scene):
     logic = effect.MedSAMEffectLogic(model_loader=lambda *a: ThresholdBoxModel(), batch_size=4)
     node, segment_id, outcome = logic.segment_to_segmentation(mrml_scene.scene, volume, rois, settings=SETTINGS)
     assert node.GetSegmentation().GetSegment(segment_id).GetName() == "MedSAM"
-    np.testing.assert_array_equal(mrml.segment_mask(node, segment_id, volume), outcome.result.mask)
+    np.testing.assert_array_equal(mrml_segments.segment_mask(node, segment_id, volume), outcome.result.mask)
     assert mrml_scene.scene.GetNodesByClass("vtkMRMLSegmentEditorNode").GetNumberOfItems() == 0
 
 
@@ -265,7 +275,7 @@ def test_load_sample(mrml_scene):
 
     image = io.read_image(demo.DEMO_IMAGE)
     np.testing.assert_allclose(mrml.volume_ijk_to_world(sample.volume_node), image.ijk_to_ras())
-    keys = mrml.markups_key_boxes(sample.roi_nodes, sample.volume_node)
+    keys = mrml_markups.markups_key_boxes(sample.roi_nodes, sample.volume_node)
     expected = demo.demo_key_boxes(image.shape)
     assert keys.slice_axis == expected.slice_axis
     assert [(k.slice_index, k.box) for k in keys.sorted()] == [(k.slice_index, tuple(k.box)) for k in expected.sorted()]
@@ -321,9 +331,9 @@ def test_real_litemedsam_mrml_path_matches_command_line(mrml_scene, tmp_path, op
     )
     chosen = effect.EffectSettings(**options)
     assert all(getattr(chosen, name) != getattr(effect.EffectSettings(), name) for name in options)
-    outcome = logic.run(mrml.SegmentWriter(editor_logic), volume, roi_nodes, chosen)
+    outcome = logic.run(mrml_segments.SegmentWriter(editor_logic), volume, roi_nodes, chosen)
     assert outcome.slice_range == (6, 8)
-    ours = mrml.segment_mask(segmentation, ids[0], volume)
+    ours = mrml_segments.segment_mask(segmentation, ids[0], volume)
     assert ours.sum() > 100
 
     # The command line's .seg.nrrd opens in Slicer's segmentation storage node with the right geometry and name.
@@ -334,4 +344,4 @@ def test_real_litemedsam_mrml_path_matches_command_line(mrml_scene, tmp_path, op
     assert storage.ReadData(loaded) == 1
     segment_id = loaded.GetSegmentation().GetSegmentIdBySegmentName("lesion")
     assert segment_id
-    np.testing.assert_array_equal(mrml.segment_mask(loaded, segment_id, volume), ours)
+    np.testing.assert_array_equal(mrml_segments.segment_mask(loaded, segment_id, volume), ours)

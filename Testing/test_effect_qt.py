@@ -60,9 +60,9 @@ class EffectUnderTest:
         return RunTarget(self.volume.GetID(), self.segmentation.GetID(), self.ids[segment_index])
 
     def mask(self, segment_index: int = 0) -> np.ndarray:
-        from MedSAMSegmentLib import mrml
+        from MedSAMSegmentLib import mrml_segments
 
-        return mrml.segment_mask(self.segmentation, self.ids[segment_index], self.volume)
+        return mrml_segments.segment_mask(self.segmentation, self.ids[segment_index], self.volume)
 
     def select_segment(self, segment_index: int) -> None:
         self.editor_node.SetSelectedSegmentID(self.ids[segment_index])
@@ -202,7 +202,7 @@ def test_run_keeps_the_gui_ticking_and_writes_the_core_mask(standin, mrml_scene,
 
 
 def test_place_boxes_in_a_row_keeps_the_effect_selected(standin, mrml_scene, capsys):
-    from MedSAMSegmentLib import mrml
+    from MedSAMSegmentLib import mrml_markups
 
     scene = mrml_scene.scene
     volume = make_volume(mrml_scene, _synthetic_array(), IJK_TO_RAS)
@@ -219,11 +219,11 @@ def test_place_boxes_in_a_row_keeps_the_effect_selected(standin, mrml_scene, cap
         assert node is not None and node.GetNumberOfControlPoints() == 0
         views.click("Red", ras(i0, j0, k))
         assert opened.active and inode.GetCurrentInteractionMode() == inode.Place
-        assert not mrml.markups_is_placed(node)
+        assert not mrml_markups.markups_is_placed(node)
         views.click("Red", ras(i1, j1, k))
         assert opened.active, "the effect was deselected when a box was completed"
         assert inode.GetCurrentInteractionMode() == inode.Place, "the next box was not started"
-        assert mrml.markups_is_placed(node)
+        assert mrml_markups.markups_is_placed(node)
         placed.append(node)
     assert views.created_nodes == []  # the effect started each box itself
     table = effect.keyBoxTable
@@ -391,10 +391,12 @@ def test_target_deleted_or_changed_mid_run_writes_nothing(standin, mrml_scene, c
     add_key_boxes(mrml_scene.scene, volume, opened.target(0), DEMO_BOXES)
     other = np.zeros(volume.GetImageData().GetDimensions()[::-1], dtype=bool)
     other[5:10, 240:300, 250:330] = True  # the other segment has content where the lesion is
-    from MedSAMSegmentLib import mrml
+    from MedSAMSegmentLib import mrml_segments
 
     opened.select_segment(1)
-    mrml.write_segment_mask(mrml.SegmentWriter(opened.logic), volume, other, 0, (0, other.shape[0] - 1))
+    mrml_segments.write_segment_mask(
+        mrml_segments.SegmentWriter(opened.logic), volume, other, 0, (0, other.shape[0] - 1)
+    )
     opened.logic.ClearUndoState()
     opened.select_segment(0)
 
@@ -427,11 +429,13 @@ def test_a_write_failing_halfway_restores_the_segmentation(standin, mrml_scene, 
     volume, _ = demo_volume(mrml_scene)
     opened = open_effect(standin, mrml_scene, volume, ("lesion", "other"))
     add_key_boxes(mrml_scene.scene, volume, opened.target(0), DEMO_BOXES)
-    from MedSAMSegmentLib import mrml
+    from MedSAMSegmentLib import mrml_segments
 
     before = np.zeros(volume.GetImageData().GetDimensions()[::-1], dtype=bool)
     before[6:9, 200:320, 200:340] = True  # existing content the remove step clears before the add step fails
-    mrml.write_segment_mask(mrml.SegmentWriter(opened.logic), volume, before, 0, (0, before.shape[0] - 1))
+    mrml_segments.write_segment_mask(
+        mrml_segments.SegmentWriter(opened.logic), volume, before, 0, (0, before.shape[0] - 1)
+    )
     opened.logic.ClearUndoState()
     modify = opened.scripted.modifySelectedSegmentByLabelmap
     calls = []
@@ -462,7 +466,7 @@ def _brats_case():
 
 
 def test_cancel_shows_no_error_and_changes_nothing(standin, mrml_scene, capsys):
-    from MedSAMSegmentLib import io, mrml
+    from MedSAMSegmentLib import io, mrml_segments
 
     case = _brats_case()
     image = io.read_image(shared_data_path(case["image"]))
@@ -476,7 +480,7 @@ def test_cancel_shows_no_error_and_changes_nothing(standin, mrml_scene, capsys):
     add_key_boxes(mrml_scene.scene, volume, opened.target(0), [(first, box), (last, box)], slice_axis=axis)
     before = np.zeros(shape, dtype=bool)
     before[tuple(slice(n // 3, n // 2) for n in shape)] = True
-    mrml.write_segment_mask(mrml.SegmentWriter(opened.logic), volume, before, 0, (0, shape[0] - 1))
+    mrml_segments.write_segment_mask(mrml_segments.SegmentWriter(opened.logic), volume, before, 0, (0, shape[0] - 1))
     opened.logic.ClearUndoState()
     bar = opened.effect.progressBar
 

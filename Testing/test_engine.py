@@ -5,7 +5,6 @@ import os
 import numpy as np
 import pytest
 from conftest import shared_data_path
-from MedSAMSegmentLib.acceleration import EMBEDDING_BYTES
 from MedSAMSegmentLib.engine import (
     DECODED_PER_SLICE,
     Cancelled,
@@ -14,6 +13,7 @@ from MedSAMSegmentLib.engine import (
     one_shot_cache_bytes,
 )
 from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet, box_from_mask
+from MedSAMSegmentLib.hardware import EMBEDDING_BYTES
 from MedSAMSegmentLib.metrics import dice
 from MedSAMSegmentLib.settings import PUBLISHED, SegmentationSettings
 

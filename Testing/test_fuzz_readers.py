@@ -16,10 +16,9 @@ from MedSAMSegmentLib.geometry import (
     KeyBox,
     KeyBoxSet,
     interpolate_boxes,
-    key_box_from_line,
-    key_box_from_roi,
     validate_key_boxes,
 )
+from MedSAMSegmentLib.markup_boxes import key_box_from_line, key_box_from_roi
 
 pytestmark = pytest.mark.filterwarnings("ignore::MedSAMSegmentLib.geometry.BoxWarning")
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))

@@ -14,15 +14,17 @@ from MedSAMSegmentLib.geometry import (
     box_from_mask,
     in_plane_axes,
     interpolate_boxes,
+    slice_shape,
+    take_slice,
+    validate_box,
+    validate_key_boxes,
+)
+from MedSAMSegmentLib.markup_boxes import (
     key_box_from_line,
     key_box_from_roi,
     merge_key_boxes,
     roi_section_ras,
     slice_axis_from_view_normal,
-    slice_shape,
-    take_slice,
-    validate_box,
-    validate_key_boxes,
 )
 
 coordinate = st.floats(min_value=0, max_value=200, allow_nan=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from MedSAMSegmentLib import effect, key_box_nodes, mrml
+from MedSAMSegmentLib import effect, key_box_nodes, mrml_markups, mrml_segments
 from MedSAMSegmentLib.geometry import KeyBox
 from MedSAMSegmentLib.key_box_nodes import RunTarget, TargetError
 from slicer_scene import make_line, make_segment_editor, make_volume, mrml_scene_fixture, slicer  # noqa: F401
@@ -29,8 +29,8 @@ def test_each_segment_keeps_its_own_boxes_and_they_never_mix(mrml_scene):
     stray = key_box_nodes.add_roi_for_key_box(mrml_scene.scene, volume, 0, KeyBox(4, (1.0, 1.0, 9.0, 9.0)))
     nodes_a = key_box_nodes.key_box_nodes(mrml_scene.scene, a)
     nodes_b = key_box_nodes.key_box_nodes(mrml_scene.scene, b)
-    assert [k.slice_index for k in mrml.markups_key_boxes(nodes_a, volume).sorted()] == [3, 7]
-    assert [k.slice_index for k in mrml.markups_key_boxes(nodes_b, volume).sorted()] == [5, 9, 11]
+    assert [k.slice_index for k in mrml_markups.markups_key_boxes(nodes_a, volume).sorted()] == [3, 7]
+    assert [k.slice_index for k in mrml_markups.markups_key_boxes(nodes_b, volume).sorted()] == [5, 9, 11]
     assert key_box_nodes.unassigned_markups(mrml_scene.scene) == [stray]
 
     # Each target segments from its own boxes only, into its own segment.
@@ -38,9 +38,10 @@ def test_each_segment_keeps_its_own_boxes_and_they_never_mix(mrml_scene):
     for target, segment_id, expected_range in ((a, ids[0], (3, 7)), (b, ids[1], (5, 11))):
         editor_node.SetSelectedSegmentID(segment_id)
         assert key_box_nodes.target_from_editor(editor_node) == target
-        outcome = run.run(mrml.SegmentWriter(logic), volume, key_box_nodes.key_box_nodes(mrml_scene.scene, target))
+        nodes = key_box_nodes.key_box_nodes(mrml_scene.scene, target)
+        outcome = run.run(mrml_segments.SegmentWriter(logic), volume, nodes)
         assert outcome.slice_range == expected_range
-    mask_a, mask_b = (mrml.segment_mask(segmentation, i, volume) for i in ids)
+    mask_a, mask_b = (mrml_segments.segment_mask(segmentation, i, volume) for i in ids)
     assert mask_a.any() and mask_b.any()
     assert not mask_a[:3].any() and not mask_a[8:].any() and not mask_b[:5].any()
 

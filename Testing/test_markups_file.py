@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 from medsam_evaluation import baselines
-from MedSAMSegmentLib import io, markups_file, mrml
-from MedSAMSegmentLib.geometry import in_plane_axes, merge_key_boxes
+from MedSAMSegmentLib import io, markups_file, mrml_markups
+from MedSAMSegmentLib.geometry import in_plane_axes
+from MedSAMSegmentLib.markup_boxes import merge_key_boxes
 from slicer_scene import (  # noqa: F401
     make_line,
     make_roi,
@@ -82,7 +83,7 @@ def test_key_boxes_from_files_match_the_mrml_path(mrml_scene, tmp_path):
     line = make_line(mrml_scene, a, b)
     _slicer_write(mrml_scene, roi, tmp_path / "roi.mrk.json", "LPS")
     _slicer_write(mrml_scene, line, tmp_path / "line.mrk.json", "RAS")
-    from_nodes = mrml.markups_key_boxes([roi, line], volume)
+    from_nodes = mrml_markups.markups_key_boxes([roi, line], volume)
     from_files = merge_key_boxes(
         markups_file.read_markups_key_boxes(tmp_path / "roi.mrk.json", ras_to_ijk, (10, 30, 32))
         + markups_file.read_markups_key_boxes(tmp_path / "line.mrk.json", ras_to_ijk, (10, 30, 32))
@@ -121,7 +122,7 @@ def test_roi_file_and_box_json_give_the_same_key_boxes_and_mask(mrml_scene, tmp_
     box_json.write_text(json.dumps({"slice_axis": slice_axis,
                                     "boxes": [{"slice": s, "box": list(box)} for s, box in entries]}))
 
-    from_nodes = mrml.markups_key_boxes(rois, volume)
+    from_nodes = mrml_markups.markups_key_boxes(rois, volume)
     from_files = merge_key_boxes(sum((markups_file.read_markups_key_boxes(tmp_path / f"R{n}.mrk.json",
                                                                           np.linalg.inv(ijk_to_ras), shape)
                                       for n in range(len(entries))), []))

@@ -134,7 +134,7 @@ def test_unsupported_slicer_shows_the_reason_and_registers_nothing(standin, mrml
 
 
 def test_load_sample_and_segment_writes_the_lesion_while_the_gui_ticks(standin, mrml_scene, worker_logic, capsys):
-    from MedSAMSegmentLib import demo, io, mrml
+    from MedSAMSegmentLib import demo, io, mrml_segments
     from MedSAMSegmentLib.metrics import dice
 
     if worker_logic._background is not None:  # run out of order: start from a fresh worker all the same
@@ -168,7 +168,7 @@ def test_load_sample_and_segment_writes_the_lesion_while_the_gui_ticks(standin, 
     assert segmentation_nodes(mrml_scene.scene) == [segmentation]
     segment_id = segmentation.GetSegmentation().GetSegmentIdBySegmentName("lesion")
     assert segmentation.GetSegmentation().GetNumberOfSegments() == 1
-    mask = mrml.segment_mask(segmentation, segment_id, volume)
+    mask = mrml_segments.segment_mask(segmentation, segment_id, volume)
     outside = np.ones(mask.shape, dtype=bool)
     outside[5:12] = False
     assert mask[5:12].any() and not mask[outside].any()

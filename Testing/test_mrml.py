@@ -1,10 +1,11 @@
-"""mrml.py on a real slicer-core scene: volumes, markups -> key boxes, writing through the Segment Editor logic."""
+"""mrml.py, mrml_markups.py and mrml_segments.py on a real slicer-core scene: volumes, markups -> key boxes,
+writing through the Segment Editor logic."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from MedSAMSegmentLib import mrml
+from MedSAMSegmentLib import mrml, mrml_markups, mrml_segments
 from MedSAMSegmentLib.geometry import GeometryError, in_plane_axes
 from slicer_scene import (  # noqa: F401
     make_line,
@@ -105,7 +106,7 @@ def test_roi_key_box_matches_covered_voxels(mrml_scene, name, slice_axis, spin, 
     size = [cols * spacing[col_axis], rows * spacing[row_axis], 0.5 * spacing[slice_axis]]
     roi = make_roi(mrml_scene, center, size, rotation)
 
-    keys = mrml.markups_key_boxes([roi], volume)
+    keys = mrml_markups.markups_key_boxes([roi], volume)
     assert keys.slice_axis == slice_axis
     (key,) = keys.boxes
     assert key.slice_index == int(center_kji[slice_axis])
@@ -148,7 +149,7 @@ def test_spun_roi_box_is_exact_when_its_tips_are_voxel_centres(mrml_scene, direc
     side = reach * np.sqrt(2.0) * 0.7
     roi = make_roi(mrml_scene, _world_point(ijk_to_ras, center_kji), [side, side, 1.0],
                    _aligned_rotation(ijk_to_ras, 0, 45.0))
-    (key,) = mrml.markups_key_boxes([roi], volume).boxes
+    (key,) = mrml_markups.markups_key_boxes([roi], volume).boxes
     inside = _inside_voxels(roi, volume, ijk_to_ras)
     assert len(inside) == 13  # |dj| + |di| <= 2
     assert key.slice_index == 5
@@ -161,9 +162,9 @@ def test_roi_under_its_own_transform(mrml_scene):
     shift = np.eye(4)
     shift[:3, 3] = [3.0, 2.0, 4.0]  # 3 columns, 2 rows, 2 slices
     roi = make_roi(mrml_scene, [10.0, 8.0, 10.0], [6.0, 4.0, 1.0])
-    plain = mrml.markups_key_boxes([roi], volume).boxes[0]
+    plain = mrml_markups.markups_key_boxes([roi], volume).boxes[0]
     roi.SetAndObserveTransformNodeID(make_transform(mrml_scene, shift).GetID())
-    moved = mrml.markups_key_boxes([roi], volume).boxes[0]
+    moved = mrml_markups.markups_key_boxes([roi], volume).boxes[0]
     assert moved.slice_index == plain.slice_index + 2
     np.testing.assert_allclose(np.subtract(moved.box, plain.box), [3, 2, 3, 2])
 
@@ -175,7 +176,7 @@ def test_line_key_box(mrml_scene):
     a = _world_point(ijk_to_ras, [4, 5, 6])
     b = _world_point(ijk_to_ras, [4, 11, 14])
     line = make_line(mrml_scene, a, b)
-    keys = mrml.markups_key_boxes([line], volume, line_margin=2)
+    keys = mrml_markups.markups_key_boxes([line], volume, line_margin=2)
     assert keys.slice_axis == 0
     (key,) = keys.boxes
     assert key.slice_index == 4
@@ -189,13 +190,13 @@ def test_mixed_markups_and_errors(mrml_scene):
     # A horizontal line (parallel to an image axis) takes the ROIs' slice axis.
     line = make_line(mrml_scene, [4, 8, 7], [12, 8, 7])
     unplaced = mrml_scene.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "empty")
-    keys = mrml.markups_key_boxes([roi, line, unplaced], volume)
+    keys = mrml_markups.markups_key_boxes([roi, line, unplaced], volume)
     assert keys.slice_axis == 0 and sorted(k.slice_index for k in keys.boxes) == [3, 7]
     with pytest.raises(GeometryError, match="no placed ROI or line"):
-        mrml.markups_key_boxes([unplaced], volume)
+        mrml_markups.markups_key_boxes([unplaced], volume)
     sagittal = make_roi(mrml_scene, [10, 8, 6], [0.5, 4, 4])
     with pytest.raises(GeometryError, match="different slice axes"):
-        mrml.markups_key_boxes([roi, sagittal], volume)
+        mrml_markups.markups_key_boxes([roi, sagittal], volume)
 
 
 def test_vector_volume_is_refused(mrml_scene):
@@ -212,13 +213,13 @@ def test_vector_volume_is_refused(mrml_scene):
 def _setup_write(mrml_scene, ijk_to_ras=None, parent=None, segments=("target", "other")):
     volume = make_volume(mrml_scene, _volume_array(), ijk_to_ras, parent_transform=parent)
     segmentation, editor_node, logic, ids = make_segment_editor(mrml_scene, volume, segments)
-    return volume, segmentation, editor_node, mrml.SegmentWriter(logic), ids
+    return volume, segmentation, editor_node, mrml_segments.SegmentWriter(logic), ids
 
 
 def _set_segment(writer, volume, mask):
     """Fill the selected segment everywhere with `mask` (setup helper through the same logic)."""
     shape = mask.shape
-    mrml.write_segment_mask(writer, volume, mask, 0, (0, shape[0] - 1))
+    mrml_segments.write_segment_mask(writer, volume, mask, 0, (0, shape[0] - 1))
     writer.logic.ClearUndoState()
 
 
@@ -237,10 +238,10 @@ def test_write_changes_only_the_slice_range(mrml_scene, name, slice_axis):
     volume, segmentation, _, writer, ids = _setup_write(mrml_scene, ijk_to_ras, parent)
     old, new = _masks()
     _set_segment(writer, volume, old)
-    np.testing.assert_array_equal(mrml.segment_mask(segmentation, ids[0], volume), old)
+    np.testing.assert_array_equal(mrml_segments.segment_mask(segmentation, ids[0], volume), old)
     first, last = 3, 8
-    mrml.write_segment_mask(writer, volume, new, slice_axis, (first, last))
-    got = mrml.segment_mask(segmentation, ids[0], volume)
+    mrml_segments.write_segment_mask(writer, volume, new, slice_axis, (first, last))
+    got = mrml_segments.segment_mask(segmentation, ids[0], volume)
     expected = old.copy()
     selector = [slice(None)] * 3
     selector[slice_axis] = slice(first, last + 1)
@@ -253,11 +254,11 @@ def test_one_undo_restores(mrml_scene):
     volume, segmentation, _, writer, ids = _setup_write(mrml_scene)
     old, new = _masks()
     _set_segment(writer, volume, old)
-    mrml.write_segment_mask(writer, volume, new, 1, (2, 15))
-    assert not np.array_equal(mrml.segment_mask(segmentation, ids[0], volume), old)
+    mrml_segments.write_segment_mask(writer, volume, new, 1, (2, 15))
+    assert not np.array_equal(mrml_segments.segment_mask(segmentation, ids[0], volume), old)
     assert writer.logic.CanUndo()
     writer.logic.Undo()
-    np.testing.assert_array_equal(mrml.segment_mask(segmentation, ids[0], volume), old)
+    np.testing.assert_array_equal(mrml_segments.segment_mask(segmentation, ids[0], volume), old)
 
 
 def test_error_midway_leaves_segment_unchanged(mrml_scene):
@@ -265,15 +266,15 @@ def test_error_midway_leaves_segment_unchanged(mrml_scene):
     old, new = _masks()
     _set_segment(writer, volume, old)
 
-    class FailingWriter(mrml.SegmentWriter):
+    class FailingWriter(mrml_segments.SegmentWriter):
         def modify(self, modifier, mode, extent):
             super().modify(modifier, mode, extent)
             if mode == "remove":
                 raise RuntimeError("simulated failure after the first modification")
 
     with pytest.raises(RuntimeError, match="simulated"):
-        mrml.write_segment_mask(FailingWriter(writer.logic), volume, new, 0, (0, 11))
-    np.testing.assert_array_equal(mrml.segment_mask(segmentation, ids[0], volume), old)
+        mrml_segments.write_segment_mask(FailingWriter(writer.logic), volume, new, 0, (0, 11))
+    np.testing.assert_array_equal(mrml_segments.segment_mask(segmentation, ids[0], volume), old)
 
 
 def test_intensity_mask_is_honoured(mrml_scene):
@@ -282,12 +283,12 @@ def test_intensity_mask_is_honoured(mrml_scene):
     _set_segment(writer, volume, old)
     editor_node.SetSourceVolumeIntensityMask(True)
     editor_node.SetSourceVolumeIntensityMaskRange(0, 150)
-    mrml.write_segment_mask(writer, volume, new, 0, (2, 9))
+    mrml_segments.write_segment_mask(writer, volume, new, 0, (2, 9))
     values = _volume_array()
     allowed = (values >= 0) & (values <= 150)
     expected = old.copy()
     expected[2:10] = (new[2:10] & allowed[2:10]) | (old[2:10] & ~allowed[2:10])
-    np.testing.assert_array_equal(mrml.segment_mask(segmentation, ids[0], volume), expected)
+    np.testing.assert_array_equal(mrml_segments.segment_mask(segmentation, ids[0], volume), expected)
 
 
 @pytest.mark.parametrize("overwrite", ["none", "all"])
@@ -302,15 +303,15 @@ def test_overwrite_mode_is_honoured(mrml_scene, overwrite):
         editor_node.OverwriteNone if overwrite == "none" else editor_node.OverwriteAllSegments
     )
     _, new = _masks()
-    mrml.write_segment_mask(writer, volume, new, 0, (3, 6))
-    got_other = mrml.segment_mask(segmentation, ids[1], volume)
+    mrml_segments.write_segment_mask(writer, volume, new, 0, (3, 6))
+    got_other = mrml_segments.segment_mask(segmentation, ids[1], volume)
     expected_other = other.copy()
     if overwrite == "all":
         expected_other[3:7] &= ~new[3:7]
     np.testing.assert_array_equal(got_other, expected_other)
     expected_target = np.zeros(SHAPE, dtype=bool)
     expected_target[3:7] = new[3:7]
-    np.testing.assert_array_equal(mrml.segment_mask(segmentation, ids[0], volume), expected_target)
+    np.testing.assert_array_equal(mrml_segments.segment_mask(segmentation, ids[0], volume), expected_target)
 
 
 def test_mask_mode_outside_all_segments(mrml_scene):
@@ -322,9 +323,9 @@ def test_mask_mode_outside_all_segments(mrml_scene):
     editor_node.SetSelectedSegmentID(ids[0])
     editor_node.SetMaskMode(segmentation.EditAllowedOutsideAllSegments)
     _, new = _masks()
-    mrml.write_segment_mask(writer, volume, new, 0, (0, 11))
-    np.testing.assert_array_equal(mrml.segment_mask(segmentation, ids[0], volume), new & ~other)
-    np.testing.assert_array_equal(mrml.segment_mask(segmentation, ids[1], volume), other)
+    mrml_segments.write_segment_mask(writer, volume, new, 0, (0, 11))
+    np.testing.assert_array_equal(mrml_segments.segment_mask(segmentation, ids[0], volume), new & ~other)
+    np.testing.assert_array_equal(mrml_segments.segment_mask(segmentation, ids[1], volume), other)
 
 
 def test_segmentation_on_another_grid(mrml_scene):
@@ -339,21 +340,21 @@ def test_segmentation_on_another_grid(mrml_scene):
     segmentation.SetAndObserveTransformNodeID(make_transform(mrml_scene, seg_transform).GetID())
     new = np.zeros(SHAPE, dtype=bool)
     new[:, 6:12, 8:16] = True
-    mrml.write_segment_mask(writer, volume, new, 0, (2, 5))
+    mrml_segments.write_segment_mask(writer, volume, new, 0, (2, 5))
     expected = np.zeros(SHAPE, dtype=bool)
     expected[2:6, 6:12, 8:16] = True
-    np.testing.assert_array_equal(mrml.segment_mask(segmentation, ids[0], volume), expected)
+    np.testing.assert_array_equal(mrml_segments.segment_mask(segmentation, ids[0], volume), expected)
 
 
 def test_write_refuses_bad_input(mrml_scene):
     volume, _, editor_node, writer, _ = _setup_write(mrml_scene)
-    with pytest.raises(mrml.SegmentWriteError, match="shape"):
-        mrml.write_segment_mask(writer, volume, np.zeros((2, 2, 2), bool), 0, (0, 1))
-    with pytest.raises(mrml.SegmentWriteError, match="slice range"):
-        mrml.write_segment_mask(writer, volume, np.zeros(SHAPE, bool), 0, (5, 40))
+    with pytest.raises(mrml_segments.SegmentWriteError, match="shape"):
+        mrml_segments.write_segment_mask(writer, volume, np.zeros((2, 2, 2), bool), 0, (0, 1))
+    with pytest.raises(mrml_segments.SegmentWriteError, match="slice range"):
+        mrml_segments.write_segment_mask(writer, volume, np.zeros(SHAPE, bool), 0, (5, 40))
     editor_node.SetSelectedSegmentID(None)
-    with pytest.raises(mrml.SegmentWriteError, match="no segment is selected"):
-        mrml.write_segment_mask(writer, volume, np.zeros(SHAPE, bool), 0, (0, 1))
+    with pytest.raises(mrml_segments.SegmentWriteError, match="no segment is selected"):
+        mrml_segments.write_segment_mask(writer, volume, np.zeros(SHAPE, bool), 0, (0, 1))
 
 
 def test_a_broken_slicer_core_fails_the_mrml_tests_instead_of_skipping_them():

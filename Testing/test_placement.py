@@ -2,9 +2,9 @@
 
 A Box ROI placed with two clicks in a slice view is padded across the view to its shorter side
 (``vtkMRMLMarkupsROINode::UpdateBoxROIFromControlPoints``), so its thin side does not tell the view on isotropic or
-thin-slice volumes. ``mrml.record_placement_view`` records the view's normal on the node once it is placed; the key
-box then lies in that view's slice. Without a recorded view a tie between the two thinnest sides is refused, on the
-command line too, with a message that names ``--slice-axis``.
+thin-slice volumes. ``mrml_markups.record_placement_view`` records the view's normal on the node once it is placed;
+the key box then lies in that view's slice. Without a recorded view a tie between the two thinnest sides is refused,
+on the command line too, with a message that names ``--slice-axis``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import json
 
 import numpy as np
 import pytest
-from MedSAMSegmentLib import cli, io, markups_file, mrml
+from MedSAMSegmentLib import cli, io, markups_file, mrml_markups
 from MedSAMSegmentLib.geometry import GeometryError, in_plane_axes
 from slicer_scene import (  # noqa: F401
     make_line,
@@ -134,15 +134,15 @@ def test_two_click_roi_gives_the_drawn_slice_and_box(mrml_scene, volume_name, or
     size = np.array(roi.GetSize())
     in_plane = np.abs(b - a)[[n for n in range(3) if n != across]]
     np.testing.assert_allclose(size[across], in_plane.min())
-    assert roi.GetNumberOfControlPoints() == 1 and mrml.markups_is_placed(roi)
+    assert roi.GetNumberOfControlPoints() == 1 and mrml_markups.markups_is_placed(roi)
     with pytest.raises(GeometryError, match="ambiguous.*--slice-axis.*draw the box in a slice view") as info:
-        mrml.markups_key_boxes([roi], volume)  # the thin side cannot tell the view
+        mrml_markups.markups_key_boxes([roi], volume)  # the thin side cannot tell the view
     assert "\n" not in str(info.value)
 
-    recorded = mrml.record_placement_view(roi, mrml_scene.scene)
+    recorded = mrml_markups.record_placement_view(roi, mrml_scene.scene)
     np.testing.assert_allclose(recorded, normal)
-    assert [float(v) for v in roi.GetAttribute(mrml.SLICE_NORMAL_ATTRIBUTE).split(",")] == list(recorded)
-    keys = mrml.markups_key_boxes([roi], volume)
+    assert [float(v) for v in roi.GetAttribute(mrml_markups.SLICE_NORMAL_ATTRIBUTE).split(",")] == list(recorded)
+    keys = mrml_markups.markups_key_boxes([roi], volume)
     assert keys.slice_axis == axis
     (key,) = keys.boxes
     assert key.slice_index == s
@@ -151,7 +151,7 @@ def test_two_click_roi_gives_the_drawn_slice_and_box(mrml_scene, volume_name, or
     if volume_name != "oblique":
         assert expected == (x0, y0, x1, y1)  # exactly the voxels drawn around
     # The effect's table converts each node with the set's axis given: the same box.
-    assert mrml.roi_node_key_box(roi, np.linalg.inv(ijk_to_ras), SHAPE, axis) == (axis, key)
+    assert mrml_markups.roi_node_key_box(roi, np.linalg.inv(ijk_to_ras), SHAPE, axis) == (axis, key)
 
 
 def test_two_clicks_pad_the_box_to_its_shorter_side(mrml_scene):
@@ -173,18 +173,18 @@ def test_roi_mid_placement_is_not_placed(mrml_scene):
     views = _views(mrml_scene, ijk_to_ras, "Axial", a)
     roi = mrml_scene.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "R")
     place_by_clicks(roi, views["Axial"], [a])  # one click, the mouse gone
-    assert roi.GetNumberOfDefinedControlPoints() == 1 and not mrml.markups_is_placed(roi)
+    assert roi.GetNumberOfDefinedControlPoints() == 1 and not mrml_markups.markups_is_placed(roi)
     roi2 = mrml_scene.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "R2")
     place_by_clicks(roi2, views["Axial"], [a], hover_next=True)  # one click, the mouse moving on in the view
     assert roi2.GetControlPointPlacementComplete()  # Slicer counts the preview point...
-    assert not mrml.markups_is_placed(roi2)  # ...we do not
+    assert not mrml_markups.markups_is_placed(roi2)  # ...we do not
     for node in (roi, roi2):
-        assert mrml.record_placement_view(node, mrml_scene.scene) is None
-        assert node.GetAttribute(mrml.SLICE_NORMAL_ATTRIBUTE) is None
+        assert mrml_markups.record_placement_view(node, mrml_scene.scene) is None
+        assert node.GetAttribute(mrml_markups.SLICE_NORMAL_ATTRIBUTE) is None
     with pytest.raises(GeometryError, match="no placed ROI or line"):
-        mrml.markups_key_boxes([roi, roi2], volume)
+        mrml_markups.markups_key_boxes([roi, roi2], volume)
     place_by_clicks(roi2, views["Axial"], [b])  # the second click
-    assert mrml.markups_is_placed(roi2)
+    assert mrml_markups.markups_is_placed(roi2)
 
 
 def test_programmatic_and_loaded_rois_are_placed(mrml_scene, tmp_path):
@@ -199,10 +199,10 @@ def test_programmatic_and_loaded_rois_are_placed(mrml_scene, tmp_path):
     storage.SetFileName(path)
     assert storage.ReadData(loaded) == 1
     for node in (made, plain, loaded):
-        assert mrml.markups_is_placed(node), node.GetName()
+        assert mrml_markups.markups_is_placed(node), node.GetName()
     unsized = mrml_scene.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "unsized")
     unsized.SetCenter(1.0, 2.0, 3.0)  # no size: no control point, nothing to segment
-    assert not mrml.markups_is_placed(unsized)
+    assert not mrml_markups.markups_is_placed(unsized)
 
 
 def test_recorded_view_beats_the_thin_side(mrml_scene):
@@ -211,25 +211,25 @@ def test_recorded_view_beats_the_thin_side(mrml_scene):
     volume = make_volume(mrml_scene, np.zeros(SHAPE, np.int16), ijk_to_ras)
     centre = _world(ijk_to_ras, [12, 20, 22])
     roi = make_roi(mrml_scene, centre, [12.0, 16.0, 1.0])
-    assert mrml.markups_key_boxes([roi], volume).slice_axis == 0
+    assert mrml_markups.markups_key_boxes([roi], volume).slice_axis == 0
     _views(mrml_scene, ijk_to_ras, "Sagittal", centre)
-    np.testing.assert_allclose(np.abs(mrml.record_placement_view(roi, mrml_scene.scene)), [1.0, 0.0, 0.0])
-    keys = mrml.markups_key_boxes([roi], volume)
+    np.testing.assert_allclose(np.abs(mrml_markups.record_placement_view(roi, mrml_scene.scene)), [1.0, 0.0, 0.0])
+    keys = mrml_markups.markups_key_boxes([roi], volume)
     assert keys.slice_axis == 2
     assert [(k.slice_index, k.box) for k in keys.boxes] == [(22, (12.0, 12.0, 28.0, 12.0))]  # 16 mm A-P, 1 mm S
-    assert mrml.markups_key_boxes([roi], volume, slice_axis=0).slice_axis == 0  # a given axis wins
+    assert mrml_markups.markups_key_boxes([roi], volume, slice_axis=0).slice_axis == 0  # a given axis wins
 
 
 def test_oblique_recorded_view_is_refused(mrml_scene):
     ijk_to_ras = _ijk_to_ras("isotropic")
     volume = make_volume(mrml_scene, np.zeros(SHAPE, np.int16), ijk_to_ras)
     roi = make_roi(mrml_scene, _world(ijk_to_ras, [12, 20, 22]), [20.0, 16.0, 16.0])
-    roi.SetAttribute(mrml.SLICE_NORMAL_ATTRIBUTE, "0.0,0.5,0.8660254037844386")  # 30 degrees from S
+    roi.SetAttribute(mrml_markups.SLICE_NORMAL_ATTRIBUTE, "0.0,0.5,0.8660254037844386")  # 30 degrees from S
     with pytest.raises(GeometryError, match=r"view it was drawn in is 30\.0 degrees from image axis 0"):
-        mrml.markups_key_boxes([roi], volume)
-    roi.SetAttribute(mrml.SLICE_NORMAL_ATTRIBUTE, "not,a,normal")
+        mrml_markups.markups_key_boxes([roi], volume)
+    roi.SetAttribute(mrml_markups.SLICE_NORMAL_ATTRIBUTE, "not,a,normal")
     with pytest.raises(GeometryError, match="MedSAM.SliceNormal"):
-        mrml.markups_key_boxes([roi], volume)
+        mrml_markups.markups_key_boxes([roi], volume)
 
 
 def test_roi_placed_off_every_slice_view_records_nothing(mrml_scene):
@@ -240,11 +240,11 @@ def test_roi_placed_off_every_slice_view_records_nothing(mrml_scene):
     roi = mrml_scene.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "R")
     roi.AddControlPoint(vtk.vtkVector3d(*_world(ijk_to_ras, [10, 8, 9])))
     roi.AddControlPoint(vtk.vtkVector3d(*_world(ijk_to_ras, [14, 30, 33])))
-    assert mrml.markups_is_placed(roi)
-    assert mrml.record_placement_view(roi, mrml_scene.scene) is None
-    assert roi.GetAttribute(mrml.SLICE_NORMAL_ATTRIBUTE) is None
+    assert mrml_markups.markups_is_placed(roi)
+    assert mrml_markups.record_placement_view(roi, mrml_scene.scene) is None
+    assert roi.GetAttribute(mrml_markups.SLICE_NORMAL_ATTRIBUTE) is None
     # Not padded (three sides from the clicks), its thin side is clear: 2 mm deep, in the axial slice 12.
-    (key,) = mrml.markups_key_boxes([roi], volume).boxes
+    (key,) = mrml_markups.markups_key_boxes([roi], volume).boxes
     assert key.slice_index == 12
 
 
@@ -258,16 +258,16 @@ def test_line_placed_in_a_slice_view_takes_its_axis(mrml_scene, volume_name):
     views = _views(mrml_scene, ijk_to_ras, "Coronal", a)
     line = mrml_scene.scene.AddNewNodeByClass("vtkMRMLMarkupsLineNode", "L")
     place_by_clicks(line, views["Coronal"], [a], hover_next=True)
-    assert not mrml.markups_is_placed(line)
-    assert mrml.record_placement_view(line, mrml_scene.scene) is None
+    assert not mrml_markups.markups_is_placed(line)
+    assert mrml_markups.record_placement_view(line, mrml_scene.scene) is None
     place_by_clicks(line, views["Coronal"], [b])
-    assert mrml.markups_is_placed(line)
+    assert mrml_markups.markups_is_placed(line)
     with pytest.raises(GeometryError, match="ambiguous"):
-        mrml.markups_key_boxes([line], volume)
-    normal = mrml.record_placement_view(line, mrml_scene.scene)
+        mrml_markups.markups_key_boxes([line], volume)
+    normal = mrml_markups.record_placement_view(line, mrml_scene.scene)
     np.testing.assert_allclose(np.abs(normal), [0.0, 1.0, 0.0])
-    assert [float(v) for v in line.GetAttribute(mrml.SLICE_NORMAL_ATTRIBUTE).split(",")] == list(normal)
-    keys = mrml.markups_key_boxes([line], volume, line_margin=0)
+    assert [float(v) for v in line.GetAttribute(mrml_markups.SLICE_NORMAL_ATTRIBUTE).split(",")] == list(normal)
+    keys = mrml_markups.markups_key_boxes([line], volume, line_margin=0)
     assert keys.slice_axis == 1
     (key,) = keys.boxes
     half = 10.0  # the square around a 20-voxel diameter, in voxels of the (square) coronal pixels
@@ -287,8 +287,8 @@ def test_line_on_two_views_records_nothing(mrml_scene):
     coronal.SetSliceOffset(float(a @ normal))
     coronal.UpdateMatrices()
     line = make_line(mrml_scene, a, b)
-    assert mrml.record_placement_view(line, mrml_scene.scene) is None
-    assert line.GetAttribute(mrml.SLICE_NORMAL_ATTRIBUTE) is None
+    assert mrml_markups.record_placement_view(line, mrml_scene.scene) is None
+    assert line.GetAttribute(mrml_markups.SLICE_NORMAL_ATTRIBUTE) is None
 
 
 def test_recorded_rois_and_lines_together(mrml_scene):
@@ -301,8 +301,8 @@ def test_recorded_rois_and_lines_together(mrml_scene):
     place_by_clicks(line, views["Sagittal"], [_slice_point(ijk_to_ras, 2, 22, 12, 8),
                                               _slice_point(ijk_to_ras, 2, 22, 28, 8)])  # along j: ambiguous alone
     for node in (roi, line):
-        assert mrml.record_placement_view(node, mrml_scene.scene) is not None
-    keys = mrml.markups_key_boxes([roi, line], volume)
+        assert mrml_markups.record_placement_view(node, mrml_scene.scene) is not None
+    keys = mrml_markups.markups_key_boxes([roi, line], volume)
     assert keys.slice_axis == 2 and [k.slice_index for k in keys.boxes] == [22, 22]
     assert keys.boxes[0].box == (10.0, 4.0, 31.0, 19.0)  # voxels 10..31 x 4..19: within 9.5..31.5 x 3.5..19.5
 
@@ -318,7 +318,7 @@ def _saved_two_click_roi(mrml_scene, tmp_path, ijk_to_ras):
     b = a + ijk_to_ras[:3, :3] @ [39.3 / spacing[0], 32.4 / spacing[1], 0.0]  # 39.3 mm R-L, 32.4 mm A-P
     views = _views(mrml_scene, ijk_to_ras, "Axial", a)
     roi = _two_click_roi(mrml_scene, views["Axial"], a, b, name="box")
-    assert mrml.record_placement_view(roi, mrml_scene.scene) is not None  # a node attribute: not in the file
+    assert mrml_markups.record_placement_view(roi, mrml_scene.scene) is not None  # a node attribute: not in the file
     roi.AddDefaultStorageNode()
     storage = roi.GetStorageNode()
     assert storage.GetCoordinateSystem() == storage.CoordinateSystemLPS

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from MedSAMSegmentLib import effect, mrml
+from MedSAMSegmentLib import effect, mrml_segments
 from slicer_scene import mrml_scene_fixture, slicer  # noqa: F401
 from test_effect import BOXES, SETTINGS, SHAPE, ThresholdBoxModel, _key_rois, _setup
 
@@ -14,7 +14,7 @@ from test_effect import BOXES, SETTINGS, SHAPE, ThresholdBoxModel, _key_rois, _s
 def _existing_segment(writer, volume):
     before = np.zeros(SHAPE, dtype=bool)
     before[2:9, 10:20, 10:20] = True
-    mrml.write_segment_mask(writer, volume, before, 0, (0, SHAPE[0] - 1))
+    mrml_segments.write_segment_mask(writer, volume, before, 0, (0, SHAPE[0] - 1))
     writer.logic.ClearUndoState()
     return before
 
@@ -31,14 +31,14 @@ def test_closing_the_scene_mid_run_writes_nothing(mrml_scene):
             mrml_scene.scene.Clear(0)  # the user closes the scene while the run is going
             cleared.append(done)
 
-    with pytest.raises(mrml.SegmentWriteError, match="no segmentation is selected"):
+    with pytest.raises(mrml_segments.SegmentWriteError, match="no segmentation is selected"):
         logic.run(writer, volume, rois, SETTINGS, progress=progress)
     # cleared at the first progress report, with slices still to go (the run raised instead of finishing)
     assert len(cleared) == 1 and cleared[0] >= 1
     assert not writer.logic.CanUndo()
     assert mrml_scene.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
     # The (now orphaned) segmentation node still holds exactly what it had: nothing was written into it.
-    np.testing.assert_array_equal(mrml.segment_mask(segmentation, ids[0], volume), before)
+    np.testing.assert_array_equal(mrml_segments.segment_mask(segmentation, ids[0], volume), before)
 
 
 def test_scene_closed_between_compute_and_apply(mrml_scene):
@@ -49,7 +49,7 @@ def test_scene_closed_between_compute_and_apply(mrml_scene):
     outcome = logic.compute(volume, rois, SETTINGS)
     assert outcome.result.mask.any()
     mrml_scene.scene.Clear(0)
-    with pytest.raises(mrml.SegmentWriteError):
+    with pytest.raises(mrml_segments.SegmentWriteError):
         logic.apply(writer, volume, outcome)
     assert not outcome.written and not writer.logic.CanUndo()
-    np.testing.assert_array_equal(mrml.segment_mask(segmentation, ids[0], volume), before)
+    np.testing.assert_array_equal(mrml_segments.segment_mask(segmentation, ids[0], volume), before)

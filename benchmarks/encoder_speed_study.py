@@ -231,7 +231,7 @@ def cmd_inproc(args):
     import torch
 
     if args.mallopt:
-        from MedSAMSegmentLib.acceleration import configure_allocator
+        from MedSAMSegmentLib.hardware import configure_allocator
 
         print("configure_allocator():", configure_allocator())
     net = load_net()
@@ -279,7 +279,7 @@ def cmd_worker(args):
 
     if args.mallopt:
         sys.path.insert(0, str(REPO / "MedSAMSegment"))
-        from MedSAMSegmentLib.acceleration import configure_allocator
+        from MedSAMSegmentLib.hardware import configure_allocator
 
         configure_allocator()
     if args.threads:
@@ -734,7 +734,7 @@ def main(argv=None):
     s.add_argument("--rounds", type=int, default=3)
     s.add_argument("--slices", type=int, default=16)
     s.add_argument("--only", default="", help="comma-separated prefixes of candidate names (first is baseline)")
-    s.add_argument("--mallopt", action="store_true", help="apply acceleration.configure_allocator() first")
+    s.add_argument("--mallopt", action="store_true", help="apply hardware.configure_allocator() first")
     s.add_argument("--out")
     s = sub.add_parser("worker")
     s.add_argument("--mode", required=True)

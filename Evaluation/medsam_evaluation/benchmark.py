@@ -281,11 +281,11 @@ def _worker_env() -> Dict[str, str]:
 
 def _acceleration_text(device) -> str:
     try:
-        from MedSAMSegmentLib import acceleration
+        from MedSAMSegmentLib import hardware
     except ImportError:
         return ""
     try:
-        return acceleration.describe_acceleration(device)
+        return hardware.describe_acceleration(device)
     except Exception as exc:  # a description must never break the benchmark
         return f"unknown ({type(exc).__name__})"
 

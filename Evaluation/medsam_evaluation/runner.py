@@ -30,7 +30,7 @@ def evaluation_workers(workers: object, n_cases: int, device: str = "auto") -> i
     One core per process leaves no thread idle in the decoder's small operations and the Python between model
     calls, and a process has no lock to share (docs/evaluation.md has the measurement).
     """
-    from MedSAMSegmentLib.acceleration import available_memory_bytes
+    from MedSAMSegmentLib.hardware import available_memory_bytes
 
     if workers != "auto":
         try:
@@ -57,7 +57,7 @@ def evaluation_cache_bytes() -> int:
     A case shares its embeddings between all methods and spacings (and with the other cases on its image): the
     whole slices, the published-intensity slices of the recipe (MR) and the zoom crops of five runs, up to 600
     slice views (2.4 GiB) on a BraTS case. Evicting any of them costs an encoder call later."""
-    from MedSAMSegmentLib.acceleration import available_memory_bytes
+    from MedSAMSegmentLib.hardware import available_memory_bytes
 
     return int(min(max(available_memory_bytes("cpu") // 2, 1 << 30), 6 << 30))
 

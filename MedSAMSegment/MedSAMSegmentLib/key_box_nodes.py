@@ -13,14 +13,15 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import mrml
-from .geometry import DEFAULT_LINE_MARGIN, GeometryError, KeyBox, in_plane_axes
+from . import mrml, mrml_markups
+from .geometry import GeometryError, KeyBox, in_plane_axes
+from .markup_boxes import DEFAULT_LINE_MARGIN
 
 KEY_BOX_ATTRIBUTE = "MedSAM.KeyBox"
 SEGMENT_ATTRIBUTE = "MedSAM.SegmentID"
 VOLUME_REFERENCE = "MedSAMSourceVolume"
 SEGMENTATION_REFERENCE = "MedSAMSegmentation"
-MARKUPS_CLASSES = (mrml.ROI_CLASS, mrml.LINE_CLASS)
+MARKUPS_CLASSES = (mrml_markups.ROI_CLASS, mrml_markups.LINE_CLASS)
 
 
 class TargetError(RuntimeError):
@@ -103,7 +104,7 @@ def key_box_nodes(scene, target: RunTarget) -> List:
 def unassigned_markups(scene) -> List:
     """Placed ROI and line nodes that are no target's key boxes (made with the Markups toolbar, loaded, ...)."""
     return [node for node in _markups_nodes(scene)
-            if node.GetAttribute(KEY_BOX_ATTRIBUTE) != "1" and mrml.markups_is_placed(node)]
+            if node.GetAttribute(KEY_BOX_ATTRIBUTE) != "1" and mrml_markups.markups_is_placed(node)]
 
 
 def take_in(nodes, target: RunTarget) -> int:
@@ -136,22 +137,22 @@ def key_box_rows(markups_nodes: Sequence, volume_node, line_margin: float = DEFA
     """Rows for the table: each placed ROI/line with its slice and box size, or the problem it has."""
     rows = []
     try:
-        keys = mrml.markups_key_boxes(markups_nodes, volume_node, None, line_margin)
+        keys = mrml_markups.markups_key_boxes(markups_nodes, volume_node, None, line_margin)
         axis: Optional[int] = keys.slice_axis
     except GeometryError:
         axis = None
     ras_to_ijk = np.linalg.inv(mrml.volume_ijk_to_world(volume_node))
     shape = volume_node.GetImageData().GetDimensions()[::-1]
     for node in markups_nodes:
-        if not mrml.markups_is_placed(node):
+        if not mrml_markups.markups_is_placed(node):
             continue
-        kind = "box" if node.IsA(mrml.ROI_CLASS) else "line"
+        kind = "box" if node.IsA(mrml_markups.ROI_CLASS) else "line"
         row = KeyBoxRow(node.GetID(), node.GetName() or "", kind)
         try:
             if kind == "box":
-                _, key = mrml.roi_node_key_box(node, ras_to_ijk, shape, axis)
+                _, key = mrml_markups.roi_node_key_box(node, ras_to_ijk, shape, axis)
             else:
-                _, key = mrml.line_node_key_box(node, ras_to_ijk, shape, axis, line_margin)
+                _, key = mrml_markups.line_node_key_box(node, ras_to_ijk, shape, axis, line_margin)
             row.slice_index = key.slice_index
             row.width = key.box[2] - key.box[0] + 1
             row.height = key.box[3] - key.box[1] + 1
@@ -201,8 +202,8 @@ def add_roi_for_key_box(scene, volume_node, slice_axis: int, key: KeyBox, name: 
     """A markups ROI node in ``scene`` (in world coordinates) that gives back ``key`` on ``volume_node``; it records
     the slice direction as the view it was "drawn" in, so that even a box narrower than the slice is unambiguous."""
     matrix, size, _ = roi_geometry_from_key_box(mrml.volume_ijk_to_world(volume_node), slice_axis, key)
-    node = scene.AddNewNodeByClass(mrml.ROI_CLASS, name or f"key box {key.slice_index}")
+    node = scene.AddNewNodeByClass(mrml_markups.ROI_CLASS, name or f"key box {key.slice_index}")
     node.SetAndObserveObjectToNodeMatrix(mrml.to_vtk_matrix(matrix))
     node.SetSize(*[float(v) for v in size])
-    node.SetAttribute(mrml.SLICE_NORMAL_ATTRIBUTE, ",".join(repr(float(v)) for v in matrix[:3, 2]))
+    node.SetAttribute(mrml_markups.SLICE_NORMAL_ATTRIBUTE, ",".join(repr(float(v)) for v in matrix[:3, 2]))
     return node

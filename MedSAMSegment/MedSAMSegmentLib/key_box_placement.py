@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict, List, Optional, Tuple
 
-from . import key_box_nodes, mrml
+from . import key_box_nodes, mrml_markups
 from .key_box_nodes import RunTarget
 
 
@@ -44,7 +44,7 @@ class KeyBoxPlacement:
         if target is None:
             self.stop()
             return
-        kind = "box" if self.placing_class == mrml.ROI_CLASS else "line"
+        kind = "box" if self.placing_class == mrml_markups.ROI_CLASS else "line"
         node = self.scene.AddNewNodeByClass(self.placing_class, self.scene.GenerateUniqueName(f"MedSAM {kind}"))
         node.CreateDefaultDisplayNodes()
         key_box_nodes.assign(node, target)
@@ -58,8 +58,8 @@ class KeyBoxPlacement:
         interaction.SetCurrentInteractionMode(interaction.Place)
 
     def _point_defined(self) -> None:
-        if self.pending is not None and mrml.markups_is_placed(self.pending):
-            mrml.record_placement_view(self.pending, self.scene)  # the drawn view gives the slice axis
+        if self.pending is not None and mrml_markups.markups_is_placed(self.pending):
+            mrml_markups.record_placement_view(self.pending, self.scene)  # the drawn view gives the slice axis
             self._changed()
 
     def _release_pending(self):
@@ -73,7 +73,7 @@ class KeyBoxPlacement:
         """Leave Place mode; an unfinished key box node is removed."""
         self.placing_class = None
         pending = self._release_pending()
-        if pending is not None and not mrml.markups_is_placed(pending) and pending.GetScene() is not None:
+        if pending is not None and not mrml_markups.markups_is_placed(pending) and pending.GetScene() is not None:
             self.scene.RemoveNode(pending)
         interaction = self.app_logic.GetInteractionNode()
         if interaction.GetCurrentInteractionMode() == interaction.Place:
@@ -83,7 +83,7 @@ class KeyBoxPlacement:
         """Forwarded from the effect's ``interactionNodeModified``: continue with the next box, or stop."""
         if self.placing_class is None or interaction_node.GetCurrentInteractionMode() == interaction_node.Place:
             return
-        if self.pending is not None and mrml.markups_is_placed(self.pending):
+        if self.pending is not None and mrml_markups.markups_is_placed(self.pending):
             self._release_pending()
             self._place_next()
         else:
@@ -140,7 +140,7 @@ class KeyBoxWatcher:
 
 def markups_center_ras(node) -> List[float]:
     """Where to jump the views for a key box node: an ROI's centre, a line's midpoint (world RAS)."""
-    if node.IsA(mrml.ROI_CLASS):
+    if node.IsA(mrml_markups.ROI_CLASS):
         center = [0.0, 0.0, 0.0]
         node.GetCenterWorld(center)
         return center

@@ -24,15 +24,8 @@ from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .geometry import (
-    DEFAULT_LINE_MARGIN,
-    GeometryError,
-    KeyBox,
-    add_margin,
-    key_box_from_line,
-    key_box_from_roi,
-    slice_shape,
-)
+from .geometry import GeometryError, KeyBox, add_margin, slice_shape
+from .markup_boxes import DEFAULT_LINE_MARGIN, key_box_from_line, key_box_from_roi
 
 SCHEMA = "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/Resources/Schema/markups-schema-v1.0.3.json#"
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -187,7 +180,7 @@ def markups_key_boxes(
     """``(slice_axis, KeyBox)`` for each ROI and line; ROIs grow by ``margin`` pixels (clipped to the slice).
 
     ``slice_axis`` (the command line's ``--slice-axis``) is every markup's when given. Otherwise an ROI's slice axis
-    comes from its clearly thinnest side (:func:`geometry.key_box_from_roi`): a file holds no record of the view a
+    comes from its clearly thinnest side (:func:`markup_boxes.key_box_from_roi`): a file holds no record of the view a
     box was drawn in, and a Box ROI placed with two clicks, saved as Slicer saves it (e.g. size [39.3, 32.4, 32.4]),
     has two equal thin sides and is refused with a one-line error that asks for ``--slice-axis``. A line parallel to
     an image axis takes the slice axis of the ROIs, or of another line, when not given.
@@ -236,7 +229,7 @@ def read_markups_key_boxes(
     """Read a ``.mrk.json`` file and turn its ROIs and lines into ``(slice_axis, KeyBox)`` on a volume's grid.
 
     ``ras_to_ijk`` is the volume's RAS-to-IJK matrix (inverse of IJK-to-RAS including parent transforms).
-    Merge the result with :func:`geometry.merge_key_boxes` to get a :class:`geometry.KeyBoxSet`.
+    Merge the result with :func:`markup_boxes.merge_key_boxes` to get a :class:`geometry.KeyBoxSet`.
     """
     return markups_key_boxes(read_markups(path), ras_to_ijk, volume_shape, slice_axis, line_margin, margin)
 

@@ -10,7 +10,7 @@ import os
 
 import qt
 import slicer
-from MedSAMSegmentLib.mrml import SegmentWriteError, SegmentWriter
+from MedSAMSegmentLib.mrml_segments import SegmentWriteError, SegmentWriter
 from MedSAMSegmentLib.settings import SegmentationSettings
 from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
 
@@ -25,7 +25,8 @@ POLL_INTERVAL_MS = 50
 
 
 class EffectSegmentWriter(SegmentWriter):
-    """mrml.write_segment_mask's writer through this effect, so that the editor's own undo stack holds the change."""
+    """mrml_segments.write_segment_mask's writer through this effect, so that the editor's own undo stack holds the
+    change."""
 
     def __init__(self, scriptedEffect):
         super().__init__(None)

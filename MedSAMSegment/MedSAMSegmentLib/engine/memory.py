@@ -13,10 +13,10 @@ from ..models import SliceModel
 
 
 def default_batch_size(model: SliceModel) -> int:
-    """Slices per encoder batch: measured best on the device, bounded by free memory (see ``acceleration``)."""
-    from .. import acceleration
+    """Slices per encoder batch: measured best on the device, bounded by free memory (see ``hardware``)."""
+    from .. import hardware
 
-    return acceleration.encoder_batch_size(model.device, model.precision)
+    return hardware.encoder_batch_size(model.device, model.precision)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

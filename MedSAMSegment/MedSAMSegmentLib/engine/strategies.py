@@ -22,8 +22,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..acceleration import EMBEDDING_BYTES
 from ..geometry import Box, KeyBoxSet, box_from_mask, interpolate_boxes
+from ..hardware import EMBEDDING_BYTES
 from ..settings import SegmentationSettings
 from .decoding import DECODE_BATCH, MaskAndIoU, SliceDecoder
 from .encoding import SliceEncoder, View
