@@ -3,43 +3,19 @@ by benchmarks/accuracy_study.py (docs/accuracy.md) and guarded by test_real_data
 
 import numpy as np
 import pytest
-import torch
 from MedSAMSegmentLib import engine
 from MedSAMSegmentLib.engine import Crop, EmbeddingCache, VolumeSegmenter, refine_to_box, shift_box, zoom_region
 from MedSAMSegmentLib.engine.views import paste
 from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet
 from MedSAMSegmentLib.intensity import normalise_volume
 from MedSAMSegmentLib.settings import PUBLISHED, SegmentationSettings, SettingsError
+from stand_in_model import StandInModel
 
 
 def published(**changes) -> SegmentationSettings:
     """The published behaviour with ``changes`` (the engine has no defaults of its own)."""
     return SegmentationSettings(**{**PUBLISHED, **changes})
 
-
-
-class BoxModel:
-    """Encodes nothing useful; decodes the box itself shrunk by 1 px (in the size it is asked for)."""
-
-    name = "fake"
-    fingerprint = "fake-box-model"
-    device = "cpu"
-    precision = "fp32"
-    input_size = 256
-
-    def __init__(self):
-        self.encoded_shapes = []
-
-    def encode(self, slices):
-        self.encoded_shapes.extend(s.shape for s in slices)
-        return torch.stack([torch.full((1, 2, 2), float(np.mean(s))) for s in slices])
-
-    def decode(self, embeddings, boxes, original_size):
-        rows, cols = original_size
-        logits = np.full((len(boxes), rows, cols), -1.0, dtype=np.float32)
-        for n, (x0, y0, x1, y1) in enumerate(boxes):
-            logits[n, int(np.ceil(y0)) + 1 : int(y1), int(np.ceil(x0)) + 1 : int(x1)] = 1.0
-        return logits, np.full(len(boxes), 0.9, dtype=np.float32)
 
 
 def volume(shape=(9, 200, 200)):
@@ -74,12 +50,12 @@ def test_a_crop_is_rows_then_columns_end_exclusive_and_boxes_shift_into_it():
 
 
 def test_zoom_encodes_the_crop_and_pastes_the_mask_back():
-    model = BoxModel()
+    model = StandInModel("inner")
     segmenter = VolumeSegmenter(model, volume(), 0, cache=EmbeddingCache(), batch_size=2)
     keys = KeyBoxSet(0, [KeyBox(2, (95, 90, 104, 101)), KeyBox(6, (97, 92, 106, 103))])
     zoomed = segmenter.segment(keys, published(zoom="auto"))
     assert all(shape[0] < 200 for shape in model.encoded_shapes)
-    whole = VolumeSegmenter(BoxModel(), volume(), 0, cache=EmbeddingCache()).segment(keys, published())
+    whole = VolumeSegmenter(StandInModel("inner"), volume(), 0, cache=EmbeddingCache()).segment(keys, published())
     assert np.array_equal(zoomed.mask, whole.mask)  # the box model gives the same mask at any zoom
     assert zoomed.mask[2, 91:101, 96:104].all() and zoomed.mask[2].sum() == 10 * 8
 
@@ -93,7 +69,7 @@ def test_refine_clips_to_the_box_and_fills_holes():
 
 
 def test_guided_boxes_follow_the_masks_and_key_slices_keep_their_boxes():
-    segmenter = VolumeSegmenter(BoxModel(), volume(), 0, cache=EmbeddingCache())
+    segmenter = VolumeSegmenter(StandInModel("inner"), volume(), 0, cache=EmbeddingCache())
     keys = KeyBoxSet(0, [KeyBox(0, (40, 40, 80, 80)), KeyBox(8, (60, 60, 100, 100))])
     result = segmenter.segment(keys, published(guide="mean"))
     assert sorted(result.boxes) == list(range(9))
@@ -121,8 +97,11 @@ def test_mr_rule_uses_the_voxels_above_the_background_of_z_scored_images():
                           normalise_volume(positive, "MR", mr_rule="published"))
 
 
-class CropShyModel(BoxModel):
-    """Like BoxModel, but on a crop (an input smaller than the slice) it returns half the box and a higher IoU."""
+class CropShyModel(StandInModel):
+    """The stand-in's inner box, but on a crop (an input smaller than the slice) half the box and a higher IoU."""
+
+    def __init__(self):
+        super().__init__("inner")
 
     def decode(self, embeddings, boxes, original_size):
         logits, iou = super().decode(embeddings, boxes, original_size)

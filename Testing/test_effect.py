@@ -16,7 +16,6 @@ from MedSAMSegmentLib import (
     pipeline,
 )
 from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet
-from MedSAMSegmentLib.models import SliceModel
 from MedSAMSegmentLib.settings import PUBLISHED, ModelSettings, SegmentationSettings, choices_of
 from slicer_scene import (  # noqa: F401
     make_segment_editor,
@@ -26,41 +25,11 @@ from slicer_scene import (  # noqa: F401
     rotation_matrix,
     slicer,
 )
+from stand_in_model import StandInModel
 
 torch = pytest.importorskip("torch")
 
 SHAPE = (14, 40, 48)
-
-
-class ThresholdBoxModel(SliceModel):
-    """A small deterministic model for the plumbing tests: the bright pixels inside the box."""
-
-    name = "threshold-box"
-    fingerprint = "threshold-box:1"
-    device = "cpu"
-    device_description = "CPU (test model)"
-
-    def __init__(self, fail_after_decodes: int = -1):
-        self.encoded = 0
-        self.decoded = 0
-        self.fail_after_decodes = fail_after_decodes
-
-    def encode(self, slices):
-        self.encoded += len(slices)
-        return torch.from_numpy(np.stack([np.asarray(s, dtype=np.float32) for s in slices]))[:, None]
-
-    def decode(self, embeddings, boxes, original_size):
-        if 0 <= self.fail_after_decodes <= self.decoded:
-            raise RuntimeError("simulated model failure")
-        self.decoded += 1
-        logits = []
-        for embedding, box in zip(embeddings, boxes):
-            image = embedding[0].numpy()
-            inside = np.zeros(original_size, dtype=bool)
-            x0, y0, x1, y1 = (int(round(v)) for v in box)
-            inside[y0 : y1 + 1, x0 : x1 + 1] = True
-            logits.append(np.where(inside & (image > 127), 1.0, -1.0))
-        return np.stack(logits), np.full(len(boxes), 0.9)
 
 
 def _volume_array():
@@ -112,12 +81,12 @@ def test_written_segment_equals_core_mask(mrml_scene):
     writer.logic.ClearUndoState()
 
     rois = _key_rois(mrml_scene, volume, BOXES)
-    logic = effect.MedSAMEffectLogic(model_loader=lambda *a: ThresholdBoxModel(), batch_size=4)
+    logic = effect.MedSAMEffectLogic(model_loader=lambda *a: StandInModel(), batch_size=4)
     outcome = logic.run(writer, volume, rois, SETTINGS)
     assert outcome.written and outcome.slice_range == (3, 11)
 
     core = pipeline.run_segmentation(
-        ThresholdBoxModel(), _volume_array(),
+        StandInModel(), _volume_array(),
         KeyBoxSet(0, [KeyBox(s, b) for s, b in BOXES]),
         pipeline.SegmentationSettings(modality="CT", window=intensity.CT_WINDOWS["soft_tissue"]),
         batch_size=4,
@@ -134,7 +103,7 @@ def test_written_segment_equals_core_mask(mrml_scene):
 def test_revision_recomputes_only_changed_slices(mrml_scene):
     volume, segmentation, _, writer, ids = _setup(mrml_scene)
     rois = _key_rois(mrml_scene, volume, BOXES)
-    model = ThresholdBoxModel()
+    model = StandInModel()
     logic = effect.MedSAMEffectLogic(model_loader=lambda *a: model, batch_size=4)
     first = logic.run(writer, volume, rois, SETTINGS)
     assert first.result.encoded == 9 and sorted(first.result.recomputed) == list(range(3, 12))
@@ -153,7 +122,7 @@ def test_revision_recomputes_only_changed_slices(mrml_scene):
 def test_cache_invalidated_when_voxels_or_geometry_change(mrml_scene):
     volume, segmentation, _, writer, ids = _setup(mrml_scene)
     rois = _key_rois(mrml_scene, volume, BOXES[:2])
-    model = ThresholdBoxModel()
+    model = StandInModel()
     logic = effect.MedSAMEffectLogic(model_loader=lambda *a: model, batch_size=4)
     logic.run(writer, volume, rois, SETTINGS)
     # Same voxels again: the kept segmenter answers without decoding.
@@ -188,13 +157,13 @@ def test_cancel_and_failure_leave_segment_unchanged(mrml_scene):
     def progress(done, total, message):
         calls.append((done, total, message))
 
-    logic = effect.MedSAMEffectLogic(model_loader=lambda *a: ThresholdBoxModel(), batch_size=4)
+    logic = effect.MedSAMEffectLogic(model_loader=lambda *a: StandInModel(), batch_size=4)
     with pytest.raises(engine.Cancelled):
         logic.run(writer, volume, rois, SETTINGS, progress=progress, cancel=lambda: len(calls) >= 1)
     np.testing.assert_array_equal(mrml_segments.segment_mask(segmentation, ids[0], volume), before)
     assert not writer.logic.CanUndo()
 
-    failing = effect.MedSAMEffectLogic(model_loader=lambda *a: ThresholdBoxModel(fail_after_decodes=0), batch_size=4)
+    failing = effect.MedSAMEffectLogic(model_loader=lambda *a: StandInModel(fail_after_decodes=0), batch_size=4)
     with pytest.raises(RuntimeError, match="simulated model failure"):
         failing.run(writer, volume, rois, SETTINGS)
     np.testing.assert_array_equal(mrml_segments.segment_mask(segmentation, ids[0], volume), before)
@@ -211,7 +180,7 @@ def test_intensity_choices(mrml_scene):
     assert set(effect.INTENSITY_CHOICES) >= {"auto", "mr", "display", "none", "ct:soft_tissue"}
     with pytest.raises(ValueError, match="unknown intensity"):
         effect.resolve_intensity("xyz", volume)
-    logic = effect.MedSAMEffectLogic(model_loader=lambda *a: ThresholdBoxModel(), batch_size=4)
+    logic = effect.MedSAMEffectLogic(model_loader=lambda *a: StandInModel(), batch_size=4)
     display = effect.EffectSettings(intensity="display")
     logic.service.put_volume("v", mrml.volume_array(volume))
     segmenter = logic.service.segmenter("v", mrml.volume_ijk_to_world(volume), 0, display.model_spec(),
@@ -262,7 +231,7 @@ def test_key_box_rows_and_jump(mrml_scene):
 def test_batch_segmentation_without_editor(mrml_scene):
     volume = make_volume(mrml_scene, _volume_array(), _oblique())
     rois = _key_rois(mrml_scene, volume, BOXES)
-    logic = effect.MedSAMEffectLogic(model_loader=lambda *a: ThresholdBoxModel(), batch_size=4)
+    logic = effect.MedSAMEffectLogic(model_loader=lambda *a: StandInModel(), batch_size=4)
     node, segment_id, outcome = logic.segment_to_segmentation(mrml_scene.scene, volume, rois, settings=SETTINGS)
     assert node.GetSegmentation().GetSegment(segment_id).GetName() == "MedSAM"
     np.testing.assert_array_equal(mrml_segments.segment_mask(node, segment_id, volume), outcome.result.mask)

@@ -8,7 +8,8 @@ from MedSAMSegmentLib import effect, key_box_nodes, mrml_markups, mrml_segments
 from MedSAMSegmentLib.geometry import KeyBox
 from MedSAMSegmentLib.key_box_nodes import RunTarget, TargetError
 from slicer_scene import make_line, make_segment_editor, make_volume, mrml_scene_fixture, slicer  # noqa: F401
-from test_effect import ThresholdBoxModel, _volume_array
+from stand_in_model import StandInModel
+from test_effect import _volume_array
 
 
 def _two_targets(mrml_scene):
@@ -34,7 +35,7 @@ def test_each_segment_keeps_its_own_boxes_and_they_never_mix(mrml_scene):
     assert key_box_nodes.unassigned_markups(mrml_scene.scene) == [stray]
 
     # Each target segments from its own boxes only, into its own segment.
-    run = effect.MedSAMEffectLogic(model_loader=lambda *args: ThresholdBoxModel(), batch_size=4)
+    run = effect.MedSAMEffectLogic(model_loader=lambda *args: StandInModel(), batch_size=4)
     for target, segment_id, expected_range in ((a, ids[0], (3, 7)), (b, ids[1], (5, 11))):
         editor_node.SetSelectedSegmentID(segment_id)
         assert key_box_nodes.target_from_editor(editor_node) == target

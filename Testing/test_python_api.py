@@ -46,9 +46,9 @@ def test_the_readme_example_runs_and_matches_the_command_line(tmp_path, monkeypa
 def test_the_predictor_refuses_boxes_on_another_axis():
     from MedSAMSegmentLib import KeyBox, KeyBoxSet, VolumePredictor
     from MedSAMSegmentLib.geometry import GeometryError
-    from test_effect import ThresholdBoxModel
+    from stand_in_model import StandInModel
 
-    predictor = VolumePredictor(ThresholdBoxModel(), np.zeros((4, 16, 16), np.uint8), 0)
+    predictor = VolumePredictor(StandInModel(), np.zeros((4, 16, 16), np.uint8), 0)
     with pytest.raises(GeometryError, match="make a predictor for that axis"):
         predictor.predict(KeyBoxSet(1, [KeyBox(2, (1.0, 1.0, 5.0, 5.0))]))
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from MedSAMSegmentLib import effect, mrml_segments
 from slicer_scene import mrml_scene_fixture, slicer  # noqa: F401
-from test_effect import BOXES, SETTINGS, SHAPE, ThresholdBoxModel, _key_rois, _setup
+from stand_in_model import StandInModel
+from test_effect import BOXES, SETTINGS, SHAPE, _key_rois, _setup
 
 
 def _existing_segment(writer, volume):
@@ -23,7 +24,7 @@ def test_closing_the_scene_mid_run_writes_nothing(mrml_scene):
     volume, segmentation, _, writer, ids = _setup(mrml_scene)
     before = _existing_segment(writer, volume)
     rois = _key_rois(mrml_scene, volume, BOXES)
-    logic = effect.MedSAMEffectLogic(model_loader=lambda *a: ThresholdBoxModel(), batch_size=2)
+    logic = effect.MedSAMEffectLogic(model_loader=lambda *a: StandInModel(), batch_size=2)
     cleared = []
 
     def progress(done, total, message):
@@ -45,7 +46,7 @@ def test_scene_closed_between_compute_and_apply(mrml_scene):
     volume, segmentation, _, writer, ids = _setup(mrml_scene)
     before = _existing_segment(writer, volume)
     rois = _key_rois(mrml_scene, volume, BOXES)
-    logic = effect.MedSAMEffectLogic(model_loader=lambda *a: ThresholdBoxModel(), batch_size=4)
+    logic = effect.MedSAMEffectLogic(model_loader=lambda *a: StandInModel(), batch_size=4)
     outcome = logic.compute(volume, rois, SETTINGS)
     assert outcome.result.mask.any()
     mrml_scene.scene.Clear(0)

@@ -26,8 +26,8 @@ from MedSAMSegmentLib.service import (
 )
 from MedSAMSegmentLib.worker import Worker
 from MedSAMSegmentLib.worker_protocol import ProtocolError, read_message, write_message
+from stand_in_model import StandInModel
 from standin_fixtures import MAX_TICK_GAP_S
-from test_effect import ThresholdBoxModel
 
 
 def test_messages_round_trip_every_array_type():
@@ -110,7 +110,7 @@ class _PipeWorker:
         reply_read, reply_write = os.pipe()
         self.requests = os.fdopen(self.request_write, "wb")
         self.replies = os.fdopen(reply_read, "rb")
-        model = model or ThresholdBoxModel()
+        model = model or StandInModel()
         service = SegmentationService(model_loader=lambda *a: model, batch_size=2)
         self.worker = Worker(os.fdopen(request_read, "rb"), os.fdopen(reply_write, "wb"), service)
         self.thread = threading.Thread(target=self.worker.serve, daemon=True)
@@ -141,7 +141,7 @@ def test_worker_answers_segment_need_volume_errors_and_cancel():
     pipe.send(_segment_request(2), {"volume": _volume()})
     header, arrays, seen = pipe.until("result")
     assert header["id"] == 2 and "progress" in seen
-    expected = SegmentationService(model_loader=lambda *a: ThresholdBoxModel(), batch_size=2)
+    expected = SegmentationService(model_loader=lambda *a: StandInModel(), batch_size=2)
     expected.put_volume("v", _volume())
     direct = expected.segment("v", np.eye(4), KEYS, ModelSpec(device="cpu"), SETTINGS)
     np.testing.assert_array_equal(result_from_wire(header, arrays).result.mask, direct.result.mask)
@@ -164,7 +164,7 @@ def test_worker_answers_segment_need_volume_errors_and_cancel():
     assert not pipe.thread.is_alive()
 
 
-class _GatedModel(ThresholdBoxModel):
+class _GatedModel(StandInModel):
     """Encoding waits at a gate the test opens, so a test can act while a batch is being encoded."""
 
     def __init__(self):
@@ -195,7 +195,7 @@ def test_encode_ahead_fills_the_cache_and_yields_to_a_run():
     result, arrays, _ = pipe.until("result")
     assert result["encoded"] == 3  # the run (slices 2..6) uses the two embeddings encoded ahead (slices 2, 3) ...
     assert model.encoded == 5  # ... and the other 6 slices of the speculation were dropped
-    expected = SegmentationService(model_loader=lambda *a: ThresholdBoxModel(), batch_size=2)
+    expected = SegmentationService(model_loader=lambda *a: StandInModel(), batch_size=2)
     expected.put_volume("v", _volume())
     direct = expected.segment("v", np.eye(4), KEYS, ModelSpec(device="cpu"), SETTINGS)
     np.testing.assert_array_equal(result_from_wire(result, arrays).result.mask, direct.result.mask)
@@ -211,7 +211,7 @@ def test_encode_ahead_fills_the_cache_and_yields_to_a_run():
 
 
 def test_wire_result_keeps_everything_the_effect_shows():
-    service = SegmentationService(model_loader=lambda *a: ThresholdBoxModel(), batch_size=2)
+    service = SegmentationService(model_loader=lambda *a: StandInModel(), batch_size=2)
     service.put_volume("v", _volume())
     served = service.segment("v", np.eye(4), KEYS, ModelSpec(device="cpu"), SETTINGS)
     header, arrays = result_header(served)
@@ -342,7 +342,7 @@ def test_each_owner_polls_only_its_own_events_and_a_cancelled_run_can_be_superse
 
 
 def test_a_kept_volume_is_normalised_once_and_checked_again_when_its_voxels_are_sent_again(monkeypatch):
-    service = SegmentationService(model_loader=lambda *a: ThresholdBoxModel(), batch_size=2)
+    service = SegmentationService(model_loader=lambda *a: StandInModel(), batch_size=2)
     normalised = []
     original = pipeline.normalised_volume
     monkeypatch.setattr(pipeline, "normalised_volume", lambda *a, **k: normalised.append(1) or original(*a, **k))
@@ -357,7 +357,7 @@ def test_a_kept_volume_is_normalised_once_and_checked_again_when_its_voxels_are_
     service.put_volume("v", inverted)  # other voxels under the same token are never mistaken for the old ones
     changed = service.segment("v", np.eye(4), KEYS, ModelSpec(device="cpu"), SETTINGS)
     assert len(normalised) == 3 and changed.result.encoded == 5
-    expected = SegmentationService(model_loader=lambda *a: ThresholdBoxModel(), batch_size=2)
+    expected = SegmentationService(model_loader=lambda *a: StandInModel(), batch_size=2)
     expected.put_volume("w", inverted)
     direct = expected.segment("w", np.eye(4), KEYS, ModelSpec(device="cpu"), SETTINGS)
     np.testing.assert_array_equal(changed.result.mask, direct.result.mask)
