@@ -15,6 +15,7 @@ _EXPORTS = {
     "VolumePredictor": "predictor",
     "SegmentationSettings": "settings",
     "ModelSettings": "settings",
+    "SettingsError": "settings",
     "PUBLISHED": "settings",
     "run_segmentation": "pipeline",
     "load_model": "models",
