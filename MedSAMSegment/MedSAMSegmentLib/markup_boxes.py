@@ -225,13 +225,7 @@ def key_box_from_roi(
     center_kji = ras_to_numpy_index((matrix @ np.r_[offset, 1.0])[:3], ras_to_ijk)[0]
     if not (np.all(np.isfinite(section_kji)) and np.all(np.isfinite(center_kji))):
         raise GeometryError(f"{label}: its corners are not finite in voxel space; check the volume geometry")
-    slice_index = int(np.floor(center_kji[slice_axis] + 0.5))
-    n_slices = int(volume_shape[slice_axis])
-    if not (0 <= slice_index < n_slices):
-        raise GeometryError(
-            f"{label}: its centre is on slice {slice_index} along axis {slice_axis}, outside the volume "
-            f"(slices 0-{n_slices - 1}); place it on the image"
-        )
+    slice_index = _slice_inside(label, "its centre is", center_kji[slice_axis], slice_axis, volume_shape)
     row_axis, col_axis = in_plane_axes(slice_axis)
     cols, rows = section_kji[:, col_axis], section_kji[:, row_axis]
     x0, x1 = voxel_centre_range(float(cols.min()), float(cols.max()))
@@ -307,14 +301,18 @@ def key_box_from_line(
         float(mid[col_axis] + half_cols),
         float(mid[row_axis] + half_rows),
     )
-    slice_index = int(np.floor(mid[slice_axis] + 0.5))
+    slice_index = _slice_inside(label, "it is", mid[slice_axis], slice_axis, volume_shape)
+    return slice_axis, KeyBox(slice_index, box, label)
+
+
+def _slice_inside(label: str, subject: str, position: float, slice_axis: int, volume_shape) -> int:
+    """The slice nearest ``position`` along ``slice_axis``; GeometryError naming ``label`` outside the volume."""
+    slice_index = int(np.floor(position + 0.5))
     n_slices = int(volume_shape[slice_axis])
     if not (0 <= slice_index < n_slices):
-        raise GeometryError(
-            f"{label}: it is on slice {slice_index} along axis {slice_axis}, outside the volume "
-            f"(slices 0-{n_slices - 1})"
-        )
-    return slice_axis, KeyBox(slice_index, box, label)
+        raise GeometryError(f"{label}: {subject} on slice {slice_index} along axis {slice_axis}, outside the volume "
+                            f"(slices 0-{n_slices - 1}); place it on the image")
+    return slice_index
 
 
 def merge_key_boxes(pairs: Iterable[Tuple[int, KeyBox]]) -> KeyBoxSet:
