@@ -16,8 +16,10 @@ CORD_LABEL = shared_data_path("spinal_cord", "t2s_uncropped_gmseg_manual.nii.gz"
 
 
 def run_cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "MedSAMSegmentLib.cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    """The command in its own process; its output read as UTF-8 whatever the locale (the progress bar's blocks)."""
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    return subprocess.run([sys.executable, "-m", "MedSAMSegmentLib.cli", *args], capture_output=True,
+                          encoding="utf-8", errors="replace", timeout=timeout, env=env)
 
 
 def cord_boxes(tmp_path, step=5):
