@@ -2,7 +2,7 @@
 
 A backend turns uint8 slices into image embeddings (``encode``, the expensive part, done once per slice) and an
 embedding plus a box into mask logits and a predicted IoU (``decode``, cheap, rerun whenever a box moves).
-Each backend follows its model's published preprocessing exactly (``../shared/GUIDE.md`` section 3):
+Each backend follows its model's published preprocessing exactly (tested against step-by-step copies):
 
 * LiteMedSAM (default): longest side to 256 with ``cv2.INTER_AREA``, min-max to [0, 1], zero padding to
   256x256, box scaled by ``256 / max(H, W)``; logits cropped to the unpadded area, bilinear to (H, W).
