@@ -98,10 +98,13 @@ def ensureDependencies(model="lite", parent=None):
     missing = dependencies.missing_requirements(model)
     if not missing:
         return True
+    faster = dependencies.missing_accelerators(model)  # installed with the rest where the model runs on the CPU
+    also = ("and, where it runs on the CPU, this one makes it faster:\n\n  " + "\n  ".join(faster) + "\n\n"
+            if faster else "")
     message = (
         "MedSAM needs these Python packages, which are not installed yet:\n\n  " + "\n  ".join(missing) + "\n\n"
-        "PyTorch is installed by the PyTorch Utils extension, the others with pip. This downloads several hundred "
-        "megabytes and can take some minutes. Install now?"
+        + also + "PyTorch is installed by the PyTorch Utils extension, the others with pip. This downloads several "
+        "hundred megabytes and can take some minutes. Install now?"
     )
     if not slicer.util.confirmOkCancelDisplay(message, "MedSAM: install dependencies", parent=parent):
         return False

@@ -121,7 +121,8 @@ def test_requirement_bounds_match_pyproject():
     for line in project["dependencies"] + [d for extra in project["optional-dependencies"].values() for d in extra]:
         req = Requirement(line)
         declared[canonicalize_name(req.name)] = req.specifier
-    for requirement in {r for rs in REQUIREMENTS.values() for r in rs if r.installer == PIP}:
+    accelerators = {r for rs in dependencies.CPU_ACCELERATORS.values() for r in rs}
+    for requirement in {r for rs in REQUIREMENTS.values() for r in rs if r.installer == PIP} | accelerators:
         req = Requirement(requirement.pip)
         assert req.specifier == declared[canonicalize_name(req.name)], requirement
 
@@ -147,6 +148,33 @@ def test_missing_requirements_names_a_module_that_is_not_installed(monkeypatch):
     assert install_plan("fake", path) == [
         ("Installing no-such-package-medsam-xyz>=1...", ["no-such-package-medsam-xyz>=1", "-c", path])
     ]
+
+
+@pytest.mark.parametrize("torch_version, on_cpu", [
+    ("2.5.1+cpu", True), ("2.5.1", True), (None, True), ("2.5.1+cu121", False), ("2.4.0+rocm6.1", False)])
+def test_the_cpu_accelerator_is_installed_with_the_rest_where_the_model_runs_on_the_cpu(monkeypatch, torch_version,
+                                                                                        on_cpu):
+    """OpenVINO joins the pip steps after PyTorch Utils' torch when that torch is not a GPU build; a run never needs
+    it (missing_requirements leaves it out)."""
+    from importlib import metadata
+
+    real_version, real_find_spec = metadata.version, dependencies.importlib.util.find_spec
+
+    def version(name):
+        if name != "torch":
+            return real_version(name)
+        if torch_version is None:
+            raise metadata.PackageNotFoundError(name)
+        return torch_version
+
+    monkeypatch.setattr(dependencies.metadata, "version", version)
+    monkeypatch.setattr(dependencies.importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("openvino", "cv2") else real_find_spec(name, *a))
+    assert dependencies.torch_runs_on_a_gpu() is (not on_cpu)
+    assert missing_requirements("lite") == ["opencv-python-headless>=4.5"]  # openvino is not required
+    expected = ["opencv-python-headless>=4.5"] + (["openvino>=2024.0"] if on_cpu else [])
+    assert [args[0] for _, args in install_plan("lite", "/c.txt")] == expected
+    assert dependencies.missing_accelerators("vit_b") == []
 
 
 def test_missing_requirements_does_not_import(monkeypatch):

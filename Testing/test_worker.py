@@ -311,6 +311,26 @@ class _ScriptedClient:
         return replies
 
 
+def test_the_ready_line_says_which_encoder_path_the_worker_uses():
+    """Loading the model in a real worker answers with the device and the numeric path (OpenVINO on this CPU, as
+    the command line's "using ..." line says), so a Slicer user sees whether the fast path is installed."""
+    from MedSAMSegmentLib.models import load_model
+
+    background = BackgroundSegmentation()
+    try:
+        background.prepare(ModelSpec("lite", None, "cpu"))
+        deadline, events = time.monotonic() + 240, []
+        while not events and time.monotonic() < deadline:
+            events = background.poll()
+            time.sleep(0.05)
+    finally:
+        background.close()
+    assert [e.kind for e in events] == ["status"], events
+    expected = load_model("lite", device="cpu").acceleration
+    assert "OpenVINO" in expected
+    assert events[0].message.startswith("model ready on CPU") and events[0].message.endswith(f"; using {expected}")
+
+
 def test_each_owner_polls_only_its_own_events_and_a_cancelled_run_can_be_superseded():
     client = _ScriptedClient()
     background = BackgroundSegmentation(client_factory=lambda: client)

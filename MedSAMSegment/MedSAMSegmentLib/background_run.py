@@ -181,7 +181,8 @@ class BackgroundSegmentation:
             del self._prepare_ids[header["id"]]
             if op == "error":
                 return RunEvent("status", f"the model could not be loaded: {header.get('message')}")
-            return RunEvent("status", f"model ready on {header.get('device') or 'the CPU'}")
+            using = f"; using {header['acceleration']}" if header.get("acceleration") else ""
+            return RunEvent("status", f"model ready on {header.get('device') or 'the CPU'}{using}")
         if run is None or header.get("id") != run.request_id:
             return None  # a reply to a request that is no longer active
         if op == "progress":

@@ -60,6 +60,13 @@ REQUIREMENTS: Dict[str, Tuple[Requirement, ...]] = {
     ),
 }
 
+#: Packages that make a model faster where it runs on the CPU, installed with the rest there; a run works without
+#: them. OpenVINO runs LiteMedSAM's encoder and decoder faster than PyTorch on CPUs (docs/speed.md).
+CPU_ACCELERATORS: Dict[str, Tuple[Requirement, ...]] = {
+    "lite": (Requirement("openvino", "openvino>=2024.0", PIP),),
+    "vit_b": (),
+}
+
 #: Distributions a pip install must never upgrade, downgrade or replace: what PyTorch Utils installed (torch pins
 #: its own nvidia-* and triton), and what Slicer ships in its Python (see Slicer's SuperBuild/External_python-*).
 #: Those not installed are left out of the constraints.
@@ -208,15 +215,37 @@ def pip_constraints(packages: Sequence[str] = PROTECTED_PACKAGES) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
+def torch_runs_on_a_gpu() -> bool:
+    """Whether the installed torch is a CUDA or ROCm build (its version's local label, as PyTorch Utils installs
+    it, e.g. ``2.5.1+cu121``), read from its metadata without importing it. False when torch is not installed or
+    its build does not say (a CPU build, or PyPI's default wheel)."""
+    try:
+        version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return False
+    local = version.partition("+")[2].lower()
+    return local.startswith(("cu", "rocm"))
+
+
+def missing_accelerators(model: str = "lite") -> List[str]:
+    """The pip requirements of :data:`CPU_ACCELERATORS` for ``model`` that are not installed, when the model will run
+    on the CPU (:func:`torch_runs_on_a_gpu` is False); nothing is imported."""
+    if torch_runs_on_a_gpu():
+        return []
+    _requirements(model)
+    return [req.pip for req in CPU_ACCELERATORS.get(model, ()) if importlib.util.find_spec(req.module) is None]
+
+
 def install_plan(model: str, constraints_path: str) -> List[Tuple[str, List[str]]]:
     """The pip steps still needed for ``model``: ``(progress text, arguments for slicer.util.pip_install)``.
 
-    One step per requirement of :func:`missing_requirements` installed by :data:`PIP`, each constrained by the
-    file at ``constraints_path`` (the arguments are a list, so paths with spaces are safe). Torch and torchvision
-    are not in it: install them through PyTorch Utils first (``missing_requirements(model, PYTORCH_UTILS)``).
-    Empty when nothing is missing.
+    One step per requirement of :func:`missing_requirements` installed by :data:`PIP`, then one per
+    :func:`missing_accelerators` (the CPU's faster path), each constrained by the file at ``constraints_path``
+    (the arguments are a list, so paths with spaces are safe). Torch and torchvision are not in it: install them
+    through PyTorch Utils first (``missing_requirements(model, PYTORCH_UTILS)``), so that the accelerators follow
+    the build it chose. Empty when nothing is missing.
     """
     return [
         (f"Installing {requirement}...", [requirement, "-c", constraints_path])
-        for requirement in missing_requirements(model, PIP)
+        for requirement in missing_requirements(model, PIP) + missing_accelerators(model)
     ]

@@ -113,7 +113,8 @@ class Worker:
     def _handle(self, op: str, request_id: int, header: dict, arrays: Dict[str, np.ndarray]) -> None:
         if op == "load":
             model = self.service.model(ModelSpec(**header["model"]))
-            self.send({"op": "loaded", "id": request_id, "device": getattr(model, "device_description", "")})
+            self.send({"op": "loaded", "id": request_id, "device": model.device_description,
+                       "acceleration": model.acceleration})
         elif op == "forget":
             self.service.forget()
         elif op in ("segment", "encode"):
