@@ -181,8 +181,7 @@ class _GatedModel(StandInModel):
 def test_encode_ahead_fills_the_cache_and_yields_to_a_run():
     model = _GatedModel()
     pipe = _PipeWorker(model)
-    encode = {**_segment_request(1), "op": "encode", "slice_axis": 0, "slices": list(range(2, 10))}
-    del encode["keys"]
+    encode = {**_segment_request(1), "op": "encode", "newest": 6, "beyond": 3}  # slices 2, 6, 3-5, then 7-9
     pipe.send(encode, {"volume": _volume()})
     assert model.entered.wait(30)  # the first batch of the speculative encoding is running
     pipe.send(_segment_request(2))  # the user pressed Segment: the encoding must yield
@@ -193,19 +192,24 @@ def test_encode_ahead_fills_the_cache_and_yields_to_a_run():
     header, _, _ = pipe.until("cancelled")
     assert header["id"] == 1
     result, arrays, _ = pipe.until("result")
-    assert result["encoded"] == 3  # the run (slices 2..6) uses the two embeddings encoded ahead (slices 2, 3) ...
-    assert model.encoded == 5  # ... and the other 6 slices of the speculation were dropped
+    assert result["encoded"] == 3  # the run (slices 2..6) uses the two embeddings encoded ahead (key slices 2, 6) ...
+    assert model.encoded == 5  # ... and the other 6 views of the speculation were dropped
     expected = SegmentationService(model_loader=lambda *a: StandInModel(), batch_size=2)
     expected.put_volume("v", _volume())
     direct = expected.segment("v", np.eye(4), KEYS, ModelSpec(device="cpu"), SETTINGS)
     np.testing.assert_array_equal(result_from_wire(result, arrays).result.mask, direct.result.mask)
 
-    # Encoding ahead the slices a run will need: the run then encodes nothing.
-    pipe.send({**encode, "id": 3, "slices": [2, 3, 4, 5, 6]})
+    # Encoding ahead the views a run will need: the run then encodes nothing.
+    pipe.send({**encode, "id": 3, "beyond": 0})
     assert pipe.until("encoded")[0]["count"] == 0  # the run above already cached them
-    pipe.send({**encode, "id": 4, "token": "v3", "slices": [2, 3, 4, 5, 6]}, {"volume": _volume()[:, ::-1].copy()})
+    pipe.send({**encode, "id": 4, "token": "v3", "beyond": 0}, {"volume": _volume()[:, ::-1].copy()})
     assert pipe.until("encoded")[0]["count"] == 5
     pipe.send(_segment_request(5, token="v3"))
+    assert pipe.until("result")[0]["encoded"] == 0
+    pipe.send({**encode, "id": 6, "token": "v3"})  # the guess past the newest box: slices 7, 8, 9
+    assert pipe.until("encoded")[0]["count"] == 3
+    moved_on = KeyBoxSet(0, [*KEYS.boxes, KeyBox(9, (10.0, 8.0, 28.0, 22.0))])
+    pipe.send(_segment_request(7, token="v3", keys=moved_on))
     assert pipe.until("result")[0]["encoded"] == 0
     pipe.send({"op": "shutdown"})
 

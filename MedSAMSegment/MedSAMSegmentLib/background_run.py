@@ -10,7 +10,7 @@ Writing the result into the scene is the caller's job, on its own (main) thread.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -82,15 +82,21 @@ class BackgroundSegmentation:
         self._remember_token(token)
         self._run = _Run(client.request(header, arrays), header, volume, owner)
 
-    def encode_ahead(self, token: str, volume: Callable[[], np.ndarray], ijk_to_world: np.ndarray, slice_axis: int,
-                     slices: Sequence[int], spec: ModelSpec, settings: SegmentationSettings,
+    def encode_ahead(self, token: str, volume: Callable[[], np.ndarray], ijk_to_world: np.ndarray, keys: KeyBoxSet,
+                     spec: ModelSpec, settings: SegmentationSettings, newest: Optional[int] = None, beyond: int = 0,
                      owner: object = None) -> None:
-        """Encode ``slices`` in the worker before Segment is pressed (their embeddings are then cached); a run
-        started later takes priority and cancels what is still to encode. An ``encoded`` event follows."""
-        header = {"op": "encode", "token": token, "ijk_to_world": np.asarray(ijk_to_world, float).tolist(),
-                  "slice_axis": int(slice_axis), "slices": [int(s) for s in slices], "model": asdict(spec),
-                  "settings": settings_to_wire(settings)}
+        """Encode, before Segment is pressed, the views a run from ``keys`` will read, and up to ``beyond`` slices
+        past the ``newest`` key slice (their embeddings are then cached). It replaces ``owner``'s earlier
+        encode-ahead still under way (cancelled: the boxes changed); a run started later takes priority and cancels
+        what is still to encode. An ``encoded`` event follows."""
         client = self._worker()
+        for request_id, earlier in list(self._encodes.items()):
+            if earlier.owner is owner and not earlier.cancel_requested:
+                earlier.cancel_requested = True
+                client.cancel(request_id)
+        header = {"op": "encode", "token": token, "ijk_to_world": np.asarray(ijk_to_world, float).tolist(),
+                  "keys": key_boxes_to_wire(keys), "newest": None if newest is None else int(newest),
+                  "beyond": int(beyond), "model": asdict(spec), "settings": settings_to_wire(settings)}
         arrays = None if token in self._sent_tokens else {"volume": volume()}
         self._remember_token(token)
         request_id = client.request(header, arrays)

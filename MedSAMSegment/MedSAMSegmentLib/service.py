@@ -122,17 +122,17 @@ class SegmentationService:
         self._segmenters[token] = (request, kept[1], kept[2])
         return kept[2]
 
-    def encode_ahead(self, token: str, ijk_to_world: np.ndarray, slice_axis: int, slices: Sequence[int],
-                     spec: ModelSpec, settings: pipeline.SegmentationSettings,
+    def encode_ahead(self, token: str, ijk_to_world: np.ndarray, key_boxes: KeyBoxSet, spec: ModelSpec,
+                     settings: pipeline.SegmentationSettings, newest: Optional[int] = None, beyond: int = 0,
                      cancel: Optional[CancelCheck] = None) -> int:
-        """Encode whole slices of ``token`` before any run asks for them; returns how many were encoded.
+        """Encode the views a run of ``token`` from ``key_boxes`` will read, before any run asks for them (see
+        :meth:`engine.VolumeSegmenter.encode_ahead`); returns how many were encoded.
 
         Embeddings go to the cache as each batch completes, so a cancelled call (``engine.Cancelled``) leaves
         only whole, correct embeddings behind.
         """
-        segmenter = self.segmenter(token, ijk_to_world, slice_axis, spec, settings)
-        valid = [int(s) for s in slices if 0 <= int(s) < segmenter.n_slices]
-        return segmenter.ensure_embeddings(valid, cancel=cancel)
+        segmenter = self.segmenter(token, ijk_to_world, key_boxes.slice_axis, spec, settings)
+        return segmenter.encode_ahead(key_boxes, settings, newest, beyond, cancel)
 
     def segment(self, token: str, ijk_to_world: np.ndarray, key_boxes: KeyBoxSet, spec: ModelSpec,
                 settings: pipeline.SegmentationSettings, progress: Optional[ProgressCallback] = None,

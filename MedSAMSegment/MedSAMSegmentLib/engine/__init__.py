@@ -12,6 +12,7 @@ Modules, one job each:
 * :mod:`.strategies`: ``interpolate`` (with or without ``guide``) and ``propagate``, filling a per-run
   :class:`~.strategies.Run` built from the call's :class:`~MedSAMSegmentLib.settings.SegmentationSettings`.
 * :mod:`.encoding`: the slice views' pixels, cache keys and batched encoding.
+* :mod:`.lookahead`: the views a run will read, planned from the key boxes so far (encoding ahead).
 * :mod:`.decoding`: batched decoding, the memory of recent decodes, the second-view (``zoom``/``retry``) policy.
 * :mod:`.views`: whole slice or :class:`Crop`, and the box/crop geometry (the module states both conventions).
 * :mod:`.memory`: encoder batch sizes and the out-of-memory fallback.

@@ -1,0 +1,51 @@
+"""The slice views a run will encode, planned from the key boxes placed so far, so that they can be encoded while
+the user is still drawing (the embeddings do not depend on the boxes, only on the view's pixels)."""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+from ..geometry import KeyBoxSet, interpolate_boxes
+from ..settings import SegmentationSettings
+from .encoding import View
+from .views import first_view
+
+
+def views_ahead(keys: KeyBoxSet, settings: SegmentationSettings, slice_size: Tuple[int, int], input_size: int,
+                n_slices: int, newest: Optional[int] = None, beyond: int = 0) -> List[View]:
+    """The views worth encoding before Segment is pressed, most useful first, without repeats.
+
+    1. Every slice from the first to the last key box: the view its interpolated box is decoded in first under
+       ``settings.zoom``, and the whole slice where a crop is decoded first and the whole slice may be read too
+       (``zoom`` ``best``/``union``, ``retry``). Key slices come first.
+    2. Speculation: up to ``beyond`` whole slices past ``newest`` (the slice of the key box placed last) when it
+       is the first or last key slice, away from the others; around it both ways when it is the only one.
+
+    ``keys`` must already be checked against the volume (:func:`geometry.validate_key_boxes`).
+    """
+    boxes = interpolate_boxes(keys.boxes)
+    key_slices = sorted(k.slice_index for k in keys.boxes)
+    both_views = settings.zoom in ("best", "union") or settings.retry != "off"
+    views: List[View] = []
+    for s in key_slices + [s for s in sorted(boxes) if s not in key_slices]:
+        view = first_view(boxes[s], settings.zoom, slice_size, input_size)
+        views.append((s, view))
+        if view is not None and both_views:
+            views.append((s, None))
+    for s in _speculative_slices(key_slices, newest, beyond, n_slices):
+        views.append((s, None))
+    return list(dict.fromkeys(views))
+
+
+def _speculative_slices(key_slices: List[int], newest: Optional[int], beyond: int, n_slices: int) -> List[int]:
+    if beyond <= 0 or newest is None or newest not in key_slices:
+        return []
+    first, last = key_slices[0], key_slices[-1]
+    if first == last:
+        around = [newest + sign * step for step in range(1, beyond + 1) for sign in (1, -1)]
+        return [s for s in around if 0 <= s < n_slices][:beyond]
+    if newest == last:
+        return [s for s in range(last + 1, last + 1 + beyond) if s < n_slices]
+    if newest == first:
+        return [s for s in range(first - 1, first - 1 - beyond, -1) if s >= 0]
+    return []

@@ -1,0 +1,71 @@
+"""Encoding ahead: the views a run will read are encoded from the key boxes placed so far, before Segment."""
+
+import numpy as np
+import pytest
+from MedSAMSegmentLib import demo, io, pipeline
+from MedSAMSegmentLib.engine import EmbeddingCache
+from MedSAMSegmentLib.engine.lookahead import views_ahead
+from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet
+from MedSAMSegmentLib.settings import SegmentationSettings
+
+SLICE_SIZE, INPUT_SIZE, N_SLICES = (512, 512), 256, 20
+SMALL = (270.0, 230.0, 310.0, 262.0)  # 20 model pixels: zoomed
+LARGE = (100.0, 100.0, 400.0, 400.0)  # whole slice
+
+
+def keys(*slices, box=SMALL):
+    return KeyBoxSet(0, [KeyBox(s, box) for s in slices])
+
+
+def test_key_slices_first_then_the_slices_between_with_both_views_for_union():
+    views = views_ahead(keys(5, 8), SegmentationSettings(zoom="union"), SLICE_SIZE, INPUT_SIZE, N_SLICES)
+    slices = [s for s, _ in views]
+    assert slices == [5, 5, 8, 8, 6, 6, 7, 7]
+    assert all((region is None) == (n % 2 == 1) for n, (_, region) in enumerate(views))  # crop, then whole slice
+    assert len(set(views)) == len(views)
+
+
+@pytest.mark.parametrize("zoom, retry, per_slice", [("off", "off", 1), ("auto", "off", 1), ("auto", "zoom", 2),
+                                                    ("best", "off", 2)])
+def test_views_per_slice_follow_zoom_and_retry(zoom, retry, per_slice):
+    views = views_ahead(keys(5, 8), SegmentationSettings(zoom=zoom, retry=retry), SLICE_SIZE, INPUT_SIZE, N_SLICES)
+    assert len(views) == 4 * per_slice
+    assert all(region is None for _, region in views) == (zoom == "off")
+
+
+def test_large_boxes_are_encoded_whole_once():
+    views = views_ahead(keys(5, 8, box=LARGE), SegmentationSettings(zoom="union"), SLICE_SIZE, INPUT_SIZE, N_SLICES)
+    assert views == [(5, None), (8, None), (6, None), (7, None)]
+
+
+def test_speculation_goes_past_the_newest_box_away_from_the_others_inside_the_volume():
+    off = SegmentationSettings(zoom="off")
+
+    def guessed(key_boxes, newest, beyond):
+        between = len(views_ahead(key_boxes, off, SLICE_SIZE, INPUT_SIZE, N_SLICES))
+        return [s for s, _ in views_ahead(key_boxes, off, SLICE_SIZE, INPUT_SIZE, N_SLICES, newest, beyond)][between:]
+
+    assert guessed(keys(5, 8), newest=8, beyond=3) == [9, 10, 11]
+    assert guessed(keys(5, 8), newest=5, beyond=3) == [4, 3, 2]
+    assert guessed(keys(5, 8, 12), newest=8, beyond=3) == []  # drawn in the middle: no direction
+    assert guessed(keys(10), newest=10, beyond=3) == [11, 9, 12]  # one box: both ways
+    assert guessed(keys(17, 18), newest=18, beyond=5) == [19]  # the volume ends
+    assert guessed(keys(5, 8), newest=None, beyond=3) == []
+    assert guessed(keys(5, 8), newest=8, beyond=0) == []
+
+
+@pytest.mark.slow
+def test_encoding_ahead_leaves_the_run_little_to_encode_and_the_same_mask(lite_model):
+    """The demo lesion with the defaults (zoomed crops and whole slices, guided boxes between key slices): after
+    encoding ahead, the run encodes at most a few guided crops, and its mask is the one-shot run's exactly."""
+    image = io.read_image(demo.DEMO_IMAGE)
+    key_boxes = io.read_key_boxes([demo.DEMO_BOXES], image)
+    for settings, most in ((SegmentationSettings(modality="none"), 3),
+                           (SegmentationSettings(modality="none", zoom="best", guide="off"), 0)):
+        segmenter = pipeline.make_segmenter(lite_model, image.array, 0, settings, cache=EmbeddingCache())
+        ahead = segmenter.encode_ahead(key_boxes, settings, newest=key_boxes.boxes[-1].slice_index, beyond=2)
+        assert ahead == 7 * 2 + 2  # slices 5-11 in two views, two guessed slices past 11
+        result = pipeline.segment_with(segmenter, key_boxes, settings)
+        fresh = pipeline.run_segmentation(lite_model, image.array, key_boxes, settings, cache=EmbeddingCache())
+        assert result.encoded <= most < fresh.encoded
+        np.testing.assert_array_equal(result.mask, fresh.mask)
