@@ -197,6 +197,32 @@ def test_run_keeps_the_gui_ticking_and_writes_the_core_mask(standin, mrml_scene,
     assert_quiet(standin, capsys)
 
 
+def test_key_boxes_are_encoded_ahead_while_the_user_draws(standin, mrml_scene, worker_logic, lite_model,
+                                                          embedding_cache, capsys):
+    """Boxes placed while the effect is active are encoded in the worker once they are still; Segment then finds
+    the views between them encoded (here all: zoomed crops and whole slices, no guided crop differs) and writes
+    the mask an in-process run writes."""
+    from MedSAMSegmentLib import effect
+
+    worker_logic.forget()  # no embedding of the demo volume from an earlier test
+    volume, _ = demo_volume(mrml_scene)
+    opened = open_effect(standin, mrml_scene, volume, ("lesion",))
+    loop, status = standin.loop, opened.effect.statusLabel
+    rois = add_key_boxes(mrml_scene.scene, volume, opened.target(0), DEMO_BOXES[:1])
+    rois += add_key_boxes(mrml_scene.scene, volume, opened.target(0), DEMO_BOXES[1:])  # the next box, a bit later
+    assert opened.effect.encodeAheadTimer.isActive()  # waiting for the boxes to be still
+    assert loop.run_until(lambda: status.text.startswith("Ready to segment"), 300), status.text
+    encoded_ahead = int(status.text.split("(")[1].split()[0])
+    assert encoded_ahead >= 6, status.text  # slices 6-8 in two views, and guesses past slice 8
+    opened.effect.segmentButton.click()
+    assert loop.run_until(lambda: opened.effect.segmentButton.enabled, 300), "the run did not end"
+    assert status.text.startswith("Segmented slices 6-8 (3 slices, 3 recomputed, 0 encoded)"), status.text
+    in_process = effect.MedSAMEffectLogic(model_loader=lambda *unused: lite_model, cache=embedding_cache)
+    expected = in_process.compute(volume, rois, opened.effect.settings()).result.mask
+    np.testing.assert_array_equal(opened.mask(0), expected)
+    assert_quiet(standin, capsys)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # 1. Placing key boxes
 

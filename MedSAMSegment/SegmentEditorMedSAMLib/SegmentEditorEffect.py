@@ -22,6 +22,8 @@ PARAMETERS = {"Strategy": SegmentationSettings().strategy, "Intensity": "auto", 
               **{parameter: getattr(SegmentationSettings(), name) for parameter, name in ACCURACY_PARAMETERS.items()}}
 #: How often the GUI reads the worker's messages, milliseconds.
 POLL_INTERVAL_MS = 50
+#: Quiet time after the last key box change before encoding ahead starts (a drag changes a box many times).
+ENCODE_AHEAD_DELAY_MS = 300
 
 
 class EffectSegmentWriter(SegmentWriter):
@@ -176,6 +178,10 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.flaggedList.toolTip = "Slices to review; click one to jump to it"
         self.scriptedEffect.addLabeledOptionsWidget("Flagged slices:", self.flaggedList)
 
+        self.encodeAheadTimer = qt.QTimer()
+        self.encodeAheadTimer.setSingleShot(True)
+        self.encodeAheadTimer.setInterval(ENCODE_AHEAD_DELAY_MS)
+        self.encodeAheadTimer.connect("timeout()", self.onEncodeAhead)
         self.pollTimer = qt.QTimer()
         self.pollTimer.setInterval(POLL_INTERVAL_MS)
         self.pollTimer.connect("timeout()", self.onPollWorker)
@@ -214,6 +220,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self._sceneCloseTag = None
         if self.pollTimer is not None:
             self.pollTimer.stop()
+        self.encodeAheadTimer.stop()
         from MedSAMSegmentLib import effect
 
         effect.shared_logic().background().cancel(owner=self)  # a later run may then start at once
@@ -281,8 +288,10 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         settings = self.settings()
         if settings.model == "lite" and not dependencies.missing_requirements("lite"):
             effect.shared_logic().background().prepare(settings.model_spec(), owner=self)  # no wait at Segment
+        self.encodeAheadTimer.start()  # the boxes already placed: their slices are encoded while the user draws
 
     def deactivate(self):
+        self.encodeAheadTimer.stop()
         if self.watcher is not None:
             self.watcher.stop()
             self.watcher = None
@@ -295,6 +304,27 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     def onKeyBoxesMayHaveChanged(self):
         if self.scriptedEffect.active():
             self.updateKeyBoxTable()
+            self.encodeAheadTimer.start()  # restarted by every change: encodes once the boxes are still
+
+    def onEncodeAhead(self):
+        """Encode, while the user goes on drawing, what Segment will need (the model's embeddings do not depend
+        on the boxes): the views between the key boxes and a few slices past the newest one."""
+        from MedSAMSegmentLib import dependencies, effect, key_box_nodes
+
+        if self._prepared is not None or not self.scriptedEffect.active():
+            return
+        settings = self.settings()
+        if dependencies.missing_requirements(settings.model):
+            return
+        try:
+            target = key_box_nodes.target_from_editor(self.scriptedEffect.parameterSetNode())
+        except key_box_nodes.TargetError:
+            return
+        nodes = key_box_nodes.key_box_nodes(slicer.mrmlScene, target)
+        volume = slicer.mrmlScene.GetNodeByID(target.volume_id)
+        if nodes and volume is not None:
+            newest = max(nodes, key=lambda node: node.GetMTime())
+            effect.shared_logic().encode_ahead(volume, nodes, settings, newest, owner=self)
 
     def interactionNodeModified(self, interactionNode):
         """Keep the effect selected in Place mode (the C++ default deselects it); boxes are placed one after
@@ -463,6 +493,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self.progressBar.format = f"{event.message}: %v / %m"
         elif event.kind == "status" and self._prepared is None:  # a run's own status line wins while it runs
             self.statusLabel.text = event.message[0].upper() + event.message[1:] + "."
+        elif event.kind == "encoded" and self._prepared is None:
+            self.statusLabel.text = f"Ready to segment ({event.done} slice views encoded ahead)."
         elif event.kind == "cancelled":
             self._endRun(event.message)
         elif event.kind == "failed":
