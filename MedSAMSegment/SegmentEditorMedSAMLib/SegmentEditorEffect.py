@@ -324,7 +324,10 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         volume = slicer.mrmlScene.GetNodeByID(target.volume_id)
         if nodes and volume is not None:
             newest = max(nodes, key=lambda node: node.GetMTime())
-            effect.shared_logic().encode_ahead(volume, nodes, settings, newest, owner=self)
+            try:
+                effect.shared_logic().encode_ahead(volume, nodes, settings, newest, owner=self)
+            except Exception as exc:  # noqa: BLE001 - a guess that cannot start is dropped; Segment reports problems
+                logging.info("MedSAM: not encoding ahead: %s", exc)
 
     def interactionNodeModified(self, interactionNode):
         """Keep the effect selected in Place mode (the C++ default deselects it); boxes are placed one after
