@@ -167,6 +167,12 @@ def ensureDependencies(model="lite", parent=None):
 _DEFAULTS = SegmentationSettings()
 
 
+def _lower_camel(name: str) -> str:
+    """``mr_rule`` -> ``mrRule``: a setting's name in the .ui file's widget names."""
+    first, *rest = name.split("_")
+    return first + "".join(part.title() for part in rest)
+
+
 @parameterNodeWrapper
 class MedSAMSegmentParameterNode:
     """The module page's choices, kept in the scene (saved with it)."""
@@ -245,11 +251,8 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             (self.ui.intensityComboBox, "intensity", effect.INTENSITY_CHOICES),
             (self.ui.modelComboBox, "model", effect.MODEL_CHOICES),
             (self.ui.deviceComboBox, "device", effect.DEVICE_CHOICES),
-            (self.ui.mrRuleComboBox, "mr_rule", effect.accuracy_menu("mr_rule")),
-            (self.ui.zoomComboBox, "zoom", effect.accuracy_menu("zoom")),
-            (self.ui.guideComboBox, "guide", effect.accuracy_menu("guide")),
-            (self.ui.refineComboBox, "refine", effect.accuracy_menu("refine")),
-            (self.ui.retryComboBox, "retry", effect.accuracy_menu("retry")),
+        ] + [  # the accuracy options: mr_rule -> mrRuleComboBox, zoom -> zoomComboBox, ...
+            (getattr(self.ui, _lower_camel(name) + "ComboBox"), name, effect.accuracy_menu(name)) for name in PUBLISHED
         ]
 
     def cleanup(self):

@@ -334,7 +334,7 @@ def test_parameters_are_stored_with_one_effect_prefix(standin, mrml_scene, capsy
         return {n: node.GetAttribute(n) for n in node.GetAttributeNames() if "MedSAM" in n}
 
     assert medsam_attributes() == {"MedSAM.Strategy": "interpolate", "MedSAM.Intensity": "auto",
-                                   "MedSAM.Model": "lite", "MedSAM.Device": "auto", "MedSAM.MRRule": "auto",
+                                   "MedSAM.Model": "lite", "MedSAM.Device": "auto", "MedSAM.MrRule": "auto",
                                    "MedSAM.Zoom": "union", "MedSAM.Guide": "auto", "MedSAM.Refine": "off",
                                    "MedSAM.Retry": "off"}
     effect.strategyCombo.select("propagate")
@@ -351,7 +351,7 @@ def test_parameters_are_stored_with_one_effect_prefix(standin, mrml_scene, capsy
     assert (settings.strategy, settings.intensity, settings.model, settings.checkpoint, settings.device) == (
         "propagate", "ct:soft_tissue", "vit_b", "/models/medsam_vit_b.pth", "auto")
     # Every accuracy option of the command line is a menu in the effect; a choice reaches the run's settings.
-    chosen = {"MRRule": "published", "Zoom": "best", "Guide": "mean", "Refine": "box", "Retry": "zoom"}
+    chosen = {"MrRule": "published", "Zoom": "best", "Guide": "mean", "Refine": "box", "Retry": "zoom"}
     for parameter, value in chosen.items():
         effect.accuracyCombos[parameter].select(value)
         assert node.GetAttribute(f"MedSAM.{parameter}") == value

@@ -11,11 +11,11 @@ import os
 import qt
 import slicer
 from MedSAMSegmentLib.mrml_segments import SegmentWriteError, SegmentWriter
-from MedSAMSegmentLib.settings import SegmentationSettings
+from MedSAMSegmentLib.settings import PUBLISHED, SegmentationSettings
 from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
 
 #: The accuracy options' effect parameters -> their settings names (every accuracy option of the command line).
-ACCURACY_PARAMETERS = {"MRRule": "mr_rule", "Zoom": "zoom", "Guide": "guide", "Refine": "refine", "Retry": "retry"}
+ACCURACY_PARAMETERS = {"".join(part.title() for part in name.split("_")): name for name in PUBLISHED}
 #: Effect parameters (``scriptedEffect.setParameter`` stores them as ``MedSAM.<name>``) -> default.
 PARAMETERS = {"Strategy": SegmentationSettings().strategy, "Intensity": "auto", "Model": "lite", "Checkpoint": "",
               "Device": "auto",
