@@ -6,6 +6,7 @@ from MedSAMSegmentLib import demo, io, pipeline
 from MedSAMSegmentLib.engine import EmbeddingCache
 from MedSAMSegmentLib.engine.lookahead import views_ahead
 from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet
+from MedSAMSegmentLib.session import SegmentationSession
 from MedSAMSegmentLib.settings import SegmentationSettings
 
 SLICE_SIZE, INPUT_SIZE, N_SLICES = (512, 512), 256, 20
@@ -62,10 +63,12 @@ def test_encoding_ahead_leaves_the_run_little_to_encode_and_the_same_mask(lite_m
     key_boxes = io.read_key_boxes([demo.DEMO_BOXES], image)
     for settings, most in ((SegmentationSettings(modality="none"), 3),
                            (SegmentationSettings(modality="none", zoom="best", guide="off"), 0)):
-        segmenter = pipeline.make_segmenter(lite_model, image.array, 0, settings, cache=EmbeddingCache())
-        ahead = segmenter.encode_ahead(key_boxes, settings, newest=key_boxes.boxes[-1].slice_index, beyond=2)
+        session = SegmentationSession.open(lite_model, image.array, 0, settings, cache=EmbeddingCache(),
+                                           background=False, preview=False)
+        session.set_boxes(key_boxes, newest=key_boxes.boxes[-1].slice_index)
+        ahead = session.work_ahead(beyond=2)
         assert ahead == 7 * 2 + 2  # slices 5-11 in two views, two guessed slices past 11
-        result = pipeline.segment_with(segmenter, key_boxes, settings)
+        result = session.result()
         fresh = pipeline.run_segmentation(lite_model, image.array, key_boxes, settings, cache=EmbeddingCache())
         assert result.encoded <= most < fresh.encoded
         np.testing.assert_array_equal(result.mask, fresh.mask)

@@ -1,8 +1,8 @@
 """What encoding ahead saves at the click: the demo lesion (3 key boxes), real LiteMedSAM on this machine's CPU.
 
-For each setting: views encoded ahead (as the Slicer effect does while the user draws: between the key boxes,
-then 3 slices past the newest), then the run's own encodings and seconds, against a one-shot run with an empty
-cache; the masks must be identical. Prints a Markdown table (medians of ``--repeat`` runs).
+For each setting: views encoded ahead (as a session does while the user draws: between the key boxes, then 3
+slices past the newest), then the run's own encodings and seconds, against a one-shot run with an empty cache;
+the masks must be identical. Prints a Markdown table (medians of ``--repeat`` runs).
 
     python benchmarks/encode_ahead_study.py [--repeat 3]
 """
@@ -20,9 +20,9 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "MedSAMSegment"))
 
 from MedSAMSegmentLib import demo, io, pipeline  # noqa: E402
-from MedSAMSegmentLib.effect import ENCODE_AHEAD_BEYOND  # noqa: E402
 from MedSAMSegmentLib.engine import EmbeddingCache  # noqa: E402
 from MedSAMSegmentLib.models import load_model  # noqa: E402
+from MedSAMSegmentLib.session import SegmentationSession  # noqa: E402
 from MedSAMSegmentLib.settings import SegmentationSettings  # noqa: E402
 
 SETTINGS = {
@@ -47,11 +47,13 @@ def main() -> int:
     for name, settings in SETTINGS.items():
         ahead_s, run_s, fresh_s, same = [], [], [], True
         for _ in range(args.repeat):
-            segmenter = pipeline.make_segmenter(model, image.array, 0, settings, cache=EmbeddingCache())
+            session = SegmentationSession.open(model, image.array, 0, settings, cache=EmbeddingCache(),
+                                               background=False, preview=False)
+            session.set_boxes(keys, newest=keys.boxes[-1].slice_index)
             started = time.perf_counter()
-            ahead = segmenter.encode_ahead(keys, settings, keys.boxes[-1].slice_index, ENCODE_AHEAD_BEYOND)
+            ahead = session.work_ahead(beyond=3)
             ahead_s.append(time.perf_counter() - started)
-            result = pipeline.segment_with(segmenter, keys, settings)
+            result = session.result()
             run_s.append(result.seconds)
             fresh = pipeline.run_segmentation(model, image.array, keys, settings, cache=EmbeddingCache())
             fresh_s.append(fresh.seconds)

@@ -83,10 +83,11 @@ class BackgroundSegmentation:
         self._run = _Run(client.request(header, arrays), header, volume, owner)
 
     def encode_ahead(self, token: str, volume: Callable[[], np.ndarray], ijk_to_world: np.ndarray, keys: KeyBoxSet,
-                     spec: ModelSpec, settings: SegmentationSettings, newest: Optional[int] = None, beyond: int = 0,
-                     owner: object = None) -> None:
-        """Encode, before Segment is pressed, the views a run from ``keys`` will read, and up to ``beyond`` slices
-        past the ``newest`` key slice (their embeddings are then cached). It replaces ``owner``'s earlier
+                     spec: ModelSpec, settings: SegmentationSettings, newest: Optional[int] = None,
+                     beyond: Optional[int] = None, owner: object = None) -> None:
+        """Encode, before Segment is pressed, the views a run from ``keys`` will read, and ``beyond`` slices past
+        the ``newest`` key slice (default: the user's spacing, :func:`engine.lookahead.speculation_depth`); their
+        embeddings are then cached. It replaces ``owner``'s earlier
         encode-ahead still under way (cancelled: the boxes changed); a run started later takes priority and cancels
         what is still to encode. An ``encoded`` event follows."""
         client = self._worker()
@@ -96,7 +97,8 @@ class BackgroundSegmentation:
                 client.cancel(request_id)
         header = {"op": "encode", "token": token, "ijk_to_world": np.asarray(ijk_to_world, float).tolist(),
                   "keys": key_boxes_to_wire(keys), "newest": None if newest is None else int(newest),
-                  "beyond": int(beyond), "model": asdict(spec), "settings": settings_to_wire(settings)}
+                  "beyond": None if beyond is None else int(beyond), "model": asdict(spec),
+                  "settings": settings_to_wire(settings)}
         arrays = None if token in self._sent_tokens else {"volume": volume()}
         self._remember_token(token)
         request_id = client.request(header, arrays)

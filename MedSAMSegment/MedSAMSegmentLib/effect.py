@@ -170,10 +170,6 @@ def volume_token(volume_node) -> str:
     return f"{volume_node.GetID()}@{stamp}"
 
 
-#: Whole slices guessed past the newest key box when encoding ahead (about 2 s of encoding on 2 CPU cores).
-ENCODE_AHEAD_BEYOND = 3
-
-
 @dataclass
 class PreparedRun:
     """What one run needs, gathered from the scene on the main thread."""
@@ -285,8 +281,9 @@ class MedSAMEffectLogic:
 
     def encode_ahead(self, volume_node, markups_nodes: Sequence, settings: EffectSettings, newest_node=None,
                      owner: object = None) -> bool:
-        """Start encoding, on the worker, the views a run from these key boxes will read, and a few slices past
-        ``newest_node``'s box (the one placed or moved last), while the user goes on drawing. Returns False, doing
+        """Start encoding, on the worker, the views a run from these key boxes will read, and slices past
+        ``newest_node``'s box (the one placed or moved last) as far as the user's spacing, while the user goes on
+        drawing. Returns False, doing
         nothing, when the key boxes cannot make a run yet (the Segment press reports why)."""
         try:
             prepared = self.prepare_run(volume_node, markups_nodes, settings)
@@ -297,7 +294,7 @@ class MedSAMEffectLogic:
         except (ValueError, TypeError):  # GeometryError, SettingsError, ...: a box still being placed, say
             return False
         self.background().encode_ahead(prepared.token, prepared.volume, prepared.ijk_to_world, prepared.key_boxes,
-                                       prepared.model, prepared.settings, newest, ENCODE_AHEAD_BEYOND, owner)
+                                       prepared.model, prepared.settings, newest, owner=owner)
         return True
 
     def compute(self, volume_node, markups_nodes: Sequence, settings: EffectSettings = EffectSettings(),

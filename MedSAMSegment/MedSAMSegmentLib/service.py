@@ -4,7 +4,7 @@ It knows nothing of Slicer or Qt. The worker process (:mod:`worker`) runs one, s
 decoding never run on Slicer's GUI thread; tests and scripts may also call it directly. Requests and results have a
 plain-data wire form (:func:`request_header`, :func:`result_header`) that :mod:`worker_protocol` carries.
 
-Between runs the service keeps one :class:`~engine.VolumeSegmenter` per volume token, keyed by a hash of the
+Between runs the service keeps one :class:`~session.SegmentationSession` per volume token, keyed by a hash of the
 normalised voxels, the geometry, the slice axis and the model: moving or adding a key box recomputes only the
 slices whose box changed, and any change of voxels, geometry, intensity setting or model starts afresh.
 """
@@ -22,6 +22,7 @@ import numpy as np
 from . import intensity, pipeline
 from .engine import CancelCheck, EmbeddingCache, ProgressCallback, SegmentationResult, VolumeSegmenter
 from .geometry import GeometryError, KeyBox, KeyBoxSet
+from .session import SegmentationSession
 
 #: Raw volumes kept by token, so that a second run on the same voxels needs no new upload.
 KEPT_VOLUMES = 2
@@ -69,8 +70,8 @@ class SegmentationService:
         self.batch_size = batch_size
         self._models: Dict[ModelSpec, object] = {}
         self._volumes: OrderedDict[str, np.ndarray] = OrderedDict()
-        #: token -> (request key of the last call, content key, segmenter)
-        self._segmenters: Dict[str, Tuple[Optional[tuple], str, VolumeSegmenter]] = {}
+        #: token -> (request key of the last call, content key, session)
+        self._sessions: Dict[str, Tuple[Optional[tuple], str, SegmentationSession]] = {}
 
     def model(self, spec: ModelSpec):
         """The model for ``spec``, loaded on first use and kept."""
@@ -88,62 +89,73 @@ class SegmentationService:
         """Keep ``array`` (``[k, j, i]``, any intensities; never modified) as the voxels of ``token``."""
         self._volumes[token] = array
         self._volumes.move_to_end(token)
-        kept = self._segmenters.get(token)
+        kept = self._sessions.get(token)
         if kept is not None:  # voxels given again under a token: check them by content at the next run
-            self._segmenters[token] = (None, kept[1], kept[2])
+            self._sessions[token] = (None, kept[1], kept[2])
         while len(self._volumes) > KEPT_VOLUMES:
             old, _ = self._volumes.popitem(last=False)
-            self._segmenters.pop(old, None)
+            self._sessions.pop(old, None)
 
     def forget(self) -> None:
         """Drop every kept volume, segmenter and in-memory embedding (models stay loaded)."""
         self._volumes.clear()
-        self._segmenters.clear()
+        self._sessions.clear()
         self.cache.clear_memory()
 
-    def segmenter(self, token: str, ijk_to_world: np.ndarray, slice_axis: int, spec: ModelSpec,
-                  settings: pipeline.SegmentationSettings) -> VolumeSegmenter:
-        """The kept segmenter of ``token`` while voxels, geometry, intensity, axis and model are unchanged."""
+    def session(self, token: str, ijk_to_world: np.ndarray, slice_axis: int, spec: ModelSpec,
+                settings: pipeline.SegmentationSettings) -> SegmentationSession:
+        """The kept session of ``token`` (no thread of its own: the worker calls it) while voxels, geometry,
+        intensity, axis and model are unchanged, with ``settings`` in use."""
         if token not in self._volumes:
             raise KeyError(f"no voxels were sent for volume {token!r}")
         # A token's voxels do not change (put_volume marks them for a check), so the same geometry, axis, model
-        # and intensity settings reuse the kept segmenter without normalising and hashing the volume again.
+        # and intensity settings reuse the kept session without normalising and hashing the volume again.
         request = (np.round(np.asarray(ijk_to_world, dtype=float), 6).tobytes(), int(slice_axis), spec,
                    settings.modality, None if settings.window is None else tuple(settings.window), settings.mr_rule)
-        kept = self._segmenters.get(token)
-        if kept is not None and kept[0] == request:
-            return kept[2]
-        volume_u8 = pipeline.normalised_volume(self._volumes[token], settings)  # a new array; the source is kept
-        model = self.model(spec)
-        content = volume_fingerprint(volume_u8, ijk_to_world, slice_axis, getattr(model, "fingerprint", ""))
-        if kept is None or kept[1] != content:
-            kept = (request, content,
-                    VolumeSegmenter(model, volume_u8, slice_axis, cache=self.cache, batch_size=self.batch_size))
-        self._segmenters[token] = (request, kept[1], kept[2])
+        kept = self._sessions.get(token)
+        if kept is None or kept[0] != request:
+            volume_u8 = pipeline.normalised_volume(self._volumes[token], settings)  # a new array; the source is kept
+            model = self.model(spec)
+            content = volume_fingerprint(volume_u8, ijk_to_world, slice_axis, getattr(model, "fingerprint", ""))
+            if kept is None or kept[1] != content:
+                segmenter = VolumeSegmenter(model, volume_u8, slice_axis, cache=self.cache, batch_size=self.batch_size)
+            else:  # the same voxels after all: keep the decodes, but a session's intensity settings are fixed
+                segmenter = kept[2].segmenter
+            kept = (request, content, SegmentationSession(segmenter, settings, background=False, preview=False))
+            self._sessions[token] = kept
+        kept[2].update_settings(settings)
         return kept[2]
 
+    def segmenter(self, token: str, ijk_to_world: np.ndarray, slice_axis: int, spec: ModelSpec,
+                  settings: pipeline.SegmentationSettings) -> VolumeSegmenter:
+        """The segmenter of :meth:`session`."""
+        return self.session(token, ijk_to_world, slice_axis, spec, settings).segmenter
+
     def encode_ahead(self, token: str, ijk_to_world: np.ndarray, key_boxes: KeyBoxSet, spec: ModelSpec,
-                     settings: pipeline.SegmentationSettings, newest: Optional[int] = None, beyond: int = 0,
-                     cancel: Optional[CancelCheck] = None) -> int:
-        """Encode the views a run of ``token`` from ``key_boxes`` will read, before any run asks for them (see
-        :meth:`engine.VolumeSegmenter.encode_ahead`); returns how many were encoded.
+                     settings: pipeline.SegmentationSettings, newest: Optional[int] = None,
+                     beyond: Optional[int] = None, cancel: Optional[CancelCheck] = None) -> int:
+        """Encode the views a run of ``token`` from ``key_boxes`` will read, before any run asks for them, then
+        ``beyond`` slices past ``newest`` (default: the user's spacing; see :mod:`session`); returns how many
+        were encoded.
 
         Embeddings go to the cache as each batch completes, so a cancelled call (``engine.Cancelled``) leaves
         only whole, correct embeddings behind.
         """
-        segmenter = self.segmenter(token, ijk_to_world, key_boxes.slice_axis, spec, settings)
-        return segmenter.encode_ahead(key_boxes, settings, newest, beyond, cancel)
+        session = self.session(token, ijk_to_world, key_boxes.slice_axis, spec, settings)
+        session.set_boxes(key_boxes, newest)
+        return session.work_ahead(cancel, beyond)
 
     def segment(self, token: str, ijk_to_world: np.ndarray, key_boxes: KeyBoxSet, spec: ModelSpec,
                 settings: pipeline.SegmentationSettings, progress: Optional[ProgressCallback] = None,
                 cancel: Optional[CancelCheck] = None) -> ServiceResult:
         """Segment the voxels of ``token`` from ``key_boxes`` (raises ``engine.Cancelled`` when cancelled)."""
-        segmenter = self.segmenter(token, ijk_to_world, key_boxes.slice_axis, spec, settings)
+        session = self.session(token, ijk_to_world, key_boxes.slice_axis, spec, settings)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = pipeline.segment_with(segmenter, key_boxes, settings, progress, cancel)
+            session.set_boxes(key_boxes)
+            result = session.result(progress, cancel)
         described = intensity.describe(settings.modality, settings.window, self._volumes[token])
-        model = segmenter.model
+        model = session.segmenter.model
         device = getattr(model, "device_description", "") or str(getattr(model, "device", ""))
         messages = [str(w.message) for w in caught if issubclass(w.category, (UserWarning, ResourceWarning))]
         return ServiceResult(result, described, device, messages)

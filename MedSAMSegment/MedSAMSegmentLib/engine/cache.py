@@ -15,6 +15,7 @@ import ast
 import hashlib
 import os
 import tempfile
+import threading
 import warnings
 from collections import OrderedDict
 from typing import Optional, Tuple
@@ -30,9 +31,10 @@ class EmbeddingCache:
     """Image embeddings by content key, in memory (least recently used dropped beyond ``max_memory_bytes``, but
     never the last one) and, with a ``directory``, on disk in the module's format.
 
-    Raises :class:`CacheDirectoryError` at construction when ``directory`` cannot be made. A disk entry that cannot
-    be written later (disk full, folder made read-only) warns once (``ResourceWarning``) and the cache goes on in
-    memory only: the run never fails for its cache.
+    Thread-safe: sessions on several threads may share one. Raises :class:`CacheDirectoryError` at construction
+    when ``directory`` cannot be made. A disk entry that cannot be written later (disk full, folder made
+    read-only) warns once (``ResourceWarning``) and the cache goes on in memory only: the run never fails for its
+    cache.
     """
 
     def __init__(self, directory: Optional[str] = None, max_memory_bytes: int = 1 << 30) -> None:
@@ -43,6 +45,7 @@ class EmbeddingCache:
         self.hits = 0
         self.misses = 0
         self.disk_writes_failed = False
+        self._lock = threading.RLock()
         if directory:
             try:
                 os.makedirs(directory, exist_ok=True)
@@ -59,8 +62,19 @@ class EmbeddingCache:
         digest.update(np.ascontiguousarray(slice_2d).tobytes())
         return digest.hexdigest()[:40]
 
+    def contains(self, key: str) -> bool:
+        """Whether an embedding is stored under ``key`` (in memory or on disk); counts nothing."""
+        with self._lock:
+            if key in self._memory:
+                return True
+        return bool(self.directory) and os.path.exists(self._path(key))
+
     def get(self, key: str) -> Optional[np.ndarray]:
         """The embedding stored under ``key`` (memory, then disk), or None; counts a hit or a miss."""
+        with self._lock:
+            return self._get(key)
+
+    def _get(self, key: str) -> Optional[np.ndarray]:
         if key in self._memory:
             self._memory.move_to_end(key)
             self.hits += 1
@@ -76,7 +90,8 @@ class EmbeddingCache:
     def put(self, key: str, value: np.ndarray) -> None:
         """Store ``value`` as float32 under ``key``, in memory and, with a directory, on disk."""
         value = np.ascontiguousarray(value, dtype=np.float32)
-        self._remember(key, value)
+        with self._lock:
+            self._remember(key, value)
         if self.directory and not self.disk_writes_failed:
             try:
                 self._write_disk(key, value)
@@ -88,8 +103,9 @@ class EmbeddingCache:
 
     def clear_memory(self) -> None:
         """Forget the in-memory embeddings (the disk entries stay)."""
-        self._memory.clear()
-        self._memory_bytes = 0
+        with self._lock:
+            self._memory.clear()
+            self._memory_bytes = 0
 
     def _remember(self, key: str, value: np.ndarray) -> None:
         if key in self._memory:

@@ -10,6 +10,11 @@ from ..settings import SegmentationSettings
 from .encoding import View
 from .views import first_view
 
+#: At most this many slices are encoded on speculation past the newest key box.
+SPECULATION_LIMIT = 10
+#: Slices guessed around a first key box, before the user's spacing is known.
+FIRST_GUESS = 3
+
 
 def views_ahead(keys: KeyBoxSet, settings: SegmentationSettings, slice_size: Tuple[int, int], input_size: int,
                 n_slices: int, newest: Optional[int] = None, beyond: int = 0) -> List[View]:
@@ -49,3 +54,13 @@ def _speculative_slices(key_slices: List[int], newest: Optional[int], beyond: in
     if newest == first:
         return [s for s in range(first - 1, first - 1 - beyond, -1) if s >= 0]
     return []
+
+
+def speculation_depth(key_slices: List[int], newest: Optional[int], limit: int = SPECULATION_LIMIT) -> int:
+    """How many slices to guess past ``newest``: the user's spacing (the distance from the newest key slice to the
+    nearest other), so that the next key box lands on slices already encoded; :data:`FIRST_GUESS` for a single key
+    box; never more than ``limit``."""
+    if newest is None or newest not in key_slices:
+        return 0
+    others = [abs(s - newest) for s in key_slices if s != newest]
+    return max(0, min(limit, min(others) if others else FIRST_GUESS))

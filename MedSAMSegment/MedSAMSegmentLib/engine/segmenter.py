@@ -13,7 +13,6 @@ from ..settings import SegmentationSettings
 from .cache import EmbeddingCache
 from .decoding import MaskAndIoU, SliceDecoder
 from .encoding import SliceEncoder
-from .lookahead import views_ahead
 from .memory import default_batch_size
 from .results import CancelCheck, ProgressCallback, SegmentationResult, SliceCallback, flag_slices
 from .strategies import Run, segment_guided, segment_interpolated, segment_propagated
@@ -111,20 +110,6 @@ class VolumeSegmenter:
         ``regions`` gives a crop that holds the box), no second view. A slice whose box and view were decoded
         recently is not decoded again."""
         return self.decoder.decode(boxes, zoom="off", retry="off", regions=regions).masks
-
-    def encode_ahead(self, key_boxes: KeyBoxSet, settings: SegmentationSettings, newest: Optional[int] = None,
-                     beyond: int = 0, cancel: Optional[CancelCheck] = None) -> int:
-        """Encode now the views a run from ``key_boxes`` with ``settings`` will read (:func:`.lookahead.views_ahead`:
-        the slices between the key boxes, then up to ``beyond`` slices past the ``newest`` key slice); returns how
-        many were encoded. Each batch goes to the cache when done, so a cancelled call (:class:`~.results.Cancelled`)
-        leaves only whole embeddings."""
-        if key_boxes.slice_axis != self.slice_axis:
-            raise ValueError(
-                f"key boxes lie along axis {key_boxes.slice_axis} but this segmenter slices along {self.slice_axis}"
-            )
-        keys = validate_key_boxes(key_boxes, self.volume.shape[:3])
-        views = views_ahead(keys, settings, self.slice_size, self.model.input_size, self.n_slices, newest, beyond)
-        return self.encoder.encode(views, cancel=cancel)
 
     def segment(
         self,
