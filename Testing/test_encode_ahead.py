@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from MedSAMSegmentLib import demo, io, pipeline
-from MedSAMSegmentLib.engine import EmbeddingCache
+from MedSAMSegmentLib.engine import EmbeddingCache, zoom_region
 from MedSAMSegmentLib.engine.lookahead import views_ahead
 from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet
 from MedSAMSegmentLib.session import SegmentationSession
@@ -55,6 +55,17 @@ def test_speculation_goes_past_the_newest_box_away_from_the_others_inside_the_vo
     assert guessed(keys(5, 8), newest=8, beyond=0) == []
 
 
+def test_guessed_slices_are_whole_where_whole_slices_are_read_anyway_else_in_the_newest_boxs_view():
+    def guessed_views(settings):
+        between = len(views_ahead(keys(5, 8), settings, SLICE_SIZE, INPUT_SIZE, N_SLICES))
+        return views_ahead(keys(5, 8), settings, SLICE_SIZE, INPUT_SIZE, N_SLICES, 8, 2)[between:]
+
+    assert guessed_views(SegmentationSettings(zoom="union")) == [(9, None), (10, None)]
+    crop = zoom_region(SMALL, SLICE_SIZE, INPUT_SIZE)
+    assert crop is not None
+    assert guessed_views(SegmentationSettings(zoom="auto", retry="off")) == [(9, crop), (10, crop)]
+
+
 @pytest.mark.slow
 def test_encoding_ahead_leaves_the_run_little_to_encode_and_the_same_mask(lite_model):
     """The demo lesion with the defaults (zoomed crops and whole slices, guided boxes between key slices): after
@@ -67,7 +78,7 @@ def test_encoding_ahead_leaves_the_run_little_to_encode_and_the_same_mask(lite_m
                                            background=False, preview=False)
         session.set_boxes(key_boxes, newest=key_boxes.boxes[-1].slice_index)
         ahead = session.work_ahead(beyond=2)
-        assert ahead == 7 * 2 + 2  # slices 5-11 in two views, two guessed slices past 11
+        assert ahead == 7 * 2 + 2  # slices 5-11 in two views, then two guessed slices past 11, whole
         result = session.result()
         fresh = pipeline.run_segmentation(lite_model, image.array, key_boxes, settings, cache=EmbeddingCache())
         assert result.encoded <= most < fresh.encoded

@@ -15,6 +15,9 @@ Measured per configuration:
 * ``peak_rss_mib``: peak resident memory of the process;
 * torch threads and the batch size.
 
+The ``interactive`` configuration (:mod:`.interactive`) replays a simulated annotator in real time on every case
+of the development set (or the ``--case`` given) and reports what the annotator waits for.
+
 The ``large`` configuration runs ``medsam-segment segment`` as a user would, in its own process, on a
 512x512x300 int16 CT with a 100-slice target (the development set's TotalSegmentator CT resampled to that grid,
 its liver as the target on slices 100-199, key boxes every 5 slices), and reports the process's peak resident
@@ -33,17 +36,20 @@ import resource
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from MedSAMSegmentLib.settings import ModelSettings
 
 from .cases import default_cases_json
+from .interactive import INTERVALS, format_interactive_table, interactive_benchmark
 
 N_SLICES = 40
 KEY_SPACING = 5
 DEFAULT_CASE = "brats_pat0001_whole_tumor"
-CONFIGS = ("engine", "recipe", "large")
+CONFIGS = ("engine", "recipe", "large", "interactive")
+#: What ``benchmark`` times unless told (``interactive`` replays an annotator over every case: about half an hour).
+DEFAULT_CONFIGS = ("engine", "recipe", "large")
 LARGE_SHAPE = (300, 512, 512)
 LARGE_TARGET = (100, 199)
 
@@ -297,25 +303,33 @@ def _acceleration_text(device) -> str:
 def benchmark(
     out_dir: Optional[str] = None,
     cases_json: Optional[str] = None,
-    case_name: str = DEFAULT_CASE,
-    configs=CONFIGS,
+    case_name: Optional[str] = None,
+    configs=DEFAULT_CONFIGS,
     model: Optional[ModelSettings] = None,
     log=print,
+    intervals: Sequence[float] = INTERVALS,
 ) -> Dict[str, Dict[str, object]]:
     """Run every configuration in its own process; print and (with ``out_dir``) write the table.
 
-    ``cases_json`` None looks for the development set (:func:`cases.default_cases_json`); ``model`` sets the
-    device (default the CPU), the engine's batch size and its encoder's precision and backend (the model is
-    LiteMedSAM: the recipe is its)."""
+    ``cases_json`` None looks for the development set (:func:`cases.default_cases_json`); ``case_name`` None is
+    :data:`DEFAULT_CASE` (``interactive``: every case); ``model`` sets the device (default the CPU), the engine's
+    batch size and its encoder's precision and backend (the model is LiteMedSAM: the recipe is its);
+    ``intervals``: the interactive annotator's seconds per key box."""
     cases_json = default_cases_json(cases_json)
     model = model if model is not None else ModelSettings(device="cpu")
     results: Dict[str, Dict[str, object]] = {}
     for config in configs:
-        if config == "large" and not cases_json:
-            log("skipping large: it needs the development set's TotalSegmentator CT (--cases)")
+        if config in ("large", "interactive") and not cases_json:
+            log(f"skipping {config}: it needs the development set (--cases)")
+            continue
+        if config == "interactive":
+            log("running interactive (an annotator replayed in real time on each case) ...")
+            results[config] = interactive_benchmark(
+                cases_json, [case_name] if case_name else None, intervals, model.device, model.precision,
+                model.backend, env=_worker_env(), log=log)
             continue
         command = [sys.executable, "-m", f"{__package__}.benchmark", "--worker", config, "--device", model.device,
-                   "--precision", model.precision, "--backend", model.backend, "--case", case_name]
+                   "--precision", model.precision, "--backend", model.backend, "--case", case_name or DEFAULT_CASE]
         if cases_json:
             command += ["--cases", cases_json]
         if model.batch_size:
@@ -360,10 +374,13 @@ ROWS = (
 def format_table(results: Dict[str, Dict[str, object]]) -> str:
     from .provenance import machine_description
 
-    large = results.get("large")
-    results = {name: value for name, value in results.items() if name != "large"}
+    large, interactive = results.get("large"), results.get("interactive")
+    results = {name: value for name, value in results.items() if name not in ("large", "interactive")}
     if not results:
-        return _large_lines(large, machine_description())
+        parts = [_large_lines(large, machine_description())] if large else []
+        if interactive:
+            parts.append(_interactive_lines(interactive, "" if large else machine_description()))
+        return "\n\n".join(parts)
     configs = list(results)
     first = results[configs[0]]
     lines = [
@@ -389,7 +406,13 @@ def format_table(results: Dict[str, Dict[str, object]]) -> str:
         lines.append(f"| {label} | " + " | ".join(cells) + (f" | {ratio} |" if len(configs) > 1 else " |"))
     if large:
         lines += ["", _large_lines(large)]
+    if interactive:
+        lines += ["", _interactive_lines(interactive)]
     return "\n".join(lines)
+
+
+def _interactive_lines(interactive: Dict[str, object], machine: str = "") -> str:
+    return "# Interactive: from the last key box to the 3D result\n\n" + format_interactive_table(interactive, machine)
 
 
 def _large_lines(large: Dict[str, object], machine: str = "") -> str:
@@ -414,7 +437,7 @@ def _worker_main(argv=None) -> int:
     from .cli import add_benchmark_arguments
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--worker", choices=CONFIGS, required=True)
+    parser.add_argument("--worker", choices=("engine", "recipe", "large"), required=True)
     add_benchmark_arguments(parser)
     args = parser.parse_args(argv)
     model = from_arguments(ModelSettings, args)

@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import argparse
 
-from MedSAMSegmentLib.settings import ModelSettings, SegmentationSettings, add_arguments, from_arguments
+from MedSAMSegmentLib.settings import (
+    ModelSettings,
+    SegmentationSettings,
+    SettingsError,
+    add_arguments,
+    from_arguments,
+)
 
-from .benchmark import CONFIGS, DEFAULT_CASE
+from .benchmark import CONFIGS, DEFAULT_CASE, DEFAULT_CONFIGS
 from .cases import SHARED_DATA_VARIABLE
 from .config import DEFAULT_SPACINGS, RECIPE_MODES
+from .interactive import INTERVALS
 from .methods import METHODS
 from .simulate import DEFAULT_MARGIN
 
@@ -91,8 +98,12 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cases", help=f"cases.json holding the target case (default: cases.json in "
                                         f"${SHARED_DATA_VARIABLE}, else ../shared/data/ from the current folder, "
                                         "else the bundled demo lesion)")
-    parser.add_argument("--case", default=DEFAULT_CASE, help=f"case name (default {DEFAULT_CASE})")
-    parser.add_argument("--config", nargs="+", choices=CONFIGS, default=list(CONFIGS), help="what to time")
+    parser.add_argument("--case", help=f"case name (default {DEFAULT_CASE}; interactive: every case)")
+    parser.add_argument("--config", nargs="+", choices=CONFIGS, default=list(DEFAULT_CONFIGS),
+                        help=f"what to time (default {' '.join(DEFAULT_CONFIGS)})")
+    parser.add_argument("--interval", type=float, nargs="+", default=list(INTERVALS), metavar="S",
+                        help="interactive: the annotator's seconds per key box (default "
+                             f"{' '.join(f'{i:g}' for i in INTERVALS)})")
     # The model is LiteMedSAM (the published recipe is its); the benchmark runs on the CPU unless told otherwise.
     add_arguments(parser, ModelSettings, exclude=("model", "checkpoint"))
     _set_default(parser, "device", "cpu")
@@ -111,7 +122,9 @@ def run_benchmark(args: argparse.Namespace) -> int:
     from .benchmark import benchmark
 
     model = from_arguments(ModelSettings, args)
-    benchmark(args.out, args.cases, args.case, args.config, model, log=_logger(args.quiet))
+    if any(interval <= 0 for interval in args.interval):
+        raise SettingsError("--interval: seconds per key box must be above 0")
+    benchmark(args.out, args.cases, args.case, args.config, model, log=_logger(args.quiet), intervals=args.interval)
     return 0
 
 

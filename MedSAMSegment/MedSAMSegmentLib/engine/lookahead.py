@@ -23,8 +23,11 @@ def views_ahead(keys: KeyBoxSet, settings: SegmentationSettings, slice_size: Tup
     1. Every slice from the first to the last key box: the view its interpolated box is decoded in first under
        ``settings.zoom``, and the whole slice where a crop is decoded first and the whole slice may be read too
        (``zoom`` ``best``/``union``, ``retry``). Key slices come first.
-    2. Speculation: up to ``beyond`` whole slices past ``newest`` (the slice of the key box placed last) when it
-       is the first or last key slice, away from the others; around it both ways when it is the only one.
+    2. Speculation: up to ``beyond`` slices past ``newest`` (the slice of the key box placed last) when it is the
+       first or last key slice, away from the others; around it both ways when it is the only one. Where every
+       slice is read whole anyway (``zoom`` ``best``/``union``, ``retry``), the whole slice: it does not depend
+       on the boxes still to come; otherwise the view the newest box would need there (its crop snaps to a grid,
+       so a box drawn nearby keeps it).
 
     ``keys`` must already be checked against the volume (:func:`geometry.validate_key_boxes`).
     """
@@ -38,7 +41,7 @@ def views_ahead(keys: KeyBoxSet, settings: SegmentationSettings, slice_size: Tup
         if view is not None and both_views:
             views.append((s, None))
     for s in _speculative_slices(key_slices, newest, beyond, n_slices):
-        views.append((s, None))
+        views.append((s, None if both_views else first_view(boxes[newest], settings.zoom, slice_size, input_size)))
     return list(dict.fromkeys(views))
 
 
