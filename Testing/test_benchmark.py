@@ -3,6 +3,7 @@
 import os
 
 import numpy as np
+import pytest
 from medsam_evaluation import benchmark, cases, simulate
 from medsam_evaluation import cli as evaluation_cli
 from MedSAMSegmentLib import cli
@@ -77,3 +78,49 @@ def test_table_reports_the_large_ct_and_ms_per_moved_slice():
     table = benchmark.format_table({"engine": engine, "large": large})
     assert "ms per re-decoded slice | 50 |" in table
     assert "100-slice target" in table and "1500 MiB" in table
+
+
+def test_interactive_options_parse_and_bad_intervals_are_refused(capsys):
+    args = cli.build_parser().parse_args(["benchmark", "--config", "interactive", "--interval", "3", "1.5"])
+    assert args.config == ["interactive"] and args.interval == [3.0, 1.5] and args.case is None
+    assert cli.build_parser().parse_args(["benchmark"]).config == list(benchmark.DEFAULT_CONFIGS)
+    assert cli.main(["benchmark", "--config", "interactive", "--interval", "0"]) == 2
+    assert capsys.readouterr().err.strip().endswith("--interval: seconds per key box must be above 0")
+
+
+def _replay(interval, latency, same=True):
+    return {"interval_s": interval, "key_boxes": 3, "slices": 11, "latency_s": latency, "session_s": 8 + latency,
+            "encoded_ahead": 20, "encoded_at_result": 2, "speculated": 5, "wasted": 1, "previews": 2,
+            "move_s": 0.3, "same_mask": same, "dsc": 0.8}
+
+
+def test_interactive_table_gives_medians_per_interval_and_says_when_a_mask_differs():
+    from medsam_evaluation import interactive
+
+    rows = [{"case": f"c{n}", "shape": [20, 64, 64], "peak_rss_mib": 1000 + n, "recipe_s": 10.0 * n,
+             "replays": [_replay(4.0, 1.0 * n), _replay(2.0, 2.0 * n, same=n != 3)]} for n in (1, 2, 3)]
+    summary = interactive.summarise(rows, (4.0, 2.0))
+    assert summary["4"]["median_latency_s"] == 2.0 and summary["2"]["median_latency_s"] == 4.0
+    assert summary["median_recipe_s"] == 20.0 and summary["max_peak_rss_mib"] == 1003
+    assert summary["4"]["all_same_mask"] and not summary["2"]["all_same_mask"]
+    table = interactive.format_interactive_table({"cases": rows, "summary": summary}, "test machine")
+    assert "| c2 | 11 | 3 | 2.00 | 10.0 | 1 | 4.00 | 12.0 | 1 | 20.0 | 0.30 | 1002 | 0.800 | yes |" in table
+    assert "| c3 |" in table and table.splitlines()[-1].endswith("| NO |")
+    assert "**2.00**" in table and "**4.00**" in table and "**20.0**" in table
+
+
+@pytest.mark.slow
+def test_interactive_replay_on_a_real_case_gives_the_one_shot_mask():
+    """A fast annotator (0.3 s a box) on the smallest development CT lesion with the real LiteMedSAM: the measures
+    are consistent and the session's result is the one-shot run's."""
+    from conftest import require_shared_data, shared_data_path
+    from medsam_evaluation import interactive
+
+    require_shared_data()
+    out = interactive.run_case(shared_data_path("cases.json"), "ct_lesion_000002_03_01_035-047", (0.3,),
+                               with_recipe=False)
+    (replay,) = out["replays"]
+    assert replay["same_mask"] and replay["dsc"] > 0.6 and replay["key_boxes"] == 3
+    assert 0 < replay["latency_s"] < replay["session_s"]
+    assert replay["encoded_ahead"] + replay["encoded_at_result"] >= replay["slices"]
+    assert 0 <= replay["wasted"] <= replay["speculated"] and out["peak_rss_mib"] > 100

@@ -314,3 +314,33 @@ def test_real_litemedsam_mrml_path_matches_command_line(mrml_scene, tmp_path, op
     segment_id = loaded.GetSegmentation().GetSegmentIdBySegmentName("lesion")
     assert segment_id
     np.testing.assert_array_equal(mrml_segments.segment_mask(loaded, segment_id, volume), ours)
+
+
+def test_the_live_preview_shows_a_result_in_its_own_node_and_never_touches_the_segment(mrml_scene):
+    from MedSAMSegmentLib import mrml_preview
+    from MedSAMSegmentLib.engine import SegmentationResult
+
+    volume, segmentation, _, writer, ids = _setup(mrml_scene)
+    before = mrml_segments.segment_mask(segmentation, ids[0], volume).copy()
+
+    def result(first, last):
+        mask = np.zeros(SHAPE, dtype=bool)
+        mask[first : last + 1, 12:28, 15:33] = _volume_array()[first : last + 1, 12:28, 15:33] > 50
+        return SegmentationResult(mask=mask, slice_axis=0, slice_range=(first, last))
+
+    wide, narrow = result(3, 10), result(5, 7)
+    node = mrml_preview.show_preview(mrml_scene.scene, volume, wide, app_logic=mrml_scene.app_logic)
+    assert node.GetHideFromEditors() and not node.GetSaveWithScene()
+    segment_id = node.GetSegmentation().GetNthSegmentID(0)
+    np.testing.assert_array_equal(mrml_segments.segment_mask(node, segment_id, volume), wide.mask)
+    again = mrml_preview.show_preview(mrml_scene.scene, volume, narrow, node, mrml_scene.app_logic)
+    assert again is node and node.GetSegmentation().GetNumberOfSegments() == 1  # replaced, not added to
+    segment_id = node.GetSegmentation().GetNthSegmentID(0)
+    np.testing.assert_array_equal(mrml_segments.segment_mask(node, segment_id, volume), narrow.mask)
+    np.testing.assert_array_equal(mrml_segments.segment_mask(segmentation, ids[0], volume), before)
+    assert not writer.logic.CanUndo()  # nothing on the user's undo stack
+    mrml_preview.remove_preview(mrml_scene.scene, node)
+    assert mrml_scene.scene.GetNodeByID(node.GetID()) is None
+    mrml_preview.remove_preview(mrml_scene.scene, node)  # twice: nothing
+    fresh = mrml_preview.show_preview(mrml_scene.scene, volume, narrow, node, mrml_scene.app_logic)
+    assert fresh is not node and mrml_scene.scene.GetNodeByID(fresh.GetID()) is fresh

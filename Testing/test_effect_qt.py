@@ -197,29 +197,45 @@ def test_run_keeps_the_gui_ticking_and_writes_the_core_mask(standin, mrml_scene,
     assert_quiet(standin, capsys)
 
 
+@pytest.mark.parametrize("preview", [True, False], ids=["live-preview", "no-preview"])
 def test_key_boxes_are_encoded_ahead_while_the_user_draws(standin, mrml_scene, worker_logic, lite_model,
-                                                          embedding_cache, capsys):
-    """Boxes placed while the effect is active are encoded in the worker once they are still; Segment then finds
-    the views between them encoded (here all: zoomed crops and whole slices, no guided crop differs) and writes
-    the mask an in-process run writes."""
-    from MedSAMSegmentLib import effect
+                                                          embedding_cache, capsys, preview):
+    """Boxes placed while the effect is active are encoded in the worker once they are still, and (live preview,
+    the default) decoded: the preview node shows the in-process mask while the segment stays empty. Segment then
+    finds the views between them encoded (here all: zoomed crops and whole slices, no guided crop differs),
+    writes the mask an in-process run writes, and the preview goes away."""
+    from MedSAMSegmentLib import effect, mrml_preview, mrml_segments
 
     worker_logic.forget()  # no embedding of the demo volume from an earlier test
     volume, _ = demo_volume(mrml_scene)
     opened = open_effect(standin, mrml_scene, volume, ("lesion",))
     loop, status = standin.loop, opened.effect.statusLabel
+    assert opened.effect.previewCheckBox.checked  # on by default
+    opened.effect.previewCheckBox.checked = preview
+    assert opened.effect.parameter("Preview") == ("1" if preview else "0")
     rois = add_key_boxes(mrml_scene.scene, volume, opened.target(0), DEMO_BOXES[:1])
     rois += add_key_boxes(mrml_scene.scene, volume, opened.target(0), DEMO_BOXES[1:])  # the next box, a bit later
     assert opened.effect.encodeAheadTimer.isActive()  # waiting for the boxes to be still
-    assert loop.run_until(lambda: status.text.startswith("Ready to segment"), 300), status.text
+    ready = "Preview of slices 6-8" if preview else "Ready to segment"
+    assert loop.run_until(lambda: status.text.startswith(ready), 300), status.text
     encoded_ahead = int(status.text.split("(")[1].split()[0])
     assert encoded_ahead >= 6, status.text  # slices 6-8 in two views, and guesses past slice 8
-    opened.effect.segmentButton.click()
-    assert loop.run_until(lambda: opened.effect.segmentButton.enabled, 300), "the run did not end"
-    assert status.text.startswith("Segmented slices 6-8 (3 slices, 3 recomputed, 0 encoded)"), status.text
     in_process = effect.MedSAMEffectLogic(model_loader=lambda *unused: lite_model, cache=embedding_cache)
     expected = in_process.compute(volume, rois, opened.effect.settings()).result.mask
+    previews = mrml_scene.scene.GetNodesByClassByName("vtkMRMLSegmentationNode", mrml_preview.PREVIEW_NAME)
+    assert previews.GetNumberOfItems() == (1 if preview else 0)
+    if preview:
+        node = previews.GetItemAsObject(0)
+        assert node.GetHideFromEditors() and not node.GetSaveWithScene()
+        segment_id = node.GetSegmentation().GetNthSegmentID(0)
+        np.testing.assert_array_equal(mrml_segments.segment_mask(node, segment_id, volume), expected)
+        assert not opened.mask(0).any()  # the user's segment is untouched by the preview
+    opened.effect.segmentButton.click()
+    assert loop.run_until(lambda: opened.effect.segmentButton.enabled, 300), "the run did not end"
+    assert status.text.startswith("Segmented slices 6-8 (3 slices,") and "0 encoded" in status.text, status.text
     np.testing.assert_array_equal(opened.mask(0), expected)
+    gone = mrml_scene.scene.GetNodesByClassByName("vtkMRMLSegmentationNode", mrml_preview.PREVIEW_NAME)
+    assert gone.GetNumberOfItems() == 0
     assert_quiet(standin, capsys)
 
 

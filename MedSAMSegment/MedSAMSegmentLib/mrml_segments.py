@@ -11,7 +11,8 @@ are applied by that logic. The source volume is never modified. ``slicer`` and `
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+import contextlib
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -227,3 +228,20 @@ def editor_logic_for(scene, app_logic, editor_node):
         logic.SetMRMLApplicationLogic(app_logic)
     logic.SetSegmentEditorNode(editor_node)
     return logic
+
+
+@contextlib.contextmanager
+def temporary_editor(scene, app_logic, segmentation_node, volume_node, segment_id: str) -> Iterator[SegmentWriter]:
+    """A :class:`SegmentWriter` on ``segment_id`` of ``segmentation_node`` through a segment editor node that
+    exists only inside the ``with`` block (batch writes without the editor widget; overwrite mode: none)."""
+    editor_node = scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode", "MedSAM batch editor")
+    try:
+        editor_node.SetAndObserveSegmentationNode(segmentation_node)
+        editor_node.SetAndObserveSourceVolumeNode(volume_node)
+        editor_node.SetSelectedSegmentID(segment_id)
+        editor_node.SetOverwriteMode(editor_node.OverwriteNone)
+        logic = editor_logic_for(scene, app_logic, editor_node)
+        yield SegmentWriter(logic)
+        logic.SetSegmentEditorNode(None)
+    finally:
+        scene.RemoveNode(editor_node)

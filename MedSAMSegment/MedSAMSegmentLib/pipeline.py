@@ -73,10 +73,16 @@ def run_segmentation(
     cancel: Optional[CancelCheck] = None,
     on_slice: Optional[SliceCallback] = None,
 ) -> SegmentationResult:
-    """Segment ``array`` (``[k, j, i]``, any intensities) from key boxes; see :mod:`engine` for the strategies."""
+    """Segment ``array`` (``[k, j, i]``, any intensities) from key boxes; see :mod:`engine` for the strategies.
+
+    A one-shot :class:`~session.SegmentationSession`: every box given at once, nothing done ahead."""
+    from .session import SegmentationSession
+
     settings = settings or SegmentationSettings()  # the command line's defaults
     segmenter = make_segmenter(model, array, key_boxes.slice_axis, settings, cache, batch_size, is_colour)
-    return segment_with(segmenter, key_boxes, settings, progress, cancel, on_slice)
+    with SegmentationSession(segmenter, settings, background=False, preview=False, speculate=False) as session:
+        session.set_boxes(key_boxes)
+        return session.result(progress, cancel, on_slice)
 
 
 def uniform_slices(volume_u8: np.ndarray, key_boxes: KeyBoxSet) -> list:

@@ -5,6 +5,8 @@
 
 The predictor holds one volume along one slice axis with one model and one :class:`~pipeline.SegmentationSettings`
 (whose defaults are the command line's); :meth:`VolumePredictor.predict` takes only the key boxes and callbacks.
+It is a :class:`~session.SegmentationSession` that works only when asked; use a session to have the work done
+while boxes are still being drawn.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from typing import Optional
 import numpy as np
 
 from . import pipeline
-from .engine import CancelCheck, EmbeddingCache, ProgressCallback, SegmentationResult, SliceCallback
+from .engine import CancelCheck, EmbeddingCache, ProgressCallback, SegmentationResult, SliceCallback, VolumeSegmenter
 from .geometry import GeometryError, KeyBoxSet
 from .models import SliceModel
+from .session import SegmentationSession
 
 
 class VolumePredictor:
@@ -33,12 +36,17 @@ class VolumePredictor:
                  cache: Optional[EmbeddingCache] = None, batch_size: Optional[int] = None,
                  is_colour: bool = False) -> None:
         self.settings = settings or pipeline.SegmentationSettings()  # the command line's defaults
-        self.segmenter = pipeline.make_segmenter(model, volume, slice_axis, self.settings, cache, batch_size,
-                                                 is_colour)
+        segmenter = pipeline.make_segmenter(model, volume, slice_axis, self.settings, cache, batch_size, is_colour)
+        self.session = SegmentationSession(segmenter, self.settings, background=False, preview=False,
+                                           speculate=False)
+
+    @property
+    def segmenter(self) -> VolumeSegmenter:
+        return self.session.segmenter
 
     @property
     def slice_axis(self) -> int:
-        return self.segmenter.slice_axis
+        return self.session.slice_axis
 
     def predict(self, key_boxes: KeyBoxSet, progress: Optional[ProgressCallback] = None,
                 cancel: Optional[CancelCheck] = None, on_slice: Optional[SliceCallback] = None) -> SegmentationResult:
@@ -46,4 +54,5 @@ class VolumePredictor:
         if key_boxes.slice_axis != self.slice_axis:
             raise GeometryError(f"the key boxes lie along axis {key_boxes.slice_axis} but this predictor slices "
                                 f"along axis {self.slice_axis}; make a predictor for that axis")
-        return pipeline.segment_with(self.segmenter, key_boxes, self.settings, progress, cancel, on_slice)
+        self.session.set_boxes(key_boxes)
+        return self.session.result(progress, cancel, on_slice)

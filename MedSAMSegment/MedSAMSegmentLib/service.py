@@ -47,6 +47,14 @@ class ServiceResult:
     warnings: List[str] = field(default_factory=list)
 
 
+@dataclass
+class EncodedAhead:
+    """What :meth:`SegmentationService.encode_ahead` did: views encoded, and the preview when one was asked for."""
+
+    count: int
+    preview: Optional[ServiceResult] = None
+
+
 def volume_fingerprint(volume_u8: np.ndarray, ijk_to_world: np.ndarray, slice_axis: int, model_fingerprint: str) -> str:
     """A key that changes whenever the normalised voxels, the geometry, the slice axis or the model change."""
     digest = hashlib.blake2b(digest_size=16)
@@ -133,17 +141,23 @@ class SegmentationService:
 
     def encode_ahead(self, token: str, ijk_to_world: np.ndarray, key_boxes: KeyBoxSet, spec: ModelSpec,
                      settings: pipeline.SegmentationSettings, newest: Optional[int] = None,
-                     beyond: Optional[int] = None, cancel: Optional[CancelCheck] = None) -> int:
+                     beyond: Optional[int] = None, cancel: Optional[CancelCheck] = None,
+                     preview: bool = False) -> EncodedAhead:
         """Encode the views a run of ``token`` from ``key_boxes`` will read, before any run asks for them, then
-        ``beyond`` slices past ``newest`` (default: the user's spacing; see :mod:`session`); returns how many
-        were encoded.
+        (with ``preview``) decode them, then encode ``beyond`` slices past ``newest`` (default: the user's
+        spacing; see :mod:`session`).
 
         Embeddings go to the cache as each batch completes, so a cancelled call (``engine.Cancelled``) leaves
         only whole, correct embeddings behind.
         """
         session = self.session(token, ijk_to_world, key_boxes.slice_axis, spec, settings)
-        session.set_boxes(key_boxes, newest)
-        return session.work_ahead(cancel, beyond)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            session.set_boxes(key_boxes, newest)
+            session.preview_enabled = preview
+            count = session.work_ahead(cancel, beyond)
+        shown = session.preview() if preview else None
+        return EncodedAhead(count, None if shown is None else self._served(token, session, shown, caught))
 
     def segment(self, token: str, ijk_to_world: np.ndarray, key_boxes: KeyBoxSet, spec: ModelSpec,
                 settings: pipeline.SegmentationSettings, progress: Optional[ProgressCallback] = None,
@@ -154,6 +168,11 @@ class SegmentationService:
             warnings.simplefilter("always")
             session.set_boxes(key_boxes)
             result = session.result(progress, cancel)
+        return self._served(token, session, result, caught)
+
+    def _served(self, token: str, session: SegmentationSession, result: SegmentationResult,
+                caught: Sequence[warnings.WarningMessage]) -> ServiceResult:
+        settings = session.settings
         described = intensity.describe(settings.modality, settings.window, self._volumes[token])
         model = session.segmenter.model
         device = getattr(model, "device_description", "") or str(getattr(model, "device", ""))

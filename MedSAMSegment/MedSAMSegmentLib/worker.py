@@ -7,10 +7,12 @@ time, in order; ``cancel`` is read while a request runs. It exits when its input
 Requests (``op``): ``load`` (model spec: load the model now), ``segment`` (volume token, geometry, key boxes,
 model spec, settings, and the voxels as the array ``volume`` when the worker does not hold them yet),
 ``encode`` (the same, plus ``newest``, the key slice placed last, and ``beyond``, how many slices past it to
-guess, null for the user's spacing: encode the views such a run will read before Segment is pressed; a
-``segment`` request arriving cancels every ``encode`` still running or queued), ``cancel`` (id),
+guess, null for the user's spacing, and ``preview``: decode them too: encode the views such a run will read
+before Segment is pressed; a ``segment`` request arriving cancels every ``encode`` still running or queued),
+``cancel`` (id),
 ``forget`` (drop volumes and embeddings), ``shutdown``.
-Replies: ``loaded``, ``progress``, ``result`` (with the array ``slab``), ``encoded``, ``cancelled``, ``need_volume``,
+Replies: ``loaded``, ``progress``, ``result`` (with the array ``slab``), ``encoded`` (``count``, and with a preview
+its result header as ``preview`` and the array ``slab``), ``cancelled``, ``need_volume``,
 ``error`` (``kind``: ``input`` for a problem with what the user gave, ``runtime`` otherwise; one-line
 ``message``, the traceback in ``detail``).
 """
@@ -135,10 +137,15 @@ class Worker:
         cancel = lambda: request_id in self._cancelled  # noqa: E731
         if header["op"] == "encode":
             newest, beyond = header.get("newest"), header.get("beyond")
-            count = self.service.encode_ahead(token, ijk_to_world, key_boxes_from_wire(header["keys"]), spec,
-                                              settings, None if newest is None else int(newest),
-                                              None if beyond is None else int(beyond), cancel)
-            self.send({"op": "encoded", "id": request_id, "count": count})
+            done = self.service.encode_ahead(token, ijk_to_world, key_boxes_from_wire(header["keys"]), spec,
+                                             settings, None if newest is None else int(newest),
+                                             None if beyond is None else int(beyond), cancel,
+                                             preview=bool(header.get("preview", False)))
+            if done.preview is None:
+                self.send({"op": "encoded", "id": request_id, "count": done.count})
+            else:
+                preview, arrays = result_header(done.preview)
+                self.send({"op": "encoded", "id": request_id, "count": done.count, "preview": preview}, arrays)
             return
         last_sent = [0.0]
 

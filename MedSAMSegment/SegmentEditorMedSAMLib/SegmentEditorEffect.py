@@ -18,7 +18,7 @@ from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
 ACCURACY_PARAMETERS = {"".join(part.title() for part in name.split("_")): name for name in PUBLISHED}
 #: Effect parameters (``scriptedEffect.setParameter`` stores them as ``MedSAM.<name>``) -> default.
 PARAMETERS = {"Strategy": SegmentationSettings().strategy, "Intensity": "auto", "Model": "lite", "Checkpoint": "",
-              "Device": "auto",
+              "Device": "auto", "Preview": "1",
               **{parameter: getattr(SegmentationSettings(), name) for parameter, name in ACCURACY_PARAMETERS.items()}}
 #: How often the GUI reads the worker's messages, milliseconds.
 POLL_INTERVAL_MS = 50
@@ -82,6 +82,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self._prepared = None  # the active run's PreparedRun
         self._target = None  # the active run's RunTarget
         self._lastSliceAxis = 0
+        self._previewNode = None  # the live preview's segmentation node, while one is shown
         self.pollTimer = None
 
     def clone(self):
@@ -165,8 +166,12 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.segmentButton.objectName = self.__class__.__name__ + "Apply"
         self.cancelButton = qt.QPushButton("Cancel")
         self.cancelButton.enabled = False
+        self.previewCheckBox = qt.QCheckBox("Live preview")
+        self.previewCheckBox.toolTip = ("While you draw, show the result of the key boxes placed so far (light "
+                                        "yellow, not saved); Segment writes the result into the segment")
         buttons.addWidget(self.segmentButton)
         buttons.addWidget(self.cancelButton)
+        buttons.addWidget(self.previewCheckBox)
         self.scriptedEffect.addOptionsWidget(buttons)
         self.progressBar = qt.QProgressBar()
         self.progressBar.visible = False
@@ -198,6 +203,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                       *self.accuracyCombos.values()):
             combo.connect("currentIndexChanged(int)", self.updateMRMLFromGUI)
         self.checkpointPath.connect("currentPathChanged(QString)", self.updateMRMLFromGUI)
+        self.previewCheckBox.connect("toggled(bool)", self.onPreviewToggled)
         self.placement = KeyBoxPlacement(slicer.mrmlScene, slicer.app.applicationLogic(), self.target,
                                          self.updateKeyBoxTable)
         self._sceneCloseTag = slicer.mrmlScene.AddObserver(slicer.mrmlScene.EndCloseEvent,
@@ -245,6 +251,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.checkpointPath.currentPath = self.parameter("Checkpoint")
         self.checkpointPath.blockSignals(wasBlocked)
         self.checkpointPath.enabled = self.modelCombo.currentData == "vit_b"
+        wasBlocked = self.previewCheckBox.blockSignals(True)
+        self.previewCheckBox.checked = self.parameter("Preview") != "0"
+        self.previewCheckBox.blockSignals(wasBlocked)
         self.updateKeyBoxTable()
 
     def updateMRMLFromGUI(self, *unused):
@@ -253,6 +262,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.scriptedEffect.setParameter("Model", self.modelCombo.currentData)
         self.scriptedEffect.setParameter("Device", self.deviceCombo.currentData)
         self.scriptedEffect.setParameter("Checkpoint", self.checkpointPath.currentPath)
+        self.scriptedEffect.setParameter("Preview", "1" if self.previewCheckBox.checked else "0")
         for parameter, combo in self.accuracyCombos.items():
             self.scriptedEffect.setParameter(parameter, combo.currentData)
 
@@ -273,6 +283,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             model=self.parameter("Model"),
             checkpoint=self.parameter("Checkpoint") or None,
             device=self.parameter("Device"),
+            preview=self.parameter("Preview") != "0",
             **{name: self.parameter(parameter) for parameter, name in ACCURACY_PARAMETERS.items()},
         )
 
@@ -292,6 +303,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     def deactivate(self):
         self.encodeAheadTimer.stop()
+        self.removePreview()
         if self.watcher is not None:
             self.watcher.stop()
             self.watcher = None
@@ -322,12 +334,44 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             return
         nodes = key_box_nodes.key_box_nodes(slicer.mrmlScene, target)
         volume = slicer.mrmlScene.GetNodeByID(target.volume_id)
+        if not nodes:
+            self.removePreview()
         if nodes and volume is not None:
             newest = max(nodes, key=lambda node: node.GetMTime())
             try:
                 effect.shared_logic().encode_ahead(volume, nodes, settings, newest, owner=self)
             except Exception as exc:  # noqa: BLE001 - a guess that cannot start is dropped; Segment reports problems
                 logging.info("MedSAM: not encoding ahead: %s", exc)
+
+    def onPreviewToggled(self, checked):
+        self.updateMRMLFromGUI()
+        if checked:
+            self.encodeAheadTimer.start()
+        else:
+            self.removePreview()
+
+    def showPreview(self, served, encoded):
+        """Show the worker's preview of the key boxes so far in the preview node (never in the segment)."""
+        from MedSAMSegmentLib import key_box_nodes, mrml_preview
+
+        try:
+            target = key_box_nodes.target_from_editor(self.scriptedEffect.parameterSetNode())
+        except key_box_nodes.TargetError:
+            return
+        volume = slicer.mrmlScene.GetNodeByID(target.volume_id)
+        if volume is None or not self.settings().preview:
+            return
+        self._previewNode = mrml_preview.show_preview(slicer.mrmlScene, volume, served.result, self._previewNode,
+                                                      slicer.app.applicationLogic())
+        first, last = served.result.slice_range
+        self.statusLabel.text = (f"Preview of slices {first}-{last} in light yellow ({encoded} slice views encoded "
+                                 "ahead); press Segment to write it into the segment.")
+
+    def removePreview(self):
+        from MedSAMSegmentLib import mrml_preview
+
+        mrml_preview.remove_preview(slicer.mrmlScene, self._previewNode)
+        self._previewNode = None
 
     def interactionNodeModified(self, interactionNode):
         """Keep the effect selected in Place mode (the C++ default deselects it); boxes are placed one after
@@ -473,6 +517,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         from MedSAMSegmentLib import effect
 
         self.stopPlacing()
+        self._previewNode = None  # gone with the scene
         effect.shared_logic().forget()
 
     def onPollWorker(self):
@@ -498,6 +543,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self.statusLabel.text = event.message[0].upper() + event.message[1:] + "."
         elif event.kind == "encoded" and self._prepared is None:
             self.statusLabel.text = f"Ready to segment ({event.done} slice views encoded ahead)."
+            if event.result is not None:
+                self.showPreview(event.result, event.done)
         elif event.kind == "cancelled":
             self._endRun(event.message)
         elif event.kind == "failed":
@@ -525,6 +572,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             slicer.util.errorDisplay(f"Writing the segment failed; the segment was not changed.\n\n{exc}")
             return
         self._lastSliceAxis = outcome.slice_axis
+        self.removePreview()
         self._endRun(outcome.summary())
         for index, reason in outcome.flagged:
             item = qt.QListWidgetItem(f"slice {index}: {reason}")
