@@ -67,19 +67,20 @@ def test_guessed_slices_are_whole_where_whole_slices_are_read_anyway_else_in_the
 
 
 @pytest.mark.slow
-def test_encoding_ahead_leaves_the_run_little_to_encode_and_the_same_mask(lite_model):
-    """The demo lesion with the defaults (zoomed crops and whole slices, guided boxes between key slices): after
-    encoding ahead, the run encodes at most a few guided crops, and its mask is the one-shot run's exactly."""
+@pytest.mark.parametrize("options", [{}, {"zoom": "best", "guide": "off"}], ids=["defaults", "best-unguided"])
+def test_working_ahead_leaves_the_run_nothing_to_encode_and_the_same_mask(lite_model, options):
+    """The demo lesion (zoomed crops and whole slices; with the defaults, guided boxes between the key slices whose
+    crops depend on the neighbouring masks): working ahead encodes exactly the one-shot run's views plus the two
+    guessed slices past the newest box, and the run then encodes nothing and gives the one-shot mask exactly."""
     image = io.read_image(demo.DEMO_IMAGE)
     key_boxes = io.read_key_boxes([demo.DEMO_BOXES], image)
-    for settings, most in ((SegmentationSettings(modality="none"), 3),
-                           (SegmentationSettings(modality="none", zoom="best", guide="off"), 0)):
-        session = SegmentationSession.open(lite_model, image.array, 0, settings, cache=EmbeddingCache(),
-                                           background=False, preview=False)
-        session.set_boxes(key_boxes, newest=key_boxes.boxes[-1].slice_index)
-        ahead = session.work_ahead(beyond=2)
-        assert ahead == 7 * 2 + 2  # slices 5-11 in two views, then two guessed slices past 11, whole
-        result = session.result()
-        fresh = pipeline.run_segmentation(lite_model, image.array, key_boxes, settings, cache=EmbeddingCache())
-        assert result.encoded <= most < fresh.encoded
-        np.testing.assert_array_equal(result.mask, fresh.mask)
+    settings = SegmentationSettings(modality="none", **options)
+    session = SegmentationSession.open(lite_model, image.array, 0, settings, cache=EmbeddingCache(),
+                                       background=False, preview=False)
+    session.set_boxes(key_boxes, newest=key_boxes.boxes[-1].slice_index)
+    ahead = session.work_ahead(beyond=2)
+    fresh = pipeline.run_segmentation(lite_model, image.array, key_boxes, settings, cache=EmbeddingCache())
+    assert ahead == fresh.encoded + 2 and session.stats.speculated == 2  # slices 12 and 13, whole
+    result = session.result()
+    assert result.encoded == 0 and session.stats.encoded_in_results == 0
+    np.testing.assert_array_equal(result.mask, fresh.mask)

@@ -7,9 +7,11 @@
 
 While the user draws, the session works ahead of them, in this order, after every event:
 
-1. encode the views a run from the boxes so far will read (:func:`engine.lookahead.views_ahead`);
-2. with ``preview``, decode them: :meth:`SegmentationSession.preview` then shows the 3D result so far;
-3. encode speculatively past the newest key box, away from the others, as many slices as the user's spacing
+1. run the segmentation of the boxes so far: it encodes exactly the views it reads (the guided boxes' crops
+   included, which depend on the neighbouring masks and so cannot be planned from the boxes alone), and its
+   decodes are kept, so :meth:`result` reads them back; with ``preview``, :meth:`SegmentationSession.preview`
+   then shows it;
+2. encode speculatively past the newest key box, away from the others, as many slices as the user's spacing
    (:func:`engine.lookahead.speculation_depth`), so that the next box lands on slices already encoded.
 
 Each event cancels the work for the boxes before it at the next encoder batch (a batch in flight finishes and
@@ -52,8 +54,9 @@ NORMALISATION_FIELDS = ("modality", "window", "mr_rule")
 @dataclasses.dataclass
 class SessionStats:
     """What the session's work cost: views encoded ahead (``speculated`` of them past the newest key box), views
-    encoded while a :meth:`~SegmentationSession.result` call waited, previews decoded, and ``wasted``: speculative
-    views that the last result's plan does not read (counted at each :meth:`~SegmentationSession.result`)."""
+    encoded while a :meth:`~SegmentationSession.result` call waited, runs completed ahead (``previews``), and
+    ``wasted``: speculative views that the last result's plan does not read (counted at each
+    :meth:`~SegmentationSession.result`)."""
 
     encoded_ahead: int = 0
     speculated: int = 0
@@ -66,9 +69,9 @@ class SegmentationSession:
     """Key boxes as events on one :class:`~engine.VolumeSegmenter`, with the work done ahead of the user.
 
     ``settings`` as for a run (intensity fields must be those ``segmenter``'s volume was normalised with);
-    ``background``: work ahead on a thread of the session's own; ``preview``: decode the boxes so far after each
-    event; ``speculate``: encode past the newest key box. ``on_preview(result)`` is called, on the worker thread,
-    with each new preview.
+    ``background``: work ahead on a thread of the session's own; ``preview``: publish the run of the boxes so far
+    after each event; ``speculate``: encode past the newest key box. ``on_preview(result)`` is called, on the
+    worker thread, with each new preview.
     """
 
     def __init__(self, segmenter: VolumeSegmenter, settings: SegmentationSettings, *, background: bool = True,
@@ -305,17 +308,16 @@ class SegmentationSession:
             encoder = self.segmenter.encoder
             before = encoder.encoded
             try:
-                needed = self._plan(keys, settings, None, 0)
-                encoder.encode(needed, cancel=stop)
+                preview = self.segmenter.segment(keys, settings, cancel=stop)
+                self.stats.previews += 1
                 if self.preview_enabled:
-                    preview = self.segmenter.segment(keys, settings, cancel=stop)
-                    self.stats.previews += 1
                     with self._state:
                         if self._generation == generation:
                             self._preview = preview
                     if self.on_preview is not None:
                         self.on_preview(preview)
                 if self.speculate or beyond:
+                    needed = self._plan(keys, settings, None, 0)
                     key_slices = [k.slice_index for k in keys.boxes]
                     depth = speculation_depth(key_slices, newest) if beyond is None else beyond
                     planned = set(needed)
