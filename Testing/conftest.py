@@ -9,6 +9,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "MedSAMSegment"))
 sys.path.insert(0, os.path.join(REPO, "Evaluation"))  # the study code (medsam_evaluation)
+sys.path.insert(0, os.path.join(REPO, "Batch"))  # the cohort batch (medsam_batch)
 SHARED_DATA = os.environ.get("MEDSAM_SHARED_DATA", os.path.join(os.path.dirname(REPO), "shared", "data"))
 #: The user's cache folder as the product would pick it without the session's override (see private_cache_dir).
 REAL_HOME = os.path.expanduser("~")

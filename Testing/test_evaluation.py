@@ -5,6 +5,7 @@ import os
 
 import pytest
 from conftest import require_shared_data, shared_data_path
+from medsam_batch import executors
 from medsam_evaluation import EvaluationConfig, accuracy_settings, cases, evaluate, methods, runner
 from medsam_evaluation import cli as evaluation_cli
 from MedSAMSegmentLib import cli
@@ -150,7 +151,7 @@ def test_worker_count(monkeypatch):
     cores = len(os.sched_getaffinity(0))
     assert 1 <= runner.evaluation_workers("auto", 25, device="cpu") <= cores
     assert runner.evaluation_workers(64, 25) <= min(cores, 25)
-    monkeypatch.setattr(runner, "WORKER_BYTES", 1 << 50)  # no memory for a second worker
+    monkeypatch.setattr(executors, "WORKER_BYTES", 1 << 50)  # no memory for a second worker
     assert runner.evaluation_workers("auto", 25, device="cpu") == 1
     for bad in (0, "many"):
         with pytest.raises(ValueError, match="workers"):

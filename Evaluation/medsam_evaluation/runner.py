@@ -1,54 +1,34 @@
 """Where the cases run: one after another in this process, or side by side in worker processes.
 
-Cases run in worker processes, one per CPU core by default (:func:`evaluation_workers`), each pinned to its
-core with its own model and cache; the seconds columns are then one core's. The cases drawn on one image run one
-after another on one cache (:func:`cases.image_groups`), so the image's slices are encoded once.
+Cases run in worker processes (the batch's local executor, :mod:`medsam_batch.executors`), one per CPU core
+by default (:func:`evaluation_workers`), each pinned to its core with its own model and cache; the seconds
+columns are then one core's. The cases drawn on one image run one after another on one cache
+(:func:`cases.image_groups`), so the image's slices are encoded once.
 
 Both paths yield ``(case index, rows, worst slices, seconds, model description or None)`` as cases finish.
 """
 
 from __future__ import annotations
 
-import os
 import time
-from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, Sequence, Tuple
+
+from medsam_batch.executors import local_workers, run_local
 
 from .cases import Case, file_size, image_groups
 from .config import EvaluationConfig
 from .per_case import evaluate_case
 from .recipe_check import make_recipe_runner
 
-#: Free memory a worker process needs: its model and runtimes (about 1.2 GB) and a BraTS case's embeddings.
-WORKER_BYTES = 4 << 30
-
 
 def evaluation_workers(workers: object, n_cases: int, device: str = "auto") -> int:
-    """Processes that evaluate cases side by side: ``workers`` as given, or for ``auto`` one per core on a CPU
-    (bounded by free memory, :data:`WORKER_BYTES` each, and the number of cases); 1 on a GPU.
+    """Processes that evaluate cases side by side: :func:`medsam_batch.executors.local_workers` (one per core
+    on a CPU, bounded by free memory and the cases; 1 on a GPU).
 
     One core per process leaves no thread idle in the decoder's small operations and the Python between model
     calls, and a process has no lock to share (docs/evaluation.md has the measurement).
     """
-    from MedSAMSegmentLib.hardware import available_memory_bytes
-
-    if workers != "auto":
-        try:
-            count = int(workers)
-        except (TypeError, ValueError):
-            raise ValueError(f"workers must be a whole number of processes or 'auto', not {workers!r}") from None
-        if count < 1:
-            raise ValueError(f"workers must be at least 1, not {count}")
-        return max(1, min(count, n_cases, len(allowed_cores()) or 1))
-    if not hasattr(os, "sched_setaffinity") or str(device) not in ("auto", "cpu"):
-        return 1
-    if str(device) == "auto":
-        from MedSAMSegmentLib.models import choose_device
-
-        if choose_device("auto").name != "cpu":
-            return 1
-    by_memory = available_memory_bytes("cpu") // WORKER_BYTES
-    return int(max(1, min(len(allowed_cores()), by_memory, n_cases)))
+    return local_workers(workers, n_cases, device)
 
 
 def evaluation_cache_bytes() -> int:
@@ -60,10 +40,6 @@ def evaluation_cache_bytes() -> int:
     from MedSAMSegmentLib.hardware import available_memory_bytes
 
     return int(min(max(available_memory_bytes("cpu") // 2, 1 << 30), 6 << 30))
-
-
-def allowed_cores() -> List[int]:
-    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
 
 
 def model_line(model_name: str, model) -> str:
@@ -101,62 +77,29 @@ def cases_in_process(cases: Sequence[Case], config: EvaluationConfig, model, cac
 
 
 def cases_in_workers(cases: Sequence[Case], n_workers: int, config: EvaluationConfig, cache_bytes: int) -> Iterator:
-    """Evaluate ``cases`` in ``n_workers`` processes (spawned, each pinned to its own cores, each with its own
-    model and cache), a task per image (:func:`cases.image_groups`), the most work first (file size times
-    targets) so that no worker is left with a long task at the end."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    context = multiprocessing.get_context("spawn")
-    counter = context.Value("i", 0)
+    """Evaluate ``cases`` on the batch's local executor (:func:`medsam_batch.executors.run_local`: ``n_workers``
+    spawned processes, each pinned to its own cores, each with its own model and cache), a task per image
+    (:func:`cases.image_groups`), the most work first (file size times targets) so that no worker is left with a
+    long task at the end."""
     groups = sorted(image_groups(cases), key=lambda g: -file_size(cases[g[0]].image) * len(g))
-    with ProcessPoolExecutor(n_workers, mp_context=context, initializer=_start_worker,
-                             initargs=(counter, n_workers, config, cache_bytes)) as pool:
-        futures = {pool.submit(_evaluate_in_worker, [cases[i] for i in group]): group for group in groups}
-        try:
-            for future in as_completed(futures):
-                outcomes, description = future.result()
-                for index, (rows, worst, seconds) in zip(futures[future], outcomes):
-                    yield index, rows, worst, seconds, description
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+    items = [[cases[i] for i in group] for group in groups]
+    for position, (outcomes, description) in run_local(_EvaluationTask, (config, cache_bytes), items, n_workers):
+        for index, (rows, worst, seconds) in zip(groups[position], outcomes):
+            yield index, rows, worst, seconds, description
 
 
-@dataclass(frozen=True)
-class _Worker:
-    config: EvaluationConfig
-    model: object
-    cache: object
-    recipe_runner: object
+class _EvaluationTask:
+    """The evaluation's task on an executor: a worker's model, cache and recipe, built once; each call evaluates
+    the cases of one image."""
 
+    def __init__(self, setup: Tuple[EvaluationConfig, int]) -> None:
+        from MedSAMSegmentLib.engine import EmbeddingCache
 
-#: The worker process's own model, cache and recipe, set once by the pool's initializer (:func:`_start_worker`)
-#: and read by its tasks (:func:`_evaluate_in_worker`): a pool task can reach per-process state only through a
-#: module global. None in the parent process.
-_worker: Optional[_Worker] = None
+        self.config, cache_bytes = setup
+        self.model = self.config.model.load()
+        self.cache = EmbeddingCache(max_memory_bytes=cache_bytes)
+        self.recipe_runner = make_recipe_runner(self.model, self.config.methods)
 
-
-def _start_worker(counter, n_workers: int, config: EvaluationConfig, cache_bytes: int) -> None:
-    """A worker's start: take the next share of the cores (its OpenVINO and torch threads follow them), load
-    the model, make its cache and recipe."""
-    global _worker
-    from MedSAMSegmentLib.engine import EmbeddingCache
-
-    with counter.get_lock():
-        index = counter.value
-        counter.value += 1
-    cores = allowed_cores()
-    share = max(1, len(cores) // n_workers)
-    mine = cores[index * share : (index + 1) * share] or cores
-    if hasattr(os, "sched_setaffinity"):  # Linux; elsewhere the workers share the cores unpinned
-        os.sched_setaffinity(0, mine)
-    model = config.model.load()
-    _worker = _Worker(config, model, EmbeddingCache(max_memory_bytes=cache_bytes),
-                      make_recipe_runner(model, config.methods))
-
-
-def _evaluate_in_worker(group: Sequence[Case]) -> Tuple[list, Tuple[str, str]]:
-    worker = _worker
-    outcomes = _timed_cases(group, worker.config, worker.model, worker.cache, worker.recipe_runner, True)
-    return outcomes, (worker.model.device_description, model_line(worker.config.model.model, worker.model))
+    def __call__(self, group: Sequence[Case]) -> Tuple[list, Tuple[str, str]]:
+        outcomes = _timed_cases(group, self.config, self.model, self.cache, self.recipe_runner, True)
+        return outcomes, (self.model.device_description, model_line(self.config.model.model, self.model))

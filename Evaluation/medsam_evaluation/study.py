@@ -12,13 +12,14 @@ import os
 import time
 from typing import Callable, Dict, List
 
+from medsam_batch.executors import allowed_cores
+
 from .cases import load_cases
 from .config import EvaluationConfig
 from .methods import MODEL_METHODS, RECIPE_METHODS
 from .records import EvaluationReport, Row
 from .reports import write_outputs
 from .runner import (
-    allowed_cores,
     cases_in_process,
     cases_in_workers,
     evaluation_cache_bytes,

@@ -351,7 +351,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self.removePreview()
 
     def showPreview(self, served, encoded):
-        """Show the worker's preview of the key boxes so far in the preview node (never in the segment)."""
+        """Show the worker's preview of the key boxes so far in the preview node (never in the segment); a preview
+        that no longer fits (the source volume changed meanwhile) is dropped: the next one replaces it."""
         from MedSAMSegmentLib import key_box_nodes, mrml_preview
 
         try:
@@ -361,8 +362,13 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         volume = slicer.mrmlScene.GetNodeByID(target.volume_id)
         if volume is None or not self.settings().preview:
             return
-        self._previewNode = mrml_preview.show_preview(slicer.mrmlScene, volume, served.result, self._previewNode,
-                                                      slicer.app.applicationLogic())
+        try:
+            self._previewNode = mrml_preview.show_preview(slicer.mrmlScene, volume, served.result,
+                                                          self._previewNode, slicer.app.applicationLogic())
+        except Exception as exc:  # noqa: BLE001 - a preview is a courtesy: never an error dialog
+            logging.info("MedSAM: preview not shown: %s", exc)
+            self.removePreview()
+            return
         first, last = served.result.slice_range
         self.statusLabel.text = (f"Preview of slices {first}-{last} in light yellow ({encoded} slice views encoded "
                                  "ahead); press Segment to write it into the segment.")

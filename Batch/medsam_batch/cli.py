@@ -1,0 +1,61 @@
+"""The ``medsam-segment batch`` command, registered through the ``medsam_segment.commands`` entry points."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from MedSAMSegmentLib.settings import ModelSettings, SegmentationSettings, add_arguments, from_arguments
+
+from .executors import EXECUTORS
+
+
+def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("manifest", help="CSV or JSON: image, boxes[, name, output, segment, per-case settings]")
+    parser.add_argument("--out", required=True, help="folder for the masks, the records and summary.csv/.md")
+    parser.add_argument("--executor", choices=EXECUTORS, default="local",
+                        help="local: worker processes on this machine (default); ray: a Ray cluster")
+    parser.add_argument("--address", help="ray: the cluster to join (default: start one on this machine)")
+    parser.add_argument("--workers", default="auto", metavar="N|auto",
+                        help="worker processes or Ray actors (default auto: one per core, bounded by memory; "
+                             "ray: one per CPU, or per GPU where the cluster has GPUs)")
+    add_arguments(parser, SegmentationSettings)
+    parser.add_argument("--margin", type=float, default=0.0, help="pixels added around every key box (default 0)")
+    parser.add_argument("--line-margin", type=float, default=None,
+                        help="pixels added around a line markup's extent (default 3)")
+    parser.add_argument("--slice-axis", type=int, choices=(0, 1, 2),
+                        help="numpy axis of the slices, when markups alone leave it ambiguous")
+    add_arguments(parser, ModelSettings)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_batch_command(args: argparse.Namespace) -> int:
+    from MedSAMSegmentLib.cli import EXIT_OK, EXIT_RUNTIME, UsageError
+
+    from .batch import failed_line, run_batch
+    from .jobs import BoxOptions
+
+    if args.executor == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise UsageError("--executor ray needs Ray: pip install 'medsam-segment[ray]'") from None
+    if args.workers != "auto" and (not str(args.workers).isdigit() or int(args.workers) < 1):
+        raise UsageError(f"--workers {args.workers}: give a whole number of workers, 1 or more, or auto")
+    log = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))
+    report = run_batch(args.manifest, args.out, from_arguments(SegmentationSettings, args),
+                       from_arguments(ModelSettings, args), BoxOptions(args.margin, args.line_margin, args.slice_axis),
+                       args.executor, args.workers, args.address, progress=not args.quiet, log=log)
+    log(f"{report.count('done')} done, {report.count('skipped')} finished before, {report.count('failed')} failed "
+        f"in {report.seconds:.1f} s; summary in {args.out}")
+    if report.count("failed"):
+        print(f"medsam-segment: {failed_line(report, args.out)}", file=sys.stderr)
+        return EXIT_RUNTIME
+    return EXIT_OK
+
+
+def register_batch(subparsers) -> None:
+    """Add ``batch`` to the ``medsam-segment`` command."""
+    parser = subparsers.add_parser("batch", help="segment a cohort from a manifest of images and key boxes")
+    add_batch_arguments(parser)
+    parser.set_defaults(handler=run_batch_command)
