@@ -79,10 +79,12 @@ def test_study_code_is_not_in_the_extension():
     for name in ("evaluation.py", "benchmark.py", "baselines.py", "simulate.py"):
         assert f"MedSAMSegmentLib/{name}" not in listed, name
         assert not os.path.exists(os.path.join(MODULE, "MedSAMSegmentLib", name)), name
-    assert "medsam_evaluation" not in open(os.path.join(MODULE, "CMakeLists.txt")).read()
+    cmake = open(os.path.join(MODULE, "CMakeLists.txt")).read()
+    assert "medsam_evaluation" not in cmake and "medsam_batch" not in cmake
     pyproject = open(os.path.join(ROOT, "pyproject.toml")).read()
-    assert 'where = ["MedSAMSegment", "Evaluation"]' in pyproject
+    assert 'where = ["MedSAMSegment", "Evaluation", "Batch"]' in pyproject
     assert '[project.entry-points."medsam_segment.commands"]' in pyproject
+    assert 'batch = "medsam_batch.cli:register_batch"' in pyproject
 
 
 def test_the_core_never_imports_the_evaluation_package():
@@ -105,9 +107,10 @@ def test_the_core_never_imports_the_evaluation_package():
                     imported = [node.value]  # importlib.import_module("medsam_evaluation...") and the like
                 else:
                     continue
-                if any(module.split(".")[0].split(":")[0] == "medsam_evaluation" for module in imported):
+                if any(module.split(".")[0].split(":")[0] in ("medsam_evaluation", "medsam_batch")
+                       for module in imported):
                     offenders.append(f"{os.path.relpath(path, ROOT)}:{node.lineno}")
-    assert not offenders, f"the core must not import medsam_evaluation: {offenders}"
+    assert not offenders, f"the core must not import medsam_evaluation or medsam_batch: {offenders}"
 
 
 def test_cmake_builds_the_module():

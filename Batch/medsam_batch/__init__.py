@@ -1,5 +1,5 @@
-"""Batch segmentation of a cohort from its key boxes (``medsam-segment batch``), resumable, on this machine or a
-Ray cluster. Installed beside the core (:mod:`MedSAMSegmentLib`), which it uses through its public names; the core
+"""Batch segmentation of a cohort from its key boxes (``medsam-segment batch``), resumable, on this machine's
+cores. Installed beside the core (:mod:`MedSAMSegmentLib`), which it uses through its public names; the core
 never imports it and the Slicer extension does not ship it. The README's "Batch" section describes the manifest.
 
     from medsam_batch import run_batch

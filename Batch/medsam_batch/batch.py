@@ -1,7 +1,7 @@
-"""``medsam-segment batch``: a cohort's masks from its key boxes, resumably, on one machine or a Ray cluster.
+"""``medsam-segment batch``: a cohort's masks from its key boxes, resumably, on this machine's cores.
 
 :func:`run_batch` reads and checks the whole manifest first (:mod:`.manifest`), skips every case already finished
-with the same inputs and settings (:mod:`.jobs`), runs the rest largest first on the chosen executor
+with the same inputs and settings (:mod:`.jobs`), runs the rest largest first on worker processes
 (:mod:`.executors`), and writes ``summary.csv`` and ``summary.md`` into the output folder (:mod:`.report`).
 """
 
@@ -15,7 +15,7 @@ from typing import Callable, List, Optional, Sequence
 
 from MedSAMSegmentLib.settings import ModelSettings, SegmentationSettings
 
-from .executors import local_workers, run_local, run_ray
+from .executors import local_workers, run_local
 from .jobs import SKIPPED, BoxOptions, CaseOutcome, fingerprint, is_finished, previous_outcome, run_case
 from .manifest import BatchCase, read_manifest
 from .report import write_summary
@@ -53,8 +53,7 @@ class BatchReport:
 
 
 def run_batch(manifest: str, out_dir: str, settings: SegmentationSettings, model: ModelSettings,
-              boxes: Optional[BoxOptions] = None, executor: str = "local", workers: object = "auto",
-              address: Optional[str] = None, progress: bool = True,
+              boxes: Optional[BoxOptions] = None, workers: object = "auto", progress: bool = True,
               log: Callable[[str], None] = print) -> BatchReport:
     """Run the manifest's unfinished cases and write the summary (see the module); ``boxes`` default: as
     ``segment``'s. Raises ``ManifestError`` before any model work when the manifest cannot be run."""
@@ -72,14 +71,11 @@ def run_batch(manifest: str, out_dir: str, settings: SegmentationSettings, model
         else:
             todo.append(index)
     todo.sort(key=lambda i: -cases[i].input_bytes())  # the largest first: no long case left alone at the end
-    log(f"{len(cases)} cases: {len(cases) - len(todo)} finished already, {len(todo)} to run on {executor}")
+    log(f"{len(cases)} cases: {len(cases) - len(todo)} finished already, {len(todo)} to run")
     if todo:
         setup = BatchSetup(model, boxes, os.path.abspath(out_dir))
         items = [cases[i] for i in todo]
-        if executor == "ray":
-            results = run_ray(SegmentCaseTask, setup, items, None if workers == "auto" else int(workers), address)
-        else:
-            results = run_local(SegmentCaseTask, setup, items, local_workers(workers, len(items), model.device))
+        results = run_local(SegmentCaseTask, setup, items, local_workers(workers, len(items), model.device))
         bar = _CaseBar(len(items), progress)
         try:
             for position, outcome in results:

@@ -14,11 +14,9 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifest", help="CSV or JSON: image, boxes[, name, output, segment, per-case settings]")
     parser.add_argument("--out", required=True, help="folder for the masks, the records and summary.csv/.md")
     parser.add_argument("--executor", choices=EXECUTORS, default="local",
-                        help="local: worker processes on this machine (default); ray: a Ray cluster")
-    parser.add_argument("--address", help="ray: the cluster to join (default: start one on this machine)")
+                        help="local: worker processes on this machine (the only one so far)")
     parser.add_argument("--workers", default="auto", metavar="N|auto",
-                        help="worker processes or Ray actors (default auto: one per core, bounded by memory; "
-                             "ray: one per CPU, or per GPU where the cluster has GPUs)")
+                        help="worker processes (default auto: one per core, bounded by memory; 1 on a GPU)")
     add_arguments(parser, SegmentationSettings)
     parser.add_argument("--margin", type=float, default=0.0, help="pixels added around every key box (default 0)")
     parser.add_argument("--line-margin", type=float, default=None,
@@ -35,17 +33,12 @@ def run_batch_command(args: argparse.Namespace) -> int:
     from .batch import failed_line, run_batch
     from .jobs import BoxOptions
 
-    if args.executor == "ray":
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise UsageError("--executor ray needs Ray: pip install 'medsam-segment[ray]'") from None
     if args.workers != "auto" and (not str(args.workers).isdigit() or int(args.workers) < 1):
         raise UsageError(f"--workers {args.workers}: give a whole number of workers, 1 or more, or auto")
     log = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))
     report = run_batch(args.manifest, args.out, from_arguments(SegmentationSettings, args),
                        from_arguments(ModelSettings, args), BoxOptions(args.margin, args.line_margin, args.slice_axis),
-                       args.executor, args.workers, args.address, progress=not args.quiet, log=log)
+                       args.workers, progress=not args.quiet, log=log)
     log(f"{report.count('done')} done, {report.count('skipped')} finished before, {report.count('failed')} failed "
         f"in {report.seconds:.1f} s; summary in {args.out}")
     if report.count("failed"):

@@ -1,4 +1,4 @@
-"""Where the work runs: this process, worker processes on this machine, or a Ray cluster.
+"""Where the work runs: this process or worker processes on this machine (a Ray executor is the next step).
 
 The work is a *task class*: ``task = TaskClass(setup)`` once per worker (it loads the model there), then
 ``task(item)`` for each item given to that worker; results come back as ``(index, result)`` pairs as items finish,
@@ -7,10 +7,6 @@ in any order. Items are paths and settings, never images: a worker reads its inp
 * ``local``: ``workers`` processes (spawned; each pinned to its own share of the cores, so its OpenVINO and torch
   threads stay there), or this process when ``workers`` is 1. :func:`local_workers` chooses the count: one per
   core on a CPU, bounded by free memory (:data:`WORKER_BYTES` each) and the number of items; 1 on a GPU.
-* ``ray``: one Ray actor per worker (``num_cpus=1``; ``num_gpus=1`` each where the cluster has GPUs), restarted
-  with its pending calls retried when its process dies, so a killed worker costs the items it held, not the run.
-  Ray is an optional extra (``pip install .[ray]``); ``address`` joins a running cluster, none starts one on
-  this machine bound to 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -20,7 +16,7 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 #: Free memory a worker process needs: its model and runtimes (about 1.2 GB) and a large case's embeddings.
 WORKER_BYTES = 4 << 30
-EXECUTORS = ("local", "ray")
+EXECUTORS = ("local",)
 
 
 def allowed_cores() -> List[int]:
@@ -95,42 +91,3 @@ def _start_local_worker(counter, n_workers: int, task_class, setup) -> None:
 
 def _run_local_item(item):
     return _local_task(item)
-
-
-def run_ray(task_class: Callable[[Any], Callable[[Any], Any]], setup: Any, items: Sequence[Any],
-            workers: Optional[int] = None, address: Optional[str] = None) -> Iterator[Tuple[int, Any]]:
-    """``(index, task(item))`` for every item, on Ray actors (one per worker; default: one per CPU of the
-    cluster, or per GPU where it has GPUs). Joins the cluster at ``address``, else starts one on this machine
-    (loopback only) and stops it at the end."""
-    try:
-        import ray
-    except ImportError:
-        raise ImportError("--executor ray needs Ray: pip install 'medsam-segment[ray]'") from None
-    started_here = not ray.is_initialized()
-    if started_here:
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
-    try:
-        resources = ray.cluster_resources()
-        gpus = int(resources.get("GPU", 0))
-        count = workers or max(1, gpus or int(resources.get("CPU", 1)))
-        actor = ray.remote(num_cpus=1, num_gpus=1 if gpus else 0, max_restarts=-1,
-                           max_task_retries=-1)(_RayWorker)
-        pool = ray.util.ActorPool([actor.remote(task_class, setup) for _ in range(min(count, len(items)) or 1)])
-        indexed = list(enumerate(items))
-        yield from pool.map_unordered(lambda a, pair: a.run.remote(*pair), indexed)
-    finally:
-        if started_here:
-            ray.shutdown()
-
-
-class _RayWorker:
-    """A Ray actor holding one task (its model); ``run`` returns ``(index, task(item))``."""
-
-    def __init__(self, task_class, setup) -> None:
-        self.task = task_class(setup)
-
-    def run(self, index: int, item):
-        return index, self.task(item)

@@ -32,7 +32,8 @@ class EvaluationConfig:
     every run) or ``skip``. ``segmentation`` sets the accuracy options of ``interpolate``, ``propagate`` and
     ``every_slice`` (e.g. ``SegmentationSettings(**PUBLISHED)``); ``model`` names the model and its numeric path.
     ``workers`` processes evaluate cases side by side (:func:`runner.evaluation_workers`; ``auto``: one per core
-    on a CPU). ``montage_spacing`` None picks 5 when run, else the middle spacing.
+    on a CPU; the batch's local executor, :mod:`medsam_batch.executors`). ``montage_spacing`` None picks 5 when
+    run, else the middle spacing.
     """
 
     cases_json: str

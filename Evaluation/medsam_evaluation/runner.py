@@ -83,7 +83,8 @@ def cases_in_workers(cases: Sequence[Case], n_workers: int, config: EvaluationCo
     long task at the end."""
     groups = sorted(image_groups(cases), key=lambda g: -file_size(cases[g[0]].image) * len(g))
     items = [[cases[i] for i in group] for group in groups]
-    for position, (outcomes, description) in run_local(_EvaluationTask, (config, cache_bytes), items, n_workers):
+    results = run_local(_EvaluationTask, (config, cache_bytes), items, n_workers)
+    for position, (outcomes, description) in results:
         for index, (rows, worst, seconds) in zip(groups[position], outcomes):
             yield index, rows, worst, seconds, description
 
