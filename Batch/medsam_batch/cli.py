@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from MedSAMSegmentLib.settings import ModelSettings, SegmentationSettings, add_arguments, from_arguments
+from MedSAMSegmentLib.cli import add_run_arguments
+from MedSAMSegmentLib.settings import ModelSettings, SegmentationSettings, from_arguments
 
 from .executors import EXECUTORS
 
@@ -17,13 +18,7 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
                         help="local: worker processes on this machine (the only one so far)")
     parser.add_argument("--workers", default="auto", metavar="N|auto",
                         help="worker processes (default auto: one per core, bounded by memory; 1 on a GPU)")
-    add_arguments(parser, SegmentationSettings)
-    parser.add_argument("--margin", type=float, default=0.0, help="pixels added around every key box (default 0)")
-    parser.add_argument("--line-margin", type=float, default=None,
-                        help="pixels added around a line markup's extent (default 3)")
-    parser.add_argument("--slice-axis", type=int, choices=(0, 1, 2),
-                        help="numpy axis of the slices, when markups alone leave it ambiguous")
-    add_arguments(parser, ModelSettings)
+    add_run_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

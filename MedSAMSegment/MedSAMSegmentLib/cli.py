@@ -30,6 +30,15 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True,
                         help="output mask: .nii.gz, .nii, .nrrd, .seg.nrrd (Slicer segmentation), .mha, .png "
                              "or .npz (MedSAM's format, the mask in 'segs')")
+    add_run_arguments(parser)
+    parser.add_argument("--cache-dir", help="keep image embeddings here between runs")
+    parser.add_argument("--name", default="MedSAM", help="segment name in a .seg.nrrd output")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every run from key-box files takes (``segment``, ``batch``): the segmentation settings, how
+    box files become boxes, and the model settings."""
     from .settings import ModelSettings, SegmentationSettings, add_arguments  # light: no torch
 
     add_arguments(parser, SegmentationSettings)
@@ -39,9 +48,6 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slice-axis", type=int, choices=(0, 1, 2),
                         help="numpy axis of the slices, when markups alone leave it ambiguous")
     add_arguments(parser, ModelSettings)
-    parser.add_argument("--cache-dir", help="keep image embeddings here between runs")
-    parser.add_argument("--name", default="MedSAM", help="segment name in a .seg.nrrd output")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 class ProgressBar:
