@@ -8,14 +8,10 @@ import sys
 from MedSAMSegmentLib.cli import add_run_arguments
 from MedSAMSegmentLib.settings import ModelSettings, SegmentationSettings, from_arguments
 
-from .executors import EXECUTORS
-
 
 def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifest", help="CSV or JSON: image, boxes[, name, output, segment, per-case settings]")
     parser.add_argument("--out", required=True, help="folder for the masks, the records and summary.csv/.md")
-    parser.add_argument("--executor", choices=EXECUTORS, default="local",
-                        help="local: worker processes on this machine (the only one so far)")
     parser.add_argument("--workers", default="auto", metavar="N|auto",
                         help="worker processes (default auto: one per core, bounded by memory; 1 on a GPU)")
     add_run_arguments(parser)

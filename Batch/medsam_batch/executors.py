@@ -16,7 +16,6 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 #: Free memory a worker process needs: its model and runtimes (about 1.2 GB) and a large case's embeddings.
 WORKER_BYTES = 4 << 30
-EXECUTORS = ("local",)
 
 
 def allowed_cores() -> List[int]:

@@ -317,10 +317,9 @@ class SegmentationSession:
                     if self.on_preview is not None:
                         self.on_preview(preview)
                 if self.speculate or beyond:
-                    needed = self._plan(keys, settings, None, 0)
                     key_slices = [k.slice_index for k in keys.boxes]
                     depth = speculation_depth(key_slices, newest) if beyond is None else beyond
-                    planned = set(needed)
+                    planned = set(self._plan(keys, settings, None, 0))
                     guesses = [v for v in self._plan(keys, settings, newest, depth) if v not in planned]
                     missing = [v for v in guesses if not encoder.cache.contains(encoder.key(*v))]
                     speculated_before = encoder.encoded
