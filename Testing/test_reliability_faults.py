@@ -23,6 +23,13 @@ CORD_IMAGE = shared_data_path("spinal_cord", "t2s_uncropped.nii.gz")
 PREVIOUS = b"the annotator's previous result - must survive\n"
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """SIGINT back to its default in the child, as a terminal's foreground job has it. A test run started in the
+    background (``nohup ... &``, as CI may be) ignores SIGINT, children inherit that, and Python then leaves Ctrl-C
+    ignored instead of raising KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class CliProcess:
     """A running ``medsam-segment segment`` whose stderr (progress bar included) is collected as it comes."""
 
@@ -32,6 +39,7 @@ class CliProcess:
             [sys.executable, "-m", "MedSAMSegmentLib.cli", "segment", CORD_IMAGE, "--boxes", boxes, "-o", str(out),
              "--cache-dir", str(cache), "--device", "cpu", "--batch-size", "1"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(tmp_path), env=env,
+            preexec_fn=_ctrl_c_as_in_a_terminal,
         )
         self.err = b""
         self._reader = threading.Thread(target=self._read, daemon=True)
