@@ -89,6 +89,15 @@ def test_threads_follow_physical_cores_then_the_environment_then_the_argument(mo
     assert hardware.configure_torch_threads(2) == 2 and torch_threads.get_num_threads() == 2  # the argument wins
     assert hardware.configure_torch_threads(0) == 1  # never below one thread
     assert "1 threads" in hardware.describe_acceleration("cpu")
+    assert hardware.inference_threads() == 1  # the OpenVINO runners take the same count
+
+
+def test_openvino_runner_compiles_with_the_environments_thread_count(monkeypatch, lite_net):
+    if not openvino_runners.openvino_available():
+        pytest.skip("openvino is not installed (optional)")
+    monkeypatch.setenv("MEDSAM_NUM_THREADS", "1")
+    runner = acc.make_decoder_runner(lite_net, "cpu")
+    assert int(runner._compiled.get_property("INFERENCE_NUM_THREADS")) == 1
 
 
 def test_allocator_is_configured_once():

@@ -80,17 +80,21 @@ def physical_cores() -> int:
     return max(1, n)
 
 
-def configure_torch_threads(num_threads: int | None = None) -> int:
-    """Set torch's intra-op threads to the physical core count (or MEDSAM_NUM_THREADS).
+def inference_threads() -> int:
+    """Threads the model's runtimes (torch, OpenVINO) use: ``MEDSAM_NUM_THREADS`` when set (a cluster worker
+    sets it to the CPUs it was given), else the physical cores available to this process. Hyper-threads share
+    the AVX-512/AMX units; one thread per physical core is the fastest setting for the encoder's GEMMs."""
+    env = os.environ.get("MEDSAM_NUM_THREADS")
+    return max(1, int(env)) if env else physical_cores()
 
-    Hyper-threads share the AVX-512/AMX units; one thread per physical core is the
-    fastest setting for the encoder's GEMMs.  Returns the number set.
-    """
+
+def configure_torch_threads(num_threads: int | None = None) -> int:
+    """Set torch's intra-op threads to ``num_threads`` (default :func:`inference_threads`); returns the number
+    set (at least one)."""
     import torch
 
     if num_threads is None:
-        env = os.environ.get("MEDSAM_NUM_THREADS")
-        num_threads = int(env) if env else physical_cores()
+        num_threads = inference_threads()
     num_threads = max(1, int(num_threads))
     if torch.get_num_threads() != num_threads:
         torch.set_num_threads(num_threads)

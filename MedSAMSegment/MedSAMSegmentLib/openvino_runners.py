@@ -12,7 +12,7 @@ import os
 import threading
 from pathlib import Path
 
-from .hardware import describe_acceleration, physical_cores
+from .hardware import describe_acceleration, inference_threads
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class OpenVINOEncoderRunner:
         )
         cfg = {"PERFORMANCE_HINT": "LATENCY",
                "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
-               "INFERENCE_NUM_THREADS": int(num_threads or physical_cores())}
+               "INFERENCE_NUM_THREADS": int(num_threads or inference_threads())}
         self._compiled = core.compile_model(model, "CPU", cfg)
         self._request = self._compiled.create_infer_request()
         self._lock = threading.Lock()
@@ -171,7 +171,7 @@ class OpenVINODecoderRunner:
                                      input=[ov.PartialShape([-1, 256, 64, 64]), ov.PartialShape([-1, 1, 4])]),
         )
         cfg = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
-               "INFERENCE_NUM_THREADS": int(num_threads or physical_cores())}
+               "INFERENCE_NUM_THREADS": int(num_threads or inference_threads())}
         self._compiled = core.compile_model(model, "CPU", cfg)
         self._request = self._compiled.create_infer_request()
         self._lock = threading.Lock()
