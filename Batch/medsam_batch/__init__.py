@@ -9,7 +9,9 @@ never imports it and the Slicer extension does not ship it. The README's "Batch"
 """
 
 from .batch import BatchReport, run_batch
+from .executors import ExecutorChoice
 from .jobs import BoxOptions, CaseOutcome
 from .manifest import BatchCase, ManifestError, read_manifest
 
-__all__ = ["BatchCase", "BatchReport", "BoxOptions", "CaseOutcome", "ManifestError", "read_manifest", "run_batch"]
+__all__ = ["BatchCase", "BatchReport", "BoxOptions", "CaseOutcome", "ExecutorChoice", "ManifestError", "read_manifest",
+           "run_batch"]

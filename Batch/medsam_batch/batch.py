@@ -1,8 +1,9 @@
-"""``medsam-segment batch``: a cohort's masks from its key boxes, resumably, on this machine's cores.
+"""``medsam-segment batch``: a cohort's masks from its key boxes, resumably, on this machine's cores or on Ray.
 
 :func:`run_batch` reads and checks the whole manifest first (:mod:`.manifest`), skips every case already finished
-with the same inputs and settings (:mod:`.jobs`), runs the rest largest first on worker processes
-(:mod:`.executors`), and writes ``summary.csv`` and ``summary.md`` into the output folder (:mod:`.report`).
+with the same inputs and settings (:mod:`.jobs`), runs the rest largest first on the chosen executor (local worker
+processes or Ray actors, :mod:`.executors`), and writes ``summary.csv`` and ``summary.md`` into the output folder
+(:mod:`.report`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Callable, List, Optional, Sequence
 
 from MedSAMSegmentLib.settings import ModelSettings, SegmentationSettings
 
-from .executors import local_workers, run_local
+from .executors import ExecutorChoice, run_tasks
 from .jobs import SKIPPED, BoxOptions, CaseOutcome, fingerprint, is_finished, previous_outcome, run_case
 from .manifest import BatchCase, read_manifest
 from .report import write_summary
@@ -53,10 +54,11 @@ class BatchReport:
 
 
 def run_batch(manifest: str, out_dir: str, settings: SegmentationSettings, model: ModelSettings,
-              boxes: Optional[BoxOptions] = None, workers: object = "auto", progress: bool = True,
+              boxes: Optional[BoxOptions] = None, executor: Optional[ExecutorChoice] = None, progress: bool = True,
               log: Callable[[str], None] = print) -> BatchReport:
     """Run the manifest's unfinished cases and write the summary (see the module); ``boxes`` default: as
-    ``segment``'s. Raises ``ManifestError`` before any model work when the manifest cannot be run."""
+    ``segment``'s; ``executor`` default: local, ``auto`` workers. Raises ``ManifestError`` before any model work
+    when the manifest cannot be run."""
     started = time.perf_counter()
     boxes = boxes or BoxOptions()
     os.makedirs(out_dir, exist_ok=True)
@@ -75,7 +77,7 @@ def run_batch(manifest: str, out_dir: str, settings: SegmentationSettings, model
     if todo:
         setup = BatchSetup(model, boxes, os.path.abspath(out_dir))
         items = [cases[i] for i in todo]
-        results = run_local(SegmentCaseTask, setup, items, local_workers(workers, len(items), model.device))
+        results = run_tasks(SegmentCaseTask, setup, items, executor or ExecutorChoice(), model.device)
         bar = _CaseBar(len(items), progress)
         try:
             for position, outcome in results:

@@ -8,12 +8,13 @@ import sys
 from MedSAMSegmentLib.cli import add_run_arguments
 from MedSAMSegmentLib.settings import ModelSettings, SegmentationSettings, from_arguments
 
+from .executors import add_executor_arguments, executor_from_arguments
+
 
 def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifest", help="CSV or JSON: image, boxes[, name, output, segment, per-case settings]")
     parser.add_argument("--out", required=True, help="folder for the masks, the records and summary.csv/.md")
-    parser.add_argument("--workers", default="auto", metavar="N|auto",
-                        help="worker processes (default auto: one per core, bounded by memory; 1 on a GPU)")
+    add_executor_arguments(parser)
     add_run_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -24,12 +25,14 @@ def run_batch_command(args: argparse.Namespace) -> int:
     from .batch import failed_line, run_batch
     from .jobs import BoxOptions
 
-    if args.workers != "auto" and (not str(args.workers).isdigit() or int(args.workers) < 1):
-        raise UsageError(f"--workers {args.workers}: give a whole number of workers, 1 or more, or auto")
+    try:
+        executor = executor_from_arguments(args)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     log = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))
     report = run_batch(args.manifest, args.out, from_arguments(SegmentationSettings, args),
                        from_arguments(ModelSettings, args), BoxOptions(args.margin, args.line_margin, args.slice_axis),
-                       args.workers, progress=not args.quiet, log=log)
+                       executor, progress=not args.quiet, log=log)
     log(f"{report.count('done')} done, {report.count('skipped')} finished before, {report.count('failed')} failed "
         f"in {report.seconds:.1f} s; summary in {args.out}")
     if report.count("failed"):

@@ -12,7 +12,7 @@ import os
 import time
 from typing import Callable, Dict, List
 
-from medsam_batch.executors import allowed_cores
+from MedSAMSegmentLib.hardware import allowed_cpus
 
 from .cases import load_cases
 from .config import EvaluationConfig
@@ -50,7 +50,7 @@ def evaluate(config: EvaluationConfig, model=None, cache=None, log: Callable[[st
         n_workers = evaluation_workers(config.workers, len(cases), config.model.device)
     cache_bytes = evaluation_cache_bytes() // n_workers
     if n_workers > 1:
-        cores = max(1, len(allowed_cores()) // n_workers)
+        cores = max(1, len(allowed_cpus()) // n_workers)
         report.notes.append(f"{n_workers} worker processes of {cores} core(s) each, one case at a time each: "
                             "every seconds column is one worker's")
         log(f"{n_workers} worker processes of {cores} core(s) each")

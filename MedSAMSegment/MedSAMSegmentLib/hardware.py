@@ -15,6 +15,7 @@ import ctypes.util
 import os
 import sys
 import threading
+from typing import List
 
 #: Peak extra memory per slice in one encoder batch (TinyViT's attention maps, MLP hidden, qkv and residual
 #: copies, with a margin): the unit :func:`encoder_batch_size` divides free memory by.
@@ -54,12 +55,16 @@ def cpu_has_avx512_bf16() -> bool:
     return "avx512_bf16" in cpu_flags()
 
 
+def allowed_cpus() -> List[int]:
+    """The logical CPUs this process may run on (its affinity mask; every CPU where there is none)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
 def physical_cores() -> int:
     """Number of physical cores available to this process (hyper-threads not counted)."""
-    try:
-        allowed = os.sched_getaffinity(0)
-    except AttributeError:
-        allowed = set(range(os.cpu_count() or 1))
+    allowed = allowed_cpus()
     cores = set()
     for cpu in allowed:
         base = f"/sys/devices/system/cpu/cpu{cpu}/topology/"

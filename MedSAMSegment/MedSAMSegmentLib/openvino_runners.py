@@ -11,8 +11,9 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import Dict, Optional
 
-from .hardware import describe_acceleration, inference_threads
+from .hardware import allowed_cpus, describe_acceleration, inference_threads
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,15 @@ def load_or_convert(core, name: str, cache_dir, convert):
     return model
 
 
+def cpu_threading(num_threads: Optional[int] = None) -> Dict[str, object]:
+    """OpenVINO's CPU thread settings: ``num_threads`` (default :func:`hardware.inference_threads`), pinned to
+    cores only when they fill the cores this process may use. OpenVINO pins its threads to the first cores of the
+    process's mask, so processes that share a mask (Ray actors on one node) would all pin to the same cores; with
+    fewer threads than cores the threads are left to the operating system."""
+    threads = int(num_threads or inference_threads())
+    return {"INFERENCE_NUM_THREADS": threads, "ENABLE_CPU_PINNING": threads >= len(allowed_cpus())}
+
+
 class OpenVINOEncoderRunner:
     """The TinyViT encoder converted with ``openvino.convert_model`` and compiled for the CPU.
 
@@ -125,7 +135,7 @@ class OpenVINOEncoderRunner:
         )
         cfg = {"PERFORMANCE_HINT": "LATENCY",
                "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
-               "INFERENCE_NUM_THREADS": int(num_threads or inference_threads())}
+               **cpu_threading(num_threads)}
         self._compiled = core.compile_model(model, "CPU", cfg)
         self._request = self._compiled.create_infer_request()
         self._lock = threading.Lock()
@@ -170,8 +180,7 @@ class OpenVINODecoderRunner:
             lambda: ov.convert_model(module, example_input=example,
                                      input=[ov.PartialShape([-1, 256, 64, 64]), ov.PartialShape([-1, 1, 4])]),
         )
-        cfg = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
-               "INFERENCE_NUM_THREADS": int(num_threads or inference_threads())}
+        cfg = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32", **cpu_threading(num_threads)}
         self._compiled = core.compile_model(model, "CPU", cfg)
         self._request = self._compiled.create_infer_request()
         self._lock = threading.Lock()
