@@ -1,6 +1,6 @@
-"""``medsam-segment batch``: the manifest is checked before any model work; the local executor gives the bytes
-sequential ``segment`` runs give; a failing case is recorded and the batch goes on; a killed batch resumes with
-only its unfinished cases."""
+"""``medsam-segment batch``: the manifest is checked before any model work; the local and Ray executors give the
+bytes sequential ``segment`` runs give; a failing case is recorded and the batch goes on; a killed batch resumes
+with only its unfinished cases; a two-node Ray cluster on loopback survives a killed worker."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import time
 
 import pytest
 from conftest import REPO, require_shared_data, shared_data_path
-from medsam_batch import ManifestError, read_manifest, run_batch
+from medsam_batch import ExecutorChoice, ManifestError, read_manifest, run_batch
 from medsam_batch.jobs import RECORDS
+from medsam_batch.ray_executor import RAY_MISSING, on_loopback, ray_workers
 from MedSAMSegmentLib import cli, demo, io
 from MedSAMSegmentLib.settings import ModelSettings, SegmentationSettings
 
@@ -158,3 +159,107 @@ def test_a_killed_batch_resumes_with_only_its_unfinished_cases(cohort, tmp_path)
     assert _outputs(str(out), expected) == expected
     assert not [p for p in out.iterdir() if p.name.startswith(".partial-")]  # no half-written mask left
 
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Executors: the choice, and Ray (a private Ray on loopback; a two-node cluster on loopback with a worker killed)
+
+
+@pytest.mark.parametrize("kind, workers, address, message", [
+    ("spark", "auto", None, "--executor spark: use one of local, ray"),
+    ("local", "0", None, "--workers 0: give a whole number"),
+    ("local", "two", None, "--workers two: give a whole number"),
+    ("local", "auto", "127.0.0.1:6379", "--address 127.0.0.1:6379: only the ray executor joins a cluster"),
+])
+def test_executor_choices_are_checked_with_one_line_naming_the_flag(kind, workers, address, message):
+    with pytest.raises(ValueError, match=message):
+        ExecutorChoice(kind, workers, address)
+
+
+def test_ray_workers_follow_the_clusters_gpus_or_cpus_and_the_cases():
+    assert ray_workers("auto", 10, {"CPU": 8.0}, 0, 1) == 8
+    assert ray_workers("auto", 3, {"CPU": 8.0}, 0, 1) == 3
+    assert ray_workers("auto", 10, {"CPU": 8.0, "GPU": 2.0}, 1, 1) == 2
+    assert ray_workers("auto", 10, {}, 0, 1) == 1  # an empty cluster still gets one, scheduled when a node joins
+    assert ray_workers(4, 2, {"CPU": 8.0}, 0, 1) == 2
+    assert on_loopback(None) and on_loopback("127.0.0.1:6379") and on_loopback("ray://localhost:10001")
+    assert not on_loopback("10.0.0.5:6379") and not on_loopback("auto")
+
+
+def test_ray_executor_without_ray_says_how_to_install_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    monkeypatch.setattr(ModelSettings, "load", lambda self: pytest.fail("the model was loaded"))
+    manifest = _demo_manifest(tmp_path, [f"{demo.DEMO_IMAGE},{demo.DEMO_BOXES},a,a.nii.gz,none"])
+    assert cli.main(["batch", manifest, "--out", str(tmp_path / "out"), "--executor", "ray", "--quiet"]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [f"medsam-segment: error: {RAY_MISSING}"]
+    assert cli.main(["batch", manifest, "--out", str(tmp_path / "out"), "--address", "127.0.0.1:1", "--quiet"]) == 2
+
+
+@pytest.mark.slow
+def test_ray_batch_on_a_private_loopback_ray_matches_sequential_segment_runs(cohort, tmp_path):
+    manifest, expected = cohort
+    out = str(tmp_path / "out")
+    report = run_batch(manifest, out, SegmentationSettings(), ModelSettings(device="cpu"),
+                       executor=ExecutorChoice("ray", 2), progress=False, log=lambda message: None)
+    assert (report.count("done"), report.count("failed")) == (3, 1)
+    assert _outputs(out, expected) == expected
+    assert not sys.modules["ray"].is_initialized()  # the private Ray is stopped after the run
+
+
+def _ray_worker_pids(state: bytes = b"") -> set:
+    """Processes of Ray actors running the batch's worker (their title is ``ray::MedSAMWorker[.method]``)."""
+    pids = set()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as handle:
+                    title = handle.read()
+            except OSError:
+                continue
+            if title.startswith(b"ray::MedSAMWorker" + state):
+                pids.add(int(name))
+    return pids
+
+
+@pytest.mark.slow
+def test_ray_batch_on_a_two_node_loopback_cluster_survives_a_killed_worker_and_resumes(cohort, tmp_path,
+                                                                                     monkeypatch):
+    manifest, expected = cohort
+    good = _write(tmp_path / "good.csv", "".join(open(manifest).readlines()[:-1]))  # without the broken case
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # the nodes on 127.0.0.1 (see ray_executor)
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        assert cluster.address.startswith("127.0.0.1:")
+        out = tmp_path / "out"
+        command = [sys.executable, "-m", "MedSAMSegmentLib.cli", "batch", good, "--out", str(out), "--executor",
+                   "ray", "--address", cluster.address, "--workers", "2", "--device", "cpu", "--quiet"]
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}  # the CLI's own
+        child = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
+        records = out / RECORDS
+        deadline = time.monotonic() + 300
+        busy: set = set()
+        while time.monotonic() < deadline and child.poll() is None and not busy:
+            if records.is_dir() and any(records.glob("*.json")):  # one case done, the other worker mid-case
+                busy = _ray_worker_pids(b".run")
+            time.sleep(0.05)
+        assert busy, f"no worker mid-case to kill: {child.poll()} {child.stderr.read() if child.poll() else ''}"
+        victim = min(busy)
+        before = _ray_worker_pids()
+        os.kill(victim, signal.SIGKILL)
+        stdout, stderr = child.communicate(timeout=400)
+        assert child.returncode == 0, stderr
+        assert "3 done, 0 skipped (finished before), 0 failed" in (out / "summary.md").read_text()
+        assert "will be retried" in stdout + stderr  # Ray saw the worker die and ran its case again
+        assert _outputs(str(out), expected) == expected
+        assert len(before | _ray_worker_pids()) >= 2 and victim not in _ray_worker_pids()
+        # The rerun finds every case finished and starts no worker.
+        rerun = subprocess.run(command[:-1], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert rerun.returncode == 0 and "3 cases: 3 finished already, 0 to run" in rerun.stdout, rerun.stderr
+        assert _outputs(str(out), expected) == expected
+    finally:
+        cluster.shutdown()
