@@ -6,6 +6,7 @@ import os
 import pytest
 from conftest import require_shared_data, shared_data_path
 from medsam_batch import executors
+from medsam_batch.executors import ExecutorChoice
 from medsam_evaluation import EvaluationConfig, accuracy_settings, cases, evaluate, methods, runner
 from medsam_evaluation import cli as evaluation_cli
 from MedSAMSegmentLib import cli
@@ -83,13 +84,15 @@ def test_model_free_methods_need_no_model(tmp_path):
 
 
 @pytest.mark.slow
-def test_worker_processes_score_as_one_process(small_run, tmp_path):
-    """``workers=2``: two spawned processes, one core each, with their own model: the same scores as the run in
-    this process (small_run), rows in the order of cases.json, and the report says how it ran."""
+@pytest.mark.parametrize("executor", [ExecutorChoice(workers=2), ExecutorChoice("ray", 2)], ids=["local", "ray"])
+def test_worker_processes_score_as_one_process(small_run, tmp_path, executor):
+    """Two local workers (spawned processes, one core each) or two Ray actors, each with its own model: the same
+    scores as the run in this process (small_run), rows in the order of cases.json, and the report says how it
+    ran."""
     report, _, _ = small_run
     parallel = evaluate(EvaluationConfig(
         shared_data_path("cases.json"), spacings=(5,), methods=("interpolate", "recipe", "filled_boxes"),
-        out_dir=str(tmp_path), case_filter=("ct_lesion_000002*", "ct_lesion_000009*"), workers=2),
+        out_dir=str(tmp_path), case_filter=("ct_lesion_000002*", "ct_lesion_000009*"), executor=executor),
         log=lambda m: None)
     assert [r.case for r in parallel.rows][::3] == ["ct_lesion_000002_03_01_035-047",
                                                    "ct_lesion_000009_03_01_036-048"]
@@ -97,7 +100,7 @@ def test_worker_processes_score_as_one_process(small_run, tmp_path):
     for row in parallel.rows[:3]:
         assert row.dsc == pytest.approx(here[row.method].dsc, abs=1e-3), row.method
         assert row.nsd == pytest.approx(here[row.method].nsd, abs=1e-3), row.method
-    assert any("2 worker processes" in note for note in parallel.notes)
+    assert any(("2 worker processes" if executor.kind == "local" else "Ray actors") in note for note in parallel.notes)
 
 
 @pytest.mark.slow
@@ -186,7 +189,8 @@ def test_config_crosses_into_workers_as_a_typed_value():
     import dataclasses
     import pickle
 
-    config = EvaluationConfig("c.json", segmentation=accuracy_settings({"zoom": "off"}), workers=2)
+    config = EvaluationConfig("c.json", segmentation=accuracy_settings({"zoom": "off"}),
+                              executor=ExecutorChoice("ray", 2))
     assert pickle.loads(pickle.dumps(config)) == config
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.seed = 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from medsam_batch.executors import add_executor_arguments, executor_from_arguments
 from MedSAMSegmentLib.settings import (
     ModelSettings,
     SegmentationSettings,
@@ -53,9 +54,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="published recipe: shared (reuse our embeddings when numerically the same; default), "
                              "full (encode every slice every run: slow), skip")
     add_arguments(parser, ModelSettings)
-    parser.add_argument("--workers", default="auto", metavar="N|auto",
-                        help="processes evaluating cases side by side (auto: one per CPU core, bounded by free "
-                             "memory; 1 on a GPU)")
+    add_executor_arguments(parser)
     add_arguments(parser, SegmentationSettings, exclude=EVALUATE_EXCLUDES, with_published=True)
     parser.add_argument("--quiet", action="store_true")
 
@@ -69,7 +68,7 @@ def evaluation_config(args: argparse.Namespace):
         cases_json=args.cases, spacings=tuple(args.spacing), methods=tuple(args.methods), out_dir=args.out,
         margin=args.margin, jitter=args.jitter, seed=args.seed, case_filter=args.case_filter, recipe=args.recipe,
         segmentation=from_arguments(SegmentationSettings, args), model=from_arguments(ModelSettings, args),
-        workers=args.workers, command=command_line("evaluate"),
+        executor=executor_from_arguments(args), command=command_line("evaluate"),
     )
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Tuple, Union
+from typing import Mapping, Optional, Tuple
 
+from medsam_batch.executors import ExecutorChoice
 from MedSAMSegmentLib.metrics import DEFAULT_NSD_TOLERANCE_MM
 from MedSAMSegmentLib.settings import PUBLISHED, ModelSettings, SegmentationSettings
 
@@ -31,9 +32,9 @@ class EvaluationConfig:
     (reuse the engine's embeddings when numerically the same), ``full`` (the recipe encodes every slice itself,
     every run) or ``skip``. ``segmentation`` sets the accuracy options of ``interpolate``, ``propagate`` and
     ``every_slice`` (e.g. ``SegmentationSettings(**PUBLISHED)``); ``model`` names the model and its numeric path.
-    ``workers`` processes evaluate cases side by side (:func:`runner.evaluation_workers`; ``auto``: one per core
-    on a CPU; the batch's local executor, :mod:`medsam_batch.executors`). ``montage_spacing`` None picks 5 when
-    run, else the middle spacing.
+    ``executor`` says where the cases run (:class:`medsam_batch.executors.ExecutorChoice`: local worker processes,
+    ``auto`` one per core on a CPU (:func:`runner.evaluation_workers`), or Ray actors). ``montage_spacing`` None
+    picks 5 when run, else the middle spacing.
     """
 
     cases_json: str
@@ -50,7 +51,7 @@ class EvaluationConfig:
     montage_method: str = "interpolate"
     montage_spacing: Optional[int] = None
     n_worst: int = 12
-    workers: Union[int, str] = "auto"
+    executor: ExecutorChoice = field(default_factory=ExecutorChoice)
     command: Optional[str] = None
 
     def __post_init__(self) -> None:

@@ -1,6 +1,6 @@
 """Where the cases run: one after another in this process, or side by side in worker processes.
 
-Cases run in worker processes (the batch's local executor, :mod:`medsam_batch.executors`), one per CPU core
+Cases run in worker processes or Ray actors (the batch's executors, :mod:`medsam_batch.executors`), one per CPU core
 by default (:func:`evaluation_workers`), each pinned to its core with its own model and cache; the seconds
 columns are then one core's. The cases drawn on one image run one after another on one cache
 (:func:`cases.image_groups`), so the image's slices are encoded once.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Iterator, Sequence, Tuple
 
-from medsam_batch.executors import local_workers, run_local
+from medsam_batch.executors import ExecutorChoice, local_workers, run_tasks
 
 from .cases import Case, file_size, image_groups
 from .config import EvaluationConfig
@@ -76,14 +76,15 @@ def cases_in_process(cases: Sequence[Case], config: EvaluationConfig, model, cac
             yield (index, *outcome, None)
 
 
-def cases_in_workers(cases: Sequence[Case], n_workers: int, config: EvaluationConfig, cache_bytes: int) -> Iterator:
-    """Evaluate ``cases`` on the batch's local executor (:func:`medsam_batch.executors.run_local`: ``n_workers``
-    spawned processes, each pinned to its own cores, each with its own model and cache), a task per image
+def cases_in_workers(cases: Sequence[Case], executor: ExecutorChoice, config: EvaluationConfig,
+                     cache_bytes: int) -> Iterator:
+    """Evaluate ``cases`` on the batch's executors (:func:`medsam_batch.executors.run_tasks`: local spawned
+    processes, each pinned to its own cores, or Ray actors; each with its own model and cache), a task per image
     (:func:`cases.image_groups`), the most work first (file size times targets) so that no worker is left with a
     long task at the end."""
     groups = sorted(image_groups(cases), key=lambda g: -file_size(cases[g[0]].image) * len(g))
     items = [[cases[i] for i in group] for group in groups]
-    results = run_local(_EvaluationTask, (config, cache_bytes), items, n_workers)
+    results = run_tasks(_EvaluationTask, (config, cache_bytes), items, executor, config.model.device)
     for position, (outcomes, description) in results:
         for index, (rows, worst, seconds) in zip(groups[position], outcomes):
             yield index, rows, worst, seconds, description

@@ -8,6 +8,7 @@ process or in worker processes (:mod:`runner`); :mod:`reports` and :mod:`plots` 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Callable, Dict, List
@@ -33,7 +34,8 @@ def evaluate(config: EvaluationConfig, model=None, cache=None, log: Callable[[st
     and PNG plots into its ``out_dir``.
 
     ``model`` and ``cache`` (an ``EmbeddingCache``) may be given to share them with the caller; the cases then
-    run in this process. Otherwise ``config.model`` is loaded, in ``config.workers`` processes when more than one.
+    run in this process. Otherwise ``config.model`` is loaded, on ``config.executor``: in this process when it
+    is local with one worker, else in each worker process or Ray actor.
     """
     cases = load_cases(config.cases_json, config.case_filter)
     os.makedirs(config.out_dir, exist_ok=True)
@@ -45,16 +47,26 @@ def evaluate(config: EvaluationConfig, model=None, cache=None, log: Callable[[st
         report.notes.append("the published recipe is LiteMedSAM's; skipped for another model")
         config = config.without(*RECIPE_METHODS)
     needs_model = any(m in MODEL_METHODS + RECIPE_METHODS for m in config.methods)
+    executor = config.executor
     n_workers = 1
     if needs_model and model is None and cache is None:
-        n_workers = evaluation_workers(config.workers, len(cases), config.model.device)
+        if executor.kind == "ray":
+            n_workers = len(allowed_cpus())  # Ray's actors on this machine, at most: their share of its memory
+        else:
+            n_workers = evaluation_workers(executor.workers, len(cases), config.model.device)
+            executor = dataclasses.replace(executor, workers=n_workers)
     cache_bytes = evaluation_cache_bytes() // n_workers
-    if n_workers > 1:
+    if executor.kind == "ray" and n_workers > 1:
+        report.notes.append("cases on Ray actors of one core each, one case at a time each: every seconds column "
+                            "is one actor's")
+        log("cases on Ray actors" + (f" at {executor.address}" if executor.address else " on a private Ray here"))
+        outcomes = cases_in_workers(cases, executor, config, cache_bytes)
+    elif n_workers > 1:
         cores = max(1, len(allowed_cpus()) // n_workers)
         report.notes.append(f"{n_workers} worker processes of {cores} core(s) each, one case at a time each: "
                             "every seconds column is one worker's")
         log(f"{n_workers} worker processes of {cores} core(s) each")
-        outcomes = cases_in_workers(cases, n_workers, config, cache_bytes)
+        outcomes = cases_in_workers(cases, executor, config, cache_bytes)
     else:
         if needs_model and model is None:
             model = config.model.load()
