@@ -236,3 +236,22 @@ def test_out_of_memory_halves_the_batch_until_it_fits():
     assert "retrying with batches of 16 slices" in done.stdout
     batch = int(done.stdout.split("batch ")[1].split()[0])
     assert 1 <= batch < 32
+
+
+def test_spilled_embeddings_come_back_from_a_private_folder_removed_with_the_cache():
+    import gc
+
+    cache = EmbeddingCache(max_memory_bytes=2 * 4096, spill=True)
+    values = {f"k{n}": np.full((1, 32, 32), n, np.float32) for n in range(4)}  # 4 KiB each: two fit in memory
+    for key, value in values.items():
+        cache.put(key, value)
+    folder = cache._spill_folder.name
+    assert sorted(os.listdir(folder)) == ["k0.npy", "k1.npy"]
+    for key, value in values.items():
+        assert cache.contains(key)
+        np.testing.assert_array_equal(cache.get(key), value)
+    assert (cache.hits, cache.misses) == (4, 0) and cache.get("other") is None
+    del cache
+    gc.collect()
+    assert not os.path.exists(folder)
+    assert EmbeddingCache(max_memory_bytes=4096)._spill_folder is None  # without spill nothing goes to disk

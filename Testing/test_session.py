@@ -1,5 +1,6 @@
 """The interactive session: key boxes as events, work ahead on a thread, the result equal to a one-shot run."""
 
+import os
 import threading
 import time
 
@@ -190,3 +191,24 @@ def test_real_litemedsam_session_on_the_demo_matches_the_command_line(lite_model
     fresh = pipeline.run_segmentation(lite_model, image.array, key_boxes, settings, cache=EmbeddingCache())
     np.testing.assert_array_equal(result.mask, fresh.mask)
     assert result.encoded == 0 and session.stats.previews >= 1
+
+
+def test_a_session_in_a_small_memory_bound_reads_spilled_embeddings_back_instead_of_encoding_again():
+    """The editing cache's memory holds a few views; the rest spill to a temporary folder, and a box moved back
+    to where it was, after every view was encoded, encodes nothing."""
+    model = StandInModel("bright")
+    cache = EmbeddingCache(max_memory_bytes=3 * 64 * 64 * 4, spill=True)  # three of the stand-in's 64x64 views
+    volume = _volume()
+    boxes = {2: BOX, 12: BOX, 24: BOX}
+    with SegmentationSession.open(model, volume, 0, SETTINGS, cache=cache, batch_size=2, background=False) as session:
+        session.set_boxes(KeyBoxSet(0, [KeyBox(s, b) for s, b in sorted(boxes.items())]))
+        first = session.result()
+        encoded = model.encoded
+        session.move_box(12, (17.0, 19.0, 41.0, 45.0))
+        session.result()
+        session.move_box(12, BOX)
+        again = session.result()
+    assert model.encoded == encoded  # every view came back from memory or the spill folder
+    np.testing.assert_array_equal(again.mask, first.mask)
+    np.testing.assert_array_equal(first.mask, _one_shot(StandInModel("bright"), volume, boxes).mask)
+    assert cache._spill_folder is not None and len(os.listdir(cache._spill_folder.name)) >= 10

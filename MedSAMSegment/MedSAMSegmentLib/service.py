@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import intensity, pipeline
-from .engine import CancelCheck, EmbeddingCache, ProgressCallback, SegmentationResult, VolumeSegmenter
+from .engine import CancelCheck, EmbeddingCache, ProgressCallback, SegmentationResult, VolumeSegmenter, editing_cache
 from .geometry import GeometryError, KeyBox, KeyBoxSet
 from .session import SegmentationSession
 
@@ -74,7 +74,7 @@ class SegmentationService:
     def __init__(self, model_loader: Optional[Callable] = None, cache: Optional[EmbeddingCache] = None,
                  batch_size: Optional[int] = None) -> None:
         self._model_loader = model_loader
-        self.cache = cache if cache is not None else EmbeddingCache()
+        self.cache = cache if cache is not None else editing_cache()
         self.batch_size = batch_size
         self._models: Dict[ModelSpec, object] = {}
         self._volumes: OrderedDict[str, np.ndarray] = OrderedDict()

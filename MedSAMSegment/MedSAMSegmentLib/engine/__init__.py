@@ -35,7 +35,7 @@ Accuracy options (``off`` is MedSAM's published behaviour; their effect is in ``
 Importing this package does not import torch.
 """
 
-from .cache import CacheDirectoryError, EmbeddingCache
+from .cache import EDITING_MEMORY_BYTES, CacheDirectoryError, EmbeddingCache, editing_cache
 from .decoding import DECODE_BATCH, DECODED_PER_SLICE, RETRY_IOU, Decoded, SliceDecoder
 from .encoding import SliceEncoder
 from .memory import default_batch_size, is_out_of_memory
@@ -65,7 +65,7 @@ from .views import (
 )
 
 __all__ = [
-    "CacheDirectoryError",
+    "CacheDirectoryError", "EDITING_MEMORY_BYTES", "editing_cache",
     "AREA_JUMP", "CLIP_MARGIN", "DECODED_PER_SLICE", "DECODE_BATCH", "DECODE_CHUNK", "LOW_IOU", "RETRY_IOU",
     "ZOOM_BELOW", "ZOOM_MIN_CROP", "ZOOM_TARGET", "CancelCheck", "Cancelled", "Crop", "Decoded", "EmbeddingCache",
     "ProgressCallback", "Region", "SegmentationResult", "SliceCallback", "SliceDecoder", "SliceEncoder",

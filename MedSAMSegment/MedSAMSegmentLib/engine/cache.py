@@ -1,5 +1,9 @@
 """Image embeddings by content key, kept in memory (LRU, bounded by bytes) and optionally on disk.
 
+With ``spill``, an embedding dropped from memory goes to a private temporary folder of this process (made on the
+first drop, removed when the cache is collected or the process ends) and is read back from there instead of being
+encoded again: an interactive session keeps every embedding of a large volume within a small memory bound.
+
 A key is a SHA-256 of the model's fingerprint and the exact pixels of the slice view, so a different image, slice
 axis, intensity setting, crop or model never reuses an embedding.
 
@@ -22,6 +26,9 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+#: Memory an editing cache (:func:`editing_cache`) keeps embeddings in: 64 slice views.
+EDITING_MEMORY_BYTES = 256 << 20
+
 
 class CacheDirectoryError(ValueError):
     """The cache folder cannot be made or used; the message names it and says what to give instead."""
@@ -29,7 +36,8 @@ class CacheDirectoryError(ValueError):
 
 class EmbeddingCache:
     """Image embeddings by content key, in memory (least recently used dropped beyond ``max_memory_bytes``, but
-    never the last one) and, with a ``directory``, on disk in the module's format.
+    never the last one) and, with a ``directory``, on disk in the module's format; with ``spill``, what memory
+    drops is kept in a temporary folder (see the module).
 
     Thread-safe: sessions on several threads may share one. Raises :class:`CacheDirectoryError` at construction
     when ``directory`` cannot be made. A disk entry that cannot be written later (disk full, folder made
@@ -37,9 +45,11 @@ class EmbeddingCache:
     cache.
     """
 
-    def __init__(self, directory: Optional[str] = None, max_memory_bytes: int = 1 << 30) -> None:
+    def __init__(self, directory: Optional[str] = None, max_memory_bytes: int = 1 << 30, spill: bool = False) -> None:
         self.directory = directory
         self.max_memory_bytes = max_memory_bytes
+        self.spill = spill
+        self._spill_folder: Optional[tempfile.TemporaryDirectory] = None
         self._memory: OrderedDict[str, np.ndarray] = OrderedDict()
         self._memory_bytes = 0
         self.hits = 0
@@ -65,7 +75,7 @@ class EmbeddingCache:
     def contains(self, key: str) -> bool:
         """Whether an embedding is stored under ``key`` (in memory or on disk); counts nothing."""
         with self._lock:
-            if key in self._memory:
+            if key in self._memory or (self._spill_folder and os.path.exists(self._spill_path(key))):
                 return True
         return bool(self.directory) and os.path.exists(self._path(key))
 
@@ -79,7 +89,9 @@ class EmbeddingCache:
             self._memory.move_to_end(key)
             self.hits += 1
             return self._memory[key]
-        value = self._read_disk(key)
+        value = self._read_spilled(key)
+        if value is None:
+            value = self._read_disk(key)
         if value is not None:
             self.hits += 1
             self._remember(key, value)
@@ -113,8 +125,32 @@ class EmbeddingCache:
         self._memory[key] = value
         self._memory_bytes += value.nbytes
         while self._memory_bytes > self.max_memory_bytes and len(self._memory) > 1:
-            _, old = self._memory.popitem(last=False)
+            old_key, old = self._memory.popitem(last=False)
             self._memory_bytes -= old.nbytes
+            if self.spill and not self.directory:  # with a directory the disk has it already
+                self._write_spilled(old_key, old)
+
+    def _spill_path(self, key: str) -> str:
+        return os.path.join(self._spill_folder.name, key + ".npy") if self._spill_folder else ""
+
+    def _write_spilled(self, key: str, value: np.ndarray) -> None:
+        try:
+            if self._spill_folder is None:
+                self._spill_folder = tempfile.TemporaryDirectory(prefix="medsam-embeddings-")
+            path = self._spill_path(key)
+            if not os.path.exists(path):
+                np.save(path + ".partial.npy", value)
+                os.replace(path + ".partial.npy", path)
+        except OSError:  # a full disk: the embedding is encoded again when needed
+            pass
+
+    def _read_spilled(self, key: str) -> Optional[np.ndarray]:
+        if self._spill_folder is None:
+            return None
+        try:
+            return np.load(self._spill_path(key))
+        except (OSError, ValueError):
+            return None
 
     def _path(self, key: str) -> str:
         return os.path.join(self.directory or "", key[:2], key + ".emb")
@@ -168,3 +204,10 @@ def parse_header(header: bytes) -> Tuple[Tuple[int, ...], str]:
     if dtype != "float32" or not all(isinstance(n, int) and n > 0 for n in shape):
         raise ValueError("bad header")
     return tuple(shape), dtype
+
+
+def editing_cache() -> EmbeddingCache:
+    """The cache of a segmenter given none (a session, a predictor, Slicer's worker): every embedding kept for later
+    box edits, :data:`EDITING_MEMORY_BYTES` of them in memory and the rest spilled to a temporary folder, so a
+    100-slice target on a 512x512 CT stays within the 2 GB the annotator's machine is asked for."""
+    return EmbeddingCache(max_memory_bytes=EDITING_MEMORY_BYTES, spill=True)

@@ -10,7 +10,7 @@ import numpy as np
 from ..geometry import Box, KeyBoxSet, validate_key_boxes
 from ..models import SliceModel
 from ..settings import SegmentationSettings
-from .cache import EmbeddingCache
+from .cache import EmbeddingCache, editing_cache
 from .decoding import MaskAndIoU, SliceDecoder
 from .encoding import SliceEncoder
 from .memory import default_batch_size
@@ -41,7 +41,7 @@ class VolumeSegmenter:
             pass  # a colour volume: slices are (H, W, 3)
         elif volume_u8.ndim != 3:
             raise ValueError(f"a volume must be 3D, got shape {volume_u8.shape}")
-        self.encoder = SliceEncoder(model, volume_u8, slice_axis, cache if cache is not None else EmbeddingCache(),
+        self.encoder = SliceEncoder(model, volume_u8, slice_axis, cache if cache is not None else editing_cache(),
                                     max(1, int(batch_size or default_batch_size(model))))
         self.decoder = SliceDecoder(self.encoder)
 
