@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO, require_shared_data, shared_data_path
 from medsam_batch import ExecutorChoice, ManifestError, read_manifest, run_batch
 from medsam_batch.jobs import RECORDS
-from medsam_batch.ray_executor import RAY_MISSING, on_loopback, ray_workers
+from medsam_batch.ray_executor import RAY_MISSING, gpus_per_worker, on_loopback, ray_workers
 from MedSAMSegmentLib import cli, demo, io
 from MedSAMSegmentLib.settings import ModelSettings, SegmentationSettings
 
@@ -184,6 +184,16 @@ def test_ray_workers_follow_the_clusters_gpus_or_cpus_and_the_cases():
     assert ray_workers(4, 2, {"CPU": 8.0}, 0, 1) == 2
     assert on_loopback(None) and on_loopback("127.0.0.1:6379") and on_loopback("ray://localhost:10001")
     assert not on_loopback("10.0.0.5:6379") and not on_loopback("auto")
+
+    class Cluster:
+        def __init__(self, gpus):
+            self.gpus = gpus
+
+        def cluster_resources(self):
+            return {"CPU": 16.0, "GPU": float(self.gpus)}
+
+    assert [gpus_per_worker(Cluster(2), device) for device in ("auto", "cuda", "cuda:1", "cpu")] == [1, 1, 1, 0]
+    assert gpus_per_worker(Cluster(0), "auto") == 0
 
 
 def test_ray_executor_without_ray_says_how_to_install_it(tmp_path, monkeypatch, capsys):

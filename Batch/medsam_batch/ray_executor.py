@@ -89,7 +89,8 @@ def ray_workers(workers: object, n_items: int, resources: Dict[str, float], gpus
     return max(1, min(fit, n_items))
 
 
-def _gpus_per_worker(ray, device: str) -> int:
+def gpus_per_worker(ray, device: str) -> int:
+    """One GPU per actor where the cluster has GPUs and ``device`` allows one (``auto``, ``cuda``, ``cuda:N``)."""
     if str(device) not in ("auto", "cuda") and not str(device).startswith("cuda"):
         return 0
     return 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
@@ -109,7 +110,7 @@ def run_ray(task_class: Callable[[Any], Callable[[Any], Any]], setup: Any, items
             ray.init(address=address, log_to_driver=False, logging_level="WARNING", configure_logging=False)
     actors = []
     try:
-        gpus = _gpus_per_worker(ray, device)
+        gpus = gpus_per_worker(ray, device)
         count = ray_workers(workers, len(items), ray.cluster_resources(), gpus, cpus_per_worker)
         actor_class = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus, memory=WORKER_BYTES, max_restarts=-1,
                                  max_task_retries=-1)(MedSAMWorker)
@@ -137,5 +138,5 @@ def run_ray(task_class: Callable[[Any], Callable[[Any], Any]], setup: Any, items
             ray.shutdown()
 
 
-__all__: Sequence[str] = ("RAY_MISSING", "MedSAMWorker", "RayMissingError", "import_ray", "on_loopback", "ray_workers",
-                          "run_ray")
+__all__: Sequence[str] = ("RAY_MISSING", "MedSAMWorker", "RayMissingError", "gpus_per_worker", "import_ray",
+                          "on_loopback", "ray_workers", "run_ray")
