@@ -26,8 +26,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-#: Memory an editing cache (:func:`editing_cache`) keeps embeddings in: 64 slice views.
-EDITING_MEMORY_BYTES = 256 << 20
+#: Memory an editing cache (:func:`editing_cache`) keeps embeddings in, at least: 32 slice views.
+EDITING_MEMORY_BYTES = 128 << 20
 
 
 class CacheDirectoryError(ValueError):
@@ -206,8 +206,9 @@ def parse_header(header: bytes) -> Tuple[Tuple[int, ...], str]:
     return tuple(shape), dtype
 
 
-def editing_cache() -> EmbeddingCache:
+def editing_cache(working_bytes: int = 0) -> EmbeddingCache:
     """The cache of a segmenter given none (a session, a predictor, Slicer's worker): every embedding kept for later
-    box edits, :data:`EDITING_MEMORY_BYTES` of them in memory and the rest spilled to a temporary folder, so a
-    100-slice target on a 512x512 CT stays within the 2 GB the annotator's machine is asked for."""
-    return EmbeddingCache(max_memory_bytes=EDITING_MEMORY_BYTES, spill=True)
+    box edits, :data:`EDITING_MEMORY_BYTES` of them (or a run's ``working_bytes``, when more) in memory and the
+    rest spilled to a temporary folder, so a 100-slice target on a 512x512 CT stays within the 2 GB the annotator's
+    machine is asked for."""
+    return EmbeddingCache(max_memory_bytes=max(EDITING_MEMORY_BYTES, int(working_bytes)), spill=True)

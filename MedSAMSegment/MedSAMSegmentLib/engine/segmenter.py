@@ -15,7 +15,7 @@ from .decoding import MaskAndIoU, SliceDecoder
 from .encoding import SliceEncoder
 from .memory import default_batch_size
 from .results import CancelCheck, ProgressCallback, SegmentationResult, SliceCallback, flag_slices
-from .strategies import Run, segment_guided, segment_interpolated, segment_propagated
+from .strategies import Run, one_shot_cache_bytes, segment_guided, segment_interpolated, segment_propagated
 from .views import Region
 
 
@@ -41,8 +41,10 @@ class VolumeSegmenter:
             pass  # a colour volume: slices are (H, W, 3)
         elif volume_u8.ndim != 3:
             raise ValueError(f"a volume must be 3D, got shape {volume_u8.shape}")
-        self.encoder = SliceEncoder(model, volume_u8, slice_axis, cache if cache is not None else editing_cache(),
-                                    max(1, int(batch_size or default_batch_size(model))))
+        batch_size = max(1, int(batch_size or default_batch_size(model)))
+        if cache is None:
+            cache = editing_cache(one_shot_cache_bytes(batch_size))  # a run's chunks always fit in memory
+        self.encoder = SliceEncoder(model, volume_u8, slice_axis, cache, batch_size)
         self.decoder = SliceDecoder(self.encoder)
 
     @property
