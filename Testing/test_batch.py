@@ -17,7 +17,7 @@ from medsam_batch import ExecutorChoice, ManifestError, read_manifest, run_batch
 from medsam_batch.jobs import RECORDS
 from medsam_batch.ray_executor import RAY_MISSING, gpus_per_worker, on_loopback, ray_workers
 from MedSAMSegmentLib import cli, demo, io
-from MedSAMSegmentLib.settings import ModelSettings, SegmentationSettings
+from MedSAMSegmentLib.settings import ModelSettings, SegmentationSettings, SettingsError
 
 LESIONS = ("ct_lesion_000002_03_01_035-047", "ct_lesion_000009_03_01_036-048")
 
@@ -172,7 +172,7 @@ def test_a_killed_batch_resumes_with_only_its_unfinished_cases(cohort, tmp_path)
     ("local", "auto", "127.0.0.1:6379", "--address 127.0.0.1:6379: only the ray executor joins a cluster"),
 ])
 def test_executor_choices_are_checked_with_one_line_naming_the_flag(kind, workers, address, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(SettingsError, match=message):
         ExecutorChoice(kind, workers, address)
 
 
@@ -273,3 +273,13 @@ def test_ray_batch_on_a_two_node_loopback_cluster_survives_a_killed_worker_and_r
         assert _outputs(str(out), expected) == expected
     finally:
         cluster.shutdown()
+
+
+@pytest.mark.parametrize("command", ["batch", "evaluate"])
+def test_a_bad_executor_choice_exits_2_before_any_model_loads(tmp_path, monkeypatch, capsys, command):
+    monkeypatch.setattr(ModelSettings, "load", lambda self: pytest.fail("the model was loaded"))
+    manifest = _demo_manifest(tmp_path, [f"{demo.DEMO_IMAGE},{demo.DEMO_BOXES},a,a.nii.gz,none"])
+    first = [manifest] if command == "batch" else ["--cases", shared_data_path("cases.json")]
+    assert cli.main([command, *first, "--out", str(tmp_path / "out"), "--workers", "0", "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "medsam-segment: error: --workers 0: give a whole number of workers, 1 or more, or auto"]

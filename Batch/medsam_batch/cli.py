@@ -20,15 +20,12 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_batch_command(args: argparse.Namespace) -> int:
-    from MedSAMSegmentLib.cli import EXIT_OK, EXIT_RUNTIME, UsageError
+    from MedSAMSegmentLib.cli import EXIT_OK, EXIT_RUNTIME
 
     from .batch import failed_line, run_batch
     from .jobs import BoxOptions
 
-    try:
-        executor = executor_from_arguments(args)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    executor = executor_from_arguments(args)
     log = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))
     report = run_batch(args.manifest, args.out, from_arguments(SegmentationSettings, args),
                        from_arguments(ModelSettings, args), BoxOptions(args.margin, args.line_margin, args.slice_axis),

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
 
 from MedSAMSegmentLib.hardware import allowed_cpus
+from MedSAMSegmentLib.settings import SettingsError
 
 #: The executors, the first the default.
 EXECUTORS = ("local", "ray")
@@ -102,7 +103,7 @@ def _run_local_item(item):
 class ExecutorChoice:
     """Where tasks run: ``kind`` (:data:`EXECUTORS`), ``workers`` (a count or ``auto``) and, for Ray, the
     cluster's ``address`` (None: a private Ray on this machine, loopback only). Construction checks the values and
-    raises ``ValueError`` with one line naming the flag."""
+    raises ``SettingsError`` with one line naming the flag (exit 2 on the command line)."""
 
     kind: str = "local"
     workers: object = "auto"
@@ -110,11 +111,11 @@ class ExecutorChoice:
 
     def __post_init__(self) -> None:
         if self.kind not in EXECUTORS:
-            raise ValueError(f"--executor {self.kind}: use one of {', '.join(EXECUTORS)}")
+            raise SettingsError(f"--executor {self.kind}: use one of {', '.join(EXECUTORS)}")
         if self.workers != "auto" and (not str(self.workers).isdigit() or int(str(self.workers)) < 1):
-            raise ValueError(f"--workers {self.workers}: give a whole number of workers, 1 or more, or auto")
+            raise SettingsError(f"--workers {self.workers}: give a whole number of workers, 1 or more, or auto")
         if self.address is not None and self.kind != "ray":
-            raise ValueError(f"--address {self.address}: only the ray executor joins a cluster; add --executor ray")
+            raise SettingsError(f"--address {self.address}: only the ray executor joins a cluster; add --executor ray")
 
 
 def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
