@@ -105,7 +105,7 @@ class ExecutorChoice:
     cluster's ``address`` (None: a private Ray on this machine, loopback only). Construction checks the values and
     raises ``SettingsError`` with one line naming the flag (exit 2 on the command line)."""
 
-    kind: str = "local"
+    kind: str = EXECUTORS[0]
     workers: object = "auto"
     address: Optional[str] = None
 

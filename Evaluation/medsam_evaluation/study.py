@@ -48,15 +48,16 @@ def evaluate(config: EvaluationConfig, model=None, cache=None, log: Callable[[st
         config = config.without(*RECIPE_METHODS)
     needs_model = any(m in MODEL_METHODS + RECIPE_METHODS for m in config.methods)
     executor = config.executor
+    own_workers = needs_model and model is None and cache is None
+    on_ray = own_workers and executor.kind == "ray"
     n_workers = 1
-    if needs_model and model is None and cache is None:
-        if executor.kind == "ray":
-            n_workers = len(allowed_cpus())  # Ray's actors on this machine, at most: their share of its memory
-        else:
-            n_workers = evaluation_workers(executor.workers, len(cases), config.model.device)
-            executor = dataclasses.replace(executor, workers=n_workers)
+    if on_ray:
+        n_workers = len(allowed_cpus())  # Ray's actors on this machine, at most: their share of its memory
+    elif own_workers:
+        n_workers = evaluation_workers(executor.workers, len(cases), config.model.device)
+        executor = dataclasses.replace(executor, workers=n_workers)
     cache_bytes = evaluation_cache_bytes() // n_workers
-    if executor.kind == "ray" and n_workers > 1:
+    if on_ray:
         report.notes.append("cases on Ray actors of one core each, one case at a time each: every seconds column "
                             "is one actor's")
         log("cases on Ray actors" + (f" at {executor.address}" if executor.address else " on a private Ray here"))
