@@ -190,6 +190,7 @@ class MedSAMSegmentParameterNode:
     guide: str = _DEFAULTS.guide
     refine: str = _DEFAULTS.refine
     retry: str = _DEFAULTS.retry
+    slices: str = _DEFAULTS.slices
 
 
 class MedSAMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):

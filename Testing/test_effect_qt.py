@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from conftest import REPO, shared_data_path
 from MedSAMSegmentLib.key_box_nodes import RunTarget
+from MedSAMSegmentLib.settings import SettingsError
 from slicer_scene import make_segment_editor, make_volume, mrml_scene_fixture, slicer, vtk, vtk_matrix  # noqa: F401
 from slicer_standin import AbstractScriptedSegmentEditorEffect
 from standin_fixtures import MAX_TICK_GAP_S, standin_fixture, worker_logic_fixture  # noqa: F401
@@ -352,7 +353,7 @@ def test_parameters_are_stored_with_one_effect_prefix(standin, mrml_scene, capsy
     assert medsam_attributes() == {"MedSAM.Strategy": "interpolate", "MedSAM.Intensity": "auto",
                                    "MedSAM.Model": "lite", "MedSAM.Device": "auto", "MedSAM.MrRule": "auto",
                                    "MedSAM.Zoom": "union", "MedSAM.Guide": "auto", "MedSAM.Refine": "off",
-                                   "MedSAM.Retry": "off", "MedSAM.Preview": "1"}
+                                   "MedSAM.Retry": "off", "MedSAM.Slices": "every", "MedSAM.Preview": "1"}
     effect.strategyCombo.select("propagate")
     effect.intensityCombo.select("ct:soft_tissue")
     effect.checkpointPath.currentPath = "/models/medsam_vit_b.pth"
@@ -376,6 +377,11 @@ def test_parameters_are_stored_with_one_effect_prefix(standin, mrml_scene, capsy
         "published", "best", "mean", "box", "zoom")
     opened.scripted.setParameter("Zoom", "off")
     assert effect.accuracyCombos["Zoom"].currentData == "off"
+    effect.accuracyCombos["Slices"].select("alternate")  # every second slice: interpolate only
+    with pytest.raises(SettingsError, match="--slices alternate works with --strategy interpolate"):
+        effect.settings().segmentation_settings(volume)
+    effect.strategyCombo.select("interpolate")
+    assert effect.settings().segmentation_settings(volume).slices == "alternate"
     assert_quiet(standin, capsys)
 
 

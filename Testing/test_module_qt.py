@@ -302,9 +302,10 @@ def test_parameter_node_keeps_the_choices_and_survives_reentering(standin, mrml_
     # The accuracy options: every one of the command line's, defaulting to its defaults, kept on the node.
     assert settings.accuracy() == SegmentationSettings().accuracy()
     assert ui.accuracyCollapsibleButton.collapsed
-    chosen = {"mr_rule": "published", "zoom": "best", "guide": "mean", "refine": "box", "retry": "zoom"}
+    chosen = {"mr_rule": "published", "zoom": "best", "guide": "mean", "refine": "box", "retry": "zoom",
+              "slices": "alternate"}
     combos = {"mr_rule": ui.mrRuleComboBox, "zoom": ui.zoomComboBox, "guide": ui.guideComboBox,
-              "refine": ui.refineComboBox, "retry": ui.retryComboBox}
+              "refine": ui.refineComboBox, "retry": ui.retryComboBox, "slices": ui.slicesComboBox}
     for name, value in chosen.items():
         combos[name].select(value)
         assert node.GetParameter(name) == value
@@ -339,7 +340,7 @@ def test_parameter_node_wrapper_stores_as_slicers_does(standin, mrml_scene):
     assert {n: node.GetParameter(n) for n in node.GetParameterNames()} == {
         "inputVolume": "", "segmentation": "", "segmentName": "MedSAM", "strategy": "interpolate",
         "intensity": "auto", "model": "lite", "checkpoint": "", "device": "auto", "mr_rule": "auto",
-        "zoom": "union", "guide": "auto", "refine": "off", "retry": "off"}
+        "zoom": "union", "guide": "auto", "refine": "off", "retry": "off", "slices": "every"}
     assert wrapped.inputVolume is None and wrapped.segmentName == "MedSAM"
     volume = small_volume(mrml_scene)
     wrapped.inputVolume = volume

@@ -18,11 +18,12 @@ SEGMENT = ["segment", "img.nii.gz", "--boxes", "b.json", "-o", "m.nii.gz"]
 
 
 def test_published_preset_is_derived_from_the_fields():
-    assert PUBLISHED == {"mr_rule": "published", "zoom": "off", "guide": "off", "refine": "off", "retry": "off"}
+    assert PUBLISHED == {"mr_rule": "published", "zoom": "off", "guide": "off", "refine": "off", "retry": "off",
+                         "slices": "every"}
     assert SegmentationSettings(**PUBLISHED).is_published
     assert not SegmentationSettings().is_published
     assert SegmentationSettings().accuracy() == {"mr_rule": "auto", "zoom": "union", "guide": "auto",
-                                                 "refine": "off", "retry": "off"}
+                                                 "refine": "off", "retry": "off", "slices": "every"}
 
 
 @pytest.mark.parametrize("cls", [SegmentationSettings, ModelSettings])

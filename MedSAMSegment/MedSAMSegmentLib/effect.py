@@ -78,6 +78,10 @@ ACCURACY_OPTIONS: Dict[str, Tuple[str, Dict[str, str]]] = {
     }),
     "refine": ("Clean-up", {"off": "Raw masks", "box": "Clip to the box and fill holes"}),
     "retry": ("Low-confidence slices", {"off": "Keep", "zoom": "Decode again with the other view"}),
+    "slices": ("Slices read", {
+        "every": "Every slice",
+        "alternate": "Every second in long targets, the others filled (faster)",
+    }),
 }
 
 
@@ -112,6 +116,7 @@ class EffectSettings:
     guide: str = _DEFAULTS.guide
     refine: str = _DEFAULTS.refine
     retry: str = _DEFAULTS.retry
+    slices: str = _DEFAULTS.slices
     preview: bool = True  # decode the boxes so far while the user draws, shown in a preview node
 
     def check(self) -> None:

@@ -24,6 +24,7 @@ ZOOMS = ("off", "auto", "best", "union")
 GUIDES = ("off", "mean", "union", "mask", "auto")
 REFINES = ("off", "box")
 RETRIES = ("off", "zoom")
+SLICE_READS = ("every", "alternate")
 MODEL_NAMES = ("lite", "vit_b")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BACKENDS = ("auto", "torch", "openvino")
@@ -45,8 +46,9 @@ def _option(default: Any, help: str, choices: Optional[Tuple[str, ...]] = None, 
 
 @dataclass(frozen=True)
 class SegmentationSettings:
-    """What to segment how. The accuracy options (``mr_rule``, ``zoom``, ``guide``, ``refine``, ``retry``) default to
-    the choices the evaluation made (docs/accuracy.md); :data:`PUBLISHED` holds MedSAM's published behaviour.
+    """What to segment how. The accuracy options (``mr_rule``, ``zoom``, ``guide``, ``refine``, ``retry``,
+    ``slices``) default to the choices the evaluation made (docs/accuracy.md); :data:`PUBLISHED` holds MedSAM's
+    published behaviour.
 
     Raises :class:`SettingsError` at construction for a value outside its choices or range.
     """
@@ -65,6 +67,10 @@ class SegmentationSettings:
     refine: str = _option("off", "clip masks to their boxes and fill holes", REFINES, published="off")
     retry: str = _option("off", "decode slices with a low predicted IoU again with the other view", RETRIES,
                          published="off")
+    slices: str = _option("every", "the model reads every slice between the first and last key box, or (alternate, "
+                          "interpolate only) every second one in targets of 10 or more slices, the others filled "
+                          "from their neighbours' masks: about a third fewer encodings (docs/speed.md)", SLICE_READS,
+                          published="every")
 
     def __post_init__(self) -> None:
         _check_choices(self)
@@ -79,6 +85,9 @@ class SegmentationSettings:
             object.__setattr__(self, "window", window)
         if not (math.isfinite(self.propagate_margin) and self.propagate_margin >= 0):
             raise SettingsError(f"--propagate-margin {self.propagate_margin!r}: give 0 or more pixels")
+        if self.slices == "alternate" and self.strategy != "interpolate":
+            raise SettingsError(f"--slices alternate works with --strategy interpolate; use --slices every with "
+                                f"--strategy {self.strategy}")
 
     @property
     def is_published(self) -> bool:

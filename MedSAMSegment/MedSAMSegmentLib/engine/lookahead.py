@@ -7,6 +7,7 @@ from typing import List, Optional, Tuple
 
 from ..geometry import KeyBoxSet, interpolate_boxes
 from ..settings import SegmentationSettings
+from .alternate import reads_ahead, skipped_slices
 from .encoding import View
 from .views import first_view
 
@@ -27,20 +28,22 @@ def views_ahead(keys: KeyBoxSet, settings: SegmentationSettings, slice_size: Tup
        first or last key slice, away from the others; around it both ways when it is the only one. Where every
        slice is read whole anyway (``zoom`` ``best``/``union``, ``retry``), the whole slice: it does not depend
        on the boxes still to come; otherwise the view the newest box would need there (its crop snaps to a grid,
-       so a box drawn nearby keeps it).
+       so a box drawn nearby keeps it). Under ``slices="alternate"``, only the guessed slices an alternate run
+       would read if the next key box landed on the farthest guess.
 
     ``keys`` must already be checked against the volume (:func:`geometry.validate_key_boxes`).
     """
     boxes = interpolate_boxes(keys.boxes)
     key_slices = sorted(k.slice_index for k in keys.boxes)
     both_views = settings.zoom in ("best", "union") or settings.retry != "off"
+    skipped = skipped_slices(key_slices, settings)
     views: List[View] = []
-    for s in key_slices + [s for s in sorted(boxes) if s not in key_slices]:
+    for s in key_slices + [s for s in sorted(boxes) if s not in key_slices and s not in skipped]:
         view = first_view(boxes[s], settings.zoom, slice_size, input_size)
         views.append((s, view))
         if view is not None and both_views:
             views.append((s, None))
-    for s in _speculative_slices(key_slices, newest, beyond, n_slices):
+    for s in reads_ahead(_speculative_slices(key_slices, newest, beyond, n_slices), key_slices, settings):
         views.append((s, None if both_views else first_view(boxes[newest], settings.zoom, slice_size, input_size)))
     return list(dict.fromkeys(views))
 

@@ -43,6 +43,7 @@ class SegmentationResult:
     iou: Dict[int, float] = field(default_factory=dict)
     flagged: List[Tuple[int, str]] = field(default_factory=list)
     recomputed: List[int] = field(default_factory=list)  # slices whose decoder ran in this call
+    filled: List[int] = field(default_factory=list)  # slices filled from their neighbours' masks (slices=alternate)
     encoded: int = 0  # slice views (whole slices, zoom crops) whose image embedding was computed in this call
     seconds: float = 0.0
 

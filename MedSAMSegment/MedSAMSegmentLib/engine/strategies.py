@@ -7,6 +7,8 @@
   box + ``propagate_margin`` (``mask``: the mask box alone; ``mean``: their mean; ``union``: the box holding
   both; ``auto``: the union where the interpolated box is small in model pixels, the interpolated box elsewhere).
   Where the mask vanishes the interpolated boxes take over.
+* Under ``slices="alternate"`` both interpolated strategies skip every second slice of long targets and fill it
+  from its neighbours' masks at the end (:mod:`.alternate`); the guided walks step over the skipped slices.
 * :func:`segment_propagated` (``strategy="propagate"``): MedSAM's 3D scheme. From each key box, walk outwards
   slice by slice with the previous slice's mask box + ``propagate_margin``, stopping where the mask vanishes and
   at the midpoint towards the next key slice. With two or more key boxes the outermost ones bound the walks; a
@@ -18,13 +20,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from ..geometry import Box, KeyBoxSet, box_from_mask, interpolate_boxes
+from ..geometry import Box, KeyBoxSet, box_from_mask, interpolate_boxes, take_slice
 from ..hardware import EMBEDDING_BYTES
 from ..settings import SegmentationSettings
+from .alternate import boxes_to_read, filled_iou, halfway_masks, skipped_slices
 from .decoding import DECODE_BATCH, MaskAndIoU, SliceDecoder
 from .encoding import SliceEncoder, View
 from .results import CancelCheck, ProgressCallback, SegmentationResult, SliceCallback, check_cancel
@@ -84,12 +87,32 @@ class Run:
         if self.progress:
             self.progress(done, total, "segmenting slices")
 
+    def fill_skipped(self, boxes: Dict[int, Box], skipped: Set[int]) -> None:
+        """Fill the ``skipped`` slices (``slices="alternate"``) halfway between their neighbours' masks; the model
+        reads those where that is no safe guess. Call once every other slice between the key slices is kept."""
+        if not skipped:
+            return
+        axis = self.result.slice_axis
+        read = {n for s in skipped for n in (s - 1, s + 1)}
+        halfway = halfway_masks(skipped, {n: take_slice(self.result.mask, axis, n) for n in read})
+        filled = {s: (mask, filled_iou(self.result.iou, s)) for s, mask in halfway.items() if mask is not None}
+        to_read = boxes_to_read(skipped, halfway, boxes)
+        if to_read:
+            check_cancel(self.cancel)
+            self.encode(sorted(to_read), to_read)
+            filled.update(self.decode(to_read))
+        for s in sorted(filled):
+            self.keep(s, boxes[s], *filled[s])
+        self.result.filled = sorted(set(filled) - set(to_read))
+        self.report(len(boxes), len(boxes))
+
 
 def segment_interpolated(run: Run, keys: KeyBoxSet) -> SegmentationResult:
     """Interpolated boxes on every slice between the first and last key slice."""
     boxes = interpolate_boxes(keys.boxes)
-    order = sorted(boxes)
-    run.result.slice_range = (order[0], order[-1])
+    run.result.slice_range = (min(boxes), max(boxes))
+    skipped = skipped_slices([k.slice_index for k in keys.boxes], run.settings)
+    order = [s for s in sorted(boxes) if s not in skipped]
     # Decode a few slices together even when encoding one at a time (batched decoding is cheaper per box),
     # while the first masks still reach on_slice long before the volume is done.
     step = max(run.encoder.batch_size, DECODE_CHUNK)
@@ -101,7 +124,8 @@ def segment_interpolated(run: Run, keys: KeyBoxSet) -> SegmentationResult:
         decoded = run.decode({s: boxes[s] for s in batch})
         for s in batch:
             run.keep(s, boxes[s], *decoded[s])
-        run.report(start + len(batch), len(order))
+        run.report(start + len(batch), len(boxes))
+    run.fill_skipped(boxes, skipped)
     return run.result
 
 
@@ -110,9 +134,9 @@ def segment_guided(run: Run, keys: KeyBoxSet) -> SegmentationResult:
     guide, margin = run.settings.guide, run.settings.propagate_margin
     slice_size, input_size = run.encoder.slice_size, run.encoder.model.input_size
     boxes = interpolate_boxes(keys.boxes)
-    order = sorted(boxes)
     key_slices = sorted(k.slice_index for k in keys.boxes)
-    run.result.slice_range = (order[0], order[-1])
+    run.result.slice_range = (min(boxes), max(boxes))
+    skipped = skipped_slices(key_slices, run.settings)
     done = 0
 
     def segment_batch(batch: Dict[int, Box]) -> Dict[int, np.ndarray]:
@@ -122,7 +146,7 @@ def segment_guided(run: Run, keys: KeyBoxSet) -> SegmentationResult:
         decoded = run.decode(batch)
         masks = {s: run.keep(s, batch[s], *decoded[s]) for s in sorted(batch)}
         done += len(batch)
-        run.report(done, len(order))
+        run.report(done, len(boxes))
         return masks
 
     # Walks (and key slices) go in groups, so that the embeddings read again stay a few chunks' worth.
@@ -130,20 +154,21 @@ def segment_guided(run: Run, keys: KeyBoxSet) -> SegmentationResult:
     previous: Dict[int, np.ndarray] = {}
     for start in range(0, len(key_slices), group):
         previous.update(segment_batch({s: boxes[s] for s in key_slices[start : start + group]}))
-    # One walk per side of each gap: [current slice, step, last slice of the walk, previous mask or None]
+    # One walk per side of each gap, over the slices it reads: [slices still to walk, previous mask or None]
     walks: List[list] = []
     for a, b in zip(key_slices, key_slices[1:]):
         middle = (a + b) // 2
-        if a + 1 <= middle:
-            walks.append([a + 1, +1, middle, previous[a]])
-        if b - 1 >= middle + 1:
-            walks.append([b - 1, -1, middle + 1, previous[b]])
+        for slices, mask in ((range(a + 1, middle + 1), previous[a]), (range(b - 1, middle, -1), previous[b])):
+            slices = [s for s in slices if s not in skipped]
+            if slices:
+                walks.append([slices, mask])
     while walks:
         remaining = []
         for start in range(0, len(walks), group):
             members = walks[start : start + group]
             batch = {}
-            for s, _, _, mask in members:
+            for slices, mask in members:
+                s = slices[0]
                 guided = None if mask is None else box_from_mask(mask, margin)
                 how = guide
                 if guide == "auto":
@@ -154,13 +179,14 @@ def segment_guided(run: Run, keys: KeyBoxSet) -> SegmentationResult:
                     batch[s] = combine_boxes(boxes[s], guided, how, slice_size)
             masks = segment_batch(batch)
             for walk in members:
-                s, step, last, mask = walk
+                slices, mask = walk
                 # Where the mask vanishes the walk goes on with the interpolated boxes only.
-                walk[3] = masks[s] if mask is not None and masks[s].any() else None
-                if s != last:
-                    walk[0] = s + step
+                walk[1] = masks[slices[0]] if mask is not None and masks[slices[0]].any() else None
+                if len(slices) > 1:
+                    walk[0] = slices[1:]
                     remaining.append(walk)
         walks = remaining
+    run.fill_skipped(boxes, skipped)
     return run.result
 
 
