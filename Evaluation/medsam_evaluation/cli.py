@@ -8,6 +8,7 @@ options come from the core's settings (:mod:`MedSAMSegmentLib.settings`), define
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from medsam_batch.executors import add_executor_arguments, executor_from_arguments
 from MedSAMSegmentLib.settings import (
@@ -103,6 +104,8 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interval", type=float, nargs="+", default=list(INTERVALS), metavar="S",
                         help="interactive: the annotator's seconds per key box (default "
                              f"{' '.join(f'{i:g}' for i in INTERVALS)})")
+    add_arguments(parser, SegmentationSettings,
+                  exclude=tuple(f.name for f in dataclasses.fields(SegmentationSettings) if f.name != "slices"))
     # The model is LiteMedSAM (the published recipe is its); the benchmark runs on the CPU unless told otherwise.
     add_arguments(parser, ModelSettings, exclude=("model", "checkpoint"))
     _set_default(parser, "device", "cpu")
@@ -123,7 +126,9 @@ def run_benchmark(args: argparse.Namespace) -> int:
     model = from_arguments(ModelSettings, args)
     if any(interval <= 0 for interval in args.interval):
         raise SettingsError("--interval: seconds per key box must be above 0")
-    benchmark(args.out, args.cases, args.case, args.config, model, log=_logger(args.quiet), intervals=args.interval)
+    slices = SegmentationSettings(slices=args.slices).slices  # checked: one line and exit 2 for a bad choice
+    benchmark(args.out, args.cases, args.case, args.config, model, log=_logger(args.quiet), intervals=args.interval,
+              slices=slices)
     return 0
 
 

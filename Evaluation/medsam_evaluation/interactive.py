@@ -38,8 +38,9 @@ TARGET_LATENCY_S = 2.0
 
 
 def replay(model, array: np.ndarray, reference: np.ndarray, axis: int, modality: str, interval: float,
-           spacing: int = KEY_SPACING) -> Dict[str, object]:
-    """One annotator session on one case (see the module); returns its measures."""
+           spacing: int = KEY_SPACING, slices: str = "every") -> Dict[str, object]:
+    """One annotator session on one case (see the module) with the defaults but ``slices``; returns its
+    measures."""
     from MedSAMSegmentLib import pipeline
     from MedSAMSegmentLib.engine import EmbeddingCache
     from MedSAMSegmentLib.metrics import dice
@@ -50,7 +51,7 @@ def replay(model, array: np.ndarray, reference: np.ndarray, axis: int, modality:
     from .simulate import simulate_key_boxes
 
     keys = simulate_key_boxes(reference, axis, spacing, margin=3)
-    settings = SegmentationSettings(modality=modality)
+    settings = SegmentationSettings(modality=modality, slices=slices)
     cache = EmbeddingCache()
     with SegmentationSession.open(model, array, axis, settings, cache=cache) as session:
         started = time.perf_counter()
@@ -94,7 +95,8 @@ def recipe_seconds(array: np.ndarray, reference: np.ndarray, axis: int, modality
 
 
 def run_case(cases_json: str, case_name: str, intervals: Sequence[float], device: str = "cpu",
-             precision: str = "auto", backend: str = "auto", with_recipe: bool = True) -> Dict[str, object]:
+             precision: str = "auto", backend: str = "auto", with_recipe: bool = True,
+             slices: str = "every") -> Dict[str, object]:
     """Every interval's replay on one case, then the recipe; the case process's measures."""
     from MedSAMSegmentLib import io
     from MedSAMSegmentLib.models import load_model
@@ -106,7 +108,8 @@ def run_case(cases_json: str, case_name: str, intervals: Sequence[float], device
     reference, _ = io.read_mask(case.label, case.label_values)
     modality = modality_setting(case, image.array)
     model = load_model("lite", device=device, precision=precision, backend=backend)
-    replays = [replay(model, image.array, reference, case.slice_axis, modality, interval) for interval in intervals]
+    replays = [replay(model, image.array, reference, case.slice_axis, modality, interval, slices=slices)
+               for interval in intervals]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     out: Dict[str, object] = {"case": case.name, "shape": list(image.array.shape), "replays": replays,
                               "peak_rss_mib": peak, "acceleration": getattr(model, "acceleration", "")}
@@ -117,7 +120,7 @@ def run_case(cases_json: str, case_name: str, intervals: Sequence[float], device
 
 def interactive_benchmark(cases_json: str, case_names: Optional[Sequence[str]], intervals: Sequence[float],
                           device: str = "cpu", precision: str = "auto", backend: str = "auto", with_recipe=True,
-                          env: Optional[Dict[str, str]] = None, log=print) -> Dict[str, object]:
+                          env: Optional[Dict[str, str]] = None, log=print, slices: str = "every") -> Dict[str, object]:
     """Run :func:`run_case` for each case (all of ``cases_json`` when ``case_names`` is None), each in its own
     process; returns ``{"cases": [...], "summary": {...}}``."""
     from .cases import load_cases
@@ -126,7 +129,8 @@ def interactive_benchmark(cases_json: str, case_names: Optional[Sequence[str]], 
     rows: List[Dict[str, object]] = []
     for number, name in enumerate(names, 1):
         command = [sys.executable, "-m", __name__, "--cases", cases_json, "--case", name, "--device", device,
-                   "--precision", precision, "--backend", backend, "--interval", *[str(i) for i in intervals]]
+                   "--precision", precision, "--backend", backend, "--slices", slices,
+                   "--interval", *[str(i) for i in intervals]]
         if not with_recipe:
             command.append("--no-recipe")
         done = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -137,7 +141,7 @@ def interactive_benchmark(cases_json: str, case_names: Optional[Sequence[str]], 
         rows.append(json.loads(lines[-1]))
         latencies = ", ".join(f"{r['latency_s']:.2f} s at {r['interval_s']:g} s/box" for r in rows[-1]["replays"])
         log(f"[{number}/{len(names)}] {name}: {latencies}")
-    return {"cases": rows, "summary": summarise(rows, intervals)}
+    return {"cases": rows, "summary": summarise(rows, intervals), "slices": slices}
 
 
 def summarise(rows: Sequence[Dict[str, object]], intervals: Sequence[float]) -> Dict[str, object]:
@@ -171,7 +175,9 @@ def format_interactive_table(results: Dict[str, object], machine: str = "") -> s
     head += ["recipe from the click, s", "move a box, s", "peak MiB", "DSC", "same mask"]
     lines = [f"- machine: {machine}" if machine else "",
              f"- annotator: a key box every {KEY_SPACING} slices, one box every "
-             + " or ".join(f"{i:g}" for i in intervals) + " s; defaults; the model loaded beforehand", "",
+             + " or ".join(f"{i:g}" for i in intervals) + " s; defaults"
+             + ("" if results.get("slices", "every") == "every" else f" but --slices {results['slices']}")
+             + "; the model loaded beforehand", "",
              "| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 2) + " --- |"]
     for row in rows:
         first = row["replays"][0]
@@ -206,9 +212,10 @@ def _case_main(argv=None) -> int:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--no-recipe", action="store_true")
+    parser.add_argument("--slices", default="every")
     args = parser.parse_args(argv)
     out = run_case(args.cases, args.case, args.interval, args.device, args.precision, args.backend,
-                   not args.no_recipe)
+                   not args.no_recipe, slices=args.slices)
     print(json.dumps(out), flush=True)
     return 0
 
