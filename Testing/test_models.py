@@ -9,6 +9,7 @@ from conftest import shared_data_path
 from MedSAMSegmentLib.error_text import first_line
 from MedSAMSegmentLib.intensity import normalise_volume
 from MedSAMSegmentLib.models import LiteMedSAM, MedSAMViTB, ModelError, SliceModel, choose_device, load_model
+from skimage import transform as skimage_transform
 
 
 def real_slices():
@@ -97,6 +98,21 @@ def random_vit_b_checkpoint(tmp_path_factory):
     return str(path)
 
 
+@pytest.mark.parametrize("shape", [(512, 512), (101, 122), (1500, 1100), (700, 1300, 3)],
+                         ids=["same-aspect-up", "odd-up", "down", "colour-mixed"])
+def test_the_published_resize_equals_scikit_images(shape):
+    """MedSAM_Inference.py's ``transform.resize(..., order=3, preserve_range=True, anti_aliasing=True)
+    .astype(np.uint8)``, up and down (where the Gaussian applies), grey and colour."""
+    from MedSAMSegmentLib.published_resize import published_resize
+
+    rng = np.random.default_rng(sum(shape))
+    image = np.clip(rng.normal(110, 60, size=shape), 0, 255).astype(np.uint8)
+    image[: shape[0] // 3] //= 3  # structure and edges, not only noise
+    expected = skimage_transform.resize(image, (1024, 1024), order=3, preserve_range=True,
+                                        anti_aliasing=True).astype(np.uint8)
+    np.testing.assert_array_equal(published_resize(image, 1024), expected)
+
+
 @pytest.mark.slow
 def test_vit_b_follows_its_recipe(random_vit_b_checkpoint):
     model = load_model("vit_b", checkpoint=random_vit_b_checkpoint, device="cpu")
@@ -106,10 +122,12 @@ def test_vit_b_follows_its_recipe(random_vit_b_checkpoint):
     assert tuple(embedding.shape) == (1, 256, 64, 64)
     logits, iou = model.decode(embedding, box[None], image.shape)
     assert logits.shape == (1, h, w) and iou.shape == (1,)
-    # MedSAM's inference: bicubic 1024x1024, min-max, image encoder called directly, box scaled per axis.
-    img_1024 = cv2.resize(np.repeat(image[:, :, None], 3, -1).astype(np.float32), (1024, 1024),
-                          interpolation=cv2.INTER_CUBIC)
-    img_1024 = (img_1024 - img_1024.min()) / np.clip(img_1024.max() - img_1024.min(), 1e-8, None)
+    # MedSAM_Inference.py step by step: scikit-image's resize to uint8, min-max, the image encoder called directly,
+    # the box scaled per axis, sigmoid, bilinear upsampling, 0.5.
+    img_3c = np.repeat(image[:, :, None], 3, axis=-1)
+    img_1024 = skimage_transform.resize(img_3c, (1024, 1024), order=3, preserve_range=True,
+                                        anti_aliasing=True).astype(np.uint8)
+    img_1024 = (img_1024 - img_1024.min()) / np.clip(img_1024.max() - img_1024.min(), a_min=1e-8, a_max=None)
     net = model.net
     with torch.no_grad():
         expected_embedding = net.image_encoder(torch.tensor(img_1024).float().permute(2, 0, 1)[None])
@@ -117,6 +135,7 @@ def test_vit_b_follows_its_recipe(random_vit_b_checkpoint):
         sparse, dense = net.prompt_encoder(points=None, boxes=torch.tensor(box_1024[None, None]).float(), masks=None)
         low_res, _ = net.mask_decoder(expected_embedding, net.prompt_encoder.get_dense_pe(), sparse, dense, False)
         prob = F.interpolate(torch.sigmoid(low_res), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+    np.testing.assert_array_equal(model.preprocess(image), torch.tensor(img_1024).float().permute(2, 0, 1).numpy())
     np.testing.assert_allclose(embedding.numpy(), expected_embedding.numpy(), atol=1e-3)
     assert ((logits[0] > 0) == (prob.numpy() > 0.5)).mean() > 0.999
 

@@ -6,8 +6,8 @@ Each backend follows its model's published preprocessing exactly (tested against
 
 * LiteMedSAM (default): longest side to 256 with ``cv2.INTER_AREA``, min-max to [0, 1], zero padding to
   256x256, box scaled by ``256 / max(H, W)``; logits cropped to the unpadded area, bilinear to (H, W).
-* MedSAM ViT-B: bicubic resize to 1024x1024 ignoring aspect, min-max to [0, 1], no ImageNet mean/std, box
-  scaled per axis; 256x256 logits bilinear to (H, W).
+* MedSAM ViT-B: MedSAM_Inference.py's resize to 1024x1024 ignoring aspect (:mod:`.published_resize`), min-max
+  to [0, 1], no ImageNet mean/std, box scaled per axis; 256x256 logits bilinear to (H, W).
 
 ``torch`` is imported only when a model is built, so the rest of the library stays light.
 """
@@ -301,17 +301,20 @@ class MedSAMViTB(SliceModel):
                 "medsam_vit_b.pth (ViT-H/L SAM checkpoints or LiteMedSAM weights do not fit)"
             ) from exc
         self.checkpoint_path = checkpoint
-        self.fingerprint = f"medsam-vit-b-1024:{file_sha256(checkpoint)[:16]}"
+        # "r2": the published resize (the cv2 bicubic resize before it gave other embeddings).
+        self.fingerprint = f"medsam-vit-b-1024r2:{file_sha256(checkpoint)[:16]}"
         self.net = net.to(self.device).eval()
         self._torch = torch
 
     def preprocess(self, slice_2d: np.ndarray) -> np.ndarray:
-        """(3, 1024, 1024) float32 input: bicubic resize without keeping aspect, min-max to [0, 1]."""
-        import cv2
+        """(3, 1024, 1024) float32 input as MedSAM's inference script makes it: its resize to uint8
+        (:func:`published_resize.published_resize`), then min-max to [0, 1] in float64."""
+        from .published_resize import published_resize
 
-        image = three_channels(slice_2d).astype(np.float32)
-        resized = cv2.resize(image, (self.input_size, self.input_size), interpolation=cv2.INTER_CUBIC)
-        return np.ascontiguousarray(_min_max(resized).transpose(2, 0, 1))
+        resized = published_resize(three_channels(np.asarray(slice_2d)), self.input_size)
+        low, high = float(resized.min()), float(resized.max())
+        scaled = (resized - low) / max(high - low, 1e-8)
+        return np.ascontiguousarray(scaled.transpose(2, 0, 1), dtype=np.float32)
 
     def encode(self, slices: Sequence[np.ndarray]) -> torch.Tensor:
         torch = self._torch
