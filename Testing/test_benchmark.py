@@ -86,6 +86,13 @@ def test_interactive_options_parse_and_bad_intervals_are_refused(capsys):
     assert cli.build_parser().parse_args(["benchmark"]).config == list(benchmark.DEFAULT_CONFIGS)
     assert cli.main(["benchmark", "--config", "interactive", "--interval", "0"]) == 2
     assert capsys.readouterr().err.strip().endswith("--interval: seconds per key box must be above 0")
+    args = cli.build_parser().parse_args(["benchmark", "--config", "interactive", "--slices", "alternate",
+                                          "--no-recipe"])
+    assert args.slices == "alternate" and not args.with_recipe
+    assert cli.build_parser().parse_args(["benchmark"]).slices == "every"
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["benchmark", "--config", "interactive", "--slices", "half"])
+    assert exited.value.code == 2 and "--slices" in capsys.readouterr().err
 
 
 def _replay(interval, latency, same=True):
@@ -107,6 +114,9 @@ def test_interactive_table_gives_medians_per_interval_and_says_when_a_mask_diffe
     assert "| c2 | 11 | 3 | 2.00 | 10.0 | 1 | 4.00 | 12.0 | 1 | 20.0 | 0.30 | 1002 | 0.800 | yes |" in table
     assert "| c3 |" in table and table.splitlines()[-1].endswith("| NO |")
     assert "**2.00**" in table and "**4.00**" in table and "**20.0**" in table
+    assert "; defaults; the model" in table
+    alternate = interactive.format_interactive_table({"cases": rows, "summary": summary, "slices": "alternate"})
+    assert "; defaults but --slices alternate; the model" in alternate
 
 
 @pytest.mark.slow

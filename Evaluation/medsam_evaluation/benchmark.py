@@ -309,6 +309,7 @@ def benchmark(
     log=print,
     intervals: Sequence[float] = INTERVALS,
     slices: str = "every",
+    with_recipe: bool = True,
 ) -> Dict[str, Dict[str, object]]:
     """Run every configuration in its own process; print and (with ``out_dir``) write the table.
 
@@ -316,7 +317,7 @@ def benchmark(
     :data:`DEFAULT_CASE` (``interactive``: every case); ``model`` sets the device (default the CPU), the engine's
     batch size and its encoder's precision and backend (the model is LiteMedSAM: the recipe is its);
     ``intervals``: the interactive annotator's seconds per key box; ``slices``: the interactive sessions'
-    ``--slices`` choice."""
+    ``--slices`` choice; ``with_recipe`` False leaves out the interactive configuration's per-case recipe timing."""
     cases_json = default_cases_json(cases_json)
     model = model if model is not None else ModelSettings(device="cpu")
     results: Dict[str, Dict[str, object]] = {}
@@ -328,7 +329,7 @@ def benchmark(
             log("running interactive (an annotator replayed in real time on each case) ...")
             results[config] = interactive_benchmark(
                 cases_json, [case_name] if case_name else None, intervals, model.device, model.precision,
-                model.backend, env=_worker_env(), log=log, slices=slices)
+                model.backend, with_recipe=with_recipe, env=_worker_env(), log=log, slices=slices)
             continue
         command = [sys.executable, "-m", f"{__package__}.benchmark", "--worker", config, "--device", model.device,
                    "--precision", model.precision, "--backend", model.backend, "--case", case_name or DEFAULT_CASE]

@@ -106,6 +106,9 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{' '.join(f'{i:g}' for i in INTERVALS)})")
     add_arguments(parser, SegmentationSettings,
                   exclude=tuple(f.name for f in dataclasses.fields(SegmentationSettings) if f.name != "slices"))
+    parser.add_argument("--no-recipe", dest="with_recipe", action="store_false",
+                        help="interactive: do not time the published recipe on each case (it is the same whatever "
+                             "--slices and --interval are)")
     # The model is LiteMedSAM (the published recipe is its); the benchmark runs on the CPU unless told otherwise.
     add_arguments(parser, ModelSettings, exclude=("model", "checkpoint"))
     _set_default(parser, "device", "cpu")
@@ -128,7 +131,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
         raise SettingsError("--interval: seconds per key box must be above 0")
     slices = SegmentationSettings(slices=args.slices).slices  # checked: one line and exit 2 for a bad choice
     benchmark(args.out, args.cases, args.case, args.config, model, log=_logger(args.quiet), intervals=args.interval,
-              slices=slices)
+              slices=slices, with_recipe=args.with_recipe)
     return 0
 
 
