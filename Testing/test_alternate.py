@@ -156,13 +156,16 @@ def test_a_session_reading_every_second_slice_gives_the_one_shot_mask():
 
 
 @pytest.mark.slow
-def test_real_litemedsam_reading_every_second_slice_of_a_kidney_keeps_its_accuracy(lite_model):
+def test_real_litemedsam_reading_every_second_slice_of_a_kidney_keeps_its_accuracy(lite_model, tmp_path, capsys):
     """The right kidney of the TotalSegmentator example CT (19 slices, key boxes every 5 from the reference +3 px):
-    the alternate run encodes fewer views and its DSC stays within 0.01 of every slice's."""
+    the alternate run encodes fewer views and its DSC stays within 0.01 of every slice's; the command line gives
+    the same mask and names the filled slices."""
+    import json
+
     from conftest import require_shared_data, shared_data_path
     from medsam_evaluation.cases import find_case, modality_setting
     from medsam_evaluation.simulate import simulate_key_boxes
-    from MedSAMSegmentLib import io
+    from MedSAMSegmentLib import cli, io
     from MedSAMSegmentLib.metrics import dice
 
     require_shared_data()
@@ -178,3 +181,15 @@ def test_real_litemedsam_reading_every_second_slice_of_a_kidney_keeps_its_accura
     assert alternate.filled and alternate.encoded <= every.encoded - len(alternate.filled)
     assert abs(dice(alternate.mask, reference) - dice(every.mask, reference)) < 0.01  # measured +0.0005
     assert sorted(alternate.boxes) == sorted(every.boxes)
+
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"slice_axis": case.slice_axis, "boxes": [
+        {"slice": k.slice_index, "box": list(k.box)} for k in keys.boxes]}))
+    out = tmp_path / "kidney.nii.gz"
+    modality = modality_setting(case, image.array)
+    assert cli.main(["segment", case.image, "--boxes", str(boxes), "-o", str(out), "--modality", modality,
+                     "--slices", "alternate"]) == 0
+    filled = " ".join(str(s) for s in alternate.filled)
+    assert f"filled between their neighbours (--slices alternate): {len(alternate.filled)} slices, {filled}" in (
+        capsys.readouterr().out)
+    np.testing.assert_array_equal(io.read_mask(str(out))[0], alternate.mask)

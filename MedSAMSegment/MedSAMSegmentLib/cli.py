@@ -109,8 +109,11 @@ def run_segment(args: argparse.Namespace) -> int:
     say(args, f"segmented slices {first}-{last} along axis {result.slice_axis} from {len(key_boxes.boxes)} key "
               f"box(es): {int(result.mask.sum())} voxels, {result.encoded} slices encoded, "
               f"{time.perf_counter() - started:.1f} s")
-    ious = " ".join(f"{s}:{result.iou[s]:.2f}" for s in result.slices)
+    ious = " ".join(f"{s}:{result.iou[s]:.2f}" for s in result.slices if s not in result.filled)
     say(args, f"predicted IoU per slice: {ious}")
+    if result.filled:
+        say(args, f"filled between their neighbours (--slices alternate): {len(result.filled)} slices, "
+                  f"{' '.join(str(s) for s in result.filled)}")
     for s, reason in result.flagged:
         say(args, f"review slice {s}: {reason}")
     say(args, f"wrote {args.output}")
