@@ -193,3 +193,14 @@ def test_real_litemedsam_reading_every_second_slice_of_a_kidney_keeps_its_accura
     assert f"filled between their neighbours (--slices alternate): {len(alternate.filled)} slices, {filled}" in (
         capsys.readouterr().out)
     np.testing.assert_array_equal(io.read_mask(str(out))[0], alternate.mask)
+
+
+def test_the_effects_summary_says_how_many_slices_were_filled():
+    from MedSAMSegmentLib.effect import RunOutcome
+
+    keys = _keys([5, 10, 15, 20])
+    result = _run(StandInModel(), _block_volume(), keys, ALTERNATE)
+    summary = RunOutcome(result, keys, "vtkMRMLScalarVolumeNode1", "auto", "CPU").summary()
+    assert f" {len(result.filled)} slice(s) filled between their neighbours." in summary
+    every = RunOutcome(_run(StandInModel(), _block_volume(), keys, EVERY), keys, "v", "auto", "CPU").summary()
+    assert "filled" not in every

@@ -221,10 +221,16 @@ def test_wire_result_keeps_everything_the_effect_shows():
     header, arrays = result_header(served)
     assert arrays["slab"].shape == (5, SHAPE[1], SHAPE[2])  # only the segmented slices cross the pipe
     back = result_from_wire(json.loads(json.dumps(header)), arrays)
-    for name in ("slice_axis", "slice_range", "boxes", "iou", "flagged", "recomputed", "encoded"):
+    for name in ("slice_axis", "slice_range", "boxes", "iou", "flagged", "recomputed", "encoded", "filled"):
         assert getattr(back.result, name) == getattr(served.result, name), name
     np.testing.assert_array_equal(back.result.mask, served.result.mask)
     assert (back.intensity, back.device) == (served.intensity, served.device)
+    # Every second slice read: which slices were filled crosses the pipe too.
+    long_keys = KeyBoxSet(0, [KeyBox(0, (8.0, 6.0, 30.0, 24.0)), KeyBox(9, (10.0, 8.0, 28.0, 22.0))])
+    alternate = pipeline.SegmentationSettings(modality="none", slices="alternate")
+    served = service.segment("v", np.eye(4), long_keys, ModelSpec(device="cpu"), alternate)
+    back = result_from_wire(json.loads(json.dumps(result_header(served)[0])), result_header(served)[1])
+    assert served.result.filled and back.result.filled == served.result.filled
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -227,6 +227,8 @@ class RunOutcome:
             f"Segmented slices {first}-{last} ({total} slices, {recomputed} recomputed, {self.result.encoded} "
             f"encoded) in {self.result.seconds:.1f} s on {self.device}; intensity {self.intensity}."
         )
+        if self.result.filled:
+            text += f" {len(self.result.filled)} slice(s) filled between their neighbours."
         if self.result.flagged:
             text += f" {len(self.result.flagged)} slice(s) flagged for review."
         for warning in self.warnings:

@@ -223,6 +223,7 @@ def result_header(outcome: ServiceResult) -> Tuple[dict, Dict[str, np.ndarray]]:
         "iou": {str(s): float(v) for s, v in result.iou.items()},
         "flagged": [[int(s), str(reason)] for s, reason in result.flagged],
         "recomputed": [int(s) for s in result.recomputed], "encoded": int(result.encoded),
+        "filled": [int(s) for s in result.filled],
         "seconds": float(result.seconds), "intensity": outcome.intensity, "device": outcome.device,
         "warnings": list(outcome.warnings),
     }
@@ -244,6 +245,6 @@ def result_from_wire(header: dict, arrays: Dict[str, np.ndarray]) -> ServiceResu
         iou={int(s): float(v) for s, v in header["iou"].items()},
         flagged=[(int(s), str(reason)) for s, reason in header["flagged"]],
         recomputed=[int(s) for s in header["recomputed"]], encoded=int(header["encoded"]),
-        seconds=float(header["seconds"]),
+        filled=[int(s) for s in header.get("filled", [])], seconds=float(header["seconds"]),
     )
     return ServiceResult(result, str(header["intensity"]), str(header["device"]), list(header["warnings"]))
