@@ -43,6 +43,20 @@ def group_of(name: str) -> str:
     return name.split("_")[0] if not name.startswith("ct_lesion") else "ct_lesion"
 
 
+def leave_one_group_out(scores: dict) -> list:
+    """``scores``: ``{group: [(DSC every, DSC alternate), ...]}``. For each group held out, the choice the other
+    groups' mean difference makes and what it gives on the held-out group: lines of text."""
+    lines = []
+    for held in sorted(scores):
+        others = [a - e for group, pairs in scores.items() if group != held for e, a in pairs]
+        choice = "alternate" if statistics.mean(others) > 0 else "every"
+        held_out = [a - e if choice == "alternate" else 0.0 for e, a in scores[held]]
+        lines.append(f"- {held} held out: the other groups' mean difference {statistics.mean(others):+.4f} chooses "
+                     f"{choice}; on {held} that gives {statistics.mean(held_out):+.4f} (worst case "
+                     f"{min(held_out):+.4f})")
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=None)
@@ -57,7 +71,7 @@ def main() -> int:
     print("| case | slices | DSC every slice | DSC alternate | difference | DSC ITK fill | views encoded "
           "(every / alternate) | s (every / alternate) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    every_scores, alternate_scores, groups = [], [], defaultdict(list)
+    every_scores, alternate_scores, groups, pairs = [], [], defaultdict(list), defaultdict(list)
     encoded = {"every": 0, "alternate": 0}
     seconds = {"every": [], "alternate": []}
     for case in load_cases(cases_json):
@@ -81,6 +95,7 @@ def main() -> int:
         every_scores.append(every_dsc)
         alternate_scores.append(alternate_dsc)
         groups[group_of(case.name)].append(alternate_dsc - every_dsc)
+        pairs[group_of(case.name)].append((every_dsc, alternate_dsc))
         print(f"| {case.name} | {last - first + 1} | {every_dsc:.3f} | {alternate_dsc:.3f} | "
               f"{alternate_dsc - every_dsc:+.4f} | {dice(itk, reference):.3f} | {every.encoded} / "
               f"{alternate.encoded} | {seconds['every'][-1]:.1f} / {seconds['alternate'][-1]:.1f} |", flush=True)
@@ -95,6 +110,8 @@ def main() -> int:
     for group, differences in sorted(groups.items()):
         print(f"- {group}: mean difference {statistics.mean(differences):+.4f} over {len(differences)} cases, "
               f"worst {min(differences):+.4f}")
+    print("\nLeave one group out (the choice made without the group, judged on it):")
+    print("\n".join(leave_one_group_out(pairs)))
     ratios = [a / e for a, e in zip(seconds["alternate"], seconds["every"])]
     print(f"\nViews encoded: {encoded['alternate']} of {encoded['every']} "
           f"({1 - encoded['alternate'] / encoded['every']:.0%} fewer); run time, median ratio alternate/every "
