@@ -117,6 +117,11 @@ def test_interactive_table_gives_medians_per_interval_and_says_when_a_mask_diffe
     assert "; defaults; the model" in table
     alternate = interactive.format_interactive_table({"cases": rows, "summary": summary, "slices": "alternate"})
     assert "; defaults but --slices alternate; the model" in alternate
+    for row in rows:  # run with --no-recipe: no recipe column
+        del row["recipe_s"]
+    table = interactive.format_interactive_table({"cases": rows, "summary": interactive.summarise(rows, (4.0, 2.0))})
+    assert "recipe" not in table
+    assert "| c2 | 11 | 3 | 2.00 | 10.0 | 1 | 4.00 | 12.0 | 1 | 0.30 | 1002 | 0.800 | yes |" in table
 
 
 @pytest.mark.slow

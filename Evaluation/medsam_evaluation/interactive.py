@@ -172,7 +172,8 @@ def format_interactive_table(results: Dict[str, object], machine: str = "") -> s
     for interval in intervals:
         head += [f"{interval:g} s/box: last box to 3D, s", f"{interval:g} s/box: session s",
                  f"{interval:g} s/box: wasted"]
-    head += ["recipe from the click, s", "move a box, s", "peak MiB", "DSC", "same mask"]
+    with_recipe = any("recipe_s" in row for row in rows)
+    head += ["recipe from the click, s"] * with_recipe + ["move a box, s", "peak MiB", "DSC", "same mask"]
     lines = [f"- machine: {machine}" if machine else "",
              f"- annotator: a key box every {KEY_SPACING} slices, one box every "
              + " or ".join(f"{i:g}" for i in intervals) + " s; defaults"
@@ -184,7 +185,7 @@ def format_interactive_table(results: Dict[str, object], machine: str = "") -> s
         cells = [row["case"], str(first["slices"]), str(first["key_boxes"])]
         for r in row["replays"]:
             cells += [f"{r['latency_s']:.2f}", f"{r['session_s']:.1f}", str(r["wasted"])]
-        cells += [f"{row['recipe_s']:.1f}" if "recipe_s" in row else "", f"{first['move_s']:.2f}",
+        cells += [f"{row['recipe_s']:.1f}" if "recipe_s" in row else ""] * with_recipe + [f"{first['move_s']:.2f}",
                   f"{row['peak_rss_mib']:.0f}", f"{first['dsc']:.3f}",
                   "yes" if all(r["same_mask"] for r in row["replays"]) else "NO"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -192,7 +193,7 @@ def format_interactive_table(results: Dict[str, object], machine: str = "") -> s
     for interval in intervals:
         s = summary[f"{interval:g}"]
         cells += [f"**{s['median_latency_s']:.2f}**", "", str(s["wasted"])]
-    cells += [f"**{summary['median_recipe_s']:.1f}**" if "median_recipe_s" in summary else "",
+    cells += [f"**{summary['median_recipe_s']:.1f}**" if "median_recipe_s" in summary else ""] * with_recipe + [
               f"{summary[f'{intervals[0]:g}']['median_move_s']:.2f}", f"max {summary['max_peak_rss_mib']:.0f}", "",
               "yes" if all(summary[f"{i:g}"]["all_same_mask"] for i in intervals) else "NO"]
     lines.append("| " + " | ".join(cells) + " |")
