@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence, Set
 
 import numpy as np
-from scipy import ndimage
 
 from ..geometry import Box
 from ..settings import SegmentationSettings
@@ -44,6 +43,8 @@ def reads_ahead(guessed: List[int], key_slices: Sequence[int], settings: Segment
 
 def signed_distance(mask: np.ndarray) -> np.ndarray:
     """Euclidean distance to the mask's boundary in pixels: negative inside, positive outside."""
+    from scipy import ndimage  # here, not at import: Slicer imports the engine at start-up
+
     inside = ndimage.distance_transform_edt(mask)
     outside = ndimage.distance_transform_edt(~mask)
     return outside - inside
