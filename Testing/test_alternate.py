@@ -204,3 +204,12 @@ def test_the_effects_summary_says_how_many_slices_were_filled():
     assert f" {len(result.filled)} slice(s) filled between their neighbours." in summary
     every = RunOutcome(_run(StandInModel(), _block_volume(), keys, EVERY), keys, "v", "auto", "CPU").summary()
     assert "filled" not in every
+
+
+def test_one_set_of_options_runs_both_strategies():
+    """The evaluation runs ``interpolate`` and ``propagate`` with the user's options: ``alternate`` applies to the
+    first and falls back to every slice for the second, instead of refusing the run."""
+    assert ALTERNATE.with_strategy("propagate").slices == "every"
+    assert ALTERNATE.with_strategy("propagate").strategy == "propagate"
+    assert ALTERNATE.with_strategy("interpolate") == ALTERNATE
+    assert EVERY.with_strategy("propagate").zoom == EVERY.zoom

@@ -68,7 +68,7 @@ class CaseRun:
     def engine_run(self, keys: KeyBoxSet, strategy: str):
         """``(result, seconds, cold seconds, slices segmented)`` of our engine with ``keys``."""
         t0 = time.perf_counter()
-        result = self.segmenter.segment(keys, dataclasses.replace(self.settings, strategy=strategy))
+        result = self.segmenter.segment(keys, self.settings.with_strategy(strategy))
         seconds = time.perf_counter() - t0
         n_slices = len(result.boxes)
         cold = seconds + max(n_slices - result.encoded, 0) * self.encode_per_slice

@@ -94,6 +94,12 @@ class SegmentationSettings:
         """Whether every accuracy option has MedSAM's published value."""
         return all(getattr(self, name) == value for name, value in PUBLISHED.items())
 
+    def with_strategy(self, strategy: str) -> SegmentationSettings:
+        """These settings with ``strategy``; ``slices`` becomes ``every`` for a strategy that reads every slice it
+        walks (``propagate``), so that one set of options can run both strategies (the evaluation does)."""
+        return dataclasses.replace(self, strategy=strategy,
+                                   slices=self.slices if strategy == "interpolate" else "every")
+
     def accuracy(self) -> Dict[str, str]:
         """The accuracy options, by name (the keys of :data:`PUBLISHED`)."""
         return {name: getattr(self, name) for name in PUBLISHED}
