@@ -112,8 +112,9 @@ def three_channels(slice_2d: np.ndarray) -> np.ndarray:
     raise ModelError(f"a slice must be 2D grey or RGB, got an array of shape {slice_2d.shape}")
 
 
-def _min_max(image: np.ndarray) -> np.ndarray:
-    image = image.astype(np.float32)
+def _min_max(image: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+    """``image`` scaled to [0, 1] by its minimum and maximum, computed in ``dtype``."""
+    image = image.astype(dtype)
     low, high = float(image.min()), float(image.max())
     return (image - low) / max(high - low, 1e-8)
 
@@ -312,9 +313,7 @@ class MedSAMViTB(SliceModel):
         from .published_resize import published_resize
 
         resized = published_resize(three_channels(np.asarray(slice_2d)), self.input_size)
-        low, high = float(resized.min()), float(resized.max())
-        scaled = (resized - low) / max(high - low, 1e-8)
-        return np.ascontiguousarray(scaled.transpose(2, 0, 1), dtype=np.float32)
+        return np.ascontiguousarray(_min_max(resized, np.float64).transpose(2, 0, 1), dtype=np.float32)
 
     def encode(self, slices: Sequence[np.ndarray]) -> torch.Tensor:
         torch = self._torch
