@@ -129,9 +129,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
     model = from_arguments(ModelSettings, args)
     if any(interval <= 0 for interval in args.interval):
         raise SettingsError("--interval: seconds per key box must be above 0")
-    slices = SegmentationSettings(slices=args.slices).slices  # checked: one line and exit 2 for a bad choice
     benchmark(args.out, args.cases, args.case, args.config, model, log=_logger(args.quiet), intervals=args.interval,
-              slices=slices, with_recipe=args.with_recipe)
+              slices=args.slices, with_recipe=args.with_recipe)
     return 0
 
 

@@ -245,6 +245,6 @@ def result_from_wire(header: dict, arrays: Dict[str, np.ndarray]) -> ServiceResu
         iou={int(s): float(v) for s, v in header["iou"].items()},
         flagged=[(int(s), str(reason)) for s, reason in header["flagged"]],
         recomputed=[int(s) for s in header["recomputed"]], encoded=int(header["encoded"]),
-        filled=[int(s) for s in header.get("filled", [])], seconds=float(header["seconds"]),
+        filled=[int(s) for s in header["filled"]], seconds=float(header["seconds"]),
     )
     return ServiceResult(result, str(header["intensity"]), str(header["device"]), list(header["warnings"]))
