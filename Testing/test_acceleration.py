@@ -100,6 +100,29 @@ def test_openvino_runner_compiles_with_the_environments_thread_count(monkeypatch
     assert int(runner._compiled.get_property("INFERENCE_NUM_THREADS")) == 1
 
 
+def test_openvino_is_imported_without_its_usage_telemetry():
+    """A fresh interpreter that imports openvino our way forks nothing (the telemetry sender is a forked child)
+    and its conversion tool holds the no-op telemetry stub, whatever the user's consent file says."""
+    pytest.importorskip("openvino")
+    import subprocess
+    import sys
+
+    script = (
+        "import os, sys\n"
+        "forks = []\n"
+        "os.register_at_fork(before=lambda: forks.append(1))\n"
+        "from MedSAMSegmentLib.openvino_runners import import_openvino\n"
+        "ov = import_openvino()\n"
+        "from openvino.tools.ovc import telemetry_utils\n"
+        "ov.Core()\n"
+        "print(len(forks), telemetry_utils.tm.__name__)\n"
+    )
+    env = {**os.environ, "CI": "", "TF_BUILD": "", "JENKINS_URL": ""}  # the telemetry's own "in CI" opt-out: off
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", "openvino.tools.ovc.telemetry_stub"]
+
+
 def test_allocator_is_configured_once():
     first = hardware.configure_allocator()
     assert hardware.configure_allocator() == first  # idempotent

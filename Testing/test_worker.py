@@ -300,6 +300,33 @@ def test_real_worker_process_matches_in_process_run_and_recovers(demo_case):
         background.close()
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="uses /bin/sh and /proc")
+def test_a_dead_worker_is_reported_even_when_its_child_keeps_the_pipe_open(tmp_path):
+    """The worker exits while a process it forked still holds its output pipe (so the pipe never reaches
+    end-of-file): the client still reports "exited" with the exit code, within the drain time."""
+    from MedSAMSegmentLib.worker_client import EXIT_DRAIN_S, WorkerClient
+
+    fake_python = tmp_path / "python"
+    fake_python.write_text('#!/bin/sh\nsleep 60 &\necho $! > "$CHILD_PID_FILE"\necho "worker gave up" >&2\nexit 3\n')
+    fake_python.chmod(0o755)
+    pid_file = tmp_path / "child.pid"
+    client = WorkerClient(python=str(fake_python), environment={**os.environ, "CHILD_PID_FILE": str(pid_file)})
+    try:
+        client.start()
+        deadline = time.monotonic() + EXIT_DRAIN_S + 20
+        replies = []
+        while not replies and time.monotonic() < deadline:
+            replies = client.poll()
+            time.sleep(0.01)
+        assert replies, "no exit reported while the child holds the pipe"
+        header, _ = replies[0]
+        assert header == {"op": "exited", "returncode": 3, "message": "worker gave up"}
+        assert os.path.exists(f"/proc/{int(pid_file.read_text())}")  # the child did hold the pipe meanwhile
+    finally:
+        if pid_file.exists():
+            os.kill(int(pid_file.read_text()), 9)
+
+
 class _ScriptedClient:
     """A WorkerClient whose replies the test writes (no process)."""
 

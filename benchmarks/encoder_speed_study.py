@@ -443,8 +443,9 @@ def runtime_runners(enc, workdir, batch, which=("ort", "ov", "ov_bf16", "ov_f32"
         except ImportError:
             print("onnxruntime not installed")
     try:
-        import openvino as ov
+        from MedSAMSegmentLib.openvino_runners import import_openvino
 
+        ov = import_openvino()
         core = ov.Core()
         model = core.read_model(onnx_path)
         for name, hint in (("openvino default (bf16 on AMX)", None), ("openvino f32", "f32")):

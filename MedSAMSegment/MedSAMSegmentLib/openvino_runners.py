@@ -1,14 +1,16 @@
 """The OpenVINO runners for the CPU: LiteMedSAM's encoder and its box-prompt decoder converted with
 ``openvino.convert_model``, and the per-user cache of converted models (IR files checked by SHA-256).
 
-Qt-free; torch and openvino are imported lazily inside the functions. ``MEDSAM_CACHE_DIR`` sets where converted
-models are kept (default ``~/.cache/medsam-segment``).
+Qt-free; torch and openvino are imported lazily inside the functions, openvino only through
+:func:`import_openvino`. ``MEDSAM_CACHE_DIR`` sets where converted models are kept (default
+``~/.cache/medsam-segment``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Dict, Optional
@@ -38,9 +40,25 @@ def _weights_key(module) -> str:
     return h.hexdigest()[:16]
 
 
+def import_openvino():
+    """The ``openvino`` module, imported with its usage telemetry left out.
+
+    Importing ``openvino`` imports its conversion tool, which sends usage events to an analytics service from a
+    forked child process unless the user opted out (``openvino_telemetry``). A medical tool sends nothing, and a
+    forked child that waits on a network it cannot reach would also hold the worker's pipes open after the worker
+    died. When this process has not imported openvino yet, ``openvino_telemetry`` is made unimportable, so the
+    conversion tool uses its own no-op stub. Raises ImportError when openvino is not installed.
+    """
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault("openvino_telemetry", None)  # None in sys.modules: `import` raises ImportError
+    import openvino
+
+    return openvino
+
+
 def openvino_available() -> bool:
     try:
-        import openvino  # noqa: F401
+        import_openvino()
     except ImportError:
         return False
     return True
@@ -74,7 +92,7 @@ def load_or_convert(core, name: str, cache_dir, convert):
     for next time. A cached model is used only when its .xml and .bin match the SHA-256 saved with them
     (``.sha256``): a truncated, corrupt or half-replaced entry is converted again, never run. A cache that cannot
     be written is logged and skipped."""
-    import openvino as ov
+    ov = import_openvino()
     import torch
 
     cache = Path(cache_dir) if cache_dir else default_cache_dir() / "openvino"
@@ -122,7 +140,7 @@ class OpenVINOEncoderRunner:
     """
 
     def __init__(self, encoder, precision="fp32", cache_dir=None, num_threads=None):
-        import openvino as ov
+        ov = import_openvino()
         import torch
 
         self.device = torch.device("cpu")
@@ -167,7 +185,7 @@ class OpenVINODecoderRunner:
     """
 
     def __init__(self, net, num_threads=None, cache_dir=None):
-        import openvino as ov
+        ov = import_openvino()
         import torch
 
         from .box_decoder import GRAPH_VERSION, TokenMajorBoxDecoder

@@ -3,7 +3,7 @@
 A sender thread writes requests to the worker's input and a reader thread reads its replies into a queue; the
 caller only enqueues (:meth:`WorkerClient.request`) and drains (:meth:`WorkerClient.poll`), both in microseconds.
 When the worker exits, :meth:`poll` returns one ``{"op": "exited"}`` message with the exit code and the last line
-the worker wrote to its log.
+the worker wrote to its log, also when something the worker started still holds its output pipe open.
 """
 
 from __future__ import annotations
@@ -20,6 +20,10 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from .worker_protocol import Message, ProtocolError, read_message, write_message
+
+#: After the worker exits, how long its replies still in the pipe may take to be read before "exited" is reported
+#: (the pipe may never reach end-of-file when a process the worker forked still holds it open).
+EXIT_DRAIN_S = 2.0
 
 #: The folder that holds the ``MedSAMSegmentLib`` package (put on the worker's ``PYTHONPATH``).
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,6 +58,8 @@ class WorkerClient:
         self._ids = itertools.count(1)
         self._outgoing: queue.Queue[Optional[tuple]] = queue.Queue()
         self._incoming: queue.Queue[Message] = queue.Queue()
+        self._read_problem = ""
+        self._read_done = threading.Event()
 
     @property
     def running(self) -> bool:
@@ -78,6 +84,7 @@ class WorkerClient:
             log.close()
         threading.Thread(target=self._send_loop, name="medsam-client-sender", daemon=True).start()
         threading.Thread(target=self._read_loop, name="medsam-client-reader", daemon=True).start()
+        threading.Thread(target=self._wait_loop, name="medsam-client-waiter", daemon=True).start()
 
     def request(self, header: dict, arrays: Optional[Dict[str, np.ndarray]] = None) -> int:
         """Queue a request (``header["op"]`` names it); returns its id. Starts the process if needed."""
@@ -134,7 +141,6 @@ class WorkerClient:
             pass
 
     def _read_loop(self) -> None:
-        problem = ""
         try:
             while True:
                 message = read_message(self.process.stdout)
@@ -142,7 +148,12 @@ class WorkerClient:
                     break
                 self._incoming.put(message)
         except (ProtocolError, OSError, ValueError) as exc:
-            problem = str(exc)
+            self._read_problem = str(exc)
+        self._read_done.set()
+
+    def _wait_loop(self) -> None:
+        """Report the worker's exit once its replies are read, or :data:`EXIT_DRAIN_S` after it exited."""
         code = self.process.wait()
+        self._read_done.wait(EXIT_DRAIN_S)
         self._incoming.put(({"op": "exited", "returncode": code,
-                             "message": problem or self.last_log_line()}, {}))
+                             "message": self._read_problem or self.last_log_line()}, {}))
