@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "Evaluation"))
 
 from medsam_evaluation.baselines import contours_interpolated  # noqa: E402
 from medsam_evaluation.cases import default_cases_json, load_cases, modality_setting  # noqa: E402
+from medsam_evaluation.cross_validation import case_group, leave_one_group_out  # noqa: E402
 from medsam_evaluation.simulate import simulate_key_boxes  # noqa: E402
 from MedSAMSegmentLib import io, pipeline  # noqa: E402
 from MedSAMSegmentLib.engine import EmbeddingCache  # noqa: E402
@@ -37,24 +38,6 @@ from MedSAMSegmentLib.settings import SegmentationSettings  # noqa: E402
 
 #: The rule of the issue: the mean DSC may fall by at most this much.
 TOLERANCE = 0.005
-
-
-def group_of(name: str) -> str:
-    return name.split("_")[0] if not name.startswith("ct_lesion") else "ct_lesion"
-
-
-def leave_one_group_out(scores: dict) -> list:
-    """``scores``: ``{group: [(DSC every, DSC alternate), ...]}``. For each group held out, the choice the other
-    groups' mean difference makes and what it gives on the held-out group: lines of text."""
-    lines = []
-    for held in sorted(scores):
-        others = [a - e for group, pairs in scores.items() if group != held for e, a in pairs]
-        choice = "alternate" if statistics.mean(others) > 0 else "every"
-        held_out = [a - e if choice == "alternate" else 0.0 for e, a in scores[held]]
-        lines.append(f"- {held} held out: the other groups' mean difference {statistics.mean(others):+.4f} chooses "
-                     f"{choice}; on {held} that gives {statistics.mean(held_out):+.4f} (worst case "
-                     f"{min(held_out):+.4f})")
-    return lines
 
 
 def main() -> int:
@@ -71,7 +54,8 @@ def main() -> int:
     print("| case | slices | DSC every slice | DSC alternate | difference | DSC ITK fill | views encoded "
           "(every / alternate) | s (every / alternate) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    every_scores, alternate_scores, groups, pairs = [], [], defaultdict(list), defaultdict(list)
+    every_scores, alternate_scores, groups = [], [], defaultdict(list)
+    scores = {"every": {}, "alternate": {}}
     encoded = {"every": 0, "alternate": 0}
     seconds = {"every": [], "alternate": []}
     for case in load_cases(cases_json):
@@ -94,8 +78,8 @@ def main() -> int:
         every_dsc, alternate_dsc = dice(every.mask, reference), dice(alternate.mask, reference)
         every_scores.append(every_dsc)
         alternate_scores.append(alternate_dsc)
-        groups[group_of(case.name)].append(alternate_dsc - every_dsc)
-        pairs[group_of(case.name)].append((every_dsc, alternate_dsc))
+        groups[case_group(case.name)].append(alternate_dsc - every_dsc)
+        scores["every"][case.name], scores["alternate"][case.name] = every_dsc, alternate_dsc
         print(f"| {case.name} | {last - first + 1} | {every_dsc:.3f} | {alternate_dsc:.3f} | "
               f"{alternate_dsc - every_dsc:+.4f} | {dice(itk, reference):.3f} | {every.encoded} / "
               f"{alternate.encoded} | {seconds['every'][-1]:.1f} / {seconds['alternate'][-1]:.1f} |", flush=True)
@@ -111,7 +95,9 @@ def main() -> int:
         print(f"- {group}: mean difference {statistics.mean(differences):+.4f} over {len(differences)} cases, "
               f"worst {min(differences):+.4f}")
     print("\nLeave one group out (the choice made without the group, judged on it):")
-    print("\n".join(leave_one_group_out(pairs)))
+    for fold in leave_one_group_out(scores).folds:
+        print(f"- {fold.group} held out: the other groups choose {fold.chosen}; on {fold.group} that gives "
+              f"{fold.held_out_mean - fold.reference_mean:+.4f} (worst case {fold.worst_case_change:+.4f})")
     ratios = [a / e for a, e in zip(seconds["alternate"], seconds["every"])]
     print(f"\nViews encoded: {encoded['alternate']} of {encoded['every']} "
           f"({1 - encoded['alternate'] / encoded['every']:.0%} fewer); run time, median ratio alternate/every "

@@ -20,6 +20,8 @@ _EXPORTS = {
     "PUBLISHED": "settings",
     "run_segmentation": "pipeline",
     "load_model": "models",
+    "RefineSettings": "refinement",
+    "RefinementError": "refinement",
     "SegmentationResult": "engine",
     "EmbeddingCache": "engine",
     "Cancelled": "engine",

