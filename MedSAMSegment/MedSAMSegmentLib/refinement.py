@@ -214,12 +214,20 @@ class _Examples:
         return [item for item in self.items if item[0] != index]
 
 
-def adapt_decoder(model: SliceModel, views: Sequence[TrainingView], settings: RefineSettings = RefineSettings(),
+def adapt_decoder(model: SliceModel, views: Sequence[TrainingView], settings: Optional[RefineSettings] = None,
                   progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None):
-    """A copy of ``model``'s last decoder stage trained on ``views`` (see the module); ``model`` is not changed.
-    Raises :class:`RefinementError` for a model without a trainable decoder."""
+    """A copy of ``model``'s last decoder stage trained on ``views`` (no anchors; see the module); ``model`` is not
+    changed. Raises :class:`RefinementError` for a model without a trainable decoder."""
     _require_trainable(model)
+    settings = settings or RefineSettings()
     return _train(model, _Examples(model, views, settings).items, settings, progress, cancel)
+
+
+def spread(indices: Sequence[int], count: int) -> List[int]:
+    """Up to ``count`` of ``indices`` (sorted), evenly spread from the first to the last."""
+    if count <= 0 or not indices:
+        return []
+    return [indices[int(j)] for j in np.unique(np.linspace(0, len(indices) - 1, count).round())]
 
 
 def _train(model: SliceModel, items: Sequence[tuple], settings: RefineSettings,
@@ -275,13 +283,14 @@ def refine_from_corrections(
     settings: SegmentationSettings,
     result: SegmentationResult,
     corrected: Dict[int, np.ndarray],
-    refine: RefineSettings = RefineSettings(),
+    refine: Optional[RefineSettings] = None,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelCheck] = None,
 ) -> Refinement:
     """Adapt the decoder to the expert's ``corrected`` slices (``{slice index: bool mask of the slice's size}``,
     along the run's slice axis) of ``result`` (a run of ``segmenter`` with ``key_boxes`` and ``settings``), check
-    it by leave-one-out, and segment the other slices again with it when it holds (see the module). ``result`` and
+    it by leave-one-out, and decode the other slices again with it when it holds (see the module); ``refine``
+    defaults to :class:`RefineSettings`'s defaults. ``result`` and
     the model are not changed. Raises :class:`RefinementError` with one line when fewer than
     :data:`MIN_CORRECTED` corrected slices lie between the first and last key box or a mask's shape is wrong,
     and :class:`~.engine.Cancelled` when ``cancel()`` turns true."""
@@ -297,11 +306,10 @@ def refine_from_corrections(
         raise RefinementError(f"{len(usable)} corrected slice(s) lie between the first and last key box; correct at "
                               f"least {MIN_CORRECTED} slices there (each is held out in turn to check the refinement)")
     model = segmenter.model
-    untouched_boxed = [i for i in sorted(result.boxes) if i not in corrected]
-    anchor_slices = [untouched_boxed[int(j)] for j in np.unique(np.linspace(0, len(untouched_boxed) - 1,
-                                                                            refine.anchors).round())
-                     ] if refine.anchors and untouched_boxed else []
-    anchor_masks = {i: np.asarray(take_slice(result.mask, result.slice_axis, i), dtype=bool) for i in anchor_slices}
+    refine = refine or RefineSettings()
+    untouched = [i for i in sorted(result.boxes) if i not in corrected]
+    anchor_masks = {i: np.asarray(take_slice(result.mask, result.slice_axis, i), dtype=bool)
+                    for i in spread(untouched, refine.anchors)}
     examples = _Examples(model, training_views(segmenter, result.boxes, {i: corrected[i] for i in usable},
                                                settings.zoom), refine,
                          training_views(segmenter, result.boxes, anchor_masks, settings.zoom))
@@ -332,10 +340,9 @@ def refine_from_corrections(
         refined.mask = result.mask.copy()
     for index, mask in corrected.items():
         put_slice(refined.mask, refined.slice_axis, index, mask)
-    untouched = sum(1 for i in range(result.slice_range[0], result.slice_range[1] + 1) if i not in corrected)
     if kept:
-        message = (f"refined {untouched} untouched slices with a decoder adapted to {len(usable)} corrected slices "
-                   f"(held out in turn: mean DSC {original_mean:.3f} -> {adapted_mean:.3f})")
+        message = (f"refined {len(refined.recomputed)} untouched slices with a decoder adapted to {len(usable)} "
+                   f"corrected slices (held out in turn: mean DSC {original_mean:.3f} -> {adapted_mean:.3f})")
     else:
         message = (f"kept the original masks: adapted to the other corrected slices, the decoder did not improve "
                    f"each held-out one (mean DSC {original_mean:.3f} -> {adapted_mean:.3f}); your slices are kept")
@@ -356,7 +363,7 @@ def _decode_again(adapted: VolumeSegmenter, result: SegmentationResult, correcte
             put_slice(refined.mask, refined.slice_axis, index,
                       refine_to_box(mask, chunk[index]) if settings.refine == "box" else mask)
             refined.iou[index] = iou
-    refined.recomputed, refined.encoded = todo, 0
+    refined.recomputed, refined.encoded, refined.filled = todo, 0, []
     refined.flagged = flag_slices(refined)
     return refined
 
