@@ -65,3 +65,19 @@ def test_bad_inputs_are_refused():
         leave_one_group_out({"default": {"a_1": 0.5, "b_1": 0.5}, "other": {"a_1": 0.5}})
     with pytest.raises(ValueError, match="two groups"):
         leave_one_group_out({"default": {"a_1": 0.5, "a_2": 0.6}})
+
+
+def test_a_study_without_its_cases_says_so_and_a_report_needs_no_run(tmp_path, capsys):
+    import argparse
+
+    from medsam_evaluation.study_cli import add_study_arguments, run_study
+
+    parser = argparse.ArgumentParser()
+    add_study_arguments(parser)
+    ran = []
+    missing = parser.parse_args(["--cases", str(tmp_path / "none.json"), "--out", str(tmp_path / "r.jsonl")])
+    assert run_study(missing, ran.append, lambda out: "report") == 2 and not ran
+    assert "no development set found at" in capsys.readouterr().err
+    report_only = parser.parse_args(["--out", str(tmp_path / "r.jsonl"), "--report-only"])
+    assert run_study(report_only, ran.append, lambda out: f"report of {out}") == 0 and not ran
+    assert capsys.readouterr().out.strip() == f"report of {tmp_path / 'r.jsonl'}"

@@ -23,10 +23,11 @@ from collections import defaultdict
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "MedSAMSegment"))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "Evaluation"))
 
-from medsam_evaluation.cases import default_cases_json, load_cases, modality_setting  # noqa: E402
+from medsam_evaluation.cases import load_cases, modality_setting  # noqa: E402
 from medsam_evaluation.corrections import corrections_protocol  # noqa: E402
 from medsam_evaluation.cross_validation import case_group  # noqa: E402
 from medsam_evaluation.simulate import simulate_key_boxes  # noqa: E402
+from medsam_evaluation.study_cli import add_study_arguments, run_study  # noqa: E402
 from MedSAMSegmentLib import io, pipeline  # noqa: E402
 from MedSAMSegmentLib.models import load_model  # noqa: E402
 from MedSAMSegmentLib.refinement import RefineSettings  # noqa: E402
@@ -100,23 +101,15 @@ def report(out: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", default=None)
-    parser.add_argument("--case", action="append", help="only these cases (glob or substring; repeatable)")
+    add_study_arguments(parser)
     parser.add_argument("--k", type=int, nargs="+", default=[2, 3], help="corrected slices (default 2 3)")
     parser.add_argument("--spacing", type=int, default=5)
     parser.add_argument("--anchors", type=int, default=RefineSettings().anchors,
                         help="untouched slices that keep the run's masks while adapting (0: none)")
-    parser.add_argument("--out", required=True, help="JSON-lines records (appended; a rerun skips what is there)")
-    parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
-    if not args.report_only:
-        cases_json = default_cases_json(args.cases)
-        if not cases_json:
-            print("no development set found; give --cases", file=sys.stderr)
-            return 2
-        run(cases_json, args.out, args.k, args.spacing, RefineSettings(anchors=args.anchors), args.case)
-    print(report(args.out))
-    return 0
+    refine = RefineSettings(anchors=args.anchors)
+    return run_study(args, lambda cases_json: run(cases_json, args.out, args.k, args.spacing, refine, args.case),
+                     report)
 
 
 if __name__ == "__main__":

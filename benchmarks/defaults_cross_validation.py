@@ -29,9 +29,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "MedSAMSegment"
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "Evaluation"))
 
 from medsam_evaluation.baselines import filled_boxes  # noqa: E402
-from medsam_evaluation.cases import default_cases_json, load_cases, modality_setting  # noqa: E402
+from medsam_evaluation.cases import load_cases, modality_setting  # noqa: E402
 from medsam_evaluation.cross_validation import case_group, leave_one_group_out  # noqa: E402
 from medsam_evaluation.simulate import simulate_key_boxes  # noqa: E402
+from medsam_evaluation.study_cli import add_study_arguments, run_study  # noqa: E402
 from MedSAMSegmentLib import io, pipeline  # noqa: E402
 from MedSAMSegmentLib.engine import EmbeddingCache  # noqa: E402
 from MedSAMSegmentLib.metrics import dice  # noqa: E402
@@ -143,19 +144,9 @@ def report(out: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", default=None)
-    parser.add_argument("--case", action="append", help="only these cases (glob or substring; repeatable)")
-    parser.add_argument("--out", required=True, help="JSON-lines records (appended; a rerun skips what is there)")
-    parser.add_argument("--report-only", action="store_true")
+    add_study_arguments(parser)
     args = parser.parse_args()
-    if not args.report_only:
-        cases_json = default_cases_json(args.cases)
-        if not cases_json:
-            print("no development set found; give --cases", file=sys.stderr)
-            return 2
-        run(cases_json, args.out, args.case)
-    print(report(args.out))
-    return 0
+    return run_study(args, lambda cases_json: run(cases_json, args.out, args.case), report)
 
 
 if __name__ == "__main__":
