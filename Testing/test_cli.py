@@ -101,3 +101,39 @@ def test_out_of_memory_warnings_reach_the_user(capsys):
     cli._show_warning("internal detail", DeprecationWarning, "engine.py", 1)
     err = capsys.readouterr().err
     assert err == "medsam-segment: warning: out of memory on cpu; retrying with batches of 2 slices\n"
+
+
+@pytest.mark.slow
+def test_segment_refines_from_a_corrected_result(tmp_path):
+    """``--corrected``: the expert's slices of an earlier result are written as given, the others refined or kept,
+    and bad use gets one line and exit 2."""
+    from MedSAMSegmentLib import demo
+    from MedSAMSegmentLib import io as image_io
+
+    volume = image_io.read_image(demo.DEMO_IMAGE)
+    reference, _ = image_io.read_mask(demo.DEMO_IMAGE)
+    first = str(tmp_path / "first.nii.gz")
+    common = ["--boxes", demo.DEMO_BOXES, "--modality", "none", "--device", "cpu", "--quiet"]
+    assert run_cli("segment", demo.DEMO_IMAGE, *common, "-o", first).returncode == 0
+    result, _ = image_io.read_mask(first)
+    edited = result.copy()
+    edited[[6, 10]] = reference[[6, 10]]  # the expert redraws two slices
+    corrected = str(tmp_path / "corrected.nii.gz")
+    image_io.write_mask(corrected, edited, volume)
+
+    out = str(tmp_path / "refined.nii.gz")
+    done = run_cli("segment", demo.DEMO_IMAGE, *common[:-1], "-o", out, "--corrected", corrected)
+    assert done.returncode == 0, done.stderr
+    assert f"corrected slices in {corrected}: 6 10" in done.stdout
+    assert "refined" in done.stdout or "kept the original masks" in done.stdout
+    refined, _ = image_io.read_mask(out)
+    np.testing.assert_array_equal(refined[[6, 10]], reference[[6, 10]].astype(bool))
+
+    one = run_cli("segment", demo.DEMO_IMAGE, *common, "-o", out, "--corrected", corrected, "--corrected-slices", "6")
+    assert one.returncode == 2 and "correct at least 2 slices" in one.stderr and one.stderr.count("\n") == 1
+    lonely = run_cli("segment", demo.DEMO_IMAGE, *common, "-o", out, "--corrected-slices", "6", "10")
+    assert lonely.returncode == 2 and "--corrected-slices needs --corrected" in lonely.stderr
+    small = str(tmp_path / "small.npz")
+    np.savez(small, imgs=np.zeros((3, 8, 8), np.uint8), gts=np.zeros((3, 8, 8), np.uint8))
+    misfit = run_cli("segment", demo.DEMO_IMAGE, *common, "-o", out, "--corrected", small)
+    assert misfit.returncode == 2 and "differs from the image's" in misfit.stderr

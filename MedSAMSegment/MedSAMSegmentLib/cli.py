@@ -32,6 +32,11 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
                              "or .npz (MedSAM's format, the mask in 'segs')")
     add_run_arguments(parser)
     parser.add_argument("--cache-dir", help="keep image embeddings here between runs")
+    parser.add_argument("--corrected", metavar="MASK",
+                        help="Refine from my edits: an earlier result of these boxes with slices the expert "
+                             "corrected (same grid); the decoder is adapted to them and the other slices redone")
+    parser.add_argument("--corrected-slices", type=int, nargs="+", metavar="N",
+                        help="the corrected slices of --corrected (default: those that differ from this run)")
     parser.add_argument("--name", default="MedSAM", help="segment name in a .seg.nrrd output")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -84,7 +89,15 @@ def run_segment(args: argparse.Namespace) -> int:
     model_settings = from_arguments(ModelSettings, args)
     if not io._has_extension(args.output, io.MASK_EXTENSIONS):
         raise UsageError(f"output {args.output}: use one of {', '.join(io.MASK_EXTENSIONS)}")
+    if args.corrected_slices and not args.corrected:
+        raise UsageError("--corrected-slices needs --corrected MASK (the result with the corrected slices)")
     volume = io.read_image(args.image)
+    corrected = None
+    if args.corrected:
+        corrected, _ = io.read_mask(args.corrected)
+        if corrected.shape != volume.shape[:3]:
+            raise UsageError(f"--corrected {args.corrected}: shape {corrected.shape} differs from the image's "
+                             f"{volume.shape[:3]}; give a mask on the image's grid")
     key_boxes = io.read_key_boxes(args.boxes, volume, margin=args.margin, line_margin=args.line_margin,
                                   slice_axis=args.slice_axis)
     # Check (clip, swap, refuse) the boxes before the model loads: bad boxes fail fast, warnings print once.
@@ -99,8 +112,11 @@ def run_segment(args: argparse.Namespace) -> int:
     cache.max_memory_bytes = one_shot_cache_bytes(batch_size)
     bar = ProgressBar(not args.quiet)
     try:
-        result = pipeline.run_segmentation(model, volume.array, key_boxes, settings, cache=cache,
-                                           batch_size=batch_size, is_colour=volume.is_colour, progress=bar)
+        if corrected is None:
+            result = pipeline.run_segmentation(model, volume.array, key_boxes, settings, cache=cache,
+                                               batch_size=batch_size, is_colour=volume.is_colour, progress=bar)
+        else:
+            result = _refined(args, model, volume, key_boxes, settings, cache, batch_size, corrected, bar)
     finally:
         bar.close()
     io.write_mask(args.output, result.mask, volume, segment_name=args.name)
@@ -118,6 +134,30 @@ def run_segment(args: argparse.Namespace) -> int:
         say(args, f"review slice {s}: {reason}")
     say(args, f"wrote {args.output}")
     return EXIT_OK
+
+
+def _refined(args, model, volume, key_boxes, settings, cache, batch_size, corrected, progress):
+    """The run of ``key_boxes``, refined from the expert's slices of ``corrected`` (Refine from my edits)."""
+    import numpy as np
+
+    from .geometry import take_slice
+    from .predictor import VolumePredictor
+
+    cache.max_memory_bytes = max(cache.max_memory_bytes, 1 << 30)  # the refinement reads the embeddings again
+    predictor = VolumePredictor(model, volume.array, key_boxes.slice_axis, settings, cache, batch_size,
+                                volume.is_colour)
+    result = predictor.predict(key_boxes, progress)
+    axis = key_boxes.slice_axis
+    slices = args.corrected_slices or [i for i in range(corrected.shape[axis]) if not np.array_equal(
+        take_slice(corrected, axis, i), take_slice(result.mask, axis, i))]
+    outside = [i for i in slices if not 0 <= i < corrected.shape[axis]]
+    if outside:
+        raise UsageError(f"--corrected-slices {outside[0]}: the slices along axis {axis} are 0-"
+                         f"{corrected.shape[axis] - 1}")
+    say(args, f"corrected slices in {args.corrected}: {' '.join(map(str, slices)) or 'none'}")
+    refinement = predictor.refine({i: take_slice(corrected, axis, i) for i in slices}, progress=progress)
+    say(args, refinement.message)
+    return refinement.result
 
 
 def say(args: argparse.Namespace, message: str) -> None:
@@ -181,9 +221,11 @@ def _input_error_types() -> tuple:
     from .intensity import IntensityError
     from .io import InputError
     from .models import CheckpointError
+    from .refinement import RefinementError
     from .settings import SettingsError
 
-    return (UsageError, InputError, GeometryError, IntensityError, CheckpointError, SettingsError, CacheDirectoryError)
+    return (UsageError, InputError, GeometryError, IntensityError, CheckpointError, SettingsError, CacheDirectoryError,
+            RefinementError)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
