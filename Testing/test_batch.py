@@ -264,7 +264,10 @@ def test_ray_batch_on_a_two_node_loopback_cluster_survives_a_killed_worker_and_r
         stdout, stderr = child.communicate(timeout=400)
         assert child.returncode == 0, stderr
         assert "3 done, 0 skipped (finished before), 0 failed" in (out / "summary.md").read_text()
-        assert "will be retried" in stdout + stderr  # Ray saw the worker die and ran its case again
+        # Ray saw the worker die (the raylet's line, or the driver's retry line, whichever Ray flushes before the
+        # driver exits) and ran its case again (all 3 done above).
+        said = stdout + stderr
+        assert "will be retried" in said or "worker died or was killed while executing a task" in said, said
         assert _outputs(str(out), expected) == expected
         assert len(before | _ray_worker_pids()) >= 2 and victim not in _ray_worker_pids()
         # The rerun finds every case finished and starts no worker.
