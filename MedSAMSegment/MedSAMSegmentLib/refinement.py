@@ -24,7 +24,8 @@ import copy
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from types import SimpleNamespace
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -32,7 +33,7 @@ from .engine import CancelCheck, ProgressCallback, SegmentationResult, VolumeSeg
 from .engine.views import Region, first_view, other_view, refine_to_box, shift_box
 from .geometry import Box, KeyBoxSet, put_slice, take_slice
 from .metrics import dice
-from .models import SliceModel
+from .models import SliceModel, box_prompt_decode
 from .settings import SegmentationSettings
 
 #: Corrected slices needed: leave-one-out needs one to train on and one to hold out.
@@ -151,16 +152,10 @@ class AdaptedModel(SliceModel):
     def decode(self, embeddings, boxes, original_size):
         import torch
 
-        prompt_encoder = self.base.net.prompt_encoder
-
-        def decoder(image_embeddings, model_boxes):
-            sparse, dense = prompt_encoder(points=None, boxes=model_boxes, masks=None)
-            return self.mask_decoder(image_embeddings=image_embeddings, image_pe=prompt_encoder.get_dense_pe(),
-                                     sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                     multimask_output=False)
-
+        net = SimpleNamespace(prompt_encoder=self.base.net.prompt_encoder, mask_decoder=self.mask_decoder)
         with torch.inference_mode():
-            logits, iou = self.base.view_logits(decoder, embeddings, boxes, original_size)
+            logits, iou = self.base.view_logits(lambda e, b: box_prompt_decode(net, e, b), embeddings, boxes,
+                                                original_size)
         return logits.float().cpu().numpy(), iou.float().cpu().numpy()
 
 
@@ -182,6 +177,16 @@ def training_views(segmenter: VolumeSegmenter, boxes: Dict[int, Box], corrected:
     return views
 
 
+class _Example(NamedTuple):
+    """One training view's fixed tensors (jittered boxes along the first axis) and whether it is an anchor."""
+
+    slice_index: int
+    tokens: object  # (J, 256) mask tokens
+    features: object  # (J, 32, rows, cols) upscaled features, the padding cut off
+    target: object  # (J, rows, cols) the mask area-resized to the decoder's low-res frame
+    anchor: bool
+
+
 class _Examples:
     """The fixed part of the training data: for each view and each jittered box, the mask token and upscaled
     features (computed once) and the target mask at the view's size. ``anchors`` are views of untouched slices
@@ -194,7 +199,7 @@ class _Examples:
         self.items += [self._item(model, view, 1, 0.0, rng, True) for view in anchors]
 
     @staticmethod
-    def _item(model, view: TrainingView, jitters: int, jitter: float, rng, anchor: bool) -> tuple:
+    def _item(model, view: TrainingView, jitters: int, jitter: float, rng, anchor: bool) -> _Example:
         import torch
 
         boxes = np.repeat(np.asarray([view.box], dtype=np.float32), jitters, axis=0)
@@ -208,10 +213,10 @@ class _Examples:
         target = torch.from_numpy(view.target[None, None].astype(np.float32))
         target = torch.nn.functional.interpolate(target, size=(rows, cols), mode="area")[:, 0]
         features = features[..., :rows, :cols].contiguous()
-        return (view.slice_index, tokens, features, target.expand(jitters, -1, -1).to(model.device), anchor)
+        return _Example(view.slice_index, tokens, features, target.expand(jitters, -1, -1).to(model.device), anchor)
 
-    def without(self, index: int) -> List[tuple]:
-        return [item for item in self.items if item[0] != index]
+    def without(self, index: int) -> List[_Example]:
+        return [item for item in self.items if item.slice_index != index]
 
 
 def adapt_decoder(model: SliceModel, views: Sequence[TrainingView], settings: Optional[RefineSettings] = None,
@@ -230,7 +235,7 @@ def spread(indices: Sequence[int], count: int) -> List[int]:
     return [indices[int(j)] for j in np.unique(np.linspace(0, len(indices) - 1, count).round())]
 
 
-def _train(model: SliceModel, items: Sequence[tuple], settings: RefineSettings,
+def _train(model: SliceModel, items: Sequence[_Example], settings: RefineSettings,
            progress: Optional[ProgressCallback], cancel: Optional[CancelCheck]):
     import torch
 
@@ -239,17 +244,17 @@ def _train(model: SliceModel, items: Sequence[tuple], settings: RefineSettings,
     for parameter in hypernetwork.parameters():
         parameter.requires_grad_(True)
     optimiser = torch.optim.Adam(hypernetwork.parameters(), lr=settings.learning_rate)
-    corrected = [item for item in items if not item[-1]]
-    anchors = [item for item in items if item[-1]]
+    corrected = [item for item in items if not item.anchor]
+    anchors = [item for item in items if item.anchor]
     with torch.enable_grad():
         for step in range(settings.steps):
             check_cancel(cancel)
             optimiser.zero_grad()
             total = 0.0
             for group, weight in ((corrected, 1.0), (anchors, settings.anchor_weight)):
-                for _, tokens, features, target, _ in group:
-                    logits = head_logits(hypernetwork, tokens, features)[:, 0]
-                    loss = _bce_dice(logits, target) * (weight / len(group))
+                for item in group:
+                    logits = head_logits(hypernetwork, item.tokens, item.features)[:, 0]
+                    loss = _bce_dice(logits, item.target) * (weight / len(group))
                     loss.backward()
                     total += float(loss.detach())
             optimiser.step()
