@@ -460,9 +460,9 @@ class MedSAMSegmentLogic(ScriptedLoadableModuleLogic):
         return MedSAMSegmentParameterNode(super().getParameterNode())
 
     def loadSample(self):
-        from MedSAMSegmentLib import effect
+        from MedSAMSegmentLib import sample_scene
 
-        return effect.load_sample(slicer.mrmlScene)
+        return sample_scene.load_sample(slicer.mrmlScene)
 
     def segment(self, volumeNode, markupsNodes, segmentationNode=None, segmentName="MedSAM", settings=None,
                 progress=None, cancel=None):

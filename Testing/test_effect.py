@@ -239,7 +239,9 @@ def test_batch_segmentation_without_editor(mrml_scene):
 
 
 def test_load_sample(mrml_scene):
-    sample = effect.load_sample(mrml_scene.scene)
+    from MedSAMSegmentLib import sample_scene
+
+    sample = sample_scene.load_sample(mrml_scene.scene)
     from MedSAMSegmentLib import demo, io
 
     image = io.read_image(demo.DEMO_IMAGE)

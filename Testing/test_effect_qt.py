@@ -545,12 +545,71 @@ def test_cancel_shows_no_error_and_changes_nothing(standin, mrml_scene, capsys):
     assert_quiet(standin, capsys)
 
 
+def _paint_slice(opened, volume, index: int, slice_mask: np.ndarray) -> np.ndarray:
+    """The expert paints or erases slice ``index`` (axis 0) of the first segment into ``slice_mask``, as a Segment
+    Editor effect does (one undo state); returns the segment after it."""
+    from MedSAMSegmentLib import mrml_segments
+
+    current = opened.mask(0)
+    current[index] = slice_mask
+    mrml_segments.write_segment_mask(mrml_segments.SegmentWriter(opened.logic), volume, current, 0, (index, index))
+    return opened.mask(0)
+
+
+def test_refine_from_my_edits_learns_from_the_corrected_slices_in_one_undo_step(
+        standin, mrml_scene, worker_logic, lite_model, embedding_cache, capsys):
+    """After Segment, the expert corrects slices; Refine from my edits runs on the worker (the GUI keeps ticking),
+    keeps the expert's slices exactly, writes what an in-process refinement of the same run gives, in one undo
+    step (when the adapted decoder is not kept, nothing is written: test_edits and test_refinement cover it). Pressed too early or with one corrected slice it shows one dialog and changes nothing."""
+    from MedSAMSegmentLib import demo, effect, io
+
+    volume, image = demo_volume(mrml_scene)
+    reference, _ = io.read_mask(demo.DEMO_IMAGE)
+    keys = demo.demo_key_boxes(image.shape)  # slices 5, 8 and 11
+    opened = open_effect(standin, mrml_scene, volume)
+    add_key_boxes(mrml_scene.scene, volume, opened.target(0), [(k.slice_index, k.box) for k in keys.sorted()])
+    refine = opened.effect.refineButton
+
+    refine.click()  # nothing to refine yet
+    assert standin.app.dialogs[-1].text.startswith("Press Segment first"), standin.app.dialogs
+    assert opened.effect.segmentButton.enabled and not opened.mask(0).any()
+    run_segment(standin, opened)
+    assert opened.effect.statusLabel.text.startswith("Segmented slices 5-11"), opened.effect.statusLabel.text
+    written = opened.effect._written[(opened.segmentation.GetID(), opened.ids[0])]
+    np.testing.assert_array_equal(written.written, opened.mask(0))
+
+    _paint_slice(opened, volume, 5, reference[5].astype(bool))  # the two worst slices: the ends
+    refine.click()  # one corrected slice cannot be checked by leave-one-out
+    assert "1 of the run's slices (5-11) differ" in standin.app.dialogs[-1].text, standin.app.dialogs
+    assert opened.effect.segmentButton.enabled
+    edited = _paint_slice(opened, volume, 11, reference[11].astype(bool))
+
+    refine.click()
+    assert not opened.effect.segmentButton.enabled and not refine.enabled
+    assert opened.effect.statusLabel.text == "Refining from your 2 corrected slices..."
+    assert standin.loop.run_until(lambda: opened.effect.segmentButton.enabled, 300), "the refinement did not end"
+    in_process = effect.MedSAMEffectLogic(model_loader=lambda *unused: lite_model, cache=embedding_cache)
+    expected = in_process.refine(written, volume, edited)
+    assert opened.effect.statusLabel.text == expected.summary() and expected.note
+    refined = opened.mask(0)
+    for index in (5, 11):  # the expert's slices, exactly
+        np.testing.assert_array_equal(refined[index], reference[index].astype(bool))
+    # Here the adapted decoder holds on each held-out end slice, so the slices between are segmented again.
+    assert expected.note.startswith("refined 5 untouched slices"), expected.note
+    np.testing.assert_array_equal(refined, expected.result.mask)
+    assert not np.array_equal(refined[6:11], edited[6:11])
+    assert opened.logic.CanUndo()
+    opened.logic.Undo()  # one step back: the segment as the expert left it
+    np.testing.assert_array_equal(opened.mask(0), edited)
+    assert_quiet(standin, capsys, dialogs=2)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # 5. Two segments, each with its own key boxes
 
 
 def test_two_segments_keep_their_own_boxes_and_segment_independently(standin, mrml_scene, capsys):
-    from MedSAMSegmentLib import effect as effect_lib
+    from MedSAMSegmentLib import sample_scene
 
     scene = mrml_scene.scene
     volume, image = demo_volume(mrml_scene)
@@ -575,7 +634,7 @@ def test_two_segments_keep_their_own_boxes_and_segment_independently(standin, mr
     plain.AddControlPoint(vtk.vtkVector3d(*corner_b))
     assert effect.takeInButton.enabled and effect.takeInButton.text == "Take in 1 markups"
     assert table.rowCount() == 2
-    sample = effect_lib.load_sample(scene)  # its ROIs belong to the sample's own segment: not offered
+    sample = sample_scene.load_sample(scene)  # its ROIs belong to the sample's own segment: not offered
     assert effect.takeInButton.text == "Take in 1 markups"
     effect.takeInButton.click()
     assert effect.statusLabel.text == "Took in 1 markups as key boxes of the selected segment."

@@ -81,7 +81,9 @@ def test_target_capture_and_what_stops_a_write(mrml_scene):
 
 
 def test_sample_boxes_belong_to_the_sample_segment(mrml_scene):
-    sample = effect.load_sample(mrml_scene.scene)
+    from MedSAMSegmentLib import sample_scene
+
+    sample = sample_scene.load_sample(mrml_scene.scene)
     target = RunTarget(sample.volume_node.GetID(), sample.segmentation_node.GetID(), sample.segment_id)
     assert key_box_nodes.key_box_nodes(mrml_scene.scene, target) == sample.roi_nodes
     assert key_box_nodes.unassigned_markups(mrml_scene.scene) == []

@@ -185,3 +185,27 @@ def test_anchor_slices_are_spread_over_the_untouched_ones():
     assert spread([3, 4, 5, 6, 7, 8, 9], 3) == [3, 6, 9]
     assert spread([3, 4], 6) == [3, 4]
     assert spread([3, 4], 0) == [] and spread([], 4) == []
+
+
+def test_the_service_refines_the_kept_run_as_the_engine_does(lite_model, embedding_cache):
+    """SegmentationService.refine (what the worker runs for the effect's Refine from my edits) gives the engine's
+    refinement of the same run, and its account for the user."""
+    from MedSAMSegmentLib.service import ModelSpec, SegmentationService
+
+    image = image_io.read_image(demo.DEMO_IMAGE)
+    reference, _ = image_io.read_mask(demo.DEMO_IMAGE)
+    keys = demo.demo_key_boxes(image.shape)
+    settings = pipeline.SegmentationSettings(modality="none")
+    service = SegmentationService(model_loader=lambda *unused: lite_model, cache=embedding_cache)
+    service.put_volume("demo", image.array)
+    corrected = _reference_slices(reference, keys.slice_axis, (7, 9))
+    with pytest.raises(RefinementError, match="correct at least 2 slices"):
+        service.refine("demo", image.ijk_to_ras(), keys, ModelSpec(), settings, {7: corrected[7]})
+    served = service.refine("demo", image.ijk_to_ras(), keys, ModelSpec(), settings, corrected, refine=FAST)
+
+    segmenter = pipeline.make_segmenter(lite_model, image.array, keys.slice_axis, settings, cache=embedding_cache)
+    expected = refine_from_corrections(segmenter, keys, settings, segmenter.segment(keys, settings), corrected,
+                                       FAST)
+    np.testing.assert_array_equal(served.result.mask, expected.result.mask)
+    assert served.refined == expected.kept and served.note == expected.message
+    assert served.intensity and served.device

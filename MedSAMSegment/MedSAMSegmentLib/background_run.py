@@ -9,14 +9,22 @@ Writing the result into the scene is the caller's job, on its own (main) thread.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
 from .geometry import KeyBoxSet
 from .pipeline import SegmentationSettings
-from .service import KEPT_VOLUMES, ModelSpec, ServiceResult, key_boxes_to_wire, result_from_wire, settings_to_wire
+from .service import (
+    KEPT_VOLUMES,
+    ModelSpec,
+    ServiceResult,
+    corrected_to_wire,
+    key_boxes_to_wire,
+    result_from_wire,
+    settings_to_wire,
+)
 from .worker_client import WorkerClient
 
 
@@ -40,6 +48,12 @@ class _Run:
     volume: Callable[[], np.ndarray]
     owner: object = None
     cancel_requested: bool = False
+    arrays: Dict[str, np.ndarray] = field(default_factory=dict)  # sent with every copy of the request
+
+    def send(self, client: WorkerClient, with_volume: bool) -> None:
+        """Send (again) on ``client``; ``request_id`` becomes the new request's."""
+        arrays = dict(self.arrays, volume=self.volume()) if with_volume else (self.arrays or None)
+        self.request_id = client.request(self.header, arrays)
 
 
 class BackgroundSegmentation:
@@ -69,18 +83,26 @@ class BackgroundSegmentation:
         self._prepare_ids[self._worker().request({"op": "load", "model": asdict(spec)})] = owner
 
     def start(self, token: str, volume: Callable[[], np.ndarray], ijk_to_world: np.ndarray, keys: KeyBoxSet,
-              spec: ModelSpec, settings: SegmentationSettings, owner: object = None) -> None:
-        """Start a run for ``owner``. ``volume()`` returns the voxels (a copy the caller will not change); it is
-        called only when the worker does not hold ``token``'s voxels yet. Raises RuntimeError while another run
-        is active, unless that run was cancelled (its late replies are then ignored)."""
+              spec: ModelSpec, settings: SegmentationSettings, owner: object = None,
+              corrected: Optional[Dict[int, np.ndarray]] = None) -> None:
+        """Start a run for ``owner``; with ``corrected`` ({slice index: the expert's bool mask of that slice}),
+        Refine from my edits on the run of ``keys`` (:meth:`service.SegmentationService.refine`). ``volume()``
+        returns the voxels (a copy the caller will not change); it is called only when the worker does not hold
+        ``token``'s voxels yet. Raises RuntimeError while another run is active, unless that run was cancelled
+        (its late replies are then ignored)."""
         if self._run is not None and not self._run.cancel_requested:
             raise RuntimeError("a MedSAM run is already in progress; wait for it or cancel it")
         header = {"op": "segment", "token": token, "ijk_to_world": np.asarray(ijk_to_world, float).tolist(),
                   "keys": key_boxes_to_wire(keys), "model": asdict(spec), "settings": settings_to_wire(settings)}
+        extra: Dict[str, np.ndarray] = {}
+        if corrected is not None:
+            header["op"] = "refine"
+            header["corrected_slices"], extra["corrected"] = corrected_to_wire(corrected)
         client = self._worker()
-        arrays = None if token in self._sent_tokens else {"volume": volume()}
+        run = _Run(-1, header, volume, owner, arrays=extra)
+        run.send(client, with_volume=token not in self._sent_tokens)
         self._remember_token(token)
-        self._run = _Run(client.request(header, arrays), header, volume, owner)
+        self._run = run
 
     def encode_ahead(self, token: str, volume: Callable[[], np.ndarray], ijk_to_world: np.ndarray, keys: KeyBoxSet,
                      spec: ModelSpec, settings: SegmentationSettings, newest: Optional[int] = None,
@@ -100,10 +122,10 @@ class BackgroundSegmentation:
                   "keys": key_boxes_to_wire(keys), "newest": None if newest is None else int(newest),
                   "beyond": None if beyond is None else int(beyond), "preview": bool(preview), "model": asdict(spec),
                   "settings": settings_to_wire(settings)}
-        arrays = None if token in self._sent_tokens else {"volume": volume()}
+        encode = _Run(-1, header, volume, owner)
+        encode.send(client, with_volume=token not in self._sent_tokens)
         self._remember_token(token)
-        request_id = client.request(header, arrays)
-        self._encodes[request_id] = _Run(request_id, header, volume, owner)
+        self._encodes[encode.request_id] = encode
 
     def _remember_token(self, token: str) -> None:
         if token in self._sent_tokens:
@@ -165,7 +187,7 @@ class BackgroundSegmentation:
         encode = self._encodes.pop(header["id"])
         if op == "need_volume":
             self._remember_token(encode.header["token"])
-            encode.request_id = self._client.request(encode.header, {"volume": encode.volume()})
+            encode.send(self._client, with_volume=True)
             self._encodes[encode.request_id] = encode
             return None
         if op == "encoded":
@@ -199,7 +221,7 @@ class BackgroundSegmentation:
         if op == "progress":
             return RunEvent("progress", str(header.get("message", "")), int(header["done"]), int(header["total"]))
         if op == "need_volume":
-            run.request_id = self._client.request(run.header, {"volume": run.volume()})
+            run.send(self._client, with_volume=True)
             self._remember_token(run.header["token"])
             if run.cancel_requested:
                 self._client.cancel(run.request_id)

@@ -11,11 +11,14 @@ The Qt effect (``SegmentEditorMedSAMLib/SegmentEditorEffect.py``) and the module
    through the same :class:`~service.SegmentationService` and :mod:`pipeline` path as the command line.
 3. :meth:`MedSAMEffectLogic.apply` writes the mask into the selected segment through :mod:`mrml_segments` (one undo
    state, the key-box slice range only, the editor's masking and overwrite settings).
+4. Refine from my edits: the effect keeps what it wrote (:class:`edits.WrittenRun`); after the expert corrects some
+   slices, :meth:`MedSAMEffectLogic.corrections` finds them, :meth:`MedSAMEffectLogic.start_refine` (worker) or
+   :meth:`MedSAMEffectLogic.refine` (this process) adapts the decoder to them, and :meth:`RunOutcome.of_refinement`
+   is written like a run, the corrected slices as the expert left them.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -23,10 +26,11 @@ import numpy as np
 
 from . import intensity, mrml, mrml_markups, mrml_segments
 from .background_run import BackgroundSegmentation
+from .edits import WrittenRun
 from .engine import CancelCheck, EmbeddingCache, ProgressCallback, SegmentationResult
 from .geometry import KeyBoxSet
-from .key_box_nodes import RunTarget, add_roi_for_key_box, assign
 from .markup_boxes import DEFAULT_LINE_MARGIN
+from .refinement import MIN_CORRECTED, RefinementError
 from .service import ModelSpec, SegmentationService, ServiceResult
 from .settings import PUBLISHED, ModelSettings, SegmentationSettings
 
@@ -201,11 +205,18 @@ class RunOutcome:
     warnings: List[str] = field(default_factory=list)
     written: bool = False
     extent: List[int] = field(default_factory=list)
+    note: str = ""  # a refinement's one-line account, shown instead of the run summary
 
     @classmethod
     def of(cls, prepared: PreparedRun, served: ServiceResult) -> RunOutcome:
         return cls(served.result, prepared.key_boxes, prepared.volume_node_id, served.intensity, served.device,
                    list(served.warnings))
+
+    @classmethod
+    def of_refinement(cls, written: WrittenRun, served: ServiceResult) -> RunOutcome:
+        """The outcome of Refine from my edits on ``written`` (its summary is the refinement's account)."""
+        return cls(served.result, written.key_boxes, written.volume_node_id, served.intensity, served.device,
+                   list(served.warnings), note=served.note)
 
     @property
     def slice_axis(self) -> int:
@@ -220,6 +231,8 @@ class RunOutcome:
         return list(self.result.flagged)
 
     def summary(self) -> str:
+        if self.note:
+            return self.note[0].upper() + self.note[1:] + "."
         first, last = self.result.slice_range
         recomputed = len(self.result.recomputed)
         total = len(self.result.boxes)
@@ -335,6 +348,40 @@ class MedSAMEffectLogic:
         outcome = self.compute(volume_node, markups_nodes, settings, progress, cancel)
         return self.apply(writer, volume_node, outcome)
 
+    # -- Refine from my edits --------------------------------------------------------------------------------
+    @staticmethod
+    def corrections(written: WrittenRun, volume_node, current: np.ndarray) -> Dict[int, np.ndarray]:
+        """The slices of ``written``'s run the expert corrected (``current``: the segment now, bool ``[k, j, i]``).
+        Raises :class:`~refinement.RefinementError` with one line when the volume changed since the run or fewer
+        than :data:`~refinement.MIN_CORRECTED` slices were corrected."""
+        if volume_node is None or volume_node.GetID() != written.volume_node_id:
+            raise RefinementError("the run was made on another volume; press Segment on this one first")
+        if volume_token(volume_node) != written.token:
+            raise RefinementError("the volume's voxels changed since the run; press Segment again, then correct")
+        corrected = written.corrections(current)
+        if len(corrected) < MIN_CORRECTED:
+            first, last = written.slice_range
+            raise RefinementError(f"{len(corrected)} of the run's slices ({first}-{last}) differ from what MedSAM "
+                                  f"wrote; paint or erase at least {MIN_CORRECTED} of them, then refine")
+        return corrected
+
+    def start_refine(self, written: WrittenRun, volume_node, corrected: Dict[int, np.ndarray],
+                     owner: object = None) -> None:
+        """Start Refine from my edits on the worker process (its ``finished`` event carries the refined result)."""
+        self.background().start(written.token, lambda: np.array(mrml.volume_array(volume_node)),
+                                written.ijk_to_world, written.key_boxes, written.model, written.settings, owner,
+                                corrected=corrected)
+
+    def refine(self, written: WrittenRun, volume_node, current: np.ndarray,
+               progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> RunOutcome:
+        """Refine from my edits in this process; changes nothing in the scene (see :meth:`corrections`)."""
+        corrected = self.corrections(written, volume_node, current)
+        if not self.service.has_volume(written.token):
+            self.service.put_volume(written.token, np.array(mrml.volume_array(volume_node)))
+        served = self.service.refine(written.token, written.ijk_to_world, written.key_boxes, written.model,
+                                     written.settings, corrected, progress, cancel)
+        return RunOutcome.of_refinement(written, served)
+
     # -- batch use without the editor (the module page) ---------------------------------------------------
     def segment_to_segmentation(self, scene, volume_node, markups_nodes: Sequence, segmentation_node=None,
                                 segment_name: str = "MedSAM", settings: EffectSettings = EffectSettings(),
@@ -372,51 +419,3 @@ def shared_logic() -> MedSAMEffectLogic:
     if _SHARED is None:
         _SHARED = MedSAMEffectLogic()
     return _SHARED
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The bundled sample
-
-
-@dataclass
-class SampleCase:
-    volume_node: object
-    roi_nodes: List[object]
-    segmentation_node: object
-    segment_id: str
-    reference: np.ndarray  # the reference lesion mask, [k, j, i]
-
-
-def load_sample(scene, segment_name: str = "lesion") -> SampleCase:
-    """Load the bundled demo CT lesion with its key boxes as ROIs and an empty segment to fill."""
-    from . import demo, io
-
-    image = io.read_image(demo.DEMO_IMAGE)
-    reference, _ = io.read_mask(demo.DEMO_IMAGE)
-    import slicer
-
-    volume_node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "MedSAM sample CT lesion")
-    volume_node.CreateDefaultDisplayNodes()
-    slicer.util.updateVolumeFromArray(volume_node, np.ascontiguousarray(image.array))
-    volume_node.SetIJKToRASMatrix(mrml.to_vtk_matrix(image.ijk_to_ras()))
-    display = volume_node.GetDisplayNode()
-    if display is not None and hasattr(display, "SetWindowLevel"):
-        display.AutoWindowLevelOff()
-        display.SetWindowLevel(255.0, 127.5)  # the sample is already windowed to 0-255
-    keys = demo.demo_key_boxes(image.shape)
-    segmentation_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "MedSAM sample segmentation")
-    segmentation_node.CreateDefaultDisplayNodes()
-    segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
-    segment_id = segmentation_node.GetSegmentation().AddEmptySegment("", segment_name)
-    target = RunTarget(volume_node.GetID(), segmentation_node.GetID(), segment_id)
-    rois = []
-    for n, key in enumerate(keys.sorted()):
-        roi = add_roi_for_key_box(scene, volume_node, keys.slice_axis, key, f"key box {n + 1}")
-        assign(roi, target)  # the sample's boxes belong to its lesion segment
-        rois.append(roi)
-    return SampleCase(volume_node, rois, segmentation_node, segment_id, reference)
-
-
-def checkpoint_cache_path(cache_dir: str, file_name: str = "medsam_vit_b.pth") -> str:
-    """Where a downloaded MedSAM ViT-B checkpoint is kept (Slicer's cache folder)."""
-    return os.path.join(cache_dir, "MedSAMSegment", file_name)

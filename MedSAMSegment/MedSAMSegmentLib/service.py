@@ -22,6 +22,7 @@ import numpy as np
 from . import intensity, pipeline
 from .engine import CancelCheck, EmbeddingCache, ProgressCallback, SegmentationResult, VolumeSegmenter, editing_cache
 from .geometry import GeometryError, KeyBox, KeyBoxSet
+from .refinement import RefineSettings, refine_from_corrections
 from .session import SegmentationSession
 
 #: Raw volumes kept by token, so that a second run on the same voxels needs no new upload.
@@ -39,12 +40,15 @@ class ModelSpec:
 
 @dataclass
 class ServiceResult:
-    """A finished run: the engine's result plus what the user should be told."""
+    """A finished run: the engine's result plus what the user should be told. For a refinement (Refine from my
+    edits), ``refined`` says whether the adapted decoder was kept and ``note`` is its one-line account."""
 
     result: SegmentationResult
     intensity: str
     device: str
     warnings: List[str] = field(default_factory=list)
+    refined: Optional[bool] = None
+    note: str = ""
 
 
 @dataclass
@@ -170,6 +174,28 @@ class SegmentationService:
             result = session.result(progress, cancel)
         return self._served(token, session, result, caught)
 
+    def refine(self, token: str, ijk_to_world: np.ndarray, key_boxes: KeyBoxSet, spec: ModelSpec,
+               settings: pipeline.SegmentationSettings, corrected: Dict[int, np.ndarray],
+               progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None,
+               refine: Optional[RefineSettings] = None) -> ServiceResult:
+        """Refine from my edits: the run of ``token`` from ``key_boxes`` (computed again only where it is not
+        kept), with the decoder adapted to the expert's ``corrected`` slices ({slice index along the key boxes'
+        axis: bool mask of the slice}) and the other slices decoded again when the leave-one-out check holds
+        (:func:`refinement.refine_from_corrections`, with ``refine`` or its defaults); the corrected slices come
+        back as given. Raises
+        :class:`~refinement.RefinementError` with one line for corrections it cannot use, ``engine.Cancelled``
+        when cancelled."""
+        session = self.session(token, ijk_to_world, key_boxes.slice_axis, spec, settings)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            session.set_boxes(key_boxes)
+            result = session.result(None, cancel)
+            refinement = refine_from_corrections(session.segmenter, key_boxes, session.settings, result, corrected,
+                                                 refine, progress, cancel)
+        served = self._served(token, session, refinement.result, caught)
+        served.refined, served.note = refinement.kept, refinement.message
+        return served
+
     def _served(self, token: str, session: SegmentationSession, result: SegmentationResult,
                 caught: Sequence[warnings.WarningMessage]) -> ServiceResult:
         settings = session.settings
@@ -225,7 +251,7 @@ def result_header(outcome: ServiceResult) -> Tuple[dict, Dict[str, np.ndarray]]:
         "recomputed": [int(s) for s in result.recomputed], "encoded": int(result.encoded),
         "filled": [int(s) for s in result.filled],
         "seconds": float(result.seconds), "intensity": outcome.intensity, "device": outcome.device,
-        "warnings": list(outcome.warnings),
+        "warnings": list(outcome.warnings), "refined": outcome.refined, "note": outcome.note,
     }
     return header, {"slab": result.mask[tuple(selector)].astype(np.uint8)}
 
@@ -247,4 +273,21 @@ def result_from_wire(header: dict, arrays: Dict[str, np.ndarray]) -> ServiceResu
         recomputed=[int(s) for s in header["recomputed"]], encoded=int(header["encoded"]),
         filled=[int(s) for s in header["filled"]], seconds=float(header["seconds"]),
     )
-    return ServiceResult(result, str(header["intensity"]), str(header["device"]), list(header["warnings"]))
+    refined = header.get("refined")
+    return ServiceResult(result, str(header["intensity"]), str(header["device"]), list(header["warnings"]),
+                         None if refined is None else bool(refined), str(header.get("note", "")))
+
+
+def corrected_to_wire(corrected: Dict[int, np.ndarray]) -> Tuple[List[int], np.ndarray]:
+    """The expert's corrected slices as their indices and one uint8 stack (slices along the first axis)."""
+    indices = sorted(int(i) for i in corrected)
+    if not indices:
+        return [], np.zeros((0, 0, 0), dtype=np.uint8)
+    return indices, np.stack([np.asarray(corrected[i], dtype=np.uint8) for i in indices])
+
+
+def corrected_from_wire(indices: Sequence[int], stack: np.ndarray) -> Dict[int, np.ndarray]:
+    """The inverse of :func:`corrected_to_wire`."""
+    if len(indices) != len(stack):
+        raise ValueError(f"{len(indices)} corrected slice indices but {len(stack)} masks were sent")
+    return {int(i): np.asarray(mask, dtype=bool) for i, mask in zip(indices, stack)}

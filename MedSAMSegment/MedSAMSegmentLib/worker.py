@@ -9,7 +9,9 @@ model spec, settings, and the voxels as the array ``volume`` when the worker doe
 ``encode`` (the same, plus ``newest``, the key slice placed last, and ``beyond``, how many slices past it to
 guess, null for the user's spacing, and ``preview``: decode them too: encode the views such a run will read
 before Segment is pressed; a ``segment`` request arriving cancels every ``encode`` still running or queued),
-``cancel`` (id),
+``refine`` (a ``segment`` request's fields plus ``corrected_slices``, the indices of the slices the expert
+corrected, and the array ``corrected``, their masks stacked: Refine from my edits on that run; replied to as a
+``segment``, the result header adding ``refined`` and ``note``), ``cancel`` (id),
 ``forget`` (drop volumes and embeddings), ``shutdown``.
 Replies: ``loaded``, ``progress``, ``result`` (with the array ``slab``), ``encoded`` (``count``, and with a preview
 its result header as ``preview`` and the array ``slab``), ``cancelled``, ``need_volume``,
@@ -33,6 +35,7 @@ from .engine import Cancelled
 from .service import (
     ModelSpec,
     SegmentationService,
+    corrected_from_wire,
     key_boxes_from_wire,
     result_header,
     settings_from_wire,
@@ -81,7 +84,7 @@ class Worker:
                     continue
                 if header.get("op") == "encode":
                     self._encodes.add(int(header.get("id", -1)))
-                elif header.get("op") == "segment":
+                elif header.get("op") in ("segment", "refine"):
                     self._cancelled.update(self._encodes)  # the user is waiting now: speculation yields
                 self._requests.put(message)
         except (ProtocolError, OSError, ValueError) as exc:
@@ -120,7 +123,7 @@ class Worker:
                        "acceleration": model.acceleration})
         elif op == "forget":
             self.service.forget()
-        elif op in ("segment", "encode"):
+        elif op in ("segment", "encode", "refine"):
             self._segment(request_id, header, arrays)
         else:
             raise ValueError(f"unknown request {op!r}")
@@ -156,8 +159,13 @@ class Worker:
                 self.send({"op": "progress", "id": request_id, "done": int(done), "total": int(total),
                            "message": str(text)})
 
-        outcome = self.service.segment(token, ijk_to_world, key_boxes_from_wire(header["keys"]), spec, settings,
-                                       progress=progress, cancel=cancel)
+        keys = key_boxes_from_wire(header["keys"])
+        if header["op"] == "refine":
+            corrected = corrected_from_wire(header.get("corrected_slices", []), arrays.get("corrected", []))
+            outcome = self.service.refine(token, ijk_to_world, keys, spec, settings, corrected, progress, cancel)
+        else:
+            outcome = self.service.segment(token, ijk_to_world, keys, spec, settings, progress=progress,
+                                           cancel=cancel)
         reply, reply_arrays = result_header(outcome)
         self.send({"op": "result", "id": request_id, **reply}, reply_arrays)
 

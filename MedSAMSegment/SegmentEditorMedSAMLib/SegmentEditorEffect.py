@@ -83,6 +83,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self._target = None  # the active run's RunTarget
         self._lastSliceAxis = 0
         self._previewNode = None  # the live preview's segmentation node, while one is shown
+        self._written = {}  # (segmentation id, segment id) -> edits.WrittenRun: what the last run wrote there
+        self._refining = None  # (WrittenRun, corrected slice indices) while Refine from my edits runs
         self.pollTimer = None
 
     def clone(self):
@@ -103,7 +105,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             "boxes are placed one after another until you press the button again or Esc. Then press "
             "<b>Segment</b>: every slice from the first to the last key box is segmented into the selected segment "
             "in one undo step. Each segment keeps its own key boxes. Move or add boxes and press Segment again: "
-            "only changed slices are recomputed.</html>"
+            "only changed slices are recomputed. Then correct a few slices (paint, erase) and press <b>Refine from "
+            "my edits</b>: MedSAM learns from your slices and segments the others again, leaving yours as they "
+            "are, in one undo step.</html>"
         )
 
     # -- widgets ----------------------------------------------------------------------------------------------
@@ -169,7 +173,12 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.previewCheckBox = qt.QCheckBox("Live preview")
         self.previewCheckBox.toolTip = ("While you draw, show the result of the key boxes placed so far (light "
                                         "yellow, not saved); Segment writes the result into the segment")
+        self.refineButton = qt.QPushButton("Refine from my edits")
+        self.refineButton.toolTip = ("After Segment, paint or erase at least 2 slices of the result; MedSAM adapts "
+                                     "its decoder to them and segments the slices you did not touch again (kept "
+                                     "only when it predicts your own slices better)")
         buttons.addWidget(self.segmentButton)
+        buttons.addWidget(self.refineButton)
         buttons.addWidget(self.cancelButton)
         buttons.addWidget(self.previewCheckBox)
         self.scriptedEffect.addOptionsWidget(buttons)
@@ -198,6 +207,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.deleteShortcut.connect("activated()", self.onDeleteKeyBox)
         self.flaggedList.connect("itemClicked(QListWidgetItem*)", self.onFlaggedClicked)
         self.segmentButton.connect("clicked()", self.onSegment)
+        self.refineButton.connect("clicked()", self.onRefine)
         self.cancelButton.connect("clicked()", self.onCancel)
         for combo in (self.strategyCombo, self.intensityCombo, self.modelCombo, self.deviceCombo,
                       *self.accuracyCombos.values()):
@@ -504,12 +514,47 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             slicer.util.errorDisplay(f"MedSAM cannot start: {exc}")
             return
         self._prepared, self._target = prepared, target
+        self._startedRun("Segmenting...")
+
+    def onRefine(self):
+        """Start Refine from my edits on the worker for the selected segment; returns at once. A problem (no run
+        to refine, too few corrected slices) is one dialog, and nothing changes."""
+        from MedSAMSegmentLib import effect, mrml_segments
+
+        if self._prepared is not None:
+            return
+        target = self.target()
+        if target is None:
+            slicer.util.errorDisplay(self.statusLabel.text)
+            return
+        written = self._written.get((target.segmentation_id, target.segment_id))
+        if written is None:
+            slicer.util.errorDisplay("Press Segment first: Refine from my edits learns from your corrections of "
+                                     "the MedSAM result in the selected segment.")
+            return
+        self.stopPlacing()
+        logic = effect.shared_logic()
+        try:
+            volume = slicer.mrmlScene.GetNodeByID(target.volume_id)
+            segmentation = slicer.mrmlScene.GetNodeByID(target.segmentation_id)
+            current = mrml_segments.segment_mask(segmentation, target.segment_id, volume)
+            corrected = logic.corrections(written, volume, current)
+            logic.start_refine(written, volume, corrected, owner=self)
+        except Exception as exc:  # noqa: BLE001 - shown as one dialog; nothing was changed
+            logging.info("MedSAM refinement not started: %s", exc)
+            slicer.util.errorDisplay(f"MedSAM cannot refine: {exc}")
+            return
+        self._prepared, self._target, self._refining = written, target, (written, frozenset(corrected))
+        self._startedRun(f"Refining from your {len(corrected)} corrected slices...")
+
+    def _startedRun(self, status):
         self.segmentButton.enabled = False
+        self.refineButton.enabled = False
         self.cancelButton.enabled = True
         self.progressBar.visible = True
         self.progressBar.maximum = 0  # busy until the first progress message
         self.flaggedList.clear()
-        self.statusLabel.text = "Segmenting..."
+        self.statusLabel.text = status
         self.pollTimer.start()
 
     def onCancel(self):
@@ -524,6 +569,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
         self.stopPlacing()
         self._previewNode = None  # gone with the scene
+        self._written = {}
         effect.shared_logic().forget()
 
     def onPollWorker(self):
@@ -560,15 +606,22 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self._finish(event.result)
 
     def _finish(self, served):
-        from MedSAMSegmentLib import effect, key_box_nodes
+        from MedSAMSegmentLib import edits, effect, key_box_nodes, mrml_segments
 
-        prepared, target = self._prepared, self._target
+        prepared, target, refining = self._prepared, self._target, self._refining
         problem = key_box_nodes.target_problem(slicer.mrmlScene, self.scriptedEffect.parameterSetNode(), target)
         if problem is not None:
-            self._endRun(f"Not written: {problem}. Nothing was changed; select the segment and press Segment again "
+            again = "Refine from my edits" if refining else "Segment"
+            self._endRun(f"Not written: {problem}. Nothing was changed; select the segment and press {again} again "
                          "(the image is cached, so it is quick).")
             return
-        outcome = effect.RunOutcome.of(prepared, served)
+        if refining:
+            outcome = effect.RunOutcome.of_refinement(refining[0], served)
+            if not served.refined:  # the segment already holds the run with the expert's slices
+                self._endRun(outcome.summary())
+                return
+        else:
+            outcome = effect.RunOutcome.of(prepared, served)
         volume = slicer.mrmlScene.GetNodeByID(target.volume_id)
         try:
             effect.MedSAMEffectLogic.apply(EffectSegmentWriter(self.scriptedEffect), volume, outcome)
@@ -578,6 +631,11 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             slicer.util.errorDisplay(f"Writing the segment failed; the segment was not changed.\n\n{exc}")
             return
         self._lastSliceAxis = outcome.slice_axis
+        segmentation = slicer.mrmlScene.GetNodeByID(target.segmentation_id)
+        now = mrml_segments.segment_mask(segmentation, target.segment_id, volume)  # as written, masking included
+        self._written[(target.segmentation_id, target.segment_id)] = (
+            refining[0].after(now, refining[1]) if refining else edits.WrittenRun.of(prepared, target,
+                                                                                     outcome.slice_range, now))
         self.removePreview()
         self._endRun(outcome.summary())
         for index, reason in outcome.flagged:
@@ -587,7 +645,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     def _endRun(self, status):
         self._prepared = None
+        self._refining = None
         self.statusLabel.text = status
         self.segmentButton.enabled = True
+        self.refineButton.enabled = True
         self.cancelButton.enabled = False
         self.progressBar.visible = False
