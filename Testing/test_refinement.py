@@ -117,7 +117,7 @@ def test_too_few_or_misshapen_corrections_get_one_line(demo_run):
         refine_from_corrections(segmenter, keys, settings, result, outside, FAST)
     with pytest.raises(RefinementError, match="shape"):
         refine_from_corrections(segmenter, keys, settings, result, {6: np.zeros((3, 3), bool), 8: one[8]}, FAST)
-    for bad in ({"steps": 0}, {"learning_rate": 0.0}, {"anchors": -1}):
+    for bad in ({"steps": 0}, {"learning_rate": 0.0}, {"anchors": -1}, {"confident_iou": 1.5}, {"agreement": -0.1}):
         with pytest.raises(RefinementError, match="refine settings"):
             RefineSettings(**bad)
 
@@ -209,3 +209,46 @@ def test_the_service_refines_the_kept_run_as_the_engine_does(lite_model, embeddi
     np.testing.assert_array_equal(served.result.mask, expected.result.mask)
     assert served.refined == expected.kept and served.note == expected.message
     assert served.intensity and served.device
+
+
+def test_free_first_keeps_the_free_adaptation_unless_the_confident_slices_disagree(demo_run):
+    """The rule is exactly its two building blocks: the free adaptation when it holds out and the run's confident
+    slices agree with it, else the anchored one (what benchmarks/corrections_study.py scores from their records)."""
+    import dataclasses
+
+    from MedSAMSegmentLib.refinement import confident_agreement
+
+    segmenter, keys, settings, result, reference = demo_run
+    from scipy import ndimage
+
+    QUICK = RefineSettings(steps=20, learning_rate=1e-3, jitters=2, anchors=2)
+    # An expert who draws every slice 3 pixels wider than the run: one slice teaches the other, so the free
+    # adaptation holds out.
+    corrected = {i: ndimage.binary_dilation(take_slice(result.mask, keys.slice_axis, i), iterations=3)
+                 for i in (6, 9)}
+    free = refine_from_corrections(segmenter, keys, settings, result, corrected,
+                                   dataclasses.replace(QUICK, anchors=0))
+    anchored = refine_from_corrections(segmenter, keys, settings, result, corrected, QUICK)
+    assert free.kept and free.anchors == 0 and free.agreement is None
+    untouched = [i for i in sorted(result.boxes) if i not in corrected]
+    agreement = confident_agreement(free.result, result, untouched, 0.0)
+    assert 0.0 < agreement < 1.0
+
+    agreeing = refine_from_corrections(segmenter, keys, settings, result, corrected,
+                                       dataclasses.replace(QUICK, free_first=True, confident_iou=0.0,
+                                                           agreement=agreement))
+    np.testing.assert_array_equal(agreeing.result.mask, free.result.mask)
+    assert agreeing.anchors == 0 and agreeing.agreement == pytest.approx(agreement)
+    assert "and 2 of the run's own slices" not in agreeing.message
+
+    disagreeing = refine_from_corrections(segmenter, keys, settings, result, corrected,
+                                          dataclasses.replace(QUICK, free_first=True, confident_iou=0.0,
+                                                              agreement=min(1.0, agreement + 1e-6)))
+    np.testing.assert_array_equal(disagreeing.result.mask, anchored.result.mask)
+    assert disagreeing.kept == anchored.kept and disagreeing.held_out == anchored.held_out
+    assert disagreeing.anchors == (2 if anchored.kept else None)
+
+    nobody_confident = refine_from_corrections(segmenter, keys, settings, result, corrected,
+                                               dataclasses.replace(QUICK, free_first=True, confident_iou=1.0,
+                                                                   agreement=1.0))
+    np.testing.assert_array_equal(nobody_confident.result.mask, free.result.mask)  # no confident slice: no veto

@@ -1,11 +1,18 @@
-"""Study: how much do a few corrected slices help the rest? (Refine from my edits, simulated annotator)
+"""Study: how much do a few corrected slices help the rest, and which safeguard generalises? (Refine from my edits,
+simulated annotator)
 
 For each development case: key boxes every ``--spacing`` slices from the reference (+3 px, as ``evaluate``
 simulates them), one run with the command line's defaults (real LiteMedSAM on the CPU); then for each k of ``--k``
-the annotator replaces the k worst slices by the reference and Refine from my edits adapts the decoder to them
-(:mod:`medsam_evaluation.corrections`). Prints per case the untouched slices' DSC before and after, whether the
-adapted decoder was kept (leave-one-out check), and the seconds the refinement took; then the means by case group,
-the largest loss, and the issue's targets. Records go to a JSON-lines file (a rerun skips what is there).
+the annotator replaces the k worst slices by the reference (:mod:`medsam_evaluation.corrections`) and the two
+adaptations Refine from my edits is made of run on them: ``free`` (the decoder adapted to the corrected slices
+alone) and ``anchored`` (with untouched slices held to the run's masks), each under its leave-one-out check.
+
+The refinement's rule (``RefineSettings.free_first``) keeps the free adaptation unless the run's confident
+slices (predicted IoU >= t) disagree with it (mean DSC < a), then falls back to the anchored one. Its outcome for
+any (t, a) follows from the two records (the per-slice IoU and agreement are recorded), so the report scores a
+grid of thresholds, and the plain ``free`` and ``anchored`` rules, by leave-one-group-out on the untouched
+slices' DSC (:mod:`medsam_evaluation.cross_validation`): each case group is held out in turn and gets the rule
+the other groups chose. Records go to a JSON-lines file (a rerun skips what is there).
 
     python benchmarks/corrections_study.py --out /tmp/corrections.jsonl [--k 2 3] [--case cord]
 """
@@ -19,13 +26,14 @@ import os
 import statistics
 import sys
 from collections import defaultdict
+from typing import Dict, List, Optional
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "MedSAMSegment"))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "Evaluation"))
 
 from medsam_evaluation.cases import load_cases, modality_setting  # noqa: E402
 from medsam_evaluation.corrections import corrections_protocol  # noqa: E402
-from medsam_evaluation.cross_validation import case_group  # noqa: E402
+from medsam_evaluation.cross_validation import case_group, leave_one_group_out  # noqa: E402
 from medsam_evaluation.simulate import simulate_key_boxes  # noqa: E402
 from medsam_evaluation.study_cli import add_study_arguments, run_study  # noqa: E402
 from MedSAMSegmentLib import io, pipeline  # noqa: E402
@@ -35,19 +43,27 @@ from MedSAMSegmentLib.settings import SegmentationSettings  # noqa: E402
 
 #: The issue's targets with two corrected slices: the weakest targets gain this much ...
 WEAK_GAIN = 0.05
+#: ... (targets whose untouched DSC is below this before) ...
+WEAK_BELOW = 0.75
 #: ... and no case loses more than this.
 MOST_LOSS = 0.01
+#: The two adaptations each case runs (the rule's building blocks).
+ADAPTATIONS = {"free": RefineSettings(anchors=0, free_first=False),
+               "anchored": RefineSettings(anchors=RefineSettings().anchors, free_first=False)}
+#: The confident-slice check's thresholds scored: the run's predicted IoU, and the agreement with its masks.
+CONFIDENT_IOUS = (0.8, 0.85, 0.9, 0.95)
+AGREEMENTS = (0.8, 0.85, 0.9, 0.95)
 
 
-def run(cases_json: str, out: str, ks, spacing: int, refine: RefineSettings, case_filter=None) -> None:
+def run(cases_json: str, out: str, ks, spacing: int, case_filter=None) -> None:
     done = set()
     if os.path.exists(out):
         with open(out) as handle:
-            done = {(r["case"], r["k"], r["refine"]["anchors"]) for r in map(json.loads, handle)}
+            done = {(r["case"], r["k"], r["adaptation"]) for r in map(json.loads, handle)}
     model = load_model("lite", device="cpu")
     for case in load_cases(cases_json, case_filter):
-        todo = [k for k in ks if (case.name, k, refine.anchors) not in done]
-        if not todo:
+        todo = {name: [k for k in ks if (case.name, k, name) not in done] for name in ADAPTATIONS}
+        if not any(todo.values()):
             continue
         image = io.read_image(case.image)
         reference, _ = io.read_mask(case.label, case.label_values)
@@ -55,61 +71,107 @@ def run(cases_json: str, out: str, ks, spacing: int, refine: RefineSettings, cas
         segmenter = pipeline.make_segmenter(model, image.array, case.slice_axis, settings)
         keys = simulate_key_boxes(reference, case.slice_axis, spacing, margin=3)
         result = segmenter.segment(keys, settings)
-        for row in corrections_protocol(segmenter, keys, settings, result, reference, todo, refine):
-            record = {"case": case.name, "group": case_group(case.name), "spacing": spacing,
-                      "refine": dataclasses.asdict(refine), **row,
-                      "held_out": {str(i): pair for i, pair in row.get("held_out", {}).items()}}
-            with open(out, "a") as handle:
-                handle.write(json.dumps(record) + "\n")
-            print(f"{case.name} k={row['k']}: {row['before']:.3f} -> {row['after']:.3f} "
-                  f"({'kept' if row['kept'] else 'not kept'}, {row['seconds']:.1f} s)", flush=True)
+        for name, refine in ADAPTATIONS.items():
+            for row in corrections_protocol(segmenter, keys, settings, result, reference, todo[name], refine):
+                record = {"case": case.name, "group": case_group(case.name), "spacing": spacing, "adaptation": name,
+                          "refine": dataclasses.asdict(refine), **row,
+                          **{key: {str(i): v for i, v in row.get(key, {}).items()}
+                             for key in ("held_out", "iou", "agreement")}}
+                with open(out, "a") as handle:
+                    handle.write(json.dumps(record) + "\n")
+                print(f"{case.name} k={row['k']} {name}: {row['before']:.3f} -> {row['after']:.3f} "
+                      f"({'kept' if row['kept'] else 'not kept'}, {row['seconds']:.1f} s)", flush=True)
+
+
+def rule_after(free: dict, anchored: dict, confident_iou: Optional[float], agreement: Optional[float]) -> float:
+    """The untouched DSC the rule gives: ``free`` unless (with thresholds) its confident slices disagree."""
+    if free["kept"]:
+        if confident_iou is None:
+            return free["after"]
+        confident = [i for i, iou in free["iou"].items() if iou >= confident_iou]
+        if not confident or statistics.mean(free["agreement"][i] for i in confident) >= agreement:
+            return free["after"]
+    return anchored["after"]
+
+
+def candidates(pairs: Dict[str, dict]) -> Dict[str, Dict[str, float]]:
+    """{rule: {case: untouched DSC after}} for the anchored rule (first: the reference), the free rule and the
+    threshold grid, from ``{case: {"free": record, "anchored": record}}``."""
+    scores = {"anchored": {c: p["anchored"]["after"] for c, p in pairs.items()},
+              "free": {c: rule_after(p["free"], p["anchored"], None, None) for c, p in pairs.items()}}
+    for t in CONFIDENT_IOUS:
+        for a in AGREEMENTS:
+            scores[rule_name(t, a)] = {c: rule_after(p["free"], p["anchored"], t, a) for c, p in pairs.items()}
+    return scores
+
+
+def rule_name(confident_iou: float, agreement: float) -> str:
+    return f"free unless IoU>={confident_iou:g} slices agree <{agreement:g}"
+
+
+def _targets(before: Dict[str, float], after: Dict[str, float]) -> List[str]:
+    changes = {c: after[c] - before[c] for c in before}
+    worst = min(changes, key=changes.get)
+    weak = [c for c in before if before[c] < WEAK_BELOW]
+    lines = [f"mean change {statistics.mean(changes.values()):+.4f} over {len(changes)} cases; largest loss "
+             f"{changes[worst]:+.4f} ({worst}): no case lower by more than {MOST_LOSS}: "
+             f"{'met' if changes[worst] >= -MOST_LOSS else 'not met'}"]
+    if weak:
+        gain = statistics.mean(changes[c] for c in weak)
+        lines.append(f"weakest targets (untouched DSC below {WEAK_BELOW} before: {', '.join(sorted(weak))}): mean "
+                     f"change {gain:+.4f} (target {WEAK_GAIN:+.2f}: {'met' if gain >= WEAK_GAIN else 'not met'})")
+    return lines
 
 
 def report(out: str) -> str:
     with open(out) as handle:
         records = [json.loads(line) for line in handle]
     lines = []
-    for k, anchors in sorted({(r["k"], r["refine"]["anchors"]) for r in records}):
-        mine = sorted((r for r in records if r["k"] == k and r["refine"]["anchors"] == anchors),
-                      key=lambda r: r["case"])
-        lines += [f"### {k} corrected slice{'s' if k > 1 else ''} (the {k} worst), {anchors} anchor slices", "",
-                  "| case | corrected slices | untouched DSC before | after | change | adapted decoder | s |",
-                  "| --- | --- | ---: | ---: | ---: | --- | ---: |"]
-        for r in mine:
-            kept = "kept" if r["kept"] else ("not kept" if len(r["corrected"]) > 1 else "(one slice: none)")
-            lines.append(f"| {r['case']} | {r['corrected']} | {r['before']:.3f} | {r['after']:.3f} | "
-                         f"{r['after'] - r['before']:+.3f} | {kept} | {r['seconds']:.1f} |")
-        by_group = defaultdict(list)
-        for r in mine:
-            by_group[r["group"]].append(r["after"] - r["before"])
-        changes = [r["after"] - r["before"] for r in mine]
-        worst = min(mine, key=lambda r: r["after"] - r["before"])
-        lines += ["", f"- mean change {statistics.mean(changes):+.4f} over {len(mine)} cases; kept on "
-                  f"{sum(r['kept'] for r in mine)}; largest loss {worst['after'] - worst['before']:+.4f} "
-                  f"({worst['case']})"]
-        lines += [f"- {group}: mean change {statistics.mean(v):+.4f} ({len(v)} cases)"
-                  for group, v in sorted(by_group.items())]
-        weak = [r for r in mine if r["before"] < 0.75]
-        if weak:
-            gain = statistics.mean(r["after"] - r["before"] for r in weak)
-            lines.append(f"- the weakest targets (untouched DSC below 0.75 before: {len(weak)} cases): mean change "
-                         f"{gain:+.4f} (target {WEAK_GAIN:+.2f}: {'met' if gain >= WEAK_GAIN else 'not met'})")
-        lines += [f"- no case lower by more than {MOST_LOSS}: "
-                  f"{'met' if worst['after'] - worst['before'] >= -MOST_LOSS else 'not met'}", ""]
+    for k in sorted({r["k"] for r in records}):
+        pairs: Dict[str, dict] = defaultdict(dict)
+        for r in records:
+            if r["k"] == k:
+                pairs[r["case"]][r["adaptation"]] = r
+        pairs = {c: p for c, p in sorted(pairs.items()) if set(p) == set(ADAPTATIONS)}
+        if not pairs:
+            continue
+        scores = candidates(pairs)
+        validation = leave_one_group_out(scores)
+        chosen_by_group = {fold.group: fold.chosen for fold in validation.folds}
+        before = {c: p["free"]["before"] for c, p in pairs.items()}
+        held_out = {c: scores[chosen_by_group[case_group(c)]][c] for c in pairs}
+        whole = validation.whole_set_choice
+        lines += [f"### {k} corrected slice{'s' if k > 1 else ''} (the {k} worst)", "",
+                  "| case | corrected | untouched DSC before | free | anchored | whole-set rule | held-out rule | s "
+                  "(free + anchored) |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for c, p in pairs.items():
+            free, anchored = p["free"], p["anchored"]
+            mark = {True: "", False: " (not kept)"}
+            lines.append(f"| {c} | {free['corrected']} | {before[c]:.3f} | {free['after']:.3f}{mark[free['kept']]} | "
+                         f"{anchored['after']:.3f}{mark[anchored['kept']]} | {scores[whole][c]:.3f} | "
+                         f"{held_out[c]:.3f} | {free['seconds'] + anchored['seconds']:.1f} |")
+        lines += ["", "Leave-one-group-out over the rules (score: untouched DSC; reference: anchored):", "",
+                  "| held-out group | cases | rule chosen by the other groups | its mean there | anchored | "
+                  "worst case vs anchored |", "| --- | ---: | --- | ---: | ---: | ---: |"]
+        lines += [f"| {f.group} | {f.cases} | {f.chosen} | {f.held_out_mean:.4f} | {f.reference_mean:.4f} | "
+                  f"{f.worst_case_change:+.4f} |" for f in validation.folds]
+        lines += ["", f"- whole set chooses **{whole}** (mean {validation.whole_set_mean:.4f}); held out by group: "
+                  f"{validation.held_out_mean:.4f}; anchored: {validation.reference_mean:.4f}; free: "
+                  f"{statistics.mean(scores['free'].values()):.4f}; before: {statistics.mean(before.values()):.4f}"]
+        for name, after in (("held-out rules", held_out), (whole, scores[whole]), ("anchored", scores["anchored"]),
+                            ("free", scores["free"])):
+            lines += [f"- {name}: " + "; ".join(_targets(before, after))]
+        lines.append("")
     return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_study_arguments(parser)
-    parser.add_argument("--k", type=int, nargs="+", default=[2, 3], help="corrected slices (default 2 3)")
+    parser.add_argument("--k", type=int, nargs="+", default=[2], help="corrected slices (default 2)")
     parser.add_argument("--spacing", type=int, default=5)
-    parser.add_argument("--anchors", type=int, default=RefineSettings().anchors,
-                        help="untouched slices that keep the run's masks while adapting (0: none)")
     args = parser.parse_args()
-    refine = RefineSettings(anchors=args.anchors)
-    return run_study(args, lambda cases_json: run(cases_json, args.out, args.k, args.spacing, refine, args.case),
-                     report)
+    return run_study(args, lambda cases_json: run(cases_json, args.out, args.k, args.spacing, args.case), report)
 
 
 if __name__ == "__main__":

@@ -40,8 +40,10 @@ def corrections_protocol(segmenter: VolumeSegmenter, key_boxes: KeyBoxSet, setti
                          result: SegmentationResult, reference: np.ndarray, ks: Sequence[int] = (1, 2, 3),
                          refine: Optional[RefineSettings] = None) -> List[Dict[str, object]]:
     """For each k of ``ks``: the corrected slices, the untouched slices' DSC before and after the refinement,
-    whether the adapted decoder was kept, and the seconds it took. With fewer than :data:`MIN_CORRECTED` corrected
-    slices nothing is refined (after = before)."""
+    whether the adapted decoder was kept (and with how many anchors), the seconds it took, and per untouched slice
+    the run's predicted IoU and the DSC between the refined and the run's mask (``iou``, ``agreement``: what the
+    confident-slice check reads, so that its thresholds can be studied without running again). With fewer than
+    :data:`MIN_CORRECTED` corrected slices nothing is refined (after = before)."""
     rows = []
     for k in ks:
         touched = worst_slices(result.mask, reference, result.slice_axis, result.slice_range, k)
@@ -52,7 +54,11 @@ def corrections_protocol(segmenter: VolumeSegmenter, key_boxes: KeyBoxSet, setti
             corrected = {i: np.asarray(take_slice(reference, result.slice_axis, i), dtype=bool) for i in touched}
             refinement = refine_from_corrections(segmenter, key_boxes, settings, result, corrected,
                                                  refine or RefineSettings())
+            untouched = [i for i in sorted(result.boxes) if i not in corrected]
+            agreement = per_slice_dice(refinement.result.mask, result.mask, result.slice_axis)
             row.update(after=untouched_dice(refinement.result.mask, reference, result.slice_axis, touched),
-                       kept=refinement.kept, seconds=refinement.seconds, held_out=refinement.held_out)
+                       kept=refinement.kept, anchors=refinement.anchors, seconds=refinement.seconds,
+                       held_out=refinement.held_out, iou={i: float(result.iou.get(i, 0.0)) for i in untouched},
+                       agreement={i: float(agreement[i]) for i in untouched})
         rows.append(row)
     return rows

@@ -10,10 +10,16 @@ fixed, so their outputs are computed once per view and each step costs milliseco
 slices again with the adapted decoder, each with the box and the options the run used. The corrected slices are
 never changed.
 
-It protects itself by leave-one-out: each corrected slice in turn is held out of the training and decoded with a
-decoder adapted to the others. The adaptation (then trained on all corrected slices) is kept only when the held-out
-slices' mean DSC against the expert's masks rises and none of them falls by more than :data:`FOLD_TOLERANCE`.
-Otherwise the result is the original run with the expert's slices, and :attr:`Refinement.kept` is False.
+It protects itself twice. By leave-one-out: each corrected slice in turn is held out of the training and decoded
+with a decoder adapted to the others; an adaptation (then trained on all corrected slices) is kept only when the
+held-out slices' mean DSC against the expert's masks rises and none of them falls by more than
+:data:`FOLD_TOLERANCE`. And by the run's confident slices: the expert corrects the worst slices, which need not
+resemble the rest, so a decoder adapted freely to them may undo what the run did well. The free adaptation is
+kept only when, on the untouched slices the run was confident of (predicted IoU at least
+:attr:`RefineSettings.confident_iou`), its masks agree with the run's (mean DSC at least
+:attr:`RefineSettings.agreement`). Otherwise the adaptation is made again with anchors: untouched slices trained
+to keep the run's masks beside the corrected ones, under the same leave-one-out check. When neither holds the
+result is the original run with the expert's slices, and :attr:`Refinement.kept` is False.
 
 Qt-free; torch is imported when a refinement runs.
 """
@@ -23,7 +29,7 @@ from __future__ import annotations
 import copy
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -52,9 +58,13 @@ class RefinementError(ValueError):
 class RefineSettings:
     """How the decoder's last stage is adapted: ``steps`` Adam steps of ``learning_rate`` over every training
     view, each view seen with ``jitters`` boxes (the run's box and boxes moved by up to ``jitter`` view pixels per
-    side), seeded by ``seed``. ``anchors`` untouched slices, evenly spread, are trained to keep the run's own
-    masks, with ``anchor_weight`` times the corrected slices' weight, so that a correction of the worst slices
-    does not unlearn what the decoder did well (0: no anchors)."""
+    side), seeded by ``seed``.
+
+    With ``free_first``, the decoder is first adapted to the corrected slices alone, and that is kept when the
+    untouched slices with a predicted IoU of at least ``confident_iou`` keep a mean DSC of at least
+    ``agreement`` with the run's masks (or there are none). Otherwise ``anchors`` untouched slices, evenly
+    spread, are trained to keep the run's own masks, with ``anchor_weight`` times the corrected slices' weight,
+    so that a correction of the worst slices does not unlearn what the decoder did well (0: no anchors)."""
 
     steps: int = 100
     learning_rate: float = 3e-4
@@ -63,12 +73,16 @@ class RefineSettings:
     seed: int = 0
     anchors: int = 6
     anchor_weight: float = 1.0
+    free_first: bool = False
+    confident_iou: float = 0.9
+    agreement: float = 0.9
 
     def __post_init__(self) -> None:
         if (self.steps < 1 or not self.learning_rate > 0 or self.jitters < 1 or self.jitter < 0 or self.anchors < 0
-                or self.anchor_weight < 0):
-            raise RefinementError("refine settings: give steps >= 1, a positive learning rate, jitters >= 1, and "
-                                  "jitter, anchors and anchor weight >= 0")
+                or self.anchor_weight < 0 or not 0 <= self.confident_iou <= 1 or not 0 <= self.agreement <= 1):
+            raise RefinementError("refine settings: give steps >= 1, a positive learning rate, jitters >= 1, "
+                                  "jitter, anchors and anchor weight >= 0, and a confident IoU and an agreement "
+                                  "between 0 and 1")
 
 
 @dataclass(frozen=True)
@@ -85,8 +99,10 @@ class TrainingView:
 class Refinement:
     """What :func:`refine_from_corrections` did. ``result`` holds the mask to write (the corrected slices as the
     expert left them); ``held_out`` maps each corrected slice to its DSC with the original decoder and with the
-    decoder adapted to the other corrected slices; ``kept`` says whether the adapted decoder was used; ``message``
-    is one line for the user."""
+    decoder adapted to the other corrected slices (in the adaptation kept, or the last one tried); ``kept`` says
+    whether an adapted decoder was used, ``anchors`` how many of the run's own slices it was anchored to (None: not
+    kept); ``agreement`` is the free adaptation's agreement on the run's confident slices, when it was measured;
+    ``message`` is one line for the user."""
 
     result: SegmentationResult
     kept: bool
@@ -94,6 +110,8 @@ class Refinement:
     trained_on: List[int]
     seconds: float
     message: str
+    anchors: Optional[int] = None
+    agreement: Optional[float] = None
 
 
 def _require_trainable(model: SliceModel) -> None:
@@ -215,9 +233,6 @@ class _Examples:
         features = features[..., :rows, :cols].contiguous()
         return _Example(view.slice_index, tokens, features, target.expand(jitters, -1, -1).to(model.device), anchor)
 
-    def without(self, index: int) -> List[_Example]:
-        return [item for item in self.items if item.slice_index != index]
-
 
 def adapt_decoder(model: SliceModel, views: Sequence[TrainingView], settings: Optional[RefineSettings] = None,
                   progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None):
@@ -313,45 +328,103 @@ def refine_from_corrections(
     model = segmenter.model
     refine = refine or RefineSettings()
     untouched = [i for i in sorted(result.boxes) if i not in corrected]
-    anchor_masks = {i: np.asarray(take_slice(result.mask, result.slice_axis, i), dtype=bool)
-                    for i in spread(untouched, refine.anchors)}
-    examples = _Examples(model, training_views(segmenter, result.boxes, {i: corrected[i] for i in usable},
-                                               settings.zoom), refine,
-                         training_views(segmenter, result.boxes, anchor_masks, settings.zoom))
-    rounds = len(usable) + 1
+    stages = [0] if refine.free_first else []
+    if refine.anchors > 0 or not stages:
+        stages.append(refine.anchors)
+    corrected_items = _Examples(model, training_views(segmenter, result.boxes, {i: corrected[i] for i in usable},
+                                                      settings.zoom), refine).items
+    rounds = len(stages) * (len(usable) + 1)
 
     def step_progress(round_index):
         if progress is None:
             return None
         return lambda done, total, message: progress(round_index * total + done, rounds * total, message)
 
-    held_out: Dict[int, Tuple[float, float]] = {}
-    for round_index, held in enumerate(usable):
-        hypernetwork = _train(model, examples.without(held), refine, step_progress(round_index), cancel)
-        held_out[held] = (_decoded_dice(segmenter, None, result.boxes[held], held, corrected[held], settings),
-                          _decoded_dice(segmenter, AdaptedModel(model, hypernetwork, len(usable) - 1),
-                                        result.boxes[held], held, corrected[held], settings))
-    original_mean = statistics.mean(before for before, _ in held_out.values())
-    adapted_mean = statistics.mean(after for _, after in held_out.values())
-    kept = adapted_mean > original_mean and all(after >= before - FOLD_TOLERANCE
-                                                for before, after in held_out.values())
-    if kept:
-        hypernetwork = _train(model, examples.items, refine, step_progress(len(usable)), cancel)
+    tried: List[_Stage] = []
+    chosen: Optional[_Stage] = None
+    for stage, anchor_count in enumerate(stages):
+        anchor_masks = {i: np.asarray(take_slice(result.mask, result.slice_axis, i), dtype=bool)
+                        for i in spread(untouched, anchor_count)}
+        anchor_views = training_views(segmenter, result.boxes, anchor_masks, settings.zoom)
+        items = corrected_items + _Examples(model, (), refine, anchor_views).items
+        first_round = stage * (len(usable) + 1)
+        outcome = _Stage(anchor_count)
+        tried.append(outcome)
+        for offset, held in enumerate(usable):
+            hypernetwork = _train(model, [item for item in items if item.slice_index != held], refine,
+                                  step_progress(first_round + offset), cancel)
+            outcome.held_out[held] = (
+                _decoded_dice(segmenter, None, result.boxes[held], held, corrected[held], settings),
+                _decoded_dice(segmenter, AdaptedModel(model, hypernetwork, len(usable) - 1), result.boxes[held],
+                              held, corrected[held], settings))
+        if not outcome.holds_out():
+            continue
+        hypernetwork = _train(model, items, refine, step_progress(first_round + len(usable)), cancel)
         adapted = VolumeSegmenter(AdaptedModel(model, hypernetwork, len(usable)), segmenter.volume,
                                   segmenter.slice_axis, cache=segmenter.cache, batch_size=segmenter.batch_size)
-        refined = _decode_again(adapted, result, corrected, settings, cancel)
+        outcome.refined = _decode_again(adapted, result, corrected, settings, cancel)
+        if anchor_count == 0 and stage < len(stages) - 1:
+            outcome.agreement = confident_agreement(outcome.refined, result, untouched, refine.confident_iou)
+            if outcome.agreement is not None and outcome.agreement < refine.agreement:
+                continue  # the free decoder undid confident slices: adapt again with anchors
+        chosen = outcome
+        break
+    return _account(chosen, tried, result, corrected, usable, time.perf_counter() - started)
+
+
+@dataclass
+class _Stage:
+    """One adaptation tried: its anchor count, the held-out DSC pairs, and (when it held) the re-decoded run."""
+
+    anchors: int
+    held_out: Dict[int, Tuple[float, float]] = field(default_factory=dict)
+    refined: Optional[SegmentationResult] = None
+    agreement: Optional[float] = None
+
+    def means(self) -> Tuple[float, float]:
+        return (statistics.mean(before for before, _ in self.held_out.values()),
+                statistics.mean(after for _, after in self.held_out.values()))
+
+    def holds_out(self) -> bool:
+        """The leave-one-out check: the held-out mean rises and no held-out slice falls by more than the
+        tolerance."""
+        before, after = self.means()
+        return after > before and all(a >= b - FOLD_TOLERANCE for b, a in self.held_out.values())
+
+
+
+def _account(chosen: Optional[_Stage], tried: List[_Stage], result: SegmentationResult,
+             corrected: Dict[int, np.ndarray], usable: List[int], seconds: float) -> Refinement:
+    """The :class:`Refinement` of the ``chosen`` stage (None: none held, the run is kept)."""
+    shown = chosen or tried[-1]
+    before, after = shown.means()
+    if chosen is not None:
+        refined = chosen.refined
+        anchored = f" and {chosen.anchors} of the run's own slices" if chosen.anchors else ""
+        message = (f"refined {len(refined.recomputed)} untouched slices with a decoder adapted to {len(usable)} "
+                   f"corrected slices{anchored} (held out in turn: mean DSC {before:.3f} -> {after:.3f})")
     else:
         refined = copy.copy(result)
         refined.mask = result.mask.copy()
+        message = (f"kept the original masks: adapted to the other corrected slices, the decoder did not improve "
+                   f"each held-out one (mean DSC {before:.3f} -> {after:.3f}); your slices are kept")
     for index, mask in corrected.items():
         put_slice(refined.mask, refined.slice_axis, index, mask)
-    if kept:
-        message = (f"refined {len(refined.recomputed)} untouched slices with a decoder adapted to {len(usable)} "
-                   f"corrected slices (held out in turn: mean DSC {original_mean:.3f} -> {adapted_mean:.3f})")
-    else:
-        message = (f"kept the original masks: adapted to the other corrected slices, the decoder did not improve "
-                   f"each held-out one (mean DSC {original_mean:.3f} -> {adapted_mean:.3f}); your slices are kept")
-    return Refinement(refined, kept, held_out, usable, time.perf_counter() - started, message)
+    agreements = [stage.agreement for stage in tried if stage.agreement is not None]
+    return Refinement(refined, chosen is not None, shown.held_out, usable, seconds, message,
+                      anchors=None if chosen is None else chosen.anchors,
+                      agreement=agreements[0] if agreements else None)
+
+
+def confident_agreement(refined: SegmentationResult, result: SegmentationResult, untouched: Sequence[int],
+                        confident_iou: float) -> Optional[float]:
+    """Mean DSC between ``refined`` and ``result`` over the ``untouched`` slices the run predicted with an IoU
+    of at least ``confident_iou`` (None when there are none)."""
+    confident = [i for i in untouched if result.iou.get(i, 0.0) >= confident_iou]
+    if not confident:
+        return None
+    return statistics.mean(dice(take_slice(refined.mask, refined.slice_axis, i),
+                                take_slice(result.mask, result.slice_axis, i)) for i in confident)
 
 
 def _decode_again(adapted: VolumeSegmenter, result: SegmentationResult, corrected: Dict[int, np.ndarray],
