@@ -558,9 +558,9 @@ def _paint_slice(opened, volume, index: int, slice_mask: np.ndarray) -> np.ndarr
 
 def test_refine_from_my_edits_learns_from_the_corrected_slices_in_one_undo_step(
         standin, mrml_scene, worker_logic, lite_model, embedding_cache, capsys):
-    """After Segment, the expert corrects slices; Refine from my edits runs on the worker (the GUI keeps ticking),
-    keeps the expert's slices exactly, writes what an in-process refinement of the same run gives, in one undo
-    step (when the adapted decoder is not kept, nothing is written: test_edits and test_refinement cover it). Pressed too early or with one corrected slice it shows one dialog and changes nothing."""
+    """After Segment, the expert corrects slices; Refine from my edits runs on the worker, keeps the expert's
+    slices exactly and writes what an in-process refinement of the same run gives, in one undo step. Pressed too
+    early or with one corrected slice it shows one dialog and changes nothing."""
     from MedSAMSegmentLib import demo, effect, io
 
     volume, image = demo_volume(mrml_scene)
