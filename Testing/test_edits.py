@@ -88,3 +88,16 @@ def test_corrected_slices_and_the_refinement_travel_on_the_wire():
         header, arrays = result_header(ServiceResult(result, "CT", "cpu", [], refined, "a note" if refined else ""))
         served = result_from_wire(header, arrays)
         assert served.refined is refined and served.note == ("a note" if refined else "")
+
+
+def test_undoing_a_refinement_does_not_make_its_slices_corrections():
+    run = _written()
+    edited = run.written.copy()
+    edited[4, 0, 0] = edited[5, 0, 0] = False
+    refined = edited.copy()
+    refined[6:9, 5:10, 5:10] = False  # slices 6-8 segmented again
+    after = run.after(refined, run.corrections(edited))
+    assert after.edited_slices(edited) == frozenset()  # the undo brought back the run's 6-8: not edits
+    assert sorted(after.corrections(edited)) == [4, 5]
+    edited[7, 1, 1] = False  # an edit matching neither write is a correction
+    assert sorted(after.corrections(edited)) == [4, 5, 7]

@@ -559,8 +559,9 @@ def _paint_slice(opened, volume, index: int, slice_mask: np.ndarray) -> np.ndarr
 def test_refine_from_my_edits_learns_from_the_corrected_slices_in_one_undo_step(
         standin, mrml_scene, worker_logic, lite_model, embedding_cache, capsys):
     """After Segment, the expert corrects slices; Refine from my edits runs on the worker, keeps the expert's
-    slices exactly and writes what an in-process refinement of the same run gives, in one undo step. Pressed too
-    early or with one corrected slice it shows one dialog and changes nothing."""
+    slices exactly and writes what an in-process refinement of the same run gives, in one undo step; when the
+    adapted decoder does not hold out, nothing is written. Pressed too early or with one corrected slice it shows
+    one dialog and changes nothing."""
     from MedSAMSegmentLib import demo, effect, io
 
     volume, image = demo_volume(mrml_scene)
@@ -601,6 +602,19 @@ def test_refine_from_my_edits_learns_from_the_corrected_slices_in_one_undo_step(
     assert opened.logic.CanUndo()
     opened.logic.Undo()  # one step back: the segment as the expert left it
     np.testing.assert_array_equal(opened.mask(0), edited)
+    again = opened.effect._written[(opened.segmentation.GetID(), opened.ids[0])]
+    assert sorted(again.corrections(opened.mask(0))) == [5, 11]  # undone, the refined slices are not edits
+
+    # Corrections that contradict each other (one slice drawn wider, the other narrower than MedSAM's): the
+    # decoder adapted to one does not predict the other better, so nothing is written.
+    from scipy import ndimage
+
+    _paint_slice(opened, volume, 5, ndimage.binary_dilation(written.written[5], iterations=4))
+    contradicting = _paint_slice(opened, volume, 11, ndimage.binary_erosion(written.written[11], iterations=3))
+    refine.click()
+    assert standin.loop.run_until(lambda: opened.effect.segmentButton.enabled, 300), "the refinement did not end"
+    assert opened.effect.statusLabel.text.startswith("Kept the original masks"), opened.effect.statusLabel.text
+    np.testing.assert_array_equal(opened.mask(0), contradicting)
     assert_quiet(standin, capsys, dialogs=2)
 
 

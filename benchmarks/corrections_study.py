@@ -158,8 +158,9 @@ def report(out: str) -> str:
         lines += ["", f"- whole set chooses **{whole}** (mean {validation.whole_set_mean:.4f}); held out by group: "
                   f"{validation.held_out_mean:.4f}; anchored: {validation.reference_mean:.4f}; free: "
                   f"{statistics.mean(scores['free'].values()):.4f}; before: {statistics.mean(before.values()):.4f}"]
-        for name, after in (("held-out rules", held_out), (whole, scores[whole]), ("anchored", scores["anchored"]),
-                            ("free", scores["free"])):
+        shown = {"held-out rules": held_out, whole: scores[whole], "anchored": scores["anchored"],
+                 "free": scores["free"]}
+        for name, after in shown.items():
             lines += [f"- {name}: " + "; ".join(_targets(before, after))]
         lines.append("")
     return "\n".join(lines)
