@@ -16,7 +16,7 @@ from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet
 from MedSAMSegmentLib.settings import SegmentationSettings, SettingsError
 from stand_in_model import StandInModel
 
-EVERY = SegmentationSettings(modality="none", zoom="off", guide="off")
+EVERY = SegmentationSettings(modality="none", zoom="off", guide="off", slices="every")
 ALTERNATE = SegmentationSettings(modality="none", zoom="off", guide="off", slices="alternate")
 
 
@@ -34,6 +34,16 @@ def test_skipped_slices_are_every_second_non_key_slice_of_long_targets_only():
     short = [10, 10 + MIN_TARGET_SLICES - 2]
     assert skipped_slices(short, ALTERNATE) == set()
     assert skipped_slices([10, 10 + MIN_TARGET_SLICES - 1], ALTERNATE)
+
+
+def test_the_default_reads_alternate_slices_when_interpolating_and_every_slice_when_propagating():
+    default = SegmentationSettings()
+    assert default.slices == "auto" and default.reads_alternate
+    assert skipped_slices([10, 30], default) == skipped_slices([10, 30], ALTERNATE) != set()
+    propagating = SegmentationSettings(strategy="propagate")  # no refusal: auto means every slice there
+    assert not propagating.reads_alternate and skipped_slices([10, 30], propagating) == set()
+    assert default.with_strategy("propagate") == propagating
+    assert not EVERY.reads_alternate and ALTERNATE.reads_alternate
 
 
 def test_alternate_needs_interpolate():
@@ -190,7 +200,7 @@ def test_real_litemedsam_reading_every_second_slice_of_a_kidney_keeps_its_accura
     assert cli.main(["segment", case.image, "--boxes", str(boxes), "-o", str(out), "--modality", modality,
                      "--slices", "alternate"]) == 0
     filled = " ".join(str(s) for s in alternate.filled)
-    assert f"filled between their neighbours (--slices alternate): {len(alternate.filled)} slices, {filled}" in (
+    assert f"filled between their neighbours (--slices every reads them): {len(alternate.filled)} slices, {filled}" in (
         capsys.readouterr().out)
     np.testing.assert_array_equal(io.read_mask(str(out))[0], alternate.mask)
 

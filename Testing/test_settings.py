@@ -23,7 +23,7 @@ def test_published_preset_is_derived_from_the_fields():
     assert SegmentationSettings(**PUBLISHED).is_published
     assert not SegmentationSettings().is_published
     assert SegmentationSettings().accuracy() == {"mr_rule": "auto", "zoom": "union", "guide": "auto",
-                                                 "refine": "off", "retry": "off", "slices": "every"}
+                                                 "refine": "off", "retry": "off", "slices": "auto"}
 
 
 @pytest.mark.parametrize("cls", [SegmentationSettings, ModelSettings])

@@ -128,7 +128,7 @@ def run_segment(args: argparse.Namespace) -> int:
     ious = " ".join(f"{s}:{result.iou[s]:.2f}" for s in result.slices if s not in result.filled)
     say(args, f"predicted IoU per slice: {ious}")
     if result.filled:
-        say(args, f"filled between their neighbours (--slices alternate): {len(result.filled)} slices, "
+        say(args, f"filled between their neighbours (--slices every reads them): {len(result.filled)} slices, "
                   f"{' '.join(str(s) for s in result.filled)}")
     for s, reason in result.flagged:
         say(args, f"review slice {s}: {reason}")

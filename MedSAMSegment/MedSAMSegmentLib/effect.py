@@ -83,6 +83,7 @@ ACCURACY_OPTIONS: Dict[str, Tuple[str, Dict[str, str]]] = {
     "refine": ("Clean-up", {"off": "Raw masks", "box": "Clip to the box and fill holes"}),
     "retry": ("Low-confidence slices", {"off": "Keep", "zoom": "Decode again with the other view"}),
     "slices": ("Slices read", {
+        "auto": "Every second in long targets when interpolating, else every slice",
         "every": "Every slice",
         "alternate": "Every second in long targets, the others filled (faster)",
     }),

@@ -24,7 +24,7 @@ ZOOMS = ("off", "auto", "best", "union")
 GUIDES = ("off", "mean", "union", "mask", "auto")
 REFINES = ("off", "box")
 RETRIES = ("off", "zoom")
-SLICE_READS = ("every", "alternate")
+SLICE_READS = ("auto", "every", "alternate")
 MODEL_NAMES = ("lite", "vit_b")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BACKENDS = ("auto", "torch", "openvino")
@@ -67,10 +67,10 @@ class SegmentationSettings:
     refine: str = _option("off", "clip masks to their boxes and fill holes", REFINES, published="off")
     retry: str = _option("off", "decode slices with a low predicted IoU again with the other view", RETRIES,
                          published="off")
-    slices: str = _option("every", "the model reads every slice between the first and last key box, or (alternate, "
+    slices: str = _option("auto", "the model reads every slice between the first and last key box, or (alternate, "
                           "interpolate only) every second one in targets of 10 or more slices, the others filled "
-                          "from their neighbours' masks: about a third fewer encodings (docs/speed.md)", SLICE_READS,
-                          published="every")
+                          "from their neighbours' masks: about a third fewer encodings (docs/speed.md); auto: "
+                          "alternate when interpolating, every when propagating", SLICE_READS, published="every")
 
     def __post_init__(self) -> None:
         _check_choices(self)
@@ -90,15 +90,21 @@ class SegmentationSettings:
                                 f"--strategy {self.strategy}")
 
     @property
+    def reads_alternate(self) -> bool:
+        """Whether the model reads only every second slice of long targets (``alternate``, or ``auto`` with the
+        ``interpolate`` strategy)."""
+        return self.slices == "alternate" or (self.slices == "auto" and self.strategy == "interpolate")
+
+    @property
     def is_published(self) -> bool:
         """Whether every accuracy option has MedSAM's published value."""
         return all(getattr(self, name) == value for name, value in PUBLISHED.items())
 
     def with_strategy(self, strategy: str) -> SegmentationSettings:
-        """These settings with ``strategy``; ``slices`` becomes ``every`` for a strategy that reads every slice it
-        walks (``propagate``), so that one set of options can run both strategies (the evaluation does)."""
-        return dataclasses.replace(self, strategy=strategy,
-                                   slices=self.slices if strategy == "interpolate" else "every")
+        """These settings with ``strategy``; ``slices`` ``alternate`` becomes ``every`` for a strategy that reads every
+        slice it walks (``propagate``), so that one set of options can run both strategies (the evaluation does)."""
+        slices = "every" if self.slices == "alternate" and strategy != "interpolate" else self.slices
+        return dataclasses.replace(self, strategy=strategy, slices=slices)
 
     def accuracy(self) -> Dict[str, str]:
         """The accuracy options, by name (the keys of :data:`PUBLISHED`)."""

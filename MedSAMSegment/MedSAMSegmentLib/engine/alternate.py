@@ -1,5 +1,5 @@
-"""Every second slice inside long targets (``slices="alternate"``): which slices the model does not read, and how
-they are filled from their two neighbours' masks.
+"""Every second slice inside long targets (``slices="alternate"``, or the default ``auto`` when interpolating):
+which slices the model does not read, and how they are filled from their two neighbours' masks.
 
 A filled slice lies halfway between two slices the model read, so its mask is the shape halfway between theirs:
 the zero level of the mean of their signed distance maps (shape-based interpolation). Where that is not safe (a
@@ -21,9 +21,9 @@ MIN_TARGET_SLICES = 10
 
 def skipped_slices(key_slices: Sequence[int], settings: SegmentationSettings) -> Set[int]:
     """The slices an ``alternate`` run leaves to filling: between the first and last key slice, those an odd number
-    of slices after the first that are not key slices. None for ``slices="every"`` or a target spanning fewer than
-    :data:`MIN_TARGET_SLICES`. Both neighbours of a skipped slice are read by the model."""
-    if settings.slices != "alternate" or not key_slices:
+    of slices after the first that are not key slices. None unless ``settings.reads_alternate``, or for a target
+    spanning fewer than :data:`MIN_TARGET_SLICES`. Both neighbours of a skipped slice are read by the model."""
+    if not settings.reads_alternate or not key_slices:
         return set()
     first, last = min(key_slices), max(key_slices)
     if last - first + 1 < MIN_TARGET_SLICES:
@@ -35,7 +35,7 @@ def skipped_slices(key_slices: Sequence[int], settings: SegmentationSettings) ->
 def reads_ahead(guessed: List[int], key_slices: Sequence[int], settings: SegmentationSettings) -> List[int]:
     """Of the slices guessed past the newest key box (nearest first, the farthest where the next key box is
     expected), those an ``alternate`` run would read if the next key box lands on the farthest."""
-    if settings.slices != "alternate" or not guessed or not key_slices:
+    if not settings.reads_alternate or not guessed or not key_slices:
         return list(guessed)
     skipped = skipped_slices(sorted(set(key_slices) | {guessed[-1]}), settings)
     return [s for s in guessed if s not in skipped]
