@@ -111,7 +111,8 @@ def test_an_alternate_run_reads_every_second_slice_and_fills_the_others_halfway(
     volume = _block_volume()
     keys = _keys([5, 10, 15, 20, 25])
     every_model, alternate_model = StandInModel(), StandInModel()
-    every = _run(every_model, volume, keys, SegmentationSettings(modality="none", zoom="off", guide=guide))
+    every = _run(every_model, volume, keys, SegmentationSettings(modality="none", zoom="off", guide=guide,
+                                                                 slices="every"))
     progress, seen = [], []
     alternate = _run(alternate_model, volume, keys, SegmentationSettings(modality="none", zoom="off", guide=guide,
                                                                          slices="alternate"),
