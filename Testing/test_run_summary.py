@@ -82,7 +82,7 @@ def test_the_summary_matches_the_written_mask_and_the_run(cli_run, lite_model, e
     assert match, summary[0]
     first, last, voxels, encoded = (int(v) for v in match.groups())
     assert (first, last) == (5, 14)
-    assert voxels == int(written.sum()) > 0 and encoded >= last - first + 1
+    assert voxels == int(written.sum()) > 0
 
     # The same run in-process: the printed IoUs and reviews are its numbers and flags, in slice order.
     image = io.read_image(os.path.join(DEMO, "demo_ct_lesion.npz"))
@@ -90,8 +90,10 @@ def test_the_summary_matches_the_written_mask_and_the_run(cli_run, lite_model, e
     result = pipeline.run_segmentation(lite_model, image.array, keys, pipeline.SegmentationSettings(),
                                        cache=embedding_cache)
     assert np.array_equal(result.mask, written)
+    assert result.filled and encoded >= last - first + 1 - len(result.filled)  # 10 slices: alternate ones read
     ious = [line for line in lines if line.startswith("predicted IoU per slice: ")]
-    assert ious == ["predicted IoU per slice: " + " ".join(f"{s}:{result.iou[s]:.2f}" for s in range(5, 15))]
+    read = [s for s in range(5, 15) if s not in result.filled]
+    assert ious == ["predicted IoU per slice: " + " ".join(f"{s}:{result.iou[s]:.2f}" for s in read)]
     reviews = [line for line in lines if line.startswith("review slice ")]
     assert reviews == [f"review slice {s}: {reason}" for s, reason in result.flagged]
     assert any(s == 14 and "low predicted IoU" in reason for s, reason in result.flagged), result.flagged
