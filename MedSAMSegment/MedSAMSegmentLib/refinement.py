@@ -340,6 +340,8 @@ def refine_from_corrections(
             return None
         return lambda done, total, message: progress(round_index * total + done, rounds * total, message)
 
+    original = {held: _decoded_dice(segmenter, None, result.boxes[held], held, corrected[held], settings)
+                for held in usable}  # the run's own decoder on each held-out slice: the same for every stage
     tried: List[_Stage] = []
     chosen: Optional[_Stage] = None
     for stage, anchor_count in enumerate(stages):
@@ -354,7 +356,7 @@ def refine_from_corrections(
             hypernetwork = _train(model, [item for item in items if item.slice_index != held], refine,
                                   step_progress(first_round + offset), cancel)
             outcome.held_out[held] = (
-                _decoded_dice(segmenter, None, result.boxes[held], held, corrected[held], settings),
+                original[held],
                 _decoded_dice(segmenter, AdaptedModel(model, hypernetwork, len(usable) - 1), result.boxes[held],
                               held, corrected[held], settings))
         if not outcome.holds_out():
@@ -390,7 +392,6 @@ class _Stage:
         tolerance."""
         before, after = self.means()
         return after > before and all(a >= b - FOLD_TOLERANCE for b, a in self.held_out.values())
-
 
 
 def _account(chosen: Optional[_Stage], tried: List[_Stage], result: SegmentationResult,
