@@ -6,18 +6,10 @@ import pytest
 from medsam_evaluation.corrections import corrections_protocol, untouched_dice, worst_slices
 from MedSAMSegmentLib import demo, pipeline
 from MedSAMSegmentLib import io as image_io
+from MedSAMSegmentLib.decoder_training import AdaptedModel, head_logits, mask_features, training_views
 from MedSAMSegmentLib.engine import Cancelled
 from MedSAMSegmentLib.geometry import take_slice
-from MedSAMSegmentLib.refinement import (
-    AdaptedModel,
-    RefinementError,
-    RefineSettings,
-    adapt_decoder,
-    head_logits,
-    mask_features,
-    refine_from_corrections,
-    training_views,
-)
+from MedSAMSegmentLib.refinement import RefinementError, RefineSettings, adapt_decoder, refine_from_corrections
 from stand_in_model import StandInModel
 
 FAST = RefineSettings(steps=8, jitters=2, anchors=2)
@@ -93,8 +85,8 @@ def test_an_adapted_decoder_learns_the_corrected_slices_and_reuses_the_cached_em
     decoder = adapt_decoder(segmenter.model, views, RefineSettings(steps=30, learning_rate=1e-3, anchors=0),
                             progress=lambda done, total, message: losses.append(float(message.split()[-1][:-1])))
     assert len(losses) == 30 and losses[-1] < 0.8 * losses[0]
-    adapted = VolumeSegmenter(AdaptedModel(segmenter.model, decoder, 1), segmenter.volume, keys.slice_axis,
-                              cache=segmenter.cache)
+    adapted = VolumeSegmenter(AdaptedModel(segmenter.model, decoder, "1 corrected slice"), segmenter.volume,
+                              keys.slice_axis, cache=segmenter.cache)
     box = {8: result.boxes[8]}
     before = segmenter.decoder.decode(box, zoom=settings.zoom, retry=settings.retry).masks[8][0]
     after = adapted.decoder.decode(box, zoom=settings.zoom, retry=settings.retry).masks[8][0]

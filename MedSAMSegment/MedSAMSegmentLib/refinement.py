@@ -30,16 +30,27 @@ import copy
 import statistics
 import time
 from dataclasses import dataclass, field
-from types import SimpleNamespace
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .decoder_training import (
+    AdaptedModel,
+    HeadExample,
+    NotTrainableError,
+    TrainingView,
+    bce_dice,
+    examples_for,
+    head_logits,
+    require_trainable,
+    trainable_head,
+    training_views,
+)
 from .engine import CancelCheck, ProgressCallback, SegmentationResult, VolumeSegmenter, check_cancel, flag_slices
-from .engine.views import Region, first_view, other_view, refine_to_box, shift_box
+from .engine.views import refine_to_box
 from .geometry import Box, KeyBoxSet, put_slice, take_slice
 from .metrics import dice
-from .models import SliceModel, box_prompt_decode
+from .models import SliceModel
 from .settings import SegmentationSettings
 
 #: Corrected slices needed: leave-one-out needs one to train on and one to hold out.
@@ -85,16 +96,6 @@ class RefineSettings:
                                   "between 0 and 1")
 
 
-@dataclass(frozen=True)
-class TrainingView:
-    """One view of a corrected slice: its cached image embedding, its box in view pixels, the expert's mask."""
-
-    slice_index: int
-    embedding: np.ndarray  # (256, 64, 64) float32
-    box: Box
-    target: np.ndarray  # bool, the view's size
-
-
 @dataclass
 class Refinement:
     """What :func:`refine_from_corrections` did. ``result`` holds the mask to write (the corrected slices as the
@@ -115,123 +116,22 @@ class Refinement:
 
 
 def _require_trainable(model: SliceModel) -> None:
-    if not all(hasattr(model, name) for name in ("net", "model_boxes", "resized_shape", "view_logits")):
-        raise RefinementError(f"Refine from my edits works with LiteMedSAM; the {model.name or 'chosen'} model's "
-                              "decoder cannot be adapted here: choose the LiteMedSAM model")
-
-
-def mask_features(model: SliceModel, embeddings, boxes):
-    """SAM's mask decoder up to its last stage, without gradients: ``(mask token (B, 256), upscaled image
-    features (B, 32, 256, 256))`` for embeddings (B, 256, 64, 64) and boxes (B, 1, 4) in model pixels. The mask's
-    low-res logits are ``hypernetwork(token) @ features`` (:func:`head_logits`)."""
-    import torch
-
-    prompt_encoder, decoder = model.net.prompt_encoder, model.net.mask_decoder
-    with torch.no_grad():
-        sparse, dense = prompt_encoder(points=None, boxes=boxes, masks=None)
-        tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
-        tokens = torch.cat([tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse], dim=1)
-        source = embeddings + dense
-        position = torch.repeat_interleave(prompt_encoder.get_dense_pe(), tokens.shape[0], dim=0)
-        batch, channels, height, width = source.shape
-        hidden, source = decoder.transformer(source, position, tokens)
-        source = source.transpose(1, 2).reshape(batch, channels, height, width)
-        return hidden[:, 1, :], decoder.output_upscaling(source)
-
-
-def head_logits(hypernetwork, tokens, features):
-    """Low-res logits (B, 1, H, W) from mask tokens (B, 256) and upscaled features (B, 32, H, W)."""
-    batch, channels, height, width = features.shape
-    weights = hypernetwork(tokens)  # (B, 32)
-    return (weights[:, None, :] @ features.reshape(batch, channels, height * width)).reshape(batch, 1, height, width)
-
-
-class AdaptedModel(SliceModel):
-    """``base`` with the last stage of its mask decoder replaced by ``hypernetwork`` (the image encoder, its
-    fingerprint and so the cached embeddings are the base model's). Decodes in PyTorch."""
-
-    def __init__(self, base: SliceModel, hypernetwork, trained_on: int) -> None:
-        _require_trainable(base)
-        self.base = base
-        self.mask_decoder = copy.deepcopy(base.net.mask_decoder).eval()
-        self.mask_decoder.output_hypernetworks_mlps[0] = hypernetwork.eval()
-        for name in ("name", "fingerprint", "device", "device_description", "precision", "input_size"):
-            setattr(self, name, getattr(base, name))
-        self.acceleration = f"{base.acceleration}, mask decoder adapted to {trained_on} corrected slices (PyTorch)"
-
-    def encode(self, slices):
-        return self.base.encode(slices)
-
-    def move_to(self, device: str) -> None:
-        self.base.move_to(device)
-        self.mask_decoder.to(self.base.device)
-        self.device, self.device_description = self.base.device, self.base.device_description
-
-    def decode(self, embeddings, boxes, original_size):
-        import torch
-
-        net = SimpleNamespace(prompt_encoder=self.base.net.prompt_encoder, mask_decoder=self.mask_decoder)
-        with torch.inference_mode():
-            logits, iou = self.base.view_logits(lambda e, b: box_prompt_decode(net, e, b), embeddings, boxes,
-                                                original_size)
-        return logits.float().cpu().numpy(), iou.float().cpu().numpy()
-
-
-def training_views(segmenter: VolumeSegmenter, boxes: Dict[int, Box], corrected: Dict[int, np.ndarray],
-                   zoom: str) -> List[TrainingView]:
-    """The views the run decodes each corrected slice in (its first view under ``zoom``, and the whole slice after
-    a crop when ``zoom`` is ``best`` or ``union``), with the expert's mask cut to each."""
-    slice_size, input_size = segmenter.slice_size, segmenter.model.input_size
-    views = []
-    for index in sorted(corrected):
-        box = boxes[index]
-        regions: List[Region] = [first_view(box, zoom, slice_size, input_size)]
-        if regions[0] is not None and zoom in ("best", "union"):
-            regions.append(other_view(box, regions[0], slice_size, input_size))
-        for region in regions:
-            target = corrected[index] if region is None else region.cut(corrected[index])
-            views.append(TrainingView(index, segmenter.embedding(index, region), shift_box(box, region),
-                                      np.ascontiguousarray(target, dtype=bool)))
-    return views
-
-
-class _Example(NamedTuple):
-    """One training view's fixed tensors (jittered boxes along the first axis) and whether it is an anchor."""
-
-    slice_index: int
-    tokens: object  # (J, 256) mask tokens
-    features: object  # (J, 32, rows, cols) upscaled features, the padding cut off
-    target: object  # (J, rows, cols) the mask area-resized to the decoder's low-res frame
-    anchor: bool
+    try:
+        require_trainable(model)
+    except NotTrainableError as exc:
+        raise RefinementError(str(exc)) from None
 
 
 class _Examples:
-    """The fixed part of the training data: for each view and each jittered box, the mask token and upscaled
-    features (computed once) and the target mask at the view's size. ``anchors`` are views of untouched slices
-    whose targets are the run's own masks (one box each)."""
+    """The fixed part of the training data (:func:`decoder_training.head_example` of each corrected view, with
+    ``settings.jitters`` boxes), and ``anchors``: views of untouched slices whose targets are the run's own masks
+    (one box each)."""
 
     def __init__(self, model: SliceModel, views: Sequence[TrainingView], settings: RefineSettings,
                  anchors: Sequence[TrainingView] = ()) -> None:
         rng = np.random.default_rng(settings.seed)
-        self.items = [self._item(model, view, settings.jitters, settings.jitter, rng, False) for view in views]
-        self.items += [self._item(model, view, 1, 0.0, rng, True) for view in anchors]
-
-    @staticmethod
-    def _item(model, view: TrainingView, jitters: int, jitter: float, rng, anchor: bool) -> _Example:
-        import torch
-
-        boxes = np.repeat(np.asarray([view.box], dtype=np.float32), jitters, axis=0)
-        boxes[1:] = _jitter(boxes[1:], view.target.shape, jitter, rng)
-        embeddings = torch.from_numpy(np.repeat(view.embedding[None], jitters, axis=0))
-        model_boxes = model.model_boxes(boxes, view.target.shape)
-        tokens, features = mask_features(model, embeddings.to(model.device), model_boxes)
-        # The loss is taken in the decoder's own low-res frame (the view resized to 256 on its longest side, no
-        # padding): the expert's mask is area-resized to it once, so a step never resizes logits.
-        rows, cols = model.resized_shape(view.target.shape)
-        target = torch.from_numpy(view.target[None, None].astype(np.float32))
-        target = torch.nn.functional.interpolate(target, size=(rows, cols), mode="area")[:, 0]
-        features = features[..., :rows, :cols].contiguous()
-        return _Example(view.slice_index, tokens, features, target.expand(jitters, -1, -1).to(model.device), anchor)
+        self.items = examples_for(model, views, settings.jitters, settings.jitter, rng)
+        self.items += examples_for(model, anchors, 1, 0.0, rng, anchor=True)
 
 
 def adapt_decoder(model: SliceModel, views: Sequence[TrainingView], settings: Optional[RefineSettings] = None,
@@ -250,14 +150,12 @@ def spread(indices: Sequence[int], count: int) -> List[int]:
     return [indices[int(j)] for j in np.unique(np.linspace(0, len(indices) - 1, count).round())]
 
 
-def _train(model: SliceModel, items: Sequence[_Example], settings: RefineSettings,
+def _train(model: SliceModel, items: Sequence[HeadExample], settings: RefineSettings,
            progress: Optional[ProgressCallback], cancel: Optional[CancelCheck]):
     import torch
 
     torch.manual_seed(settings.seed)
-    hypernetwork = copy.deepcopy(model.net.mask_decoder.output_hypernetworks_mlps[0]).train()
-    for parameter in hypernetwork.parameters():
-        parameter.requires_grad_(True)
+    hypernetwork = trainable_head(model)
     optimiser = torch.optim.Adam(hypernetwork.parameters(), lr=settings.learning_rate)
     corrected = [item for item in items if not item.anchor]
     anchors = [item for item in items if item.anchor]
@@ -269,32 +167,13 @@ def _train(model: SliceModel, items: Sequence[_Example], settings: RefineSetting
             for group, weight in ((corrected, 1.0), (anchors, settings.anchor_weight)):
                 for item in group:
                     logits = head_logits(hypernetwork, item.tokens, item.features)[:, 0]
-                    loss = _bce_dice(logits, item.target) * (weight / len(group))
+                    loss = bce_dice(logits, item.target) * (weight / len(group))
                     loss.backward()
                     total += float(loss.detach())
             optimiser.step()
             if progress is not None:
                 progress(step + 1, settings.steps, f"adapting the decoder to the corrected slices (loss {total:.4f})")
     return hypernetwork.eval()
-
-
-def _jitter(boxes: np.ndarray, size: Tuple[int, int], amount: float, rng: np.random.Generator) -> np.ndarray:
-    moved = boxes + rng.uniform(-amount, amount, size=boxes.shape).astype(np.float32)
-    rows, cols = size
-    moved[:, [0, 2]] = np.clip(moved[:, [0, 2]], 0, cols - 1)
-    moved[:, [1, 3]] = np.clip(moved[:, [1, 3]], 0, rows - 1)
-    moved[:, 2:] = np.maximum(moved[:, 2:], moved[:, :2] + 1)
-    return moved
-
-
-def _bce_dice(logits, targets):
-    import torch.nn.functional as F
-
-    bce = F.binary_cross_entropy_with_logits(logits, targets)
-    probabilities = logits.sigmoid()
-    overlap = (probabilities * targets).flatten(1).sum(1)
-    total = probabilities.flatten(1).sum(1) + targets.flatten(1).sum(1)
-    return bce + (1 - (2 * overlap + 1) / (total + 1)).mean()
 
 
 def refine_from_corrections(
@@ -357,13 +236,14 @@ def refine_from_corrections(
                                   step_progress(first_round + offset), cancel)
             outcome.held_out[held] = (
                 original[held],
-                _decoded_dice(segmenter, AdaptedModel(model, hypernetwork, len(usable) - 1), result.boxes[held],
-                              held, corrected[held], settings))
+                _decoded_dice(segmenter, AdaptedModel(model, hypernetwork, f"{len(usable) - 1} corrected slices"),
+                              result.boxes[held], held, corrected[held], settings))
         if not outcome.holds_out():
             continue
         hypernetwork = _train(model, items, refine, step_progress(first_round + len(usable)), cancel)
-        adapted = VolumeSegmenter(AdaptedModel(model, hypernetwork, len(usable)), segmenter.volume,
-                                  segmenter.slice_axis, cache=segmenter.cache, batch_size=segmenter.batch_size)
+        adapted_model = AdaptedModel(model, hypernetwork, f"{len(usable)} corrected slices")
+        adapted = VolumeSegmenter(adapted_model, segmenter.volume, segmenter.slice_axis, cache=segmenter.cache,
+                                  batch_size=segmenter.batch_size)
         outcome.refined = _decode_again(adapted, result, corrected, settings, cancel)
         if anchor_count == 0 and stage < len(stages) - 1:
             outcome.agreement = confident_agreement(outcome.refined, result, untouched, refine.confident_iou)
