@@ -330,7 +330,7 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def updateButtons(self):
         node = self._parameterNode
         running = self._prepared is not None
-        self.ui.checkpointPathLineEdit.enabled = bool(node) and node.model == "vit_b"
+        self.ui.checkpointPathLineEdit.enabled = bool(node)
         self.ui.segmentButton.enabled = bool(node) and node.inputVolume is not None and not running \
             and not self.unsupported
         self.ui.cancelButton.enabled = running

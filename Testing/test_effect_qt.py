@@ -361,7 +361,7 @@ def test_parameters_are_stored_with_one_effect_prefix(standin, mrml_scene, capsy
     assert attributes["MedSAM.Strategy"] == "propagate" and attributes["MedSAM.Intensity"] == "ct:soft_tissue"
     assert attributes["MedSAM.Checkpoint"] == "/models/medsam_vit_b.pth"
     assert not [n for n in attributes if n.startswith("MedSAM.MedSAM.")]
-    assert not effect.checkpointPath.enabled
+    assert effect.checkpointPath.enabled  # LiteMedSAM takes a fine-tuned checkpoint too
     opened.scripted.setParameter("Model", "vit_b")  # e.g. another editor widget or a script
     assert effect.modelCombo.currentData == "vit_b" and effect.checkpointPath.enabled
     settings = effect.settings()

@@ -74,3 +74,29 @@ def plot_worst_slices(worst: Sequence[WorstSlice], path: str, columns: int = 4) 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_fine_tune_curve(result, path: str) -> str:
+    """``finetune``'s curve (a :class:`MedSAMSegmentLib.finetune.FineTuned`): the training loss and the held-out
+    slices' mean DSC per epoch, the bundled decoder's DSC as a line, the epoch kept marked."""
+    plt = _pyplot()
+    epochs = [record.epoch for record in result.history]
+    fig, (loss_ax, dice_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    loss_ax.plot(epochs, [record.train_loss for record in result.history], marker="o")
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("training loss (BCE + Dice)")
+    dice_ax.plot([0] + epochs, [result.base_validation_dice] + [r.validation_dice for r in result.history],
+                 marker="o", label="fine-tuned")
+    dice_ax.axhline(result.base_validation_dice, color="grey", linestyle="--", label="bundled decoder")
+    dice_ax.axvline(result.best_epoch, color="green", linestyle=":", label=f"kept (epoch {result.best_epoch})")
+    dice_ax.set_xlabel("epoch")
+    dice_ax.set_ylabel("held-out slices' mean DSC")
+    dice_ax.legend(fontsize=8, loc="best")
+    for ax in (loss_ax, dice_ax):
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"Fine-tuning the decoder head: {result.train_examples} training views, "
+                 f"{result.validation_examples} held out")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

