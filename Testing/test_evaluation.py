@@ -251,3 +251,40 @@ def test_readme_results_section_is_generated_from_the_run(small_run, tmp_path):
     assert f"]({relative}/dsc_vs_spacing.png)" in text and f"]({relative}/results.md)" in text
     with pytest.raises(ValueError, match="markers"):
         update_readme.splice("no markers here", "results", "body")
+
+
+def test_the_corrections_protocol_reports_the_untouched_slices_before_and_after_refinement(tmp_path, lite_model,
+                                                                                          embedding_cache):
+    """``evaluate --corrections``: after each interpolating run the k worst slices are replaced by the reference
+    and Refine from my edits runs; the rows are the protocol's own numbers for that run."""
+    from medsam_evaluation import simulate
+    from medsam_evaluation.corrections import corrections_protocol
+    from MedSAMSegmentLib import io, pipeline
+    from MedSAMSegmentLib.settings import SegmentationSettings
+
+    require_shared_data()
+    config = EvaluationConfig(shared_data_path("cases.json"), spacings=(5,), methods=("interpolate",),
+                              out_dir=str(tmp_path), case_filter=("ct_lesion_000002*",), corrections=(2, 1))
+    assert config.corrections == (1, 2)
+    report = evaluate(config, model=lite_model, cache=embedding_cache, log=lambda message: None)
+    one, two = report.corrections
+    assert (one.k, two.k, one.spacing, one.group) == (1, 2, 5, "ct_lesion")
+    assert one.after == one.before and not one.kept  # one corrected slice cannot be held out: nothing refined
+    # The same numbers as the protocol run by hand on the same run.
+    case = cases.find_case(shared_data_path("cases.json"), one.case)
+    image = io.read_image(case.image)
+    reference, _ = io.read_mask(case.label)
+    settings = SegmentationSettings(modality="none", strategy="interpolate")
+    segmenter = pipeline.make_segmenter(lite_model, image.array, 0, settings, cache=embedding_cache)
+    keys = simulate.simulate_key_boxes(reference, 0, 5, 3)
+    expected = corrections_protocol(segmenter, keys, settings, segmenter.segment(keys, settings), reference, (2,))[0]
+    assert two.corrected == " ".join(map(str, expected["corrected"]))
+    assert (two.before, two.after, two.kept) == pytest.approx((expected["before"], expected["after"],
+                                                              expected["kept"]))
+    with open(tmp_path / "corrections.csv", newline="") as handle:
+        written = list(csv.DictReader(handle))
+    assert [(r["k"], r["after"]) for r in written] == [("1", f"{one.after:.4f}"), ("2", f"{two.after:.4f}")]
+    markdown = (tmp_path / "corrections.md").read_text()
+    assert "## Key boxes every 5 slices, 2 corrected slices" in markdown and "no case lower by more than" in markdown
+    with pytest.raises(ValueError, match="corrections"):
+        EvaluationConfig("c.json", methods=("contours",), corrections=(2,))

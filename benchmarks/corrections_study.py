@@ -26,13 +26,13 @@ import os
 import statistics
 import sys
 from collections import defaultdict
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "MedSAMSegment"))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "Evaluation"))
 
 from medsam_evaluation.cases import load_cases, modality_setting  # noqa: E402
-from medsam_evaluation.corrections import corrections_protocol  # noqa: E402
+from medsam_evaluation.corrections import corrections_protocol, target_lines  # noqa: E402
 from medsam_evaluation.cross_validation import case_group, leave_one_group_out  # noqa: E402
 from medsam_evaluation.simulate import simulate_key_boxes  # noqa: E402
 from medsam_evaluation.study_cli import add_study_arguments, run_study  # noqa: E402
@@ -41,12 +41,6 @@ from MedSAMSegmentLib.models import load_model  # noqa: E402
 from MedSAMSegmentLib.refinement import RefineSettings  # noqa: E402
 from MedSAMSegmentLib.settings import SegmentationSettings  # noqa: E402
 
-#: The issue's targets with two corrected slices: the weakest targets gain this much ...
-WEAK_GAIN = 0.05
-#: ... (targets whose untouched DSC is below this before) ...
-WEAK_BELOW = 0.75
-#: ... and no case loses more than this.
-MOST_LOSS = 0.01
 #: The two adaptations each case runs (the rule's building blocks).
 ADAPTATIONS = {"free": RefineSettings(anchors=0, free_first=False),
                "anchored": RefineSettings(anchors=RefineSettings().anchors, free_first=False)}
@@ -109,20 +103,6 @@ def rule_name(confident_iou: float, agreement: float) -> str:
     return f"free unless IoU>={confident_iou:g} slices agree <{agreement:g}"
 
 
-def _targets(before: Dict[str, float], after: Dict[str, float]) -> List[str]:
-    changes = {c: after[c] - before[c] for c in before}
-    worst = min(changes, key=changes.get)
-    weak = [c for c in before if before[c] < WEAK_BELOW]
-    lines = [f"mean change {statistics.mean(changes.values()):+.4f} over {len(changes)} cases; largest loss "
-             f"{changes[worst]:+.4f} ({worst}): no case lower by more than {MOST_LOSS}: "
-             f"{'met' if changes[worst] >= -MOST_LOSS else 'not met'}"]
-    if weak:
-        gain = statistics.mean(changes[c] for c in weak)
-        lines.append(f"weakest targets (untouched DSC below {WEAK_BELOW} before: {', '.join(sorted(weak))}): mean "
-                     f"change {gain:+.4f} (target {WEAK_GAIN:+.2f}: {'met' if gain >= WEAK_GAIN else 'not met'})")
-    return lines
-
-
 def report(out: str) -> str:
     with open(out) as handle:
         records = [json.loads(line) for line in handle]
@@ -161,7 +141,7 @@ def report(out: str) -> str:
         shown = {"held-out rules": held_out, whole: scores[whole], "anchored": scores["anchored"],
                  "free": scores["free"]}
         for name, after in shown.items():
-            lines += [f"- {name}: " + "; ".join(_targets(before, after))]
+            lines += [f"- {name}: " + "; ".join(target_lines(before, after))]
         lines.append("")
     return "\n".join(lines)
 

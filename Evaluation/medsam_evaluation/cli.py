@@ -54,6 +54,10 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", choices=RECIPE_MODES, default="shared",
                         help="published recipe: shared (reuse our embeddings when numerically the same; default), "
                              "full (encode every slice every run: slow), skip")
+    parser.add_argument("--corrections", type=int, nargs="+", default=[], metavar="K",
+                        help="also the corrections protocol: after each interpolating run the annotator replaces the "
+                             "K worst slices by the reference and Refine from my edits runs; writes corrections.csv "
+                             "and corrections.md (e.g. --corrections 1 2 3)")
     add_arguments(parser, ModelSettings)
     add_executor_arguments(parser)
     add_arguments(parser, SegmentationSettings, exclude=EVALUATE_EXCLUDES, with_published=True)
@@ -69,7 +73,7 @@ def evaluation_config(args: argparse.Namespace):
         cases_json=args.cases, spacings=tuple(args.spacing), methods=tuple(args.methods), out_dir=args.out,
         margin=args.margin, jitter=args.jitter, seed=args.seed, case_filter=args.case_filter, recipe=args.recipe,
         segmentation=from_arguments(SegmentationSettings, args), model=from_arguments(ModelSettings, args),
-        executor=executor_from_arguments(args), command=command_line("evaluate"),
+        executor=executor_from_arguments(args), command=command_line("evaluate"), corrections=tuple(args.corrections),
     )
 
 

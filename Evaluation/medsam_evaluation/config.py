@@ -34,7 +34,8 @@ class EvaluationConfig:
     ``every_slice`` (e.g. ``SegmentationSettings(**PUBLISHED)``); ``model`` names the model and its numeric path.
     ``executor`` says where the cases run (:class:`medsam_batch.executors.ExecutorChoice`: local worker processes,
     ``auto`` one per core on a CPU (:func:`runner.evaluation_workers`), or Ray actors). ``montage_spacing`` None
-    picks 5 when run, else the middle spacing.
+    picks 5 when run, else the middle spacing. ``corrections`` (k values) adds the corrections protocol
+    (:mod:`corrections`) after each interpolating run of our engine.
     """
 
     cases_json: str
@@ -53,6 +54,7 @@ class EvaluationConfig:
     n_worst: int = 12
     executor: ExecutorChoice = field(default_factory=ExecutorChoice)
     command: Optional[str] = None
+    corrections: Tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = set(self.methods) - set(METHODS)
@@ -71,6 +73,10 @@ class EvaluationConfig:
         object.__setattr__(self, "spacings", spacings)
         object.__setattr__(self, "methods", methods)
         object.__setattr__(self, "montage_spacing", int(montage_spacing))
+        corrections = tuple(sorted({int(k) for k in self.corrections}))
+        if corrections and (corrections[0] < 1 or "interpolate" not in methods):
+            raise ValueError("--corrections: give k of 1 or more, with the interpolate method run")
+        object.__setattr__(self, "corrections", corrections)
         if self.case_filter is not None:
             object.__setattr__(self, "case_filter", tuple(self.case_filter))
         if not isinstance(self.segmentation, SegmentationSettings):

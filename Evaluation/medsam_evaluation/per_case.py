@@ -19,6 +19,7 @@ from MedSAMSegmentLib.geometry import KeyBoxSet
 from . import simulate
 from .cases import Case, modality_setting
 from .config import NSD_TOLERANCE_MM, EvaluationConfig
+from .corrections import CorrectionRow, correction_rows
 from .crops import worst_slices
 from .methods import MODEL_METHODS, RECIPE_METHODS, REGISTRY, Outcome
 from .recipe_check import RecipeRun
@@ -84,12 +85,13 @@ class CaseRun:
 
 
 def evaluate_case(case: Case, config: EvaluationConfig, model, cache, recipe_runner, encode_per_slice=None):
-    """One case: every method at every spacing of ``config``; returns ``(rows, worst slices, encoder seconds
-    per slice)``. ``encode_per_slice`` is the encoder time measured on an earlier case of the same image, used
-    when this case's slices are all in ``cache`` already."""
+    """One case: every method at every spacing of ``config``, and the corrections protocol when asked; returns
+    ``(rows, worst slices, encoder seconds per slice, correction rows)``. ``encode_per_slice`` is the encoder time
+    measured on an earlier case of the same image, used when this case's slices are all in ``cache`` already."""
     run = CaseRun(case, config, model, cache, recipe_runner, encode_per_slice)
     rows: List[Row] = []
     worst: List[WorstSlice] = []
+    corrected: List[CorrectionRow] = []
     spacing_free: Dict[str, Row] = {}
     for spacing in config.spacings:
         keys = simulate.simulate_key_boxes(run.reference, run.axis, spacing, config.margin, config.jitter,
@@ -106,7 +108,10 @@ def evaluate_case(case: Case, config: EvaluationConfig, model, cache, recipe_run
                                           run.axis, outcome.boxes or {}))
             if method.spacing_free:
                 spacing_free[name] = rows[-1]
-    return rows, worst, run.encode_per_slice or 0.0
+        if config.corrections and run.segmenter is not None:
+            corrected += correction_rows(case.name, spacing, run.segmenter, keys, run.settings, run.reference,
+                                         config.corrections)
+    return rows, worst, run.encode_per_slice or 0.0, corrected
 
 
 def pipeline_free_u8(array: np.ndarray, modality: str) -> np.ndarray:

@@ -55,6 +55,7 @@ class EvaluationReport:
     seconds: float = 0.0
     out_dir: str = ""
     notes: List[str] = field(default_factory=list)
+    corrections: list = field(default_factory=list)  # corrections.CorrectionRow, with --corrections
 
 
 def summarise(rows: Sequence[Row], method: str, spacing: int) -> Optional[Dict[str, float]]:

@@ -5,7 +5,8 @@ by default (:func:`evaluation_workers`), each pinned to its core with its own mo
 columns are then one core's. The cases drawn on one image run one after another on one cache
 (:func:`cases.image_groups`), so the image's slices are encoded once.
 
-Both paths yield ``(case index, rows, worst slices, seconds, model description or None)`` as cases finish.
+Both paths yield ``(case index, rows, worst slices, seconds, correction rows, model description or None)`` as
+cases finish.
 """
 
 from __future__ import annotations
@@ -48,15 +49,16 @@ def model_line(model_name: str, model) -> str:
 
 
 def _timed_cases(group: Sequence[Case], config: EvaluationConfig, model, cache, recipe_runner, own_cache: bool):
-    """``[(rows, worst, seconds)]`` of cases that share one image, one after another on one cache, so that the
-    image's slices are encoded once for all of them; an own cache is emptied after the group (no other image
-    needs its embeddings)."""
+    """``[(rows, worst, seconds, correction rows)]`` of cases that share one image, one after another on one
+    cache, so that the image's slices are encoded once for all of them; an own cache is emptied after the group
+    (no other image needs its embeddings)."""
     outcomes = []
     encode_per_slice = None
     for case in group:
         started = time.perf_counter()
-        rows, worst, encode_per_slice = evaluate_case(case, config, model, cache, recipe_runner, encode_per_slice)
-        outcomes.append((rows, worst, time.perf_counter() - started))
+        rows, worst, encode_per_slice, corrected = evaluate_case(case, config, model, cache, recipe_runner,
+                                                                 encode_per_slice)
+        outcomes.append((rows, worst, time.perf_counter() - started, corrected))
     if own_cache:
         cache.clear_memory()
     return outcomes
@@ -86,8 +88,8 @@ def cases_in_workers(cases: Sequence[Case], executor: ExecutorChoice, config: Ev
     items = [[cases[i] for i in group] for group in groups]
     results = run_tasks(_EvaluationTask, (config, cache_bytes), items, executor, config.model.device)
     for position, (outcomes, description) in results:
-        for index, (rows, worst, seconds) in zip(groups[position], outcomes):
-            yield index, rows, worst, seconds, description
+        for index, (rows, worst, seconds, corrected) in zip(groups[position], outcomes):
+            yield index, rows, worst, seconds, corrected, description
 
 
 class _EvaluationTask:

@@ -17,6 +17,7 @@ from MedSAMSegmentLib.hardware import allowed_cpus
 
 from .cases import load_cases
 from .config import EvaluationConfig
+from .corrections import CorrectionRow, write_corrections
 from .methods import MODEL_METHODS, RECIPE_METHODS
 from .records import EvaluationReport, Row
 from .reports import write_outputs
@@ -74,18 +75,22 @@ def evaluate(config: EvaluationConfig, model=None, cache=None, log: Callable[[st
             log(model_line(config.model.model, model))
         outcomes = cases_in_process(cases, config, model, cache if needs_model else None, cache_bytes)
     by_case: Dict[int, List[Row]] = {}
+    corrections_by_case: Dict[int, List[CorrectionRow]] = {}
     device_text = model.device_description if model is not None else None
-    for done, (index, rows, worst, elapsed, description) in enumerate(outcomes):
+    for done, (index, rows, worst, elapsed, corrected, description) in enumerate(outcomes):
         if description and device_text is None:  # a worker's model, reported once
             device_text, line = description
             log(line)
-        by_case[index] = rows
+        by_case[index], corrections_by_case[index] = rows, corrected
         report.worst = sorted(report.worst + worst, key=lambda w: w.dsc)[: max(config.n_worst, 0)]
         summary = " ".join(f"{r.method}={r.dsc:.3f}" for r in rows if r.spacing == config.montage_spacing)
         log(f"[{done + 1}/{len(cases)}] {cases[index].name}: {elapsed:.1f} s  (N={config.montage_spacing}) {summary}")
     report.rows = [row for index in sorted(by_case) for row in by_case[index]]
+    report.corrections = [row for index in sorted(by_case) for row in corrections_by_case[index]]
     report.seconds = time.perf_counter() - started
     write_outputs(report, config, device=device_text)
+    if config.corrections:
+        write_corrections(report.corrections, config.out_dir)
     log(f"wrote {os.path.join(config.out_dir, 'results.md')} ({report.seconds:.0f} s)")
     return report
 

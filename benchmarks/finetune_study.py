@@ -1,0 +1,159 @@
+"""Study: does a decoder fine-tuned on other revised cases (``medsam-segment finetune``) segment a new case better?
+
+Every development case is a revised case (its reference mask). The examples ``finetune`` learns from are collected
+from every case once (:func:`medsam_evaluation.cohort.cohort_examples`, the command's defaults). Then heads are
+trained as the command trains them:
+
+* **leave one group out**: for each case group (CT lesions, BraTS, spinal cord, TotalSegmentator organs), a head
+  trained on the other groups' cases, scored on the held-out group's cases: a cohort of other targets;
+* **within group**: each group's cases split in two halves (alternately, in the file's order); a head trained on
+  one half is scored on the other (for example half of BraTS to the other half): a cohort of the same target.
+
+A case is scored as ``evaluate`` scores it: key boxes every ``--spacing`` slices from the reference (+3 px), one
+run with the defaults, DSC over the volume; the bundled decoder and each head decode from the same cached
+embeddings. Records go to a JSON-lines file (a rerun skips the cases there).
+
+    python benchmarks/finetune_study.py --out /tmp/finetune.jsonl [--spacing 5] [--case brats]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import sys
+from collections import defaultdict
+from typing import Dict, List
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "MedSAMSegment"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "Evaluation"))
+
+from medsam_evaluation.cases import load_cases  # noqa: E402
+from medsam_evaluation.cohort import case_settings, cohort_examples, pooled  # noqa: E402
+from medsam_evaluation.cross_validation import case_group  # noqa: E402
+from medsam_evaluation.simulate import simulate_key_boxes  # noqa: E402
+from medsam_evaluation.study_cli import add_study_arguments, run_study  # noqa: E402
+from MedSAMSegmentLib import io, pipeline  # noqa: E402
+from MedSAMSegmentLib.decoder_training import AdaptedModel  # noqa: E402
+from MedSAMSegmentLib.engine import EmbeddingCache, VolumeSegmenter  # noqa: E402
+from MedSAMSegmentLib.finetune import FinetuneSettings, fine_tune  # noqa: E402
+from MedSAMSegmentLib.metrics import dice  # noqa: E402
+from MedSAMSegmentLib.models import load_model  # noqa: E402
+
+#: A group is split in halves for the within-group score when it has at least this many cases.
+WITHIN_GROUP_MIN = 4
+#: One case's embeddings stay in memory for its three runs.
+CACHE_BYTES = 4 << 30
+
+
+def folds(names: List[str]) -> Dict[str, Dict[str, List[str]]]:
+    """{scheme: {test case: the cases its head trains on}} for ``logo`` and ``within`` (see the module)."""
+    groups: Dict[str, List[str]] = defaultdict(list)
+    for name in names:
+        groups[case_group(name)].append(name)
+    schemes: Dict[str, Dict[str, List[str]]] = {"logo": {}, "within": {}}
+    for group, members in groups.items():
+        others = [n for n in names if case_group(n) != group]
+        for name in members:
+            schemes["logo"][name] = others
+        if len(members) >= WITHIN_GROUP_MIN:
+            halves = (members[0::2], members[1::2])
+            for half, other in ((halves[0], halves[1]), (halves[1], halves[0])):
+                for name in half:
+                    schemes["within"][name] = other
+    return schemes
+
+
+def run(cases_json: str, out: str, spacing: int, case_filter=None) -> None:
+    done = set()
+    if os.path.exists(out):
+        with open(out) as handle:
+            done = {json.loads(line)["case"] for line in handle}
+    model = load_model("lite", device="cpu")
+    settings = FinetuneSettings()
+    all_cases = load_cases(cases_json)
+    todo = [c for c in load_cases(cases_json, case_filter) if c.name not in done]
+    if not todo:
+        return
+    print(f"collecting examples from {len(all_cases)} cases", flush=True)
+    examples = cohort_examples(all_cases, model, settings, log=lambda message: print(message, flush=True))
+    schemes = folds([c.name for c in all_cases])
+    heads: Dict[tuple, object] = {}
+
+    def head_for(training: List[str]):
+        key = tuple(training)
+        if key not in heads:
+            train, validation = pooled(examples, training)
+            result = fine_tune(model, train, validation, settings)
+            print(f"  head on {len(training)} cases: held-out slices {result.base_validation_dice:.3f} -> "
+                  f"{result.validation_dice:.3f} (epoch {result.best_epoch}, {result.seconds:.0f} s)", flush=True)
+            heads[key] = (result, AdaptedModel(model, result.head, f"{len(training)} cases"))
+        return heads[key]
+
+    for case in todo:
+        image = io.read_image(case.image)
+        reference, _ = io.read_mask(case.label, case.label_values)
+        segmentation = case_settings(case, image.array)
+        segmenter = pipeline.make_segmenter(model, image.array, case.slice_axis, segmentation,
+                                            cache=EmbeddingCache(None, max_memory_bytes=CACHE_BYTES))
+        keys = simulate_key_boxes(reference, case.slice_axis, spacing, margin=3)
+        record = {"case": case.name, "group": case_group(case.name), "spacing": spacing,
+                  "settings": dataclasses.asdict(settings),
+                  "base": dice(segmenter.segment(keys, segmentation).mask, reference)}
+        for scheme, training_of in schemes.items():
+            if case.name not in training_of:
+                continue
+            result, adapted = head_for(training_of[case.name])
+            tuned = VolumeSegmenter(adapted, segmenter.volume, case.slice_axis, cache=segmenter.cache)
+            record[scheme] = dice(tuned.segment(keys, segmentation).mask, reference)
+            record[f"{scheme}_validation"] = [result.base_validation_dice, result.validation_dice]
+            record[f"{scheme}_trained_on"] = len(training_of[case.name])
+        with open(out, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        print(f"{case.name}: bundled {record['base']:.3f}, other groups' head {record.get('logo', float('nan')):.3f},"
+              f" same group's head {record.get('within', float('nan')):.3f}", flush=True)
+
+
+def report(out: str) -> str:
+    with open(out) as handle:
+        records = [json.loads(line) for line in handle]
+    lines = [f"Fine-tuned decoder head against the bundled decoder, key boxes every {records[0]['spacing']} slices "
+             f"(DSC; {len(records)} cases)", "",
+             "| group | cases | bundled | other groups' head (LOGO) | change | same group's head | change |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    groups = sorted({r["group"] for r in records})
+    for group in groups + ["all"]:
+        rows = [r for r in records if group == "all" or r["group"] == group]
+        cells = [group, str(len(rows)), f"{statistics.mean(r['base'] for r in rows):.4f}"]
+        for scheme in ("logo", "within"):
+            scored = [r for r in rows if scheme in r]
+            if scored:
+                base = statistics.mean(r["base"] for r in scored)
+                tuned = statistics.mean(r[scheme] for r in scored)
+                cells += [f"{tuned:.4f}", f"{tuned - base:+.4f}"]
+            else:
+                cells += ["", ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    for scheme, label in (("logo", "other groups' head"), ("within", "same group's head")):
+        scored = [r for r in records if scheme in r]
+        if scored:
+            worst = min(scored, key=lambda r: r[scheme] - r["base"])
+            best = max(scored, key=lambda r: r[scheme] - r["base"])
+            lines.append(f"\n{label}: largest loss {worst[scheme] - worst['base']:+.4f} ({worst['case']}), largest "
+                         f"gain {best[scheme] - best['base']:+.4f} ({best['case']}); "
+                         f"{sum(r[scheme] > r['base'] for r in scored)} of {len(scored)} cases gain")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_study_arguments(parser)
+    parser.add_argument("--spacing", type=int, default=5, help="key boxes every N slices (default 5)")
+    args = parser.parse_args()
+    return run_study(args, lambda cases_json: run(cases_json, args.out, args.spacing, args.case), report)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
