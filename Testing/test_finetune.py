@@ -66,6 +66,22 @@ def test_each_case_gives_evenly_spread_target_slices_with_every_fourth_held_out(
     assert len(views.train) == 2 * len(train_slices)
 
 
+def test_interpolated_boxes_are_the_boxes_a_run_gets_between_key_slices(demo_case):
+    from MedSAMSegmentLib.geometry import KeyBox, box_from_mask, interpolate_boxes
+
+    segmenter, reference, _ = demo_case
+    settings = FinetuneSettings(slices_per_case=7, boxes="interpolated", key_spacing=3)
+    views = case_views("demo", segmenter, reference, settings, "off")  # whole slices: boxes in slice pixels
+    targets = [i for i in range(reference.shape[0]) if np.count_nonzero(reference[i]) >= 4]
+    keys = sorted(set(targets[::3]) | {targets[-1]})
+    expected = interpolate_boxes(KeyBox(i, box_from_mask(reference[i], 3.0)) for i in keys)
+    seen = {v.slice_index: v.box for v in views.train + views.validation}
+    assert sorted(seen) == targets and all(np.allclose(seen[i], expected[i]) for i in seen)
+    assert any(not np.allclose(seen[i], box_from_mask(reference[i], 3.0)) for i in seen if i not in keys)
+    with pytest.raises(FinetuneError, match="--boxes"):
+        FinetuneSettings(boxes="drawn")
+
+
 def test_cases_that_cannot_be_learnt_from_are_named(demo_case):
     segmenter, reference, _ = demo_case
     with pytest.raises(FinetuneError, match="empty"):

@@ -66,28 +66,45 @@ def folds(names: List[str]) -> Dict[str, Dict[str, List[str]]]:
     return schemes
 
 
+#: The fine-tunes compared: the command's defaults first, then the variants studied.
+VARIANTS = {
+    "annotator boxes": FinetuneSettings(),
+    "interpolated boxes": FinetuneSettings(boxes="interpolated"),
+    "interpolated boxes, lr 3e-5": FinetuneSettings(boxes="interpolated", learning_rate=3e-5),
+}
+#: The settings that decide which examples are collected (variants that share them share the examples).
+COLLECTION_FIELDS = ("slices_per_case", "margin", "boxes", "key_spacing", "jitters", "jitter", "validation_every",
+                     "seed")
+
+
+def collection_key(settings: FinetuneSettings) -> tuple:
+    return tuple(getattr(settings, name) for name in COLLECTION_FIELDS)
+
+
 def run(cases_json: str, out: str, spacing: int, case_filter=None) -> None:
     done = set()
     if os.path.exists(out):
         with open(out) as handle:
             done = {json.loads(line)["case"] for line in handle}
     model = load_model("lite", device="cpu")
-    settings = FinetuneSettings()
     all_cases = load_cases(cases_json)
     todo = [c for c in load_cases(cases_json, case_filter) if c.name not in done]
     if not todo:
         return
-    print(f"collecting examples from {len(all_cases)} cases", flush=True)
-    examples = cohort_examples(all_cases, model, settings, log=lambda message: print(message, flush=True))
+    collections = {collection_key(s): s for s in VARIANTS.values()}
+    print(f"collecting examples from {len(all_cases)} cases, {len(collections)} way(s)", flush=True)
+    examples = {key: cohort_examples(all_cases, model, settings, log=lambda message: None)
+                for key, settings in collections.items()}
     schemes = folds([c.name for c in all_cases])
     heads: Dict[tuple, object] = {}
 
-    def head_for(training: List[str]):
-        key = tuple(training)
+    def head_for(label: str, training: List[str]):
+        key = (label, tuple(training))
         if key not in heads:
-            train, validation = pooled(examples, training)
+            settings = VARIANTS[label]
+            train, validation = pooled(examples[collection_key(settings)], training)
             result = fine_tune(model, train, validation, settings)
-            print(f"  head on {len(training)} cases: held-out slices {result.base_validation_dice:.3f} -> "
+            print(f"  {label}, head on {len(training)} cases: held-out slices {result.base_validation_dice:.3f} -> "
                   f"{result.validation_dice:.3f} (epoch {result.best_epoch}, {result.seconds:.0f} s)", flush=True)
             heads[key] = (result, AdaptedModel(model, result.head, f"{len(training)} cases"))
         return heads[key]
@@ -100,50 +117,56 @@ def run(cases_json: str, out: str, spacing: int, case_filter=None) -> None:
                                             cache=EmbeddingCache(None, max_memory_bytes=CACHE_BYTES))
         keys = simulate_key_boxes(reference, case.slice_axis, spacing, margin=3)
         record = {"case": case.name, "group": case_group(case.name), "spacing": spacing,
-                  "settings": dataclasses.asdict(settings),
-                  "base": dice(segmenter.segment(keys, segmentation).mask, reference)}
-        for scheme, training_of in schemes.items():
-            if case.name not in training_of:
-                continue
-            result, adapted = head_for(training_of[case.name])
-            tuned = VolumeSegmenter(adapted, segmenter.volume, case.slice_axis, cache=segmenter.cache)
-            record[scheme] = dice(tuned.segment(keys, segmentation).mask, reference)
-            record[f"{scheme}_validation"] = [result.base_validation_dice, result.validation_dice]
-            record[f"{scheme}_trained_on"] = len(training_of[case.name])
+                  "base": dice(segmenter.segment(keys, segmentation).mask, reference), "variants": {}}
+        for label, settings in VARIANTS.items():
+            scores = record["variants"][label] = {"settings": dataclasses.asdict(settings)}
+            for scheme, training_of in schemes.items():
+                if case.name not in training_of:
+                    continue
+                result, adapted = head_for(label, training_of[case.name])
+                tuned = VolumeSegmenter(adapted, segmenter.volume, case.slice_axis, cache=segmenter.cache)
+                scores[scheme] = dice(tuned.segment(keys, segmentation).mask, reference)
+                scores[f"{scheme}_validation"] = [result.base_validation_dice, result.validation_dice]
         with open(out, "a") as handle:
             handle.write(json.dumps(record) + "\n")
-        print(f"{case.name}: bundled {record['base']:.3f}, other groups' head {record.get('logo', float('nan')):.3f},"
-              f" same group's head {record.get('within', float('nan')):.3f}", flush=True)
+        print(f"{case.name}: bundled {record['base']:.3f}; " + "; ".join(
+            f"{label}: other groups {v.get('logo', float('nan')):.3f}, same group {v.get('within', float('nan')):.3f}"
+            for label, v in record["variants"].items()), flush=True)
 
 
 def report(out: str) -> str:
     with open(out) as handle:
         records = [json.loads(line) for line in handle]
+    labels = list(records[0]["variants"])
     lines = [f"Fine-tuned decoder head against the bundled decoder, key boxes every {records[0]['spacing']} slices "
-             f"(DSC; {len(records)} cases)", "",
-             "| group | cases | bundled | other groups' head (LOGO) | change | same group's head | change |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             f"(mean DSC; {len(records)} cases). LOGO: the head trained on the other groups' cases; within: on the "
+             "other half of the case's own group.", "",
+             "| group | cases | bundled | " + " | ".join(f"{label}: LOGO | within" for label in labels) + " |",
+             "| --- | ---: | ---: | " + " | ".join("---: | ---:" for _ in labels) + " |"]
     groups = sorted({r["group"] for r in records})
     for group in groups + ["all"]:
         rows = [r for r in records if group == "all" or r["group"] == group]
         cells = [group, str(len(rows)), f"{statistics.mean(r['base'] for r in rows):.4f}"]
-        for scheme in ("logo", "within"):
-            scored = [r for r in rows if scheme in r]
-            if scored:
-                base = statistics.mean(r["base"] for r in scored)
-                tuned = statistics.mean(r[scheme] for r in scored)
-                cells += [f"{tuned:.4f}", f"{tuned - base:+.4f}"]
-            else:
-                cells += ["", ""]
+        for label in labels:
+            for scheme in ("logo", "within"):
+                scored = [r for r in rows if scheme in r["variants"][label]]
+                if scored:
+                    change = statistics.mean(r["variants"][label][scheme] - r["base"] for r in scored)
+                    cells.append(f"{change:+.4f}")
+                else:
+                    cells.append("")
         lines.append("| " + " | ".join(cells) + " |")
-    for scheme, label in (("logo", "other groups' head"), ("within", "same group's head")):
-        scored = [r for r in records if scheme in r]
-        if scored:
-            worst = min(scored, key=lambda r: r[scheme] - r["base"])
-            best = max(scored, key=lambda r: r[scheme] - r["base"])
-            lines.append(f"\n{label}: largest loss {worst[scheme] - worst['base']:+.4f} ({worst['case']}), largest "
-                         f"gain {best[scheme] - best['base']:+.4f} ({best['case']}); "
-                         f"{sum(r[scheme] > r['base'] for r in scored)} of {len(scored)} cases gain")
+    lines.append("\n(changes against the bundled decoder on the same cases)")
+    for label in labels:
+        for scheme in ("logo", "within"):
+            scored = [r for r in records if scheme in r["variants"][label]]
+            if not scored:
+                continue
+            changes = {r["case"]: r["variants"][label][scheme] - r["base"] for r in scored}
+            worst, best = min(changes, key=changes.get), max(changes, key=changes.get)
+            lines.append(f"- {label}, {scheme}: largest loss {changes[worst]:+.4f} ({worst}), largest gain "
+                         f"{changes[best]:+.4f} ({best}); {sum(c > 0 for c in changes.values())} of "
+                         f"{len(changes)} cases gain")
     return "\n".join(lines)
 
 

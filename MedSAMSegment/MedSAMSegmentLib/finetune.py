@@ -40,7 +40,7 @@ from .decoder_training import (
     training_views,
 )
 from .engine import CancelCheck, ProgressCallback, VolumeSegmenter, check_cancel
-from .geometry import box_from_mask, take_slice
+from .geometry import KeyBox, box_from_mask, interpolate_boxes, take_slice
 from .models import SliceModel
 from .settings import option
 
@@ -48,6 +48,8 @@ from .settings import option
 HEAD_PREFIX = "mask_decoder.output_hypernetworks_mlps.0."
 #: A slice takes part when its reference mask has at least this many pixels.
 MIN_TARGET_PIXELS = 4
+#: Where a training slice's box comes from (``FinetuneSettings.boxes``).
+BOX_SOURCES = ("annotator", "interpolated")
 
 
 class FinetuneError(ValueError):
@@ -57,15 +59,21 @@ class FinetuneError(ValueError):
 @dataclass(frozen=True)
 class FinetuneSettings:
     """``epochs`` passes over the training slices in steps of ``views_per_step`` views, Adam with ``learning_rate``;
-    up to ``slices_per_case`` slices per case, each boxed by its mask's bounding box plus ``margin`` pixels and seen
-    with ``jitters`` boxes (its own and boxes moved by up to ``jitter`` pixels per side); every
-    ``validation_every``-th slice of a case is held out; ``seed`` fixes the jitter and the order."""
+    up to ``slices_per_case`` slices per case, each boxed (``boxes``: ``annotator``, its mask's bounding box plus
+    ``margin`` pixels; ``interpolated``, such boxes every ``key_spacing`` target slices interpolated between) and
+    seen with ``jitters`` boxes (its own and boxes moved by up to ``jitter`` pixels per side); every
+    ``validation_every``-th slice of a case is held out; ``seed`` fixes the jitter and the order. Raises
+    :class:`FinetuneError` for a value out of range."""
 
     epochs: int = option(10, "passes over the training slices", type=int)
     learning_rate: float = option(1e-4, "Adam's learning rate", type=float)
     views_per_step: int = option(16, "views per training step", type=int)
     slices_per_case: int = option(8, "slices taken from each case, evenly spread", type=int)
     margin: float = option(3.0, "pixels added around each mask's bounding box to make its box", type=float)
+    boxes: str = option("annotator", "each training slice's box: annotator (its mask's box + margin) or "
+                        "interpolated (boxes every --key-spacing target slices, interpolated between, as a run "
+                        "gets them)", BOX_SOURCES)
+    key_spacing: int = option(5, "with --boxes interpolated: target slices between key boxes", type=int)
     jitters: int = option(2, "boxes each training view is seen with (its own and moved ones)", type=int)
     jitter: float = option(3.0, "pixels a moved box's sides move at most", type=float)
     validation_every: int = option(4, "every Nth slice of a case is held out for validation", type=int)
@@ -74,9 +82,12 @@ class FinetuneSettings:
     def __post_init__(self) -> None:
         if (self.epochs < 1 or not self.learning_rate > 0 or self.views_per_step < 1 or self.slices_per_case < 2
                 or self.margin < 0 or self.jitters < 1 or self.jitter < 0 or self.validation_every < 2):
-            raise FinetuneError("finetune settings: give epochs >= 1, a positive learning rate, a batch size >= 1, "
+            raise FinetuneError("finetune settings: give epochs >= 1, a positive learning rate, views per step >= 1, "
                                 "slices per case >= 2, margin and jitter >= 0, jitters >= 1 and validation every "
                                 ">= 2")
+        if self.boxes not in BOX_SOURCES or self.key_spacing < 1:
+            raise FinetuneError(f"--boxes {self.boxes!r}: use one of {', '.join(BOX_SOURCES)}, with a key spacing "
+                                ">= 1")
 
 
 @dataclass(frozen=True)
@@ -137,12 +148,18 @@ def case_views(name: str, segmenter: VolumeSegmenter, reference: np.ndarray, set
         raise FinetuneError(f"case {name}: the reference mask's shape {reference.shape} differs from the image's "
                             f"{segmenter.volume.shape[:3]}; give the mask drawn on that image")
     axis = segmenter.slice_axis
-    slices = chosen_slices(target_slices(reference, axis), settings.slices_per_case)
+    targets = target_slices(reference, axis)
+    slices = chosen_slices(targets, settings.slices_per_case)
     if not slices:
         raise FinetuneError(f"case {name}: the reference mask is empty; give cases whose label holds the target "
                             "(check label_values)")
     masks = {i: np.asarray(take_slice(reference, axis, i), dtype=bool) for i in slices}
-    boxes = {i: box_from_mask(mask, settings.margin) for i, mask in masks.items()}
+    if settings.boxes == "interpolated":
+        keys = sorted(set(targets[:: settings.key_spacing]) | {targets[-1]})
+        drawn = [KeyBox(i, box_from_mask(np.asarray(take_slice(reference, axis, i)), settings.margin)) for i in keys]
+        boxes = interpolate_boxes(drawn)
+    else:
+        boxes = {i: box_from_mask(mask, settings.margin) for i, mask in masks.items()}
     held = set(slices[settings.validation_every // 2 :: settings.validation_every]) if len(slices) > 1 else set()
     views = training_views(segmenter, boxes, masks, zoom)
     return CaseViews(name, [v for v in views if v.slice_index not in held],
