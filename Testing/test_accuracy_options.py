@@ -128,3 +128,27 @@ def test_best_and_union_views_and_retry():
     assert run(zoom="best") == (crop, crop_iou)  # the crop's IoU is higher
     assert run(zoom="union")[0] == whole  # the whole slice's mask holds the crop's
     assert run(retry="zoom") == (crop, crop_iou)  # whole slice IoU 0.3 < RETRY_IOU: the crop is tried and kept
+
+
+def test_zoom_by_size_is_union_for_a_target_small_on_every_key_box_and_best_for_a_large_one():
+    from MedSAMSegmentLib.engine.views import resolve_zoom, target_is_small
+
+    small = KeyBoxSet(0, [KeyBox(2, (95, 90, 104, 101)), KeyBox(6, (97, 92, 106, 103))])
+    # The same tip box, but the target is large at its other key slice (60 of 200 pixels = 77 model pixels).
+    tip_of_large = KeyBoxSet(0, [KeyBox(2, (95, 90, 104, 101)), KeyBox(6, (70, 70, 130, 130))])
+    assert target_is_small(small, (200, 200)) and not target_is_small(tip_of_large, (200, 200))
+    assert resolve_zoom(published(zoom="size"), small, (200, 200)).zoom == "union"
+    assert resolve_zoom(published(zoom="size"), tip_of_large, (200, 200)).zoom == "best"
+    assert resolve_zoom(published(zoom="union"), tip_of_large, (200, 200)).zoom == "union"  # others as they are
+
+    def run(keys, zoom):
+        segmenter = VolumeSegmenter(CropShyModel(), volume(), 0, cache=EmbeddingCache())
+        result = segmenter.segment(keys, published(zoom=zoom))
+        return result.mask, result.iou
+
+    for keys, same_as in ((small, "union"), (tip_of_large, "best")):
+        by_size, iou = run(keys, "size")
+        expected, expected_iou = run(keys, same_as)
+        assert np.array_equal(by_size, expected) and iou == expected_iou
+    # The tip slice differs between the two: the whole slice's larger mask (union) against the crop's (best).
+    assert run(small, "size")[0][2].sum() > run(tip_of_large, "size")[0][2].sum()

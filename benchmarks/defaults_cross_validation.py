@@ -43,14 +43,14 @@ SPACINGS = (5, 10)
 #: Each option's alternatives to the default (the default itself is the configuration "default"). The committed
 #: records (docs/results/cross_validation) were made when ``slices`` defaulted to ``every``; with today's default
 #: (``auto``: alternate slices when interpolating) a new run compares ``slices=alternate`` with the same thing.
-ALTERNATIVES = {"mr_rule": ("published",), "zoom": ("off", "best"), "guide": ("off", "union"),
+ALTERNATIVES = {"mr_rule": ("published",), "zoom": ("off", "best", "size"), "guide": ("off", "union"),
                 "slices": ("alternate",)}
 #: Configuration name -> the accuracy options that differ from the defaults.
 CONFIGS = {"default": {}, "published": dict(PUBLISHED),
            **{f"{option}={value}": {option: value} for option, values in ALTERNATIVES.items() for value in values}}
 
 
-def run(cases_json: str, out: str, case_filter=None) -> None:
+def run(cases_json: str, out: str, case_filter=None, configs=None) -> None:
     done = set()
     if os.path.exists(out):
         with open(out) as handle:
@@ -69,7 +69,7 @@ def run(cases_json: str, out: str, case_filter=None) -> None:
                 keys = simulate_key_boxes(reference, case.slice_axis, spacing, margin=3)
                 filled = dice(filled_boxes(reference.shape, keys), reference)
                 for config, options in CONFIGS.items():
-                    if (case.name, spacing, config) in done:
+                    if (case.name, spacing, config) in done or (configs and config not in configs):
                         continue
                     settings = dataclasses.replace(base, **options)
                     if settings.mr_rule not in segmenters:
@@ -147,8 +147,9 @@ def report(out: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_study_arguments(parser)
+    parser.add_argument("--config", nargs="+", choices=list(CONFIGS), help="run only these configurations")
     args = parser.parse_args()
-    return run_study(args, lambda cases_json: run(cases_json, args.out, args.case), report)
+    return run_study(args, lambda cases_json: run(cases_json, args.out, args.case, args.config), report)
 
 
 if __name__ == "__main__":

@@ -74,6 +74,7 @@ ACCURACY_OPTIONS: Dict[str, Tuple[str, Dict[str, str]]] = {
         "auto": "Crop around small boxes",
         "best": "Crop and whole slice, the more confident",
         "union": "Crop and whole slice, their union",
+        "size": "By target size: union for small targets, the more confident for large",
     }),
     "guide": ("Between key slices", {
         "off": "Interpolated boxes",

@@ -47,7 +47,7 @@ from .decoder_training import (
     training_views,
 )
 from .engine import CancelCheck, ProgressCallback, SegmentationResult, VolumeSegmenter, check_cancel, flag_slices
-from .engine.views import refine_to_box
+from .engine.views import refine_to_box, resolve_zoom
 from .geometry import Box, KeyBoxSet, put_slice, take_slice
 from .metrics import dice
 from .models import SliceModel
@@ -199,6 +199,7 @@ def refine_from_corrections(
         if np.shape(mask) != segmenter.slice_size:
             raise RefinementError(f"corrected slice {index} has shape {np.shape(mask)}, not the slice's "
                                   f"{segmenter.slice_size}: give each corrected slice as a mask of the whole slice")
+    settings = resolve_zoom(settings, key_boxes, segmenter.slice_size, segmenter.model.input_size)  # as run
     corrected = {int(i): np.asarray(m, dtype=bool) for i, m in corrected.items()}
     usable = sorted(i for i in corrected if i in result.boxes)
     if len(usable) < MIN_CORRECTED:

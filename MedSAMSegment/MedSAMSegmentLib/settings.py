@@ -20,7 +20,7 @@ from typing import Any, Dict, Optional, Tuple, Type, TypeVar
 STRATEGIES = ("interpolate", "propagate")
 MODALITIES = ("auto", "CT", "MR", "none")
 MR_RULES = ("auto", "published")
-ZOOMS = ("off", "auto", "best", "union")
+ZOOMS = ("off", "auto", "best", "union", "size")
 GUIDES = ("off", "mean", "union", "mask", "auto")
 REFINES = ("off", "box")
 RETRIES = ("off", "zoom")
@@ -65,7 +65,8 @@ class SegmentationSettings:
                                       "slice", type=float)
     mr_rule: str = option("auto", "MR percentiles over voxels above the minimum when it is negative (auto), or above "
                            "zero (published)", MR_RULES, published="published")
-    zoom: str = option("union", "crop around small boxes (docs/accuracy.md)", ZOOMS, published="off")
+    zoom: str = option("union", "crop around small boxes (docs/accuracy.md); size: union for a target small on "
+                       "every key box, best for a large one", ZOOMS, published="off")
     guide: str = option("auto", "boxes between key slices from the neighbouring masks", GUIDES, published="off")
     refine: str = option("off", "clip masks to their boxes and fill holes", REFINES, published="off")
     retry: str = option("off", "decode slices with a low predicted IoU again with the other view", RETRIES,

@@ -35,7 +35,7 @@ def views_ahead(keys: KeyBoxSet, settings: SegmentationSettings, slice_size: Tup
     """
     boxes = interpolate_boxes(keys.boxes)
     key_slices = sorted(k.slice_index for k in keys.boxes)
-    both_views = settings.zoom in ("best", "union") or settings.retry != "off"
+    both_views = settings.zoom in ("best", "union", "size") or settings.retry != "off"
     skipped = skipped_slices(key_slices, settings)
     views: List[View] = []
     for s in key_slices + [s for s in sorted(boxes) if s not in key_slices and s not in skipped]:

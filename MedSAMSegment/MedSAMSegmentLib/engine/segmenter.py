@@ -16,7 +16,7 @@ from .encoding import SliceEncoder
 from .memory import default_batch_size
 from .results import CancelCheck, ProgressCallback, SegmentationResult, SliceCallback, flag_slices
 from .strategies import Run, one_shot_cache_bytes, segment_guided, segment_interpolated, segment_propagated
-from .views import Region
+from .views import Region, resolve_zoom
 
 
 class VolumeSegmenter:
@@ -132,6 +132,7 @@ class VolumeSegmenter:
                 f"key boxes lie along axis {key_boxes.slice_axis} but this segmenter slices along {self.slice_axis}"
             )
         keys = validate_key_boxes(key_boxes, self.volume.shape[:3])
+        settings = resolve_zoom(settings, keys, self.slice_size, self.model.input_size)
         started = time.perf_counter()
         encoded_before = self.encoded_views
         run = Run(self.encoder, self.decoder, settings, SegmentationResult.empty(self.volume.shape, self.slice_axis),

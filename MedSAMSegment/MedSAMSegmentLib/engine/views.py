@@ -14,11 +14,13 @@ A crop view is given to the model as if it were a slice of the crop's size: its 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from ..geometry import Box
+from ..geometry import Box, KeyBoxSet
+from ..settings import SegmentationSettings
 
 #: ``zoom="auto"`` crops around boxes whose longest side is below this many model pixels (of a 256 input) ...
 ZOOM_BELOW = 48.0
@@ -89,6 +91,24 @@ def paste(mask: np.ndarray, region: Region, slice_size: Tuple[int, int]) -> np.n
     full = np.zeros(slice_size, dtype=bool)
     full[region.row0 : region.row1, region.col0 : region.col1] = mask
     return full
+
+
+def target_is_small(key_boxes: KeyBoxSet, slice_size: Tuple[int, int], input_size: int = 256) -> bool:
+    """Whether every key box's longest side is below :data:`ZOOM_BELOW` model pixels: a target small on every
+    slice (a lesion), as opposed to a large target whose tips have small boxes."""
+    scale = input_size / max(slice_size)
+    return all(max(k.box[2] - k.box[0] + 1.0, k.box[3] - k.box[1] + 1.0) * scale < ZOOM_BELOW
+               for k in key_boxes.boxes)
+
+
+def resolve_zoom(settings: SegmentationSettings, key_boxes: KeyBoxSet, slice_size: Tuple[int, int],
+                 input_size: int = 256) -> SegmentationSettings:
+    """``settings`` with ``zoom="size"`` made concrete for this target: ``union`` when it is small on every slice
+    (:func:`target_is_small`), else ``best``; other zoom values are returned as they are."""
+    if settings.zoom != "size":
+        return settings
+    zoom = "union" if target_is_small(key_boxes, slice_size, input_size) else "best"
+    return dataclasses.replace(settings, zoom=zoom)
 
 
 def zoom_region(box: Box, slice_size: Tuple[int, int], input_size: int = 256, force: bool = False) -> Region:
