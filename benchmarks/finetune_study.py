@@ -9,9 +9,10 @@ trained as the command trains them:
 * **within group**: each group's cases split in two halves (alternately, in the file's order); a head trained on
   one half is scored on the other (for example half of BraTS to the other half): a cohort of the same target.
 
-A case is scored as ``evaluate`` scores it: key boxes every ``--spacing`` slices from the reference (+3 px), one
-run with the defaults, DSC over the volume; the bundled decoder and each head decode from the same cached
-embeddings. Records go to a JSON-lines file (a rerun skips the cases there).
+Each fine-tune of :data:`VARIANTS` (the command's defaults first) is trained both ways. A case is scored as
+``evaluate`` scores it: key boxes every ``--spacing`` slices from the reference (+3 px), one run with the
+defaults, DSC over the volume; the bundled decoder and each head decode from the same cached embeddings. Records
+go to a JSON-lines file (a rerun skips the cases there).
 
     python benchmarks/finetune_study.py --out /tmp/finetune.jsonl [--spacing 5] [--case brats]
 """
