@@ -66,6 +66,8 @@ def run_finetune(args: argparse.Namespace) -> int:
         f"{result.validation_dice:.3f} fine-tuned (epoch {result.best_epoch} of {settings.epochs}, "
         f"{result.seconds:.0f} s){verdict}")
     log(f"wrote {args.out} (use it with --checkpoint, in Slicer under Checkpoint, or in batch) and {plot}")
+    log("held-out slices come from the training cases and flatter the fine-tune: before using it, compare it with the "
+        "bundled model on revised cases it was not trained on (evaluate --checkpoint)")
     return 0
 
 
