@@ -82,6 +82,21 @@ def test_interpolated_boxes_are_the_boxes_a_run_gets_between_key_slices(demo_cas
         FinetuneSettings(boxes="drawn")
 
 
+def test_validation_holds_out_whole_cases_given_enough_of_them():
+    from MedSAMSegmentLib.finetune import split_for_validation
+
+    examples = {f"case{i}": ([f"t{i}a", f"t{i}b"], [f"v{i}"]) for i in range(8)}
+    train, validation, held = split_for_validation(examples, FinetuneSettings())
+    assert held == "2 held-out case(s)" and validation == ["t2a", "t2b", "v2", "t6a", "t6b", "v6"]
+    assert train == [e for i in (0, 1, 3, 4, 5, 7) for e in (f"t{i}a", f"t{i}b", f"v{i}")]
+    few = {name: examples[name] for name in ("case0", "case1", "case2")}  # fewer than validation_every
+    train, validation, held = split_for_validation(few, FinetuneSettings())
+    assert held == "held-out slices of the training cases" and validation == ["v0", "v1", "v2"]
+    assert split_for_validation(examples, FinetuneSettings(hold_out="slices"))[1] == [f"v{i}" for i in range(8)]
+    with pytest.raises(FinetuneError, match="--hold-out"):
+        FinetuneSettings(hold_out="none")
+
+
 def test_cases_that_cannot_be_learnt_from_are_named(demo_case):
     segmenter, reference, _ = demo_case
     with pytest.raises(FinetuneError, match="empty"):
@@ -160,7 +175,8 @@ def test_the_command_fine_tunes_on_cases_and_segment_runs_its_checkpoint(tmp_pat
     out = tmp_path / "decoder.pth"
     done = run_cli("finetune", "--cases", str(cases), "--out", str(out), "--epochs", "3", "--device", "cpu")
     assert done.returncode == 0, done.stderr
-    assert "held-out slices' mean DSC" in done.stdout and os.path.getsize(tmp_path / "decoder.loss.png") > 5000
+    assert "held-out slices of the training cases: mean slice DSC" in done.stdout  # 2 cases: too few to hold one out
+    assert os.path.getsize(tmp_path / "decoder.loss.png") > 5000
     provenance = checkpoint_provenance(str(out))
     assert [c["name"] for c in provenance["cases"]] == [entry["name"], "demo"]
     assert provenance["cases"][1]["image_sha256"] == file_sha256(demo.DEMO_IMAGE)

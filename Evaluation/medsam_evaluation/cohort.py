@@ -71,7 +71,7 @@ def content_sha256(path: str) -> str:
 
 
 def provenance(cases: Sequence[Case], model: SliceModel, settings: FinetuneSettings, result: FineTuned,
-               command: Optional[str]) -> Dict[str, object]:
+               held_out: str, command: Optional[str]) -> Dict[str, object]:
     """What the checkpoint records: the base weights, each case and its files' SHA-256, the settings, the curve,
     the validation, and where and when it was made."""
     import dataclasses
@@ -91,7 +91,8 @@ def provenance(cases: Sequence[Case], model: SliceModel, settings: FinetuneSetti
         "zoom": SegmentationSettings().zoom,
         "training": {"examples": result.train_examples, "validation_examples": result.validation_examples,
                      "best_epoch": result.best_epoch, "seconds": round(result.seconds, 1)},
-        "validation_dice": {"base": result.base_validation_dice, "fine_tuned": result.validation_dice},
+        "validation_dice": {"held_out": held_out, "base": result.base_validation_dice,
+                            "fine_tuned": result.validation_dice},
         "history": [dataclasses.asdict(record) for record in result.history],
         "software": {"git_commit": git_commit(), "torch": torch.__version__, "python": sys.version.split()[0],
                      "platform": platform.platform()},

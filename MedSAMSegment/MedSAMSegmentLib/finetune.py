@@ -2,11 +2,12 @@
 
 Each case is an image and its reference mask (a segmentation the expert revised). From each case
 :func:`case_views` takes up to :attr:`FinetuneSettings.slices_per_case` slices holding the target, evenly spread,
-each with the box an annotator would draw (the mask's bounding box plus ``margin`` pixels), in the views a run
-decodes it in; every ``validation_every``-th of them is held out for validation. :func:`fine_tune` trains the last
-stage of the mask decoder (the head, :mod:`decoder_training`) on the other slices with BCE + Dice for ``epochs``
-epochs and keeps the epoch whose head gives the held-out slices the best mean DSC. The image encoder, so every
-cached embedding, stays the bundled model's.
+each with the box an annotator would draw (the mask's bounding box plus ``margin`` pixels, or such boxes
+interpolated between key slices), in the views a run decodes it in. :func:`split_for_validation` holds out every
+``validation_every``-th case whole (or, with fewer cases, every ``validation_every``-th slice of each case).
+:func:`fine_tune` trains the last stage of the mask decoder (the head, :mod:`decoder_training`) on the rest with
+BCE + Dice for ``epochs`` epochs and keeps the epoch whose head gives the held-out slices the best mean DSC. The
+image encoder, so every cached embedding, stays the bundled model's.
 
 :func:`save_fine_tuned` writes a complete LiteMedSAM checkpoint (``--checkpoint``, the Slicer effect and
 ``batch`` take it as they take ``lite_medsam.pth``) whose provenance (the base weights, the cases and their
@@ -50,6 +51,8 @@ HEAD_PREFIX = "mask_decoder.output_hypernetworks_mlps.0."
 MIN_TARGET_PIXELS = 4
 #: Where a training slice's box comes from (``FinetuneSettings.boxes``).
 BOX_SOURCES = ("annotator", "interpolated")
+#: What the validation holds out (``FinetuneSettings.hold_out``).
+HOLD_OUTS = ("cases", "slices")
 
 
 class FinetuneError(ValueError):
@@ -76,7 +79,9 @@ class FinetuneSettings:
     key_spacing: int = option(5, "with --boxes interpolated: target slices between key boxes", type=int)
     jitters: int = option(2, "boxes each training view is seen with (its own and moved ones)", type=int)
     jitter: float = option(3.0, "pixels a moved box's sides move at most", type=float)
-    validation_every: int = option(4, "every Nth slice of a case is held out for validation", type=int)
+    validation_every: int = option(4, "every Nth case (or slice of a case) is held out for validation", type=int)
+    hold_out: str = option("cases", "what the epoch is chosen on: whole cases held out (cases; slices of each case "
+                           "with fewer cases than --validation-every) or slices of every case (slices)", HOLD_OUTS)
     seed: int = option(0, "seed of the jitter and the order", type=int)
 
     def __post_init__(self) -> None:
@@ -85,6 +90,8 @@ class FinetuneSettings:
             raise FinetuneError("finetune settings: give epochs >= 1, a positive learning rate, views per step >= 1, "
                                 "slices per case >= 2, margin and jitter >= 0, jitters >= 1 and validation every "
                                 ">= 2")
+        if self.hold_out not in HOLD_OUTS:
+            raise FinetuneError(f"--hold-out {self.hold_out!r}: use one of {', '.join(HOLD_OUTS)}")
         if self.boxes not in BOX_SOURCES or self.key_spacing < 1:
             raise FinetuneError(f"--boxes {self.boxes!r}: use one of {', '.join(BOX_SOURCES)}, with a key spacing "
                                 ">= 1")
@@ -178,6 +185,23 @@ def examples_of(model: SliceModel, cases: Sequence[CaseViews], settings: Finetun
     train = [compact(head_example(model, v, settings.jitters, settings.jitter, rng)) for c in cases for v in c.train]
     validation = [compact(head_example(model, v, 1, 0.0, rng)) for c in cases for v in c.validation]
     return train, validation
+
+
+def split_for_validation(examples: Dict[str, Tuple[List[HeadExample], List[HeadExample]]],
+                         settings: FinetuneSettings) -> Tuple[List[HeadExample], List[HeadExample], str]:
+    """``(training, validation, what was held out)`` from each case's ``(training, validation)`` examples (in the
+    cases' order). With ``hold_out="cases"`` and at least ``validation_every`` cases, every
+    ``validation_every``-th case is held out whole (a check on cases not trained on, as a new case will be);
+    otherwise each case's held-out slices are."""
+    names = list(examples)
+    if settings.hold_out == "cases" and len(names) >= settings.validation_every:
+        held = set(names[settings.validation_every // 2 :: settings.validation_every])
+        train = [e for name in names if name not in held for part in examples[name] for e in part]
+        validation = [e for name in names if name in held for part in examples[name] for e in part]
+        return train, validation, f"{len(held)} held-out case(s)"
+    train = [e for name in names for e in examples[name][0]]
+    validation = [e for name in names for e in examples[name][1]]
+    return train, validation, "held-out slices of the training cases"
 
 
 def fine_tune(model: SliceModel, train: Sequence[HeadExample], validation: Sequence[HeadExample],
