@@ -352,7 +352,7 @@ def test_parameters_are_stored_with_one_effect_prefix(standin, mrml_scene, capsy
 
     assert medsam_attributes() == {"MedSAM.Strategy": "interpolate", "MedSAM.Intensity": "auto",
                                    "MedSAM.Model": "lite", "MedSAM.Device": "auto", "MedSAM.MrRule": "auto",
-                                   "MedSAM.Zoom": "union", "MedSAM.Guide": "auto", "MedSAM.Refine": "off",
+                                   "MedSAM.Zoom": "size", "MedSAM.Guide": "auto", "MedSAM.Refine": "off",
                                    "MedSAM.Retry": "off", "MedSAM.Slices": "auto", "MedSAM.Preview": "1"}
     effect.strategyCombo.select("propagate")
     effect.intensityCombo.select("ct:soft_tissue")

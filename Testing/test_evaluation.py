@@ -66,7 +66,7 @@ def test_cli_registers_evaluate_and_benchmark():
     assert args.spacing == [3, 5] and args.methods == ["interpolate", "contours"] and args.case_filter == ["cord*"]
     config = evaluation_cli.evaluation_config(args)
     assert config.methods == ("interpolate", "contours") and config.case_filter == ("cord*",)
-    assert config.model.device == "auto" and config.segmentation.zoom == "union"
+    assert config.model.device == "auto" and config.segmentation.zoom == "size"
     published = evaluation_cli.evaluation_config(parser.parse_args(["evaluate", "--cases", "c.json", "--published",
                                                                     "--device", "cpu", "--batch-size", "2"]))
     assert published.segmentation.is_published and published.model.batch_size == 2

@@ -340,7 +340,7 @@ def test_parameter_node_wrapper_stores_as_slicers_does(standin, mrml_scene):
     assert {n: node.GetParameter(n) for n in node.GetParameterNames()} == {
         "inputVolume": "", "segmentation": "", "segmentName": "MedSAM", "strategy": "interpolate",
         "intensity": "auto", "model": "lite", "checkpoint": "", "device": "auto", "mr_rule": "auto",
-        "zoom": "union", "guide": "auto", "refine": "off", "retry": "off", "slices": "auto"}
+        "zoom": "size", "guide": "auto", "refine": "off", "retry": "off", "slices": "auto"}
     assert wrapped.inputVolume is None and wrapped.segmentName == "MedSAM"
     volume = small_volume(mrml_scene)
     wrapped.inputVolume = volume

@@ -24,25 +24,25 @@ FLOORS = {
     "ct_lesion_000010_01_01_078-090": 0.88,  # defaults 0.907, every slice read 0.900, published 0.692
     "ct_lesion_000015_01_01_081-093": 0.82,  # defaults 0.847, every slice read 0.847, published 0.822
     "ct_lesion_000015_01_01_103-115": 0.84,  # defaults 0.867, every slice read 0.865, published 0.783
-    "brats_pat0001_whole_tumor": 0.85,  # defaults 0.872, every slice read 0.869, published 0.790
-    "brats_pat0001_tumor_core": 0.88,  # defaults 0.910, every slice read 0.904, published 0.746
-    "brats_pat0002_whole_tumor": 0.88,  # defaults 0.907, every slice read 0.907, published 0.880
+    "brats_pat0001_whole_tumor": 0.85,  # defaults 0.871, every slice read 0.869, published 0.790
+    "brats_pat0001_tumor_core": 0.88,  # defaults 0.919, every slice read 0.904, published 0.746
+    "brats_pat0002_whole_tumor": 0.88,  # defaults 0.911, every slice read 0.907, published 0.880
     "brats_pat0002_tumor_core": 0.70,  # defaults 0.723, every slice read 0.694, published 0.596
-    "brats_pat0003_whole_tumor": 0.88,  # defaults 0.901, every slice read 0.903, published 0.851
-    "brats_pat0003_tumor_core": 0.86,  # defaults 0.886, every slice read 0.876, published 0.832
-    "brats_pat0004_whole_tumor": 0.88,  # defaults 0.900, every slice read 0.899, published 0.806
-    "brats_pat0004_tumor_core": 0.88,  # defaults 0.904, every slice read 0.896, published 0.715
-    "brats_pat0005_whole_tumor": 0.83,  # defaults 0.859, every slice read 0.858, published 0.609
-    "brats_pat0005_tumor_core": 0.79,  # defaults 0.815, every slice read 0.808, published 0.698
+    "brats_pat0003_whole_tumor": 0.88,  # defaults 0.903, every slice read 0.903, published 0.851
+    "brats_pat0003_tumor_core": 0.86,  # defaults 0.893, every slice read 0.876, published 0.832
+    "brats_pat0004_whole_tumor": 0.88,  # defaults 0.902, every slice read 0.899, published 0.806
+    "brats_pat0004_tumor_core": 0.88,  # defaults 0.905, every slice read 0.896, published 0.715
+    "brats_pat0005_whole_tumor": 0.83,  # defaults 0.861, every slice read 0.858, published 0.609
+    "brats_pat0005_tumor_core": 0.79,  # defaults 0.816, every slice read 0.808, published 0.698
     "brats_pat0006_whole_tumor": 0.83,  # defaults 0.851, every slice read 0.846, published 0.884
     "brats_pat0006_tumor_core": 0.83,  # defaults 0.857, every slice read 0.853, published 0.769
     "cord_t1": 0.86,  # defaults 0.886, every slice read 0.882, published 0.882
     "cord_t2": 0.88,  # defaults 0.900, every slice read 0.889, published 0.889
     "cord_gm_t2s": 0.29,  # defaults 0.311, every slice read 0.284, published 0.394
     "totalseg_ct_liver": 0.92,  # defaults 0.941, every slice read 0.938, published 0.938
-    "totalseg_ct_spleen": 0.93,  # defaults 0.957, every slice read 0.959, published 0.961
-    "totalseg_ct_kidney_right": 0.86,  # defaults 0.887, every slice read 0.886, published 0.897
-    "totalseg_ct_kidney_left": 0.88,  # defaults 0.907, every slice read 0.902, published 0.933
+    "totalseg_ct_spleen": 0.93,  # defaults 0.958, every slice read 0.959, published 0.961
+    "totalseg_ct_kidney_right": 0.86,  # defaults 0.894, every slice read 0.886, published 0.897
+    "totalseg_ct_kidney_left": 0.88,  # defaults 0.922, every slice read 0.902, published 0.933
 }
 
 

@@ -22,7 +22,7 @@ def test_published_preset_is_derived_from_the_fields():
                          "slices": "every"}
     assert SegmentationSettings(**PUBLISHED).is_published
     assert not SegmentationSettings().is_published
-    assert SegmentationSettings().accuracy() == {"mr_rule": "auto", "zoom": "union", "guide": "auto",
+    assert SegmentationSettings().accuracy() == {"mr_rule": "auto", "zoom": "size", "guide": "auto",
                                                  "refine": "off", "retry": "off", "slices": "auto"}
 
 

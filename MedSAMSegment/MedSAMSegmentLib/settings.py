@@ -65,7 +65,7 @@ class SegmentationSettings:
                                       "slice", type=float)
     mr_rule: str = option("auto", "MR percentiles over voxels above the minimum when it is negative (auto), or above "
                            "zero (published)", MR_RULES, published="published")
-    zoom: str = option("union", "crop around small boxes (docs/accuracy.md); size: union for a target small on "
+    zoom: str = option("size", "crop around small boxes (docs/accuracy.md); size: union for a target small on "
                        "every key box, best for a large one", ZOOMS, published="off")
     guide: str = option("auto", "boxes between key slices from the neighbouring masks", GUIDES, published="off")
     refine: str = option("off", "clip masks to their boxes and fill holes", REFINES, published="off")
