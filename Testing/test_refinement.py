@@ -72,8 +72,11 @@ def test_an_adapted_decoder_learns_the_corrected_slices_and_reuses_the_cached_em
     """Trained on one corrected slice, the loss goes down and the adapted decoder reproduces that slice better than
     the original decoder does, with no slice encoded again."""
     from MedSAMSegmentLib.engine import VolumeSegmenter
+    from MedSAMSegmentLib.engine.views import resolve_zoom
 
     segmenter, keys, settings, result, reference = demo_run
+    settings = resolve_zoom(settings, keys, segmenter.slice_size)  # as the run decided: the lesion is small
+    assert settings.zoom == "union"
     target = np.zeros(segmenter.slice_size, dtype=bool)  # the expert erases the lower half of the lesion
     target[: int(np.mean(result.boxes[8][1::2]))] = True
     target &= np.asarray(result.mask[8], dtype=bool)

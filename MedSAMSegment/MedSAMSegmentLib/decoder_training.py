@@ -126,7 +126,10 @@ class AdaptedModel(SliceModel):
 def training_views(segmenter: VolumeSegmenter, boxes: Dict[int, Box], masks: Dict[int, np.ndarray],
                    zoom: str) -> List[TrainingView]:
     """The views a run decodes each slice of ``masks`` in (its first view under ``zoom``, and the whole slice after
-    a crop when ``zoom`` is ``best`` or ``union``), with the mask cut to each; ``boxes`` holds each slice's box."""
+    a crop when ``zoom`` is ``best`` or ``union``), with the mask cut to each; ``boxes`` holds each slice's box.
+    ``zoom="size"`` must have been resolved for the target first (:func:`engine.views.target_zoom`)."""
+    if zoom == "size":
+        raise ValueError("zoom 'size' is decided per target: resolve it with engine.views.target_zoom first")
     slice_size, input_size = segmenter.slice_size, segmenter.model.input_size
     views = []
     for index in sorted(masks):

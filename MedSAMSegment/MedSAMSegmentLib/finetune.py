@@ -41,7 +41,8 @@ from .decoder_training import (
     training_views,
 )
 from .engine import CancelCheck, ProgressCallback, VolumeSegmenter, check_cancel
-from .geometry import KeyBox, box_from_mask, interpolate_boxes, take_slice
+from .engine.views import target_zoom
+from .geometry import KeyBox, KeyBoxSet, box_from_mask, interpolate_boxes, take_slice
 from .models import SliceModel
 from .settings import option
 
@@ -168,6 +169,8 @@ def case_views(name: str, segmenter: VolumeSegmenter, reference: np.ndarray, set
     else:
         boxes = {i: box_from_mask(mask, settings.margin) for i, mask in masks.items()}
     held = set(slices[settings.validation_every // 2 :: settings.validation_every]) if len(slices) > 1 else set()
+    zoom = target_zoom(zoom, KeyBoxSet(axis, [KeyBox(i, boxes[i]) for i in slices]), segmenter.slice_size,
+                       segmenter.model.input_size)  # a run decides once per target, as here
     views = training_views(segmenter, boxes, masks, zoom)
     return CaseViews(name, [v for v in views if v.slice_index not in held],
                      [v for v in views if v.slice_index in held])

@@ -101,14 +101,19 @@ def target_is_small(key_boxes: KeyBoxSet, slice_size: Tuple[int, int], input_siz
                for k in key_boxes.boxes)
 
 
+def target_zoom(zoom: str, key_boxes: KeyBoxSet, slice_size: Tuple[int, int], input_size: int = 256) -> str:
+    """``zoom`` made concrete for this target: ``size`` becomes ``union`` when the target is small on every slice
+    (:func:`target_is_small`), else ``best``; other values are returned as they are."""
+    if zoom != "size":
+        return zoom
+    return "union" if target_is_small(key_boxes, slice_size, input_size) else "best"
+
+
 def resolve_zoom(settings: SegmentationSettings, key_boxes: KeyBoxSet, slice_size: Tuple[int, int],
                  input_size: int = 256) -> SegmentationSettings:
-    """``settings`` with ``zoom="size"`` made concrete for this target: ``union`` when it is small on every slice
-    (:func:`target_is_small`), else ``best``; other zoom values are returned as they are."""
-    if settings.zoom != "size":
-        return settings
-    zoom = "union" if target_is_small(key_boxes, slice_size, input_size) else "best"
-    return dataclasses.replace(settings, zoom=zoom)
+    """``settings`` with its zoom made concrete for this target (:func:`target_zoom`)."""
+    zoom = target_zoom(settings.zoom, key_boxes, slice_size, input_size)
+    return settings if zoom == settings.zoom else dataclasses.replace(settings, zoom=zoom)
 
 
 def zoom_region(box: Box, slice_size: Tuple[int, int], input_size: int = 256, force: bool = False) -> Region:
