@@ -173,7 +173,7 @@ def test_the_python_api_refines_after_predict(lite_model, embedding_cache):
 
 
 def test_anchor_slices_are_spread_over_the_untouched_ones():
-    from MedSAMSegmentLib.refinement import spread
+    from MedSAMSegmentLib.decoder_training import spread
 
     assert spread([3, 4, 5, 6, 7, 8, 9], 3) == [3, 6, 9]
     assert spread([3, 4], 6) == [3, 4]

@@ -32,14 +32,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "MedSAMSegment"
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "Evaluation"))
 
 from medsam_evaluation.cases import load_cases  # noqa: E402
-from medsam_evaluation.cohort import case_settings, cohort_examples, pooled  # noqa: E402
+from medsam_evaluation.cohort import case_settings, cohort_examples  # noqa: E402
 from medsam_evaluation.cross_validation import case_group  # noqa: E402
 from medsam_evaluation.simulate import simulate_key_boxes  # noqa: E402
 from medsam_evaluation.study_cli import add_study_arguments, run_study  # noqa: E402
 from MedSAMSegmentLib import io, pipeline  # noqa: E402
 from MedSAMSegmentLib.decoder_training import AdaptedModel  # noqa: E402
 from MedSAMSegmentLib.engine import EmbeddingCache, VolumeSegmenter  # noqa: E402
-from MedSAMSegmentLib.finetune import FinetuneSettings, fine_tune  # noqa: E402
+from MedSAMSegmentLib.finetune import FinetuneSettings, fine_tune, split_for_validation  # noqa: E402
 from MedSAMSegmentLib.metrics import dice  # noqa: E402
 from MedSAMSegmentLib.models import load_model  # noqa: E402
 
@@ -103,7 +103,10 @@ def run(cases_json: str, out: str, spacing: int, case_filter=None) -> None:
         key = (label, tuple(training))
         if key not in heads:
             settings = VARIANTS[label]
-            train, validation = pooled(examples[collection_key(settings)], training)
+            collected = examples[collection_key(settings)]
+            # The study chose each head's epoch on held-out slices of its training cases (its records were made so).
+            train, validation, _ = split_for_validation({name: collected[name] for name in training},
+                                                        dataclasses.replace(settings, hold_out="slices"))
             result = fine_tune(model, train, validation, settings)
             print(f"  {label}, head on {len(training)} cases: held-out slices {result.base_validation_dice:.3f} -> "
                   f"{result.validation_dice:.3f} (epoch {result.best_epoch}, {result.seconds:.0f} s)", flush=True)

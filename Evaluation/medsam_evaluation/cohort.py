@@ -53,11 +53,6 @@ def cohort_examples(cases: Sequence[Case], model: SliceModel, settings: Finetune
     return examples
 
 
-def pooled(examples: Dict[str, CaseExamples], names: Sequence[str]) -> CaseExamples:
-    """The training and validation examples of the cases named, pooled."""
-    return ([e for name in names for e in examples[name][0]], [e for name in names for e in examples[name][1]])
-
-
 def content_sha256(path: str) -> str:
     """SHA-256 of a file, or of a folder's files (a DICOM series: each file's name and digest, sorted)."""
     if not os.path.isdir(path):

@@ -202,3 +202,10 @@ def examples_for(model: SliceModel, views: Sequence[TrainingView], jitters: int,
                  rng: np.random.Generator, anchor: bool = False) -> List[HeadExample]:
     """:func:`head_example` of each view."""
     return [head_example(model, view, jitters, jitter, rng, anchor) for view in views]
+
+
+def spread(indices: Sequence[int], count: int) -> List[int]:
+    """Up to ``count`` of ``indices`` (sorted), evenly spread from the first to the last."""
+    if count <= 0 or not indices:
+        return []
+    return [indices[int(j)] for j in np.unique(np.linspace(0, len(indices) - 1, count).round())]

@@ -37,6 +37,7 @@ from .decoder_training import (
     head_example,
     head_logits,
     require_trainable,
+    spread,
     trainable_head,
     training_views,
 )
@@ -140,13 +141,6 @@ def target_slices(reference: np.ndarray, slice_axis: int) -> List[int]:
     return [int(i) for i in np.flatnonzero(counts >= MIN_TARGET_PIXELS)]
 
 
-def chosen_slices(slices: Sequence[int], count: int) -> List[int]:
-    """Up to ``count`` of ``slices`` (sorted), evenly spread from the first to the last."""
-    if not slices:
-        return []
-    return [slices[int(j)] for j in np.unique(np.linspace(0, len(slices) - 1, count).round())]
-
-
 def case_views(name: str, segmenter: VolumeSegmenter, reference: np.ndarray, settings: FinetuneSettings,
                zoom: str) -> CaseViews:
     """The views of one case (``segmenter`` holds its image; ``reference`` its mask, the same shape) to train and
@@ -157,7 +151,7 @@ def case_views(name: str, segmenter: VolumeSegmenter, reference: np.ndarray, set
                             f"{segmenter.volume.shape[:3]}; give the mask drawn on that image")
     axis = segmenter.slice_axis
     targets = target_slices(reference, axis)
-    slices = chosen_slices(targets, settings.slices_per_case)
+    slices = spread(targets, settings.slices_per_case)
     if not slices:
         raise FinetuneError(f"case {name}: the reference mask is empty; give cases whose label holds the target "
                             "(check label_values)")

@@ -43,6 +43,7 @@ from .decoder_training import (
     examples_for,
     head_logits,
     require_trainable,
+    spread,
     trainable_head,
     training_views,
 )
@@ -141,13 +142,6 @@ def adapt_decoder(model: SliceModel, views: Sequence[TrainingView], settings: Op
     _require_trainable(model)
     settings = settings or RefineSettings()
     return _train(model, _Examples(model, views, settings).items, settings, progress, cancel)
-
-
-def spread(indices: Sequence[int], count: int) -> List[int]:
-    """Up to ``count`` of ``indices`` (sorted), evenly spread from the first to the last."""
-    if count <= 0 or not indices:
-        return []
-    return [indices[int(j)] for j in np.unique(np.linspace(0, len(indices) - 1, count).round())]
 
 
 def _train(model: SliceModel, items: Sequence[HeadExample], settings: RefineSettings,
