@@ -38,6 +38,10 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corrected-slices", type=int, nargs="+", metavar="N",
                         help="the corrected slices of --corrected (default: those that differ from this run)")
     parser.add_argument("--name", default="MedSAM", help="segment name in a .seg.nrrd output")
+    parser.add_argument("--server", metavar="URL",
+                        help="run on a MedSAM server (medsam-segment serve) at http://HOST:PORT instead of here; "
+                             "the mask is the one a local run gives")
+    parser.add_argument("--token-file", metavar="FILE", help="a file holding the server's bearer token")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -91,6 +95,10 @@ def run_segment(args: argparse.Namespace) -> int:
         raise UsageError(f"output {args.output}: use one of {', '.join(io.MASK_EXTENSIONS)}")
     if args.corrected_slices and not args.corrected:
         raise UsageError("--corrected-slices needs --corrected MASK (the result with the corrected slices)")
+    if args.token_file and not args.server:
+        raise UsageError("--token-file is for --server URL; give both, or neither for a run here")
+    if args.server and args.cache_dir:
+        raise UsageError("--cache-dir keeps embeddings here; with --server the server keeps them: drop one")
     volume = io.read_image(args.image)
     corrected = None
     if args.corrected:
@@ -102,6 +110,11 @@ def run_segment(args: argparse.Namespace) -> int:
                                   slice_axis=args.slice_axis)
     # Check (clip, swap, refuse) the boxes before the model loads: bad boxes fail fast, warnings print once.
     key_boxes = validate_key_boxes(key_boxes, volume.shape)
+    if args.server:
+        if volume.is_colour:
+            raise UsageError(f"{args.image} is a colour image: run it here (drop --server); the server takes "
+                             "greyscale volumes")
+        return _segment_on_server(args, volume, key_boxes, settings, model_settings, corrected)
     cache = EmbeddingCache(args.cache_dir)  # an unusable folder is refused before the model loads
     started = time.perf_counter()
     model = model_settings.load()
@@ -119,6 +132,51 @@ def run_segment(args: argparse.Namespace) -> int:
             result = _refined(args, model, volume, key_boxes, settings, cache, batch_size, corrected, bar)
     finally:
         bar.close()
+    _report(args, volume, key_boxes, result, started)
+    return EXIT_OK
+
+
+def _segment_on_server(args, volume, key_boxes, settings, model_settings, corrected) -> int:
+    """``segment --server``: the same run on a MedSAM server (:mod:`remote_client`)."""
+    import numpy as np
+
+    from .geometry import take_slice
+    from .remote_client import RemoteSegmentation
+    from .server_connection import read_token
+    from .service import ModelSpec
+
+    started = time.perf_counter()
+    remote = RemoteSegmentation(args.server, read_token(args.token_file) if args.token_file else None)
+    health = remote.connection.health()
+    if health.get("model") != model_settings.model:
+        raise UsageError(f"the server at {remote.url} runs --model {health.get('model')}, not "
+                         f"{model_settings.model}; give --model {health.get('model')} or another server")
+    say(args, f"model {health.get('model')} on {health.get('device')} at {remote.url}")
+    spec = ModelSpec(model_settings.model, model_settings.checkpoint, model_settings.device)
+    remote.put_volume("image", volume.array)
+    bar = ProgressBar(not args.quiet)
+    try:
+        outcome = remote.segment("image", key_boxes, spec, settings, progress=bar)
+        if corrected is not None:
+            axis = key_boxes.slice_axis
+            slices = args.corrected_slices or [i for i in range(corrected.shape[axis]) if not np.array_equal(
+                take_slice(corrected, axis, i), take_slice(outcome.result.mask, axis, i))]
+            say(args, f"corrected slices in {args.corrected}: {' '.join(map(str, slices)) or 'none'}")
+            outcome = remote.segment("image", key_boxes, spec, settings, progress=bar,
+                                     corrected={i: take_slice(corrected, axis, i) for i in slices})
+            say(args, outcome.note)
+    finally:
+        bar.close()
+        remote.close()
+    say(args, f"sent {remote.connection.bytes_sent} bytes for a volume of {volume.array.nbytes} bytes")
+    _report(args, volume, key_boxes, outcome.result, started)
+    return EXIT_OK
+
+
+def _report(args, volume, key_boxes, result, started: float) -> None:
+    """Write the mask, then say what was done."""
+    from . import io
+
     io.write_mask(args.output, result.mask, volume, segment_name=args.name)
     args.wrote = args.output
     first, last = result.slice_range
@@ -133,7 +191,6 @@ def run_segment(args: argparse.Namespace) -> int:
     for s, reason in result.flagged:
         say(args, f"review slice {s}: {reason}")
     say(args, f"wrote {args.output}")
-    return EXIT_OK
 
 
 def _refined(args, model, volume, key_boxes, settings, cache, batch_size, corrected, progress):
@@ -224,10 +281,11 @@ def _input_error_types() -> tuple:
     from .io import InputError
     from .models import CheckpointError
     from .refinement import RefinementError
+    from .server_connection import ServerInputError
     from .settings import SettingsError
 
     return (UsageError, InputError, GeometryError, IntensityError, CheckpointError, SettingsError, CacheDirectoryError,
-            RefinementError, FinetuneError, NotTrainableError)
+            RefinementError, FinetuneError, NotTrainableError, ServerInputError)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -251,11 +309,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             if args.debug:
                 raise
             from .models import DependencyError, ModelError
+            from .server_connection import ServerError
 
             if isinstance(exc, _input_error_types()):
                 print(f"medsam-segment: error: {exc}", file=sys.stderr)
                 return EXIT_USAGE
-            if isinstance(exc, (ModelError, DependencyError)):
+            if isinstance(exc, (ModelError, DependencyError, ServerError)):
                 print(f"medsam-segment: error: {exc}", file=sys.stderr)
                 return EXIT_RUNTIME
             print(f"medsam-segment: failed: {type(exc).__name__}: {exc} (run with --debug for details)",

@@ -72,16 +72,19 @@ def volume_fingerprint(volume_u8: np.ndarray, ijk_to_world: np.ndarray, slice_ax
 class SegmentationService:
     """Segment volumes from key boxes; keeps models, raw volumes and segmenters between calls (not thread-safe).
 
-    ``model_loader(name, checkpoint, device)`` builds a model (default :func:`models.load_model`).
+    ``model_loader(name, checkpoint, device)`` builds a model (default :func:`models.load_model`);
+    ``kept_volumes`` volumes are kept, the least recently given dropped first.
     """
 
     def __init__(self, model_loader: Optional[Callable] = None, cache: Optional[EmbeddingCache] = None,
-                 batch_size: Optional[int] = None) -> None:
+                 batch_size: Optional[int] = None, kept_volumes: int = KEPT_VOLUMES) -> None:
         self._model_loader = model_loader
         self.cache = cache if cache is not None else editing_cache()
         self.batch_size = batch_size
+        self.kept_volumes = kept_volumes
         self._models: Dict[ModelSpec, object] = {}
         self._volumes: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._normalised: set = set()  # tokens whose voxels are already the model's uint8 volume
         #: token -> (request key of the last call, content key, session)
         self._sessions: Dict[str, Tuple[Optional[tuple], str, SegmentationSession]] = {}
 
@@ -97,21 +100,30 @@ class SegmentationService:
     def has_volume(self, token: str) -> bool:
         return token in self._volumes
 
-    def put_volume(self, token: str, array: np.ndarray) -> None:
-        """Keep ``array`` (``[k, j, i]``, any intensities; never modified) as the voxels of ``token``."""
+    def put_volume(self, token: str, array: np.ndarray, normalised: bool = False) -> None:
+        """Keep ``array`` (``[k, j, i]``, any intensities; never modified) as the voxels of ``token``; with
+        ``normalised``, ``array`` is already the uint8 volume the model sees (normalised by a remote client) and
+        the settings' intensity fields are not applied to it again. Giving a token again (also the same array
+        after changing it) makes the next run check the voxels by content."""
         self._volumes[token] = array
         self._volumes.move_to_end(token)
+        if normalised:
+            self._normalised.add(token)
+        else:
+            self._normalised.discard(token)
         kept = self._sessions.get(token)
         if kept is not None:  # voxels given again under a token: check them by content at the next run
             self._sessions[token] = (None, kept[1], kept[2])
-        while len(self._volumes) > KEPT_VOLUMES:
+        while len(self._volumes) > self.kept_volumes:
             old, _ = self._volumes.popitem(last=False)
             self._sessions.pop(old, None)
+            self._normalised.discard(old)
 
     def forget(self) -> None:
         """Drop every kept volume, segmenter and in-memory embedding (models stay loaded)."""
         self._volumes.clear()
         self._sessions.clear()
+        self._normalised.clear()
         self.cache.clear_memory()
 
     def session(self, token: str, ijk_to_world: np.ndarray, slice_axis: int, spec: ModelSpec,
@@ -126,7 +138,8 @@ class SegmentationService:
                    settings.modality, None if settings.window is None else tuple(settings.window), settings.mr_rule)
         kept = self._sessions.get(token)
         if kept is None or kept[0] != request:
-            volume_u8 = pipeline.normalised_volume(self._volumes[token], settings)  # a new array; the source is kept
+            volume_u8 = (self._volumes[token] if token in self._normalised
+                         else pipeline.normalised_volume(self._volumes[token], settings))  # the source is kept
             model = self.model(spec)
             content = volume_fingerprint(volume_u8, ijk_to_world, slice_axis, getattr(model, "fingerprint", ""))
             if kept is None or kept[1] != content:
@@ -199,7 +212,8 @@ class SegmentationService:
     def _served(self, token: str, session: SegmentationSession, result: SegmentationResult,
                 caught: Sequence[warnings.WarningMessage]) -> ServiceResult:
         settings = session.settings
-        described = intensity.describe(settings.modality, settings.window, self._volumes[token])
+        described = ("" if token in self._normalised  # the client that normalised it describes it
+                     else intensity.describe(settings.modality, settings.window, self._volumes[token]))
         model = session.segmenter.model
         device = getattr(model, "device_description", "") or str(getattr(model, "device", ""))
         messages = [str(w.message) for w in caught if issubclass(w.category, (UserWarning, ResourceWarning))]
