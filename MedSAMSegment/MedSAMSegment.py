@@ -251,7 +251,7 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             (self.ui.strategyComboBox, "strategy", effect.STRATEGY_CHOICES),
             (self.ui.intensityComboBox, "intensity", effect.INTENSITY_CHOICES),
             (self.ui.modelComboBox, "model", effect.MODEL_CHOICES),
-            (self.ui.deviceComboBox, "device", effect.DEVICE_CHOICES),
+            (self.ui.deviceComboBox, "device", effect.LOCAL_DEVICE_CHOICES),
         ] + [  # the accuracy options: mr_rule -> mrRuleComboBox, zoom -> zoomComboBox, ...
             (getattr(self.ui, _lower_camel(name) + "ComboBox"), name, effect.accuracy_menu(name)) for name in PUBLISHED
         ]
@@ -362,6 +362,7 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not ensureDependencies(settings.model, slicer.util.mainWindow()):
             return
         try:
+            self.logic.effectLogic.use_server(None)  # this page runs here; the effect offers the server
             prepared = self.logic.effectLogic.prepare_run(self._parameterNode.inputVolume, self.markupsNodes(),
                                                           settings)
             self.logic.effectLogic.start(prepared, owner=self)

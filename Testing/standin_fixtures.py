@@ -23,8 +23,7 @@ def worker_logic_fixture():
 
     logic = effect.MedSAMEffectLogic()
     yield logic
-    if logic._background is not None:
-        logic._background.close()
+    logic.close_backgrounds()
 
 
 @pytest.fixture(name="standin")

@@ -154,9 +154,7 @@ def test_run_keeps_the_gui_ticking_and_writes_the_core_mask(standin, mrml_scene,
                                                             embedding_cache, capsys):
     from MedSAMSegmentLib import effect
 
-    if worker_logic._background is not None:  # run out of order: start from a fresh worker all the same
-        worker_logic._background.close()
-        worker_logic._background = None
+    worker_logic.close_backgrounds()  # run out of order: start from a fresh worker all the same
     volume, _ = demo_volume(mrml_scene)
     opened = open_effect(standin, mrml_scene, volume, ("lesion", "other"), activate=False)
     rois = add_key_boxes(mrml_scene.scene, volume, opened.target(0), DEMO_BOXES)

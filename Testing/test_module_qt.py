@@ -137,9 +137,7 @@ def test_load_sample_and_segment_writes_the_lesion_while_the_gui_ticks(standin, 
     from MedSAMSegmentLib import demo, io, mrml_segments
     from MedSAMSegmentLib.metrics import dice
 
-    if worker_logic._background is not None:  # run out of order: start from a fresh worker all the same
-        worker_logic._background.close()
-        worker_logic._background = None
+    worker_logic.close_backgrounds()  # run out of order: start from a fresh worker all the same
     page = open_page(standin)
     ui, loop = page.ui, standin.loop
     ui.loadSampleButton.click()

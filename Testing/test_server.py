@@ -12,8 +12,7 @@ import zlib
 
 import numpy as np
 import pytest
-from server_fixtures import free_port, server_in_thread
-
+from medsam_server import ServerConfig
 from MedSAMSegmentLib import demo, pipeline
 from MedSAMSegmentLib import io as image_io
 from MedSAMSegmentLib.background_run import BackgroundSegmentation
@@ -22,7 +21,7 @@ from MedSAMSegmentLib.remote_client import RemoteSegmentation, ServerWorkerClien
 from MedSAMSegmentLib.remote_protocol import Manifest, pack, slices_frame
 from MedSAMSegmentLib.server_connection import ServerConnection, ServerError, ServerInputError
 from MedSAMSegmentLib.service import ModelSpec, SegmentationService
-from medsam_server import ServerConfig
+from server_fixtures import free_port, server_in_thread
 
 SPEC = ModelSpec("lite", None, "cpu")
 KEYS = KeyBoxSet(0, [KeyBox(6, (266.0, 229.0, 322.0, 280.0)), KeyBox(10, (262.0, 228.0, 329.0, 286.0))])

@@ -7,8 +7,7 @@ import threading
 
 import numpy as np
 import pytest
-from server_fixtures import free_port, server_in_thread, start_server_process
-
+from medsam_server import ServerConfig
 from MedSAMSegmentLib import demo, pipeline
 from MedSAMSegmentLib import io as image_io
 from MedSAMSegmentLib.background_run import BackgroundSegmentation
@@ -16,7 +15,7 @@ from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet
 from MedSAMSegmentLib.remote_client import RemoteSegmentation, ServerWorkerClient
 from MedSAMSegmentLib.server_connection import ServerUnreachable
 from MedSAMSegmentLib.service import ModelSpec, SegmentationService
-from medsam_server import ServerConfig
+from server_fixtures import free_port, server_in_thread, start_server_process
 
 SPEC = ModelSpec("lite", None, "cpu")
 SETTINGS = pipeline.SegmentationSettings()

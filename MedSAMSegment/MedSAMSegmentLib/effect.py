@@ -31,6 +31,7 @@ from .engine import CancelCheck, EmbeddingCache, ProgressCallback, SegmentationR
 from .geometry import KeyBoxSet
 from .markup_boxes import DEFAULT_LINE_MARGIN
 from .refinement import MIN_CORRECTED, RefinementError
+from .server_address import SERVER_DEVICE, ServerAddress
 from .service import ModelSpec, SegmentationService, ServiceResult
 from .settings import PUBLISHED, ModelSettings, SegmentationSettings
 
@@ -61,7 +62,10 @@ DEVICE_CHOICES = {
     "cuda": "CUDA GPU",
     "mps": "Apple GPU (MPS)",
     "cpu": "CPU",
+    SERVER_DEVICE: "MedSAM server (address below)",
 }
+#: The devices of the module page, which runs only here.
+LOCAL_DEVICE_CHOICES = {key: text for key, text in DEVICE_CHOICES.items() if key != SERVER_DEVICE}
 #: The accuracy options offered in Slicer, every one the command line has (their values are the settings'
 #: choices, which a test checks): setting -> (label, value -> text).
 ACCURACY_OPTIONS: Dict[str, Tuple[str, Dict[str, str]]] = {
@@ -258,7 +262,7 @@ class MedSAMEffectLogic:
 
     ``model_loader(name, checkpoint, device)`` builds a model for in-process runs (default
     :func:`models.load_model`); models and embeddings are kept between runs, in this process for :meth:`compute`
-    and in the worker process for :meth:`background`.
+    and in the worker process (or on the server) for :meth:`background`.
     """
 
     def __init__(self, model_loader: Optional[Callable] = None, cache: Optional[EmbeddingCache] = None,
@@ -266,19 +270,39 @@ class MedSAMEffectLogic:
                  background_factory: Callable[[], BackgroundSegmentation] = BackgroundSegmentation) -> None:
         self.service = SegmentationService(model_loader, cache, batch_size)
         self._background_factory = background_factory
-        self._background: Optional[BackgroundSegmentation] = None
+        self._backgrounds: Dict[Optional[ServerAddress], BackgroundSegmentation] = {}
+        self.server: Optional[ServerAddress] = None
+
+    def use_server(self, address: Optional[ServerAddress]) -> None:
+        """Send background runs to the MedSAM server at ``address`` (Device "MedSAM server"), or to the local
+        worker process (None). Each keeps its own volumes and embeddings."""
+        self.server = address
 
     def background(self) -> BackgroundSegmentation:
-        """The session's worker process (started on first use)."""
-        if self._background is None:
-            self._background = self._background_factory()
-        return self._background
+        """Where background runs go: the session's worker process, or the server of :meth:`use_server` (started
+        on first use)."""
+        if self.server not in self._backgrounds:
+            if self.server is None:
+                self._backgrounds[None] = self._background_factory()
+            else:
+                from .remote_client import ServerWorkerClient
+
+                url, token = self.server.url, self.server.token
+                self._backgrounds[self.server] = BackgroundSegmentation(lambda: ServerWorkerClient(url, token))
+        return self._backgrounds[self.server]
+
+    def close_backgrounds(self) -> None:
+        """Stop the worker process and close server sessions (they start again on the next run)."""
+        for background in self._backgrounds.values():
+            background.close()
+        self._backgrounds.clear()
 
     def forget(self) -> None:
-        """Drop kept volumes and embeddings, here and in the worker (the scene was closed)."""
+        """Drop kept volumes and embeddings, here, in the worker and on the client side of servers (the scene
+        was closed)."""
         self.service.forget()
-        if self._background is not None:
-            self._background.forget()
+        for background in self._backgrounds.values():
+            background.forget()
 
     @staticmethod
     def key_boxes(markups_nodes: Sequence, volume_node, settings: EffectSettings = EffectSettings(),
@@ -289,6 +313,8 @@ class MedSAMEffectLogic:
                     slice_axis: Optional[int] = None) -> PreparedRun:
         """Everything a run needs from the scene (cheap: no voxel is copied until ``volume()`` is called)."""
         settings.check()
+        if settings.device == SERVER_DEVICE and self.server is None:
+            raise ValueError("Device is MedSAM server: give the server's address (http://HOST:PORT) below Device")
         keys = self.key_boxes(markups_nodes, volume_node, settings, slice_axis)
         ijk_to_world = mrml.volume_ijk_to_world(volume_node)
         mrml.volume_array(volume_node)  # refuses vector and non-3D volumes now, with its one-line reason
@@ -326,8 +352,20 @@ class MedSAMEffectLogic:
     def compute(self, volume_node, markups_nodes: Sequence, settings: EffectSettings = EffectSettings(),
                 progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None,
                 slice_axis: Optional[int] = None) -> RunOutcome:
-        """Segment in this process; changes nothing in the scene (raises ``engine.Cancelled`` on cancel)."""
+        """Segment in this process (with Device "MedSAM server", on the server, waiting for it); changes nothing
+        in the scene (raises ``engine.Cancelled`` on cancel)."""
         prepared = self.prepare_run(volume_node, markups_nodes, settings, slice_axis)
+        if settings.device == SERVER_DEVICE:
+            from .remote_client import RemoteSegmentation
+
+            remote = RemoteSegmentation(self.server.url, self.server.token)
+            remote.put_volume(prepared.token, prepared.volume())
+            try:
+                served = remote.segment(prepared.token, prepared.key_boxes, prepared.model, prepared.settings,
+                                        progress, cancel)
+            finally:
+                remote.close()
+            return RunOutcome.of(prepared, served)
         if not self.service.has_volume(prepared.token):
             self.service.put_volume(prepared.token, prepared.volume())
         served = self.service.segment(prepared.token, prepared.ijk_to_world, prepared.key_boxes, prepared.model,

@@ -120,12 +120,13 @@ class RemoteSegmentation:
             extra, arrays = {"corrected_slices": indices}, {"corrected": stack}
         header, slabs = self.run("refine" if corrected is not None else "segment", token, keys, spec, settings,
                                  progress, cancel, extra, arrays)
-        header["intensity"] = self.describe(token, settings)
-        return result_from_wire(header, slabs)
+        return result_from_wire(self.told(header, token, settings), slabs)
 
-    def describe(self, token: str, settings: SegmentationSettings) -> str:
-        """How the voxels of ``token`` were normalised (said here: the server never sees the raw intensities)."""
-        return intensity.describe(settings.modality, settings.window, self._volumes[token])
+    def told(self, header: dict, token: str, settings: SegmentationSettings) -> dict:
+        """A result header as the user is told it: how the voxels of ``token`` were normalised (said here: the
+        server never sees the raw intensities), and the device named with the server it is on."""
+        return {**header, "intensity": intensity.describe(settings.modality, settings.window, self._volumes[token]),
+                "device": f"{header.get('device') or 'its device'} on the server {self.url}"}
 
     def _start(self, frame: bytes, volume_u8: np.ndarray, manifest: Manifest, keys: KeyBoxSet,
                settings: SegmentationSettings, op: str) -> str:
@@ -276,12 +277,11 @@ class ServerWorkerClient:
 
             reply, slabs = self.remote.run(op, token, keys, spec, settings, progress,
                                            lambda: request_id in self._cancelled, extra, sent)
-            described = self.remote.describe(token, settings)
             if op == "encode":
                 if reply.get("preview") is not None:
-                    reply["preview"]["intensity"] = described
+                    reply["preview"] = self.remote.told(reply["preview"], token, settings)
                 self._reply({**reply, "op": "encoded", "id": request_id}, slabs)
             else:
-                self._reply({**reply, "op": "result", "id": request_id, "intensity": described}, slabs)
+                self._reply({**self.remote.told(reply, token, settings), "op": "result", "id": request_id}, slabs)
         else:
             raise ValueError(f"unknown request {op!r}")

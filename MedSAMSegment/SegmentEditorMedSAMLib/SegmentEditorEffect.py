@@ -150,6 +150,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.checkpointPath.toolTip = effect.CHECKPOINT_TIP
         self.scriptedEffect.addLabeledOptionsWidget("Checkpoint:", self.checkpointPath)
         self.deviceCombo = self._combo(effect.DEVICE_CHOICES, "Device:")
+        self._setupServerFields()
 
         accuracy = ctk.ctkCollapsibleButton()
         accuracy.text = "Accuracy options"
@@ -220,6 +221,44 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self._sceneCloseTag = slicer.mrmlScene.AddObserver(slicer.mrmlScene.EndCloseEvent,
                                                            lambda *unused: self.onSceneClosed())
 
+    def _setupServerFields(self):
+        """The server's address and token, shown for Device "MedSAM server"; kept in Slicer's settings (never in
+        the scene), read by :meth:`applyServer`."""
+        from MedSAMSegmentLib.server_address import stored_server
+
+        self.serverFrame = qt.QWidget()
+        form = qt.QFormLayout(self.serverFrame)
+        self.serverUrlEdit = qt.QLineEdit()
+        self.serverUrlEdit.placeholderText = "http://gpu-server:8765"
+        self.serverUrlEdit.toolTip = "The address 'medsam-segment serve' printed"
+        self.serverTokenEdit = qt.QLineEdit()
+        self.serverTokenEdit.echoMode = qt.QLineEdit.Password
+        self.serverTokenEdit.placeholderText = "empty for a server on this machine"
+        self.serverTokenEdit.toolTip = "The server's token (kept in Slicer's settings, never saved with the scene)"
+        form.addRow("Server:", self.serverUrlEdit)
+        form.addRow("Token:", self.serverTokenEdit)
+        stored = stored_server(qt.QSettings())
+        if stored is not None:
+            self.serverUrlEdit.text, self.serverTokenEdit.text = stored.url, stored.token or ""
+        self.scriptedEffect.addOptionsWidget(self.serverFrame)
+        for edit in (self.serverUrlEdit, self.serverTokenEdit):
+            edit.connect("editingFinished()", self.onServerEdited)
+
+    def onServerEdited(self):
+        from MedSAMSegmentLib.server_address import store_server
+
+        store_server(qt.QSettings(), self.serverUrlEdit.text, self.serverTokenEdit.text)
+        self.applyServer()
+
+    def applyServer(self):
+        """Send background runs to the server when Device is "MedSAM server", else to the local worker."""
+        from MedSAMSegmentLib import effect
+        from MedSAMSegmentLib.server_address import SERVER_DEVICE, stored_server
+
+        onServer = self.parameter("Device") == SERVER_DEVICE
+        self.serverFrame.visible = onServer
+        effect.shared_logic().use_server(stored_server(qt.QSettings()) if onServer else None)
+
     def _combo(self, choices, label):
         combo = qt.QComboBox()
         for key, text in choices.items():
@@ -264,6 +303,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         wasBlocked = self.previewCheckBox.blockSignals(True)
         self.previewCheckBox.checked = self.parameter("Preview") != "0"
         self.previewCheckBox.blockSignals(wasBlocked)
+        self.applyServer()
         self.updateKeyBoxTable()
 
     def updateMRMLFromGUI(self, *unused):
@@ -275,6 +315,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.scriptedEffect.setParameter("Preview", "1" if self.previewCheckBox.checked else "0")
         for parameter, combo in self.accuracyCombos.items():
             self.scriptedEffect.setParameter(parameter, combo.currentData)
+        self.applyServer()
 
     def parameter(self, name):
         """An effect parameter, or its default when it is not stored: ``scriptedEffect.parameter`` logs an error for
@@ -306,8 +347,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.watcher = KeyBoxWatcher(slicer.mrmlScene, self.scriptedEffect.parameterSetNode(),
                                      self.onKeyBoxesMayHaveChanged)
         self.updateKeyBoxTable()
+        self.applyServer()
         settings = self.settings()
-        if settings.model == "lite" and not dependencies.missing_requirements("lite"):
+        if settings.model == "lite" and (settings.device == "server" or not dependencies.missing_requirements("lite")):
             effect.shared_logic().background().prepare(settings.model_spec(), owner=self)  # no wait at Segment
         self.encodeAheadTimer.start()  # the boxes already placed: their slices are encoded while the user draws
 
@@ -336,7 +378,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if self._prepared is not None or not self.scriptedEffect.active():
             return
         settings = self.settings()
-        if dependencies.missing_requirements(settings.model):
+        if settings.device != "server" and dependencies.missing_requirements(settings.model):
             return
         try:
             target = key_box_nodes.target_from_editor(self.scriptedEffect.parameterSetNode())
@@ -491,8 +533,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if self._prepared is not None:
             return
         settings = self.settings()
-        try:
-            ready = MedSAMSegment.ensureDependencies(settings.model, slicer.util.mainWindow())
+        try:  # a server needs nothing more here: the model runs there
+            ready = settings.device == "server" or MedSAMSegment.ensureDependencies(settings.model,
+                                                                                    slicer.util.mainWindow())
         except Exception as exc:  # noqa: BLE001 - a slot must not raise; one dialog
             logging.exception("MedSAM: checking the dependencies failed")
             slicer.util.errorDisplay(f"MedSAM cannot check its Python packages: {exc}")

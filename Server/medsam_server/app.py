@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import hmac
 import queue
-from typing import Optional
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Optional
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -35,7 +36,6 @@ from . import __version__
 from .config import ServerConfig
 from .model_runner import ModelRunner
 from .sessions import ClientSession, Run, SessionProblem, SessionRegistry
-from .volumes import VolumeStore
 
 #: Longest a status request waits for a run to change, seconds.
 MAX_WAIT_S = 10.0
@@ -51,10 +51,25 @@ class ApiError(Exception):
         self.status, self.detail, self.extra = status, detail, extra
 
 
-def create_app(config: ServerConfig, runner: ModelRunner, sessions: Optional[SessionRegistry] = None) -> FastAPI:
-    """The application for one model ``runner`` (started by the caller) under ``config``."""
-    sessions = sessions or SessionRegistry(config.max_sessions, config.session_timeout_s)
-    volumes: VolumeStore = runner.volumes
+@dataclass
+class ServerState:
+    """What the routes serve from: the model ``runner`` (started by its owner), the ``sessions``, this replica's
+    name, and (Ray Serve) ``touch_volume(name)``, awaited with the name of each volume a request works on, so
+    that the router sends the volume's later requests to this replica. Filled before the first request: by
+    :func:`server.build_server`, or in each replica (:mod:`ray_deployment`)."""
+
+    runner: Optional[ModelRunner] = None
+    sessions: Optional[SessionRegistry] = None
+    replica: str = ""
+    touch_volume: Optional[Callable[[str], Awaitable[object]]] = None
+
+    async def touch(self, volume_id: str) -> None:
+        if self.touch_volume is not None:
+            await self.touch_volume(volume_id)
+
+
+def create_app(config: ServerConfig, state: ServerState) -> FastAPI:
+    """The application serving ``state`` under ``config``."""
     app = FastAPI(title="MedSAM Segment server", version=__version__,
                   description="Key boxes to 3D masks with MedSAM; volumes sent once, by content, as compressed "
                               "slices. See docs/server.md.")
@@ -77,7 +92,7 @@ def create_app(config: ServerConfig, runner: ModelRunner, sessions: Optional[Ses
             raise ApiError(401, "a valid bearer token is required (Authorization: Bearer <token>)")
 
     def session_of(request: Request, session_id: str) -> ClientSession:
-        return sessions.get(session_id, request.headers.get(SESSION_KEY_HEADER))
+        return state.sessions.get(session_id, request.headers.get(SESSION_KEY_HEADER))
 
     async def body_of(request: Request) -> bytes:
         declared = request.headers.get("content-length")
@@ -106,21 +121,21 @@ def create_app(config: ServerConfig, runner: ModelRunner, sessions: Optional[Ses
     @app.get(f"{API_PREFIX}/health", dependencies=api)
     def health() -> dict:
         """The model this server runs, where, and how busy it is."""
-        model = runner.model()
-        return {"api": 1, "version": __version__, "model": runner.spec.name,
+        model = state.runner.model()
+        return {"api": 1, "version": __version__, "model": state.runner.spec.name,
                 "device": getattr(model, "device_description", ""),
-                "acceleration": getattr(model, "acceleration", ""), "sessions": len(sessions),
-                "queued": runner.queued(), **volumes.summary()}
+                "acceleration": getattr(model, "acceleration", ""), "sessions": len(state.sessions),
+                "queued": state.runner.queued(), **state.runner.volumes.summary()}
 
     @app.post(f"{API_PREFIX}/sessions", status_code=201, dependencies=api)
     def open_session() -> dict:
         """A new session: its id and the key that reads its runs."""
-        session = sessions.open()
-        return {"session": session.session_id, "key": session.key, "timeout_s": sessions.timeout_s}
+        session = state.sessions.open()
+        return {"session": session.session_id, "key": session.key, "timeout_s": state.sessions.timeout_s}
 
     @app.delete(f"{API_PREFIX}/sessions/{{session_id}}", status_code=204, dependencies=api)
     def close_session(session_id: str, request: Request) -> Response:
-        sessions.close(session_id, request.headers.get(SESSION_KEY_HEADER))
+        state.sessions.close(session_id, request.headers.get(SESSION_KEY_HEADER))
         return Response(status_code=204)
 
     @app.put(f"{API_PREFIX}/volumes/{{volume_id}}", dependencies=api)
@@ -134,14 +149,15 @@ def create_app(config: ServerConfig, runner: ModelRunner, sessions: Optional[Ses
             raise ApiError(422, "the volume manifest is not JSON") from None
         if manifest.volume_id != volume_id:
             raise ApiError(422, f"volume {volume_id} is not the name of this manifest ({manifest.volume_id})")
-        stored = volumes.declare(manifest)
+        await state.touch(volume_id)
+        stored = state.runner.volumes.declare(manifest)
         return {"volume": volume_id, "present": int(stored.present.sum()), "slices": len(manifest.digests)}
 
     @app.post(f"{API_PREFIX}/volumes/{{volume_id}}/slices", dependencies=api)
     async def upload_slices(volume_id: str, request: Request) -> dict:
         """Add slices of a declared volume (a frame: ``indices`` and the uint8 array ``slices``), each checked
         against its digest."""
-        stored = volumes.get(volume_id)
+        stored = state.runner.volumes.get(volume_id)
         if stored is None:
             raise ApiError(404, f"no volume {volume_id} on this server; declare it first (PUT its manifest)")
         header, arrays = await frame_of(request)
@@ -159,26 +175,27 @@ def create_app(config: ServerConfig, runner: ModelRunner, sessions: Optional[Ses
         session = session_of(request, session_id)
         header, arrays = await frame_of(request)
         run = checked_run(session_id, header, arrays)
+        await state.touch(str(header["volume"]))
         try:
-            runner.submit(run)
+            state.runner.submit(run)
         except queue.Full:
             raise ApiError(503, "the server's queue is full; try again shortly") from None
         session.add(run)
-        return run.status()
+        return {**run.status(), "replica": state.replica}
 
     def checked_run(session_id: str, header: dict, arrays: dict) -> Run:
         op = header.get("op")
         if op not in OPS:
             raise ApiError(422, f"op {op!r}: give one of {', '.join(OPS)}")
         name = str(header.get("volume", ""))
-        stored = volumes.get(name)
+        stored = state.runner.volumes.get(name)
         if stored is None:
             raise ApiError(404, f"no volume {name} on this server; declare it (PUT its manifest) and send its "
                                 "slices", need="volume")
-        model = (header.get("model") or {}).get("name", runner.spec.name)
-        if model != runner.spec.name:
-            raise ApiError(422, f"this server runs the model {runner.spec.name!r}, not {model!r}; choose "
-                                f"{runner.spec.name} or another server")
+        model = (header.get("model") or {}).get("name", state.runner.spec.name)
+        if model != state.runner.spec.name:
+            raise ApiError(422, f"this server runs the model {state.runner.spec.name!r}, not {model!r}; choose "
+                                f"{state.runner.spec.name} or another server")
         try:
             keys = key_boxes_from_wire(header.get("keys") or {})
             settings = settings_from_wire(header.get("settings") or {})
@@ -210,7 +227,7 @@ def create_app(config: ServerConfig, runner: ModelRunner, sessions: Optional[Ses
         run = run_of(request, session_id, run_id)
         if wait > 0 and run.version == since and not run.finished:
             run.wait_change(since, min(float(wait), MAX_WAIT_S))
-        return run.status()
+        return {**run.status(), "replica": state.replica}
 
     @app.get(f"{API_PREFIX}/sessions/{{session_id}}/runs/{{run_id}}/result", dependencies=api,
              response_class=Response, responses={200: {"content": {FRAME_MEDIA_TYPE: {}}}})

@@ -1,13 +1,17 @@
 """Client sessions and their runs: who may read which result, and for how long.
 
 A client opens a session and gets its id and a secret key; every run it starts belongs to that session and is
-read (status, result) or cancelled only with that key. A session idle for longer than the timeout expires: the
-next request on it is told so (:class:`SessionExpired`) and the client opens a new one. The registry holds at
-most ``max_sessions`` sessions; expired ones are dropped first.
+read (status, result) or cancelled only with that key. The key is an HMAC of the id under the registry's secret,
+so replicas that share the secret (Ray Serve, :mod:`ray_deployment`) accept each other's sessions, and a restarted
+server (a new secret) does not know the old ones. A session idle for longer than the timeout expires: the next
+request on it is told so (:class:`SessionExpired`) and the client opens a new one. The registry holds at most
+``max_sessions`` sessions; expired ones are dropped first.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import itertools
 import secrets
@@ -103,28 +107,42 @@ class ClientSession:
 
 
 class SessionRegistry:
-    """The sessions of one server process (thread-safe). ``timeout_s``: idle time before a session expires."""
+    """The sessions of one server process (thread-safe). ``timeout_s``: idle time before a session expires;
+    ``secret``: the key the session keys are made with (default: new for this process)."""
 
-    def __init__(self, max_sessions: int, timeout_s: float, clock=time.monotonic) -> None:
+    def __init__(self, max_sessions: int, timeout_s: float, secret: Optional[bytes] = None,
+                 clock=time.monotonic) -> None:
         self.max_sessions = max_sessions
         self.timeout_s = timeout_s
+        self._secret = secret or secrets.token_bytes(32)
         self._clock = clock
         self._sessions: Dict[str, ClientSession] = {}
         self._expired: Deque[str] = deque(maxlen=REMEMBERED_EXPIRED)
+        self._closed: Deque[str] = deque(maxlen=REMEMBERED_EXPIRED)
         self._lock = threading.Lock()
+
+    def key_of(self, session_id: str) -> str:
+        digest = hmac.new(self._secret, session_id.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
     def open(self) -> ClientSession:
         with self._lock:
-            self._drop_expired()
-            if len(self._sessions) >= self.max_sessions:
-                raise ServerFull(f"the server holds {self.max_sessions} sessions (its --max-sessions); "
-                                 "try again when one ends or expires")
-            session = ClientSession(f"s{secrets.token_hex(8)}", secrets.token_urlsafe(24), self._clock())
-            self._sessions[session.session_id] = session
-            return session
+            session_id = f"s{secrets.token_hex(8)}"
+            return self._add(session_id)
+
+    def _add(self, session_id: str) -> ClientSession:
+        self._drop_expired()
+        if len(self._sessions) >= self.max_sessions:
+            raise ServerFull(f"the server holds {self.max_sessions} sessions (its --max-sessions); "
+                             "try again when one ends or expires")
+        session = ClientSession(session_id, self.key_of(session_id), self._clock())
+        self._sessions[session_id] = session
+        return session
 
     def get(self, session_id: str, key: Optional[str]) -> ClientSession:
-        """The session, its idle clock restarted; raises a :class:`SessionProblem` naming what is wrong."""
+        """The session, its idle clock restarted; raises a :class:`SessionProblem` naming what is wrong. A session
+        another replica opened (its key made with this secret) is taken in."""
+        valid = bool(key) and hmac.compare_digest(str(key), self.key_of(session_id))
         with self._lock:
             self._drop_expired()
             session = self._sessions.get(session_id)
@@ -132,9 +150,13 @@ class SessionRegistry:
                 if session_id in self._expired:
                     raise SessionExpired(f"session {session_id} expired after {self.timeout_s:.0f} s without "
                                          "requests; open a new session")
-                raise SessionUnknown(f"no session {session_id} on this server (it may have restarted); "
-                                     "open a new session")
-            if not key or not hmac.compare_digest(key, session.key):
+                if session_id in self._closed:
+                    raise SessionUnknown(f"session {session_id} was closed; open a new session")
+                if not valid:
+                    raise SessionUnknown(f"no session {session_id} on this server (it may have restarted); "
+                                         "open a new session")
+                session = self._add(session_id)
+            if not valid:
                 raise SessionForbidden(f"the session key does not open session {session_id}")
             session.last_seen = self._clock()
             return session
@@ -143,6 +165,7 @@ class SessionRegistry:
         session = self.get(session_id, key)
         with self._lock:
             self._sessions.pop(session_id, None)
+            self._closed.append(session_id)
         for run in session.runs.values():
             run.cancel_requested = True
         return session

@@ -141,11 +141,14 @@ class QLineEdit(QWidget):
     only for the user's typing (qtbase src/widgets/widgets/qlineedit.cpp, qwidgetlinecontrol.cpp ``finishChange``)."""
 
     text = notifying_text_property("textChanged")
+    #: QLineEdit::EchoMode (qlineedit.h).
+    Normal, NoEcho, Password, PasswordEchoOnEdit = 0, 1, 2, 3
 
     def __init__(self, text="", parent=None) -> None:
         super().__init__(parent)
         self.placeholderText = ""
         self.readOnly = False
+        self.echoMode = QLineEdit.Normal
         self.text = text
 
     setText = qt_setter("text")
@@ -156,6 +159,10 @@ class QLineEdit(QWidget):
             return
         self.text = text
         self._emit("textEdited", self.text)
+
+    def finish_editing(self) -> None:
+        """Test helper: the user presses Return or leaves the field (``editingFinished()``)."""
+        self._emit("editingFinished")
 
 
 class QAbstractButton(QWidget):
