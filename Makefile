@@ -15,7 +15,7 @@ SLICER_CORE_SPEC ?= slicer-core==5.12.4.0
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e ".[vit-b,fast,eval,test,ray,serve]" $(SLICER_CORE_SPEC)
+	$(PY) -m pip install -q -e ".[vit-b,fast,eval,test,ray,serve,serve-ray]" $(SLICER_CORE_SPEC)
 	touch $(STAMP)
 
 demo: $(STAMP)

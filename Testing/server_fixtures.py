@@ -55,10 +55,13 @@ def serve_command(port: int, *extra: str) -> List[str]:
     return [script, "serve", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", *extra]
 
 
-def start_server_process(port: int, *extra: str, log_path: Optional[str] = None) -> subprocess.Popen:
-    """``medsam-segment serve`` on ``port``, returned once it answers ``/v1/health`` (at most 180 s)."""
+def start_server_process(port: int, *extra: str, log_path: Optional[str] = None,
+                         new_session: bool = False) -> subprocess.Popen:
+    """``medsam-segment serve`` on ``port`` (with ``new_session``, in a process group of its own, for the
+    processes it starts), returned once it answers ``/v1/health`` (at most 180 s)."""
     log = open(log_path or os.devnull, "wb")  # noqa: SIM115 - closed with the process
-    process = subprocess.Popen(serve_command(port, *extra), stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(serve_command(port, *extra), stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=new_session)
     url = f"http://127.0.0.1:{port}/v1/health"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import asdict
 from typing import Callable, Dict, List, Optional, Tuple
@@ -25,7 +26,7 @@ import numpy as np
 from . import intensity, pipeline
 from .engine import CancelCheck, Cancelled, ProgressCallback
 from .geometry import KeyBoxSet
-from .remote_protocol import Manifest, Message, pack, slices_frame, slices_read
+from .remote_protocol import Manifest, Message, pack, slices_read, slices_stack
 from .server_connection import (
     MissingSlices,
     ServerConnection,
@@ -46,10 +47,11 @@ from .service import (
 from .settings import SegmentationSettings
 from .worker_protocol import ARRAY_DTYPES
 
-#: Raw bytes of slices sent in one upload request.
-UPLOAD_BATCH_BYTES = 32 << 20
 #: Seconds one status request waits on the server for the run to change.
 STATUS_WAIT_S = 2.0
+#: A server with several replicas may route the first requests of a run to a replica that does not hold it
+#: until its router learns where the volume is: so many tries, this many seconds apart.
+ROUTING_TRIES, ROUTING_PAUSE_S = 40, 0.25
 #: Attempts at starting a run (each may first open a session, declare the volume or send slices).
 START_ATTEMPTS = 6
 
@@ -63,6 +65,7 @@ class RemoteSegmentation:
         self._volumes: OrderedDict[str, np.ndarray] = OrderedDict()
         self._prepared: Dict[Tuple[str, tuple], Tuple[np.ndarray, Manifest]] = {}
         self.last_run_id: Optional[str] = None
+        self.last_replica = ""  # the replica that ran the last run (servers with several)
 
     @property
     def url(self) -> str:
@@ -106,8 +109,8 @@ class RemoteSegmentation:
         volume_u8, manifest = self.prepared(token, settings, keys.slice_axis)
         header = {"op": op, "volume": manifest.volume_id, "keys": key_boxes_to_wire(keys),
                   "settings": settings_to_wire(settings), "model": asdict(spec), **(extra or {})}
-        frame = pack(header, arrays)
-        run_id = self.last_run_id = self._start(frame, volume_u8, manifest, keys, settings, op)
+        self.connection.volume_hint = manifest.volume_id
+        run_id = self.last_run_id = self._start(header, arrays, volume_u8, manifest, keys, settings, op)
         return self._follow(run_id, progress, cancel)
 
     def segment(self, token: str, keys: KeyBoxSet, spec: ModelSpec, settings: SegmentationSettings,
@@ -128,31 +131,30 @@ class RemoteSegmentation:
         return {**header, "intensity": intensity.describe(settings.modality, settings.window, self._volumes[token]),
                 "device": f"{header.get('device') or 'its device'} on the server {self.url}"}
 
-    def _start(self, frame: bytes, volume_u8: np.ndarray, manifest: Manifest, keys: KeyBoxSet,
-               settings: SegmentationSettings, op: str) -> str:
-        connection = self.connection
+    def _start(self, header: dict, arrays: Optional[Dict[str, np.ndarray]], volume_u8: np.ndarray,
+               manifest: Manifest, keys: KeyBoxSet, settings: SegmentationSettings, op: str) -> str:
+        """Start the run; when the server lacks the volume or some of its slices, ask again with the manifest and
+        those slices in the same request (so that a server with several replicas gets them where the run is)."""
+        connection, attached = self.connection, None
         for _ in range(START_ATTEMPTS):
+            body = dict(arrays or {})
+            sent = dict(header)
+            if attached is not None:
+                sent.update(manifest=manifest.to_wire(), slice_indices=attached)
+                body["slices"] = slices_stack(volume_u8, manifest, attached)
             try:
                 if connection.session_id is None:
                     connection.open_session()
-                return str(connection.start_run(frame)["run"])
+                return str(connection.start_run(pack(sent, body))["run"])
             except SessionGone:
                 connection.session_id = None
             except UnknownVolume:
-                connection.declare(manifest)
-                needed = slices_read([k.slice_index for k in keys.boxes], settings.strategy,
-                                     len(manifest.digests), ahead=op == "encode")
-                self._send(volume_u8, manifest, needed)
+                attached = slices_read([k.slice_index for k in keys.boxes], settings.strategy,
+                                       len(manifest.digests), ahead=op == "encode")
             except MissingSlices as missing:
-                self._send(volume_u8, manifest, missing.missing)
+                attached = missing.missing
         raise ServerError(f"the MedSAM server at {self.url} did not accept the run after {START_ATTEMPTS} "
                           "attempts (it may be dropping volumes under load); try again")
-
-    def _send(self, volume_u8: np.ndarray, manifest: Manifest, indices: List[int]) -> None:
-        per_slice = max(1, int(np.prod(manifest.slice_shape)))
-        step = max(1, UPLOAD_BATCH_BYTES // per_slice)
-        for start in range(0, len(indices), step):
-            self.connection.upload(manifest.volume_id, slices_frame(volume_u8, manifest, indices[start:start + step]))
 
     def _follow(self, run_id: str, progress: Optional[ProgressCallback], cancel: Optional[CancelCheck]) -> Message:
         connection, version, cancelled = self.connection, -1, False
@@ -160,17 +162,31 @@ class RemoteSegmentation:
             if cancel is not None and cancel() and not cancelled:
                 connection.cancel(run_id)
                 cancelled = True
-            status = connection.status(run_id, version, 0.2 if cancelled else STATUS_WAIT_S)
+            wait = 0.2 if cancelled else STATUS_WAIT_S
+            status = self._routed(lambda since=version, wait=wait: connection.status(run_id, since, wait))
             if status["version"] != version and progress is not None and status["total"]:
                 progress(int(status["done"]), int(status["total"]), str(status["message"]))
-            version = status["version"]
+            version, self.last_replica = status["version"], str(status.get("replica", ""))
             if status["state"] == "done":
-                return connection.result(run_id)
+                return self._routed(lambda: connection.result(run_id))
             if status["state"] == "cancelled":
                 raise Cancelled()
             if status["state"] == "failed":
                 error = ServerInputError if status["kind"] == "input" else ServerError
                 raise error(str(status["message"]) or "the run failed on the server")
+
+
+    @staticmethod
+    def _routed(call: Callable[[], object]):
+        """``call()``, tried again while the server answers that it has no such run (see :data:`ROUTING_TRIES`)."""
+        for attempt in range(ROUTING_TRIES):
+            try:
+                return call()
+            except ServerError as error:
+                if error.status != 404 or "no run" not in str(error) or attempt == ROUTING_TRIES - 1:
+                    raise
+                time.sleep(ROUTING_PAUSE_S)
+        raise AssertionError("unreachable")
 
 
 class ServerWorkerClient:

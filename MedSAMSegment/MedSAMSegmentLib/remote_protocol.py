@@ -151,12 +151,17 @@ def slices_read(key_slices: Sequence[int], strategy: str, n_slices: int, ahead: 
     return list(range(max(first, 0), min(last, n_slices - 1) + 1))
 
 
+def slices_stack(volume_u8: np.ndarray, manifest: Manifest, indices: Sequence[int]) -> np.ndarray:
+    """Slices ``indices`` of ``volume_u8``, stacked along a new first axis (uint8)."""
+    if not indices:
+        return np.zeros((0, *manifest.slice_shape), dtype=np.uint8)
+    return np.ascontiguousarray(np.stack([take(volume_u8, manifest.slice_axis, int(i)) for i in indices]),
+                                dtype=np.uint8)
+
+
 def slices_frame(volume_u8: np.ndarray, manifest: Manifest, indices: Sequence[int]) -> bytes:
-    """The compressed upload of slices ``indices`` of ``volume_u8`` (stacked along the first axis)."""
-    indices = [int(i) for i in indices]
-    stack = np.stack([take(volume_u8, manifest.slice_axis, i) for i in indices]) if indices else \
-        np.zeros((0, *manifest.slice_shape), dtype=np.uint8)
-    return pack({"indices": indices}, {"slices": np.ascontiguousarray(stack, dtype=np.uint8)})
+    """The compressed upload of slices ``indices`` of ``volume_u8`` (``POST /volumes/NAME/slices``)."""
+    return pack({"indices": [int(i) for i in indices]}, {"slices": slices_stack(volume_u8, manifest, indices)})
 
 
 def checked_slices(manifest: Manifest, header: dict, arrays: Dict[str, np.ndarray]) -> Dict[int, np.ndarray]:
@@ -166,6 +171,8 @@ def checked_slices(manifest: Manifest, header: dict, arrays: Dict[str, np.ndarra
         stack = arrays["slices"]
     except (KeyError, TypeError, ValueError):
         raise VolumeError("a slice upload needs 'indices' and the array 'slices'") from None
+    if not isinstance(stack, np.ndarray):
+        raise VolumeError("a slice upload needs the array 'slices'")
     if stack.dtype != np.uint8 or stack.ndim != 3 or stack.shape[0] != len(indices):
         raise VolumeError(f"'slices' must be uint8 [n, rows, columns] with one slice per index, not "
                           f"{stack.dtype.name} {list(stack.shape)} for {len(indices)} indices")

@@ -19,6 +19,8 @@ from .remote_protocol import API_PREFIX, FRAME_MEDIA_TYPE, Manifest, Message, un
 #: Seconds a request may take before the server counts as not answering (a status request adds its wait).
 REQUEST_TIMEOUT_S = 60.0
 SESSION_KEY_HEADER = "X-MedSAM-Session-Key"
+#: The volume a request works on, for a server with several replicas (Ray Serve routes by it).
+ROUTING_HEADER = "serve_multiplexed_model_id"
 
 
 class ServerError(RuntimeError):
@@ -96,6 +98,8 @@ class ServerConnection:
         self.timeout = timeout
         self.session_id: Optional[str] = None
         self.session_key: Optional[str] = None
+        #: The volume the next requests work on (sent in :data:`ROUTING_HEADER`).
+        self.volume_hint: Optional[str] = None
         self.bytes_sent = 0
         self.bytes_received = 0
 
@@ -111,6 +115,8 @@ class ServerConnection:
             headers["Content-Type"] = content_type
         if session and self.session_key:
             headers[SESSION_KEY_HEADER] = self.session_key
+        if self.volume_hint:
+            headers[ROUTING_HEADER] = self.volume_hint
         request = urllib.request.Request(self.url + API_PREFIX + path, data=body, method=method, headers=headers)
         self.bytes_sent += len(body or b"")
         try:

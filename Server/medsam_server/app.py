@@ -171,9 +171,12 @@ def create_app(config: ServerConfig, state: ServerState) -> FastAPI:
     @app.post(f"{API_PREFIX}/sessions/{{session_id}}/runs", status_code=202, dependencies=api)
     async def start_run(session_id: str, request: Request) -> dict:
         """Start a run (a frame: ``op`` segment, encode or refine, ``volume``, ``keys``, ``settings``, ``model``
-        and the op's fields); 409 lists the slices to upload first."""
+        and the op's fields; optionally the volume's ``manifest`` with ``slice_indices`` and the array ``slices``,
+        declared and added first); 404 asks for the volume, 409 lists the slices still missing."""
         session = session_of(request, session_id)
         header, arrays = await frame_of(request)
+        if "manifest" in header:
+            add_attached(header, arrays)
         run = checked_run(session_id, header, arrays)
         await state.touch(str(header["volume"]))
         try:
@@ -182,6 +185,17 @@ def create_app(config: ServerConfig, state: ServerState) -> FastAPI:
             raise ApiError(503, "the server's queue is full; try again shortly") from None
         session.add(run)
         return {**run.status(), "replica": state.replica}
+
+    def add_attached(header: dict, arrays: dict) -> None:
+        try:
+            manifest = Manifest.from_wire(header.pop("manifest"))
+            if manifest.volume_id != str(header.get("volume")):
+                raise VolumeError(f"volume {header.get('volume')} is not the name of the manifest sent with it")
+            stored = state.runner.volumes.declare(manifest)
+            indices = header.pop("slice_indices", [])
+            stored.fill(checked_slices(manifest, {"indices": indices}, {"slices": arrays.pop("slices", None)}))
+        except VolumeError as exc:
+            raise ApiError(422, str(exc)) from None
 
     def checked_run(session_id: str, header: dict, arrays: dict) -> Run:
         op = header.get("op")

@@ -27,6 +27,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"idle minutes before a session expires (default {defaults.session_timeout_s / 60:.0f})")
     parser.add_argument("--max-upload-mb", type=float, default=defaults.max_upload_mb,
                         help=f"largest request body, MB (default {defaults.max_upload_mb:.0f})")
+    parser.add_argument("--replicas", type=int, default=1,
+                        help="model replicas behind Ray Serve, each volume's requests sent to the replica holding "
+                             "it (default 1: one process, no Ray)")
+    parser.add_argument("--ray-address", help="with --replicas: join this Ray cluster (default: a private Ray here)")
+    parser.add_argument("--gpus-per-replica", type=float, default=0.0,
+                        help="with --replicas: GPUs each replica reserves (default 0)")
 
 
 def config_from_arguments(args: argparse.Namespace) -> ServerConfig:
@@ -45,13 +51,23 @@ def run_serve(args: argparse.Namespace) -> int:
         config = config_from_arguments(args)
     except ServerConfigError as exc:
         raise UsageError(str(exc)) from None
-    from .server import serve
+    if args.replicas < 1 or args.gpus_per_replica < 0:
+        raise UsageError("--replicas takes 1 or more, --gpus-per-replica 0 or more")
 
     def ready(url: str) -> None:
         guard = "bearer token required" if config.token else "no token: this machine only"
-        print(f"MedSAM server: {config.model} on {url} ({guard}); API description at {url}/docs", flush=True)
+        copies = f"{args.replicas} replicas on Ray Serve" if args.replicas > 1 or args.ray_address else "one process"
+        print(f"MedSAM server: {config.model} on {url}, {copies} ({guard}); API description at {url}/docs",
+              flush=True)
 
-    serve(config, on_ready=ready)
+    if args.replicas > 1 or args.ray_address:
+        from .ray_deployment import serve_on_ray
+
+        serve_on_ray(config, args.replicas, args.ray_address, args.gpus_per_replica, on_ready=ready)
+    else:
+        from .server import serve
+
+        serve(config, on_ready=ready)
     return EXIT_OK
 
 
