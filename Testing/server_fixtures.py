@@ -30,14 +30,17 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server_in_thread(config: ServerConfig, model=None, cache=None) -> Iterator[str]:
-    """A server for ``config`` (its port; loopback host) on a thread of this process; yields its URL."""
+def server_in_thread(config: ServerConfig, model=None, cache=None, handles: Optional[dict] = None) -> Iterator[str]:
+    """A server for ``config`` (its port; loopback host) on a thread of this process; yields its URL.
+    ``handles["stop"]``, when a dict is given, stops it (as if its process ended: no more answers)."""
     assert config.host == "127.0.0.1", "tests serve on loopback only"
     loader = None if model is None else (lambda *args: model)
     app, runner = build_server(config, loader, cache)
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
+    if handles is not None:
+        handles["stop"] = lambda: (setattr(server, "should_exit", True), thread.join(10))
     deadline = time.monotonic() + 30
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "the test server did not start"

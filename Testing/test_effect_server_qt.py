@@ -19,8 +19,8 @@ def test_device_server_runs_on_the_server_and_keeps_the_token_out_of_the_scene(s
     from MedSAMSegmentLib import effect
     from MedSAMSegmentLib.server_address import SERVER_TOKEN_KEY, SERVER_URL_KEY
 
-    config = ServerConfig(port=free_port(), device="cpu", token=TOKEN)
-    with server_in_thread(config, lite_model, embedding_cache) as url:
+    config, handles = ServerConfig(port=free_port(), device="cpu", token=TOKEN), {}
+    with server_in_thread(config, lite_model, embedding_cache, handles) as url:
         volume, _ = demo_volume(mrml_scene)
         opened = open_effect(standin, mrml_scene, volume, ("lesion",))
         widget = opened.effect
@@ -59,6 +59,18 @@ def test_device_server_runs_on_the_server_and_keeps_the_token_out_of_the_scene(s
         text = saved.read_text(errors="replace")
         assert TOKEN not in text and url not in text
         assert_quiet(standin, capsys)
+
+        # The server stops during a run: one dialog naming the server, the segment as it was.
+        written = opened.mask(0).copy()
+        rois[0].SetSize(*[v * 1.2 for v in rois[0].GetSize()])
+        widget.segmentButton.click()
+        assert standin.loop.run_until(lambda: widget.progressBar.value > 0 or widget.segmentButton.enabled, 120)
+        handles["stop"]()
+        assert standin.loop.run_until(lambda: widget.segmentButton.enabled, 120), "the failed run did not end"
+        assert len(standin.app.dialogs) == 1 and f"the MedSAM server at {url} did not answer" in \
+            standin.app.dialogs[0].text
+        np.testing.assert_array_equal(opened.mask(0), written)
+        standin.app.dialogs.clear()
 
         # Back to a local device: runs go to the local worker again.
         widget.deviceCombo.setCurrentIndex(widget.deviceCombo.findData("cpu"))

@@ -71,7 +71,7 @@ def test_every_module_file_is_listed_in_cmake():
 
 def test_study_code_is_not_in_the_extension():
     """The evaluation package lives in Evaluation/, installed by the ``eval`` extra, never by the extension's
-    CMake; the study modules are gone from the core."""
+    CMake (nor the batch and server packages); the study modules are gone from the core."""
     listed = _cmake_listed()
     study = os.path.join(ROOT, "Evaluation", "medsam_evaluation")
     modules = {n for n in os.listdir(study) if n.endswith(".py")}
@@ -80,11 +80,12 @@ def test_study_code_is_not_in_the_extension():
         assert f"MedSAMSegmentLib/{name}" not in listed, name
         assert not os.path.exists(os.path.join(MODULE, "MedSAMSegmentLib", name)), name
     cmake = open(os.path.join(MODULE, "CMakeLists.txt")).read()
-    assert "medsam_evaluation" not in cmake and "medsam_batch" not in cmake
+    assert "medsam_evaluation" not in cmake and "medsam_batch" not in cmake and "medsam_server" not in cmake
     pyproject = open(os.path.join(ROOT, "pyproject.toml")).read()
-    assert 'where = ["MedSAMSegment", "Evaluation", "Batch"]' in pyproject
+    assert 'where = ["MedSAMSegment", "Evaluation", "Batch", "Server"]' in pyproject
     assert '[project.entry-points."medsam_segment.commands"]' in pyproject
     assert 'batch = "medsam_batch.cli:register_batch"' in pyproject
+    assert 'serve = "medsam_server.cli:register_serve"' in pyproject
 
 
 def test_the_core_never_imports_the_evaluation_package():
@@ -107,10 +108,10 @@ def test_the_core_never_imports_the_evaluation_package():
                     imported = [node.value]  # importlib.import_module("medsam_evaluation...") and the like
                 else:
                     continue
-                if any(module.split(".")[0].split(":")[0] in ("medsam_evaluation", "medsam_batch")
+                if any(module.split(".")[0].split(":")[0] in ("medsam_evaluation", "medsam_batch", "medsam_server")
                        for module in imported):
                     offenders.append(f"{os.path.relpath(path, ROOT)}:{node.lineno}")
-    assert not offenders, f"the core must not import medsam_evaluation or medsam_batch: {offenders}"
+    assert not offenders, f"the core must not import medsam_evaluation, medsam_batch or medsam_server: {offenders}"
 
 
 def test_cmake_builds_the_module():

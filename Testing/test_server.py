@@ -296,3 +296,13 @@ def test_an_expired_session_says_so_and_the_client_opens_a_new_one(lite_model, e
         assert status == 410 and "expired" in json.loads(body)["detail"]
         again = remote.segment("demo", KEYS, SPEC, pipeline.SegmentationSettings())
         assert again.result.mask.any() and remote.connection.session_id != old
+
+
+def test_the_api_description_is_served(server):
+    status, body = _request(f"{server}/openapi.json")
+    paths = json.loads(body)["paths"]
+    assert status == 200
+    assert {"/v1/health", "/v1/sessions", "/v1/volumes/{volume_id}", "/v1/volumes/{volume_id}/slices",
+            "/v1/sessions/{session_id}/runs", "/v1/sessions/{session_id}/runs/{run_id}",
+            "/v1/sessions/{session_id}/runs/{run_id}/result"} <= set(paths)
+    assert _request(f"{server}/docs")[0] == 200

@@ -2,7 +2,7 @@
 127.0.0.1; prints the latency percentiles of a box move and of a new volume, and the bytes each client uploaded
 against the whole volumes' size (issue 17). Starts its own ``medsam-segment serve`` process and stops it.
 
-    python benchmarks/server_load.py [--clients 4] [--requests 20] [--out docs/results/server]
+    python benchmarks/server_load.py [--clients 4] [--requests 20] [--replicas 1] [--out docs/results/server]
 
 Every result is checked against a local run of the same boxes (the same masks, or the script fails).
 """
@@ -13,9 +13,11 @@ import argparse
 import datetime
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -37,10 +39,14 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_server(port: int) -> subprocess.Popen:
+def start_server(port: int, replicas: int) -> subprocess.Popen:
     script = os.path.join(os.path.dirname(sys.executable), "medsam-segment")
-    process = subprocess.Popen([script, "serve", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # a private Ray on 127.0.0.1
+    log = open(os.path.join(tempfile.gettempdir(), f"medsam-server-load-{port}.log"), "wb")  # noqa: SIM115
+    print(f"server log: {log.name}", flush=True)
+    process = subprocess.Popen([script, "serve", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
+                                "--replicas", str(replicas)], stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
@@ -74,7 +80,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--requests", type=int, default=20)
-    parser.add_argument("--out", default=None, help="write report.md here")
+    parser.add_argument("--replicas", type=int, default=1, help="serve --replicas (2 or more: Ray Serve)")
+    parser.add_argument("--out", default=None, help="write report.md (report-replicas-N.md) here")
     args = parser.parse_args()
 
     image = image_io.read_image(demo.DEMO_IMAGE)
@@ -82,7 +89,7 @@ def main() -> int:
     plans = [plan(c, args.requests, len(volumes)) for c in range(args.clients)]
     timings, sent, failures, masks = [], [0] * args.clients, [], {}
     port = free_port()
-    server = start_server(port)
+    server = start_server(port, args.replicas)
     url = f"http://127.0.0.1:{port}"
 
     def client(index: int) -> None:
@@ -107,8 +114,11 @@ def main() -> int:
         for thread in threads:
             thread.join()
     finally:
-        server.kill()
-        server.wait()
+        os.killpg(server.pid, signal.SIGTERM)  # the server stops Serve and its private Ray, if any
+        try:
+            server.wait(90)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
     wall = time.perf_counter() - started
     if failures:
         raise SystemExit("lost requests:\n" + "\n".join(failures))
@@ -126,8 +136,10 @@ def main() -> int:
 
     whole = sum(volumes[v].nbytes for v in {v for steps in plans for _, v, _ in steps})
     lines = [
-        f"# One MedSAM server under load ({args.clients} clients x {args.requests} requests)", "",
-        f"Made with `python benchmarks/server_load.py --clients {args.clients} --requests {args.requests}` on "
+        f"# One MedSAM server under load ({args.clients} clients x {args.requests} requests, "
+        f"{'one process' if args.replicas == 1 else f'{args.replicas} replicas on Ray Serve'})", "",
+        f"Made with `python benchmarks/server_load.py --clients {args.clients} --requests {args.requests} "
+        f"--replicas {args.replicas}` on "
         f"{datetime.date.today()}, {os.cpu_count()} logical CPUs ({platform.machine()}), LiteMedSAM on the CPU, "
         "server and clients on this machine (127.0.0.1). The bundled CT lesion, shifted to make "
         f"{len(volumes)} different volumes; key boxes on slices 4 and 10 (7 of 16 slices); a new volume every "
@@ -146,7 +158,8 @@ def main() -> int:
     print(report)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "report.md"), "w", encoding="utf-8") as handle:
+        name = "report.md" if args.replicas == 1 else f"report-replicas-{args.replicas}.md"
+        with open(os.path.join(args.out, name), "w", encoding="utf-8") as handle:
             handle.write(report)
     return 0
 
