@@ -9,13 +9,12 @@ import subprocess
 
 import numpy as np
 import pytest
-from server_fixtures import free_port, start_server_process
-
 from MedSAMSegmentLib import demo, pipeline
 from MedSAMSegmentLib import io as image_io
 from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet
 from MedSAMSegmentLib.remote_client import RemoteSegmentation
 from MedSAMSegmentLib.service import ModelSpec, SegmentationService
+from server_fixtures import free_port, start_server_process
 
 pytest.importorskip("ray.serve")
 pytest.importorskip("grpc")  # Ray Serve's own dependencies (the serve extra of ray)
