@@ -40,12 +40,14 @@ from .service import (
     ModelSpec,
     ServiceResult,
     corrected_to_wire,
+    key_boxes_from_wire,
     key_boxes_to_wire,
     result_from_wire,
+    settings_from_wire,
     settings_to_wire,
 )
 from .settings import SegmentationSettings
-from .worker_protocol import ARRAY_DTYPES
+from .worker_client import drained
 
 #: Seconds one status request waits on the server for the run to change.
 STATUS_WAIT_S = 2.0
@@ -229,12 +231,8 @@ class ServerWorkerClient:
         self._cancelled.add(request_id)
 
     def poll(self) -> List[Message]:
-        replies = []
-        while True:
-            try:
-                replies.append(self._incoming.get_nowait())
-            except queue.Empty:
-                return replies
+        """Every reply that has arrived, oldest first; never waits."""
+        return drained(self._incoming)
 
     def close(self, timeout: float = 5.0) -> None:
         self._outgoing.put(None)
@@ -265,8 +263,6 @@ class ServerWorkerClient:
                 self._encodes.discard(request_id)
 
     def _handle(self, header: dict, arrays: Dict[str, np.ndarray]) -> None:
-        from .service import key_boxes_from_wire, settings_from_wire
-
         op, request_id = header.get("op"), header["id"]
         if op == "load":
             health = self.remote.connection.health()
@@ -286,13 +282,12 @@ class ServerWorkerClient:
             spec = ModelSpec(**header["model"])
             extra = {name: header[name] for name in ("newest", "beyond", "preview", "corrected_slices")
                      if name in header}
-            sent = {name: a for name, a in arrays.items() if a.dtype.name in ARRAY_DTYPES}
 
             def progress(done: int, total: int, text: str) -> None:
                 self._reply({"op": "progress", "id": request_id, "done": done, "total": total, "message": text})
 
             reply, slabs = self.remote.run(op, token, keys, spec, settings, progress,
-                                           lambda: request_id in self._cancelled, extra, sent)
+                                           lambda: request_id in self._cancelled, extra, arrays)
             if op == "encode":
                 if reply.get("preview") is not None:
                     reply["preview"] = self.remote.told(reply["preview"], token, settings)

@@ -47,6 +47,16 @@ def default_python(executable: Optional[str] = None) -> str:
     return executable
 
 
+def drained(replies: queue.Queue[Message]) -> List[Message]:
+    """Everything in ``replies``, oldest first, without waiting."""
+    found = []
+    while True:
+        try:
+            found.append(replies.get_nowait())
+        except queue.Empty:
+            return found
+
+
 class WorkerClient:
     """One worker process. ``python`` runs it (default: :func:`default_python`)."""
 
@@ -98,12 +108,7 @@ class WorkerClient:
 
     def poll(self) -> List[Message]:
         """Every reply that has arrived, oldest first; never waits."""
-        replies = []
-        while True:
-            try:
-                replies.append(self._incoming.get_nowait())
-            except queue.Empty:
-                return replies
+        return drained(self._incoming)
 
     def close(self, timeout: float = 5.0) -> None:
         """Ask the worker to stop; kill it if it has not stopped after ``timeout`` seconds."""
