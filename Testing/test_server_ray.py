@@ -3,6 +3,7 @@ test), each volume's requests sent to the replica holding its embeddings, every 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -16,8 +17,10 @@ from MedSAMSegmentLib.remote_client import RemoteSegmentation
 from MedSAMSegmentLib.service import ModelSpec, SegmentationService
 from server_fixtures import free_port, start_server_process
 
-pytest.importorskip("ray.serve")
-pytest.importorskip("grpc")  # Ray Serve's own dependencies (the serve extra of ray)
+# Ray itself is never imported here (the server process imports it): a Ray imported during collection would
+# ignore the loopback setting other tests make before their own import (test_batch's cluster).
+if importlib.util.find_spec("ray") is None or importlib.util.find_spec("grpc") is None:
+    pytest.skip("Ray Serve is not installed (pip install 'medsam-segment[serve-ray]')", allow_module_level=True)
 
 SPEC = ModelSpec("lite", None, "cpu")
 SETTINGS = pipeline.SegmentationSettings()
