@@ -1,5 +1,6 @@
 """Shared fixtures: the real LiteMedSAM model (loaded once) and the development data in ../shared/data."""
 
+import fcntl
 import json
 import os
 import sys
@@ -13,6 +14,35 @@ sys.path.insert(0, os.path.join(REPO, "Batch"))  # the cohort batch (medsam_batc
 SHARED_DATA = os.environ.get("MEDSAM_SHARED_DATA", os.path.join(os.path.dirname(REPO), "shared", "data"))
 #: The user's cache folder as the product would pick it without the session's override (see private_cache_dir).
 REAL_HOME = os.path.expanduser("~")
+
+
+def pytest_collection_modifyitems(config, items):
+    """``needs_time(seconds, reason)`` becomes that test's pytest-timeout; a test that asks for more time must say
+    why, so the marker without a reason (or with a bound under a minute) is a collection error."""
+    for item in items:
+        marker = item.get_closest_marker("needs_time")
+        if marker is None:
+            continue
+        seconds = marker.args[0] if marker.args else marker.kwargs.get("seconds")
+        reason = marker.args[1] if len(marker.args) > 1 else marker.kwargs.get("reason", "")
+        if not isinstance(seconds, (int, float)) or seconds < 60 or not str(reason).strip():
+            raise pytest.UsageError(f"{item.nodeid}: needs_time takes (seconds >= 60, reason), got {marker.args}")
+        item.add_marker(pytest.mark.timeout(seconds))
+
+
+@pytest.fixture(autouse=True)
+def one_ray_at_a_time(request, tmp_path_factory):
+    """Tests marked ``ray`` start Ray clusters on loopback; two at once on one machine can pick the same ports, so
+    they take turns across pytest-xdist's workers (a lock file in the run's shared temporary folder)."""
+    if request.node.get_closest_marker("ray") is None:
+        yield
+        return
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # every worker's folder lies in the run's folder
+    with open(root / "ray.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def shared_data_path(*parts: str) -> str:

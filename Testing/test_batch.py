@@ -85,11 +85,14 @@ def test_json_manifests_take_lists_relative_paths_and_per_case_settings(tmp_path
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     """Three cases (the demo lesion and two development CT lesions, key boxes every 5 slices) and one whose box
-    lies outside its image, with each good case's mask from a sequential ``medsam-segment segment``."""
+    lies outside its image, with each good case's mask from a sequential ``medsam-segment segment`` and the
+    embedding folder those runs filled (``--cache-dir``): batches given it decode only, and must still give the
+    cold runs' bytes."""
     from medsam_evaluation.simulate import simulate_key_boxes
 
     require_shared_data()
     folder = tmp_path_factory.mktemp("cohort")
+    embeddings = str(folder / "embeddings")
     rows, expected = [], {}
     cases = [("demo", demo.DEMO_IMAGE, demo.DEMO_BOXES)]
     for name in LESIONS:
@@ -101,12 +104,12 @@ def cohort(tmp_path_factory):
     for name, image, boxes in cases:
         reference_output = str(folder / f"sequential_{name}.nii.gz")
         assert cli.main(["segment", image, "--boxes", boxes, "-o", reference_output, "--modality", "none",
-                         "--device", "cpu", "--quiet"]) == 0
+                         "--device", "cpu", "--cache-dir", embeddings, "--quiet"]) == 0
         expected[name] = open(reference_output, "rb").read()
         rows.append(f"{image},{boxes},{name},{name}.nii.gz,none")
     outside = _write(folder / "outside.json", '{"slice_axis": 0, "boxes": [{"slice": 99, "box": [1, 1, 9, 9]}]}')
     rows.append(f"{demo.DEMO_IMAGE},{outside},broken,broken.nii.gz,none")
-    return _demo_manifest(folder, rows), expected
+    return _demo_manifest(folder, rows), expected, embeddings
 
 
 def _outputs(out_dir, names):
@@ -117,9 +120,12 @@ def _outputs(out_dir, names):
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_local_batch_matches_sequential_segment_runs_and_goes_on_past_a_failing_case(cohort, tmp_path, workers,
                                                                                       capsys):
-    manifest, expected = cohort
+    """One worker runs cold (no embedding folder); two share the folder the sequential runs filled."""
+    manifest, expected, embeddings = cohort
     out = str(tmp_path / "out")
-    assert cli.main(["batch", manifest, "--out", out, "--workers", workers, "--device", "cpu", "--quiet"]) == 1
+    shared = ["--cache-dir", embeddings] if workers == "2" else []
+    assert cli.main(["batch", manifest, "--out", out, "--workers", workers, "--device", "cpu", *shared,
+                     "--quiet"]) == 1
     assert "1 of 4 cases failed" in capsys.readouterr().err
     assert _outputs(out, expected) == expected
     assert not os.path.exists(os.path.join(out, "broken.nii.gz"))
@@ -137,10 +143,10 @@ def test_local_batch_matches_sequential_segment_runs_and_goes_on_past_a_failing_
 
 @pytest.mark.slow
 def test_a_killed_batch_resumes_with_only_its_unfinished_cases(cohort, tmp_path):
-    manifest, expected = cohort
+    manifest, expected, embeddings = cohort
     out = tmp_path / "out"
     command = [sys.executable, "-m", "MedSAMSegmentLib.cli", "batch", manifest, "--out", str(out), "--workers",
-               "1", "--device", "cpu", "--quiet"]
+               "1", "--device", "cpu", "--cache-dir", embeddings, "--quiet"]
     child = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     records = out / RECORDS
     deadline = time.monotonic() + 300
@@ -152,7 +158,7 @@ def test_a_killed_batch_resumes_with_only_its_unfinished_cases(cohort, tmp_path)
     assert 1 <= len(finished) < 4
     before = {name: (out / f"{name}.nii.gz").read_bytes() for name in finished if name in expected}
     report = run_batch(manifest, str(out), SegmentationSettings(), ModelSettings(device="cpu"), progress=False,
-                       log=lambda message: None)
+                       log=lambda message: None, cache_dir=embeddings)
     ran = {o.name for o in report.outcomes if o.status != "skipped"}
     assert ran == {"demo", *LESIONS, "broken"} - (finished - {"broken"})
     assert {name: (out / f"{name}.nii.gz").read_bytes() for name in before} == before
@@ -206,11 +212,13 @@ def test_ray_executor_without_ray_says_how_to_install_it(tmp_path, monkeypatch, 
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_ray_batch_on_a_private_loopback_ray_matches_sequential_segment_runs(cohort, tmp_path):
-    manifest, expected = cohort
+    manifest, expected, embeddings = cohort
     out = str(tmp_path / "out")
     report = run_batch(manifest, out, SegmentationSettings(), ModelSettings(device="cpu"),
-                       executor=ExecutorChoice("ray", 2), progress=False, log=lambda message: None)
+                       executor=ExecutorChoice("ray", 2), progress=False, log=lambda message: None,
+                       cache_dir=embeddings)
     assert (report.count("done"), report.count("failed")) == (3, 1)
     assert _outputs(out, expected) == expected
     assert not sys.modules["ray"].is_initialized()  # the private Ray is stopped after the run
@@ -232,9 +240,10 @@ def _ray_worker_pids(state: bytes = b"") -> set:
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_ray_batch_on_a_two_node_loopback_cluster_survives_a_killed_worker_and_resumes(cohort, tmp_path,
                                                                                      monkeypatch):
-    manifest, expected = cohort
+    manifest, expected, _ = cohort  # cold: a worker must be mid-case long enough to be killed
     good = _write(tmp_path / "good.csv", "".join(open(manifest).readlines()[:-1]))  # without the broken case
     monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # the nodes on 127.0.0.1 (see ray_executor)
     from ray.cluster_utils import Cluster
@@ -276,6 +285,16 @@ def test_ray_batch_on_a_two_node_loopback_cluster_survives_a_killed_worker_and_r
         assert _outputs(str(out), expected) == expected
     finally:
         cluster.shutdown()
+
+
+def test_an_unusable_cache_folder_exits_2_before_any_model_loads(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(ModelSettings, "load", lambda self: pytest.fail("the model was loaded"))
+    manifest = _demo_manifest(tmp_path, [f"{demo.DEMO_IMAGE},{demo.DEMO_BOXES},a,a.nii.gz,none"])
+    blocker = _write(tmp_path / "a-file", "not a folder")
+    assert cli.main(["batch", manifest, "--out", str(tmp_path / "out"), "--cache-dir", blocker + "/sub",
+                     "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--cache-dir" in err[0] and "give a folder you can write to" in err[0], err
 
 
 @pytest.mark.parametrize("command", ["batch", "evaluate"])

@@ -84,7 +84,8 @@ def test_model_free_methods_need_no_model(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("executor", [ExecutorChoice(workers=2), ExecutorChoice("ray", 2)], ids=["local", "ray"])
+@pytest.mark.parametrize("executor", [pytest.param(ExecutorChoice(workers=2), id="local"),
+                                      pytest.param(ExecutorChoice("ray", 2), id="ray", marks=pytest.mark.ray)])
 def test_worker_processes_score_as_one_process(small_run, tmp_path, executor):
     """Two local workers (spawned processes, one core each) or two Ray actors, each with its own model: the same
     scores as the run in this process (small_run), rows in the order of cases.json, and the report says how it

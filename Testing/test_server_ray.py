@@ -27,6 +27,7 @@ SETTINGS = pipeline.SegmentationSettings()
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_two_replicas_route_each_volume_to_one_replica_and_give_the_local_masks(lite_model, embedding_cache,
                                                                                 tmp_path, monkeypatch):
     image = image_io.read_image(demo.DEMO_IMAGE)

@@ -24,11 +24,13 @@ from .report import write_summary
 
 @dataclass(frozen=True)
 class BatchSetup:
-    """What every worker needs to build its task: the model, the box options and where records go."""
+    """What every worker needs to build its task: the model, the box options, where records go, and the folder
+    of embeddings kept between runs (``--cache-dir``; None: none kept)."""
 
     model: ModelSettings
     boxes: BoxOptions
     out_dir: str
+    cache_dir: Optional[str] = None
 
 
 class SegmentCaseTask:
@@ -39,7 +41,8 @@ class SegmentCaseTask:
         self.model = setup.model.load()
 
     def __call__(self, case: BatchCase) -> CaseOutcome:
-        return run_case(case, self.model, self.setup.boxes, self.setup.model, self.setup.out_dir)
+        return run_case(case, self.model, self.setup.boxes, self.setup.model, self.setup.out_dir,
+                        self.setup.cache_dir)
 
 
 @dataclass
@@ -55,12 +58,18 @@ class BatchReport:
 
 def run_batch(manifest: str, out_dir: str, settings: SegmentationSettings, model: ModelSettings,
               boxes: Optional[BoxOptions] = None, executor: Optional[ExecutorChoice] = None, progress: bool = True,
-              log: Callable[[str], None] = print) -> BatchReport:
+              log: Callable[[str], None] = print, cache_dir: Optional[str] = None) -> BatchReport:
     """Run the manifest's unfinished cases and write the summary (see the module); ``boxes`` default: as
-    ``segment``'s; ``executor`` default: local, ``auto`` workers. Raises ``ManifestError`` before any model work
-    when the manifest cannot be run."""
+    ``segment``'s; ``executor`` default: local, ``auto`` workers; ``cache_dir``: embeddings kept on disk between
+    runs and shared by the workers (as ``segment --cache-dir``; the masks are the same with or without). Raises
+    ``ManifestError`` before any model work when the manifest cannot be run, ``CacheDirectoryError`` when the
+    cache folder cannot be made."""
     started = time.perf_counter()
     boxes = boxes or BoxOptions()
+    if cache_dir:
+        from MedSAMSegmentLib.engine import EmbeddingCache
+
+        EmbeddingCache(cache_dir, max_memory_bytes=0)  # an unusable folder is refused before any model work
     os.makedirs(out_dir, exist_ok=True)
     cases = read_manifest(manifest, out_dir, settings)
     outcomes: List[Optional[CaseOutcome]] = [None] * len(cases)
@@ -75,7 +84,7 @@ def run_batch(manifest: str, out_dir: str, settings: SegmentationSettings, model
     todo.sort(key=lambda i: -cases[i].input_bytes())  # the largest first: no long case left alone at the end
     log(f"{len(cases)} cases: {len(cases) - len(todo)} finished already, {len(todo)} to run")
     if todo:
-        setup = BatchSetup(model, boxes, os.path.abspath(out_dir))
+        setup = BatchSetup(model, boxes, os.path.abspath(out_dir), cache_dir and os.path.abspath(cache_dir))
         items = [cases[i] for i in todo]
         results = run_tasks(SegmentCaseTask, setup, items, executor or ExecutorChoice(), model.device)
         bar = _CaseBar(len(items), progress)

@@ -29,7 +29,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
     log = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))
     report = run_batch(args.manifest, args.out, from_arguments(SegmentationSettings, args),
                        from_arguments(ModelSettings, args), BoxOptions(args.margin, args.line_margin, args.slice_axis),
-                       executor, progress=not args.quiet, log=log)
+                       executor, progress=not args.quiet, log=log, cache_dir=args.cache_dir)
     log(f"{report.count('done')} done, {report.count('skipped')} finished before, {report.count('failed')} failed "
         f"in {report.seconds:.1f} s; summary in {args.out}")
     if report.count("failed"):

@@ -108,9 +108,11 @@ def write_record(out_dir: str, case: BatchCase, outcome: CaseOutcome) -> None:
             os.unlink(tmp)
 
 
-def run_case(case: BatchCase, model, boxes: BoxOptions, model_settings: ModelSettings, out_dir: str) -> CaseOutcome:
+def run_case(case: BatchCase, model, boxes: BoxOptions, model_settings: ModelSettings, out_dir: str,
+             cache_dir: Optional[str] = None) -> CaseOutcome:
     """Segment one case with a loaded ``model`` and write its mask, then its record; a failure is returned as a
-    ``failed`` outcome with its one-line reason (and recorded), never raised."""
+    ``failed`` outcome with its one-line reason (and recorded), never raised. ``cache_dir``: embeddings kept on
+    disk between runs (not part of the fingerprint: the mask is the same either way)."""
     from MedSAMSegmentLib import io, pipeline
     from MedSAMSegmentLib.engine import EmbeddingCache, default_batch_size, one_shot_cache_bytes
     from MedSAMSegmentLib.error_text import first_line
@@ -124,7 +126,7 @@ def run_case(case: BatchCase, model, boxes: BoxOptions, model_settings: ModelSet
                                  slice_axis=boxes.slice_axis)
         keys = validate_key_boxes(keys, volume.shape)
         batch_size = model_settings.batch_size or default_batch_size(model)
-        cache = EmbeddingCache(max_memory_bytes=one_shot_cache_bytes(batch_size))
+        cache = EmbeddingCache(cache_dir, max_memory_bytes=one_shot_cache_bytes(batch_size))
         result = pipeline.run_segmentation(model, volume.array, keys, case.settings, cache=cache,
                                            batch_size=batch_size, is_colour=volume.is_colour)
         io.write_mask(case.output, result.mask, volume, segment_name=case.segment)

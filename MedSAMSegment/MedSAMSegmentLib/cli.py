@@ -31,7 +31,6 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output mask: .nii.gz, .nii, .nrrd, .seg.nrrd (Slicer segmentation), .mha, .png "
                              "or .npz (MedSAM's format, the mask in 'segs')")
     add_run_arguments(parser)
-    parser.add_argument("--cache-dir", help="keep image embeddings here between runs")
     parser.add_argument("--corrected", metavar="MASK",
                         help="Refine from my edits: an earlier result of these boxes with slices the expert "
                              "corrected (same grid); the decoder is adapted to them and the other slices redone")
@@ -56,6 +55,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pixels added around a line markup's extent (default 3)")
     parser.add_argument("--slice-axis", type=int, choices=(0, 1, 2),
                         help="numpy axis of the slices, when markups alone leave it ambiguous")
+    parser.add_argument("--cache-dir", help="keep image embeddings here between runs")
     add_arguments(parser, ModelSettings)
 
 
