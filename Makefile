@@ -21,16 +21,18 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(VENV)/bin/medsam-segment demo -o demo_output
 
-# Every test is bounded: 300 s each unless marked needs_time (pyproject.toml); the slowest 15 are listed.
+# Every test is bounded: 600 s each unless marked needs_time (pyproject.toml); the slowest 15 are listed.
+# TEST_WORKERS pytest-xdist processes, each taking whole files (0: one process).
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -ra --durations=15
+	$(PY) -m pytest -ra --durations=15 -n $(TEST_WORKERS) --dist loadfile
 
 # The edit loop (about 5 min on 2 cores): every unit and contract test, the Qt files under the stand-in, and a
-# real-model smoke set; the tests marked slow run in `make test` (CI). 120 s a test unless marked needs_time.
+# real-model smoke set; the tests marked slow run in `make test` (CI). 180 s a test unless marked needs_time.
 test-fast: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -ra -m "not slow" --timeout=120 --durations=15
+	$(PY) -m pytest -ra -m "not slow" --timeout=180 --durations=15
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

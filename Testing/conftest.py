@@ -18,7 +18,16 @@ REAL_HOME = os.path.expanduser("~")
 
 def pytest_collection_modifyitems(config, items):
     """``needs_time(seconds, reason)`` becomes that test's pytest-timeout; a test that asks for more time must say
-    why, so the marker without a reason (or with a bound under a minute) is a collection error."""
+    why, so the marker without a reason (or with a bound under a minute) is a collection error.
+
+    The files holding such tests run first, longest bound first (the rest keep their order): pytest-xdist hands
+    out whole files in this order, so the longest file starts at once instead of running alone at the end."""
+    longest: dict = {}
+    for item in items:
+        marker = item.get_closest_marker("needs_time")
+        if marker is not None and marker.args and isinstance(marker.args[0], (int, float)):
+            longest[item.path] = max(longest.get(item.path, 0), marker.args[0])
+    items.sort(key=lambda item: -longest.get(item.path, 0))  # stable: the order within a file is kept
     for item in items:
         marker = item.get_closest_marker("needs_time")
         if marker is None:

@@ -95,6 +95,7 @@ class OutOfMemoryOnTheGpu:
         monkeypatch.setattr(model, "device", "cuda:0")
 
 
+@pytest.mark.slow
 def test_out_of_memory_on_the_gpu_halves_the_batch_then_falls_back_to_the_cpu(lite_model, embedding_cache, demo,
                                                                                monkeypatch):
     image, keys = demo
@@ -115,6 +116,7 @@ def test_out_of_memory_on_the_gpu_halves_the_batch_then_falls_back_to_the_cpu(li
     assert np.array_equal(result.mask, cpu.mask) and result.iou == pytest.approx(cpu.iou)
 
 
+@pytest.mark.slow
 def test_openvino_conversion_failure_falls_back_to_torch_with_a_warning(demo, monkeypatch, tmp_path, caplog):
     """No cached model and ``openvino.convert_model`` failing: the encoder and decoder run in PyTorch, a warning
     says so, and the run gives the torch backend's mask."""

@@ -554,6 +554,7 @@ def _paint_slice(opened, volume, index: int, slice_mask: np.ndarray) -> np.ndarr
     return opened.mask(0)
 
 
+@pytest.mark.slow
 def test_refine_from_my_edits_learns_from_the_corrected_slices_in_one_undo_step(
         standin, mrml_scene, worker_logic, lite_model, embedding_cache, capsys):
     """After Segment, the expert corrects slices; Refine from my edits runs on the worker, keeps the expert's

@@ -254,6 +254,7 @@ def test_readme_results_section_is_generated_from_the_run(small_run, tmp_path):
         update_readme.splice("no markers here", "results", "body")
 
 
+@pytest.mark.slow
 def test_the_corrections_protocol_reports_the_untouched_slices_before_and_after_refinement(tmp_path, lite_model,
                                                                                           embedding_cache):
     """``evaluate --corrections``: after each interpolating run the k worst slices are replaced by the reference

@@ -162,6 +162,7 @@ def run_cli(*args, timeout=900):
                           timeout=timeout)
 
 
+@pytest.mark.slow
 def test_the_command_fine_tunes_on_cases_and_segment_runs_its_checkpoint(tmp_path):
     require_shared_data()
     entry = next(e for e in json.load(open(shared_data_path("cases.json"))) if e["name"].startswith("ct_lesion"))

@@ -1,7 +1,8 @@
 """Every 3D development case with the real LiteMedSAM: key boxes every 5 slices from the reference mask (+3 px).
 
 The floors sit a little under what was measured (see FLOORS), so a regression in any step of the pipeline fails
-here. A box on every slice must score what the published per-slice recipe scores on the same boxes.
+here. A box on every slice must score what the published per-slice recipe scores on the same boxes (checked on
+PARITY_CASES, where the two could part).
 """
 
 import json
@@ -46,6 +47,13 @@ FLOORS = {
 }
 
 
+#: The cases whose box-on-every-slice run is checked against the published per-slice recipe (a small CT lesion and
+#: the cord's grey matter, where the two could part); the sweep runs every slice only for these.
+PARITY_CASES = ("ct_lesion_000002_03_01_035-047", "cord_gm_t2s")
+
+pytestmark = pytest.mark.needs_time(1800, "the first test of this module runs the sweep: 25 cases with the real model")
+
+
 def load_case(case):
     image = io.read_image(shared_data_path(case["image"]))
     reference, _ = io.read_mask(shared_data_path(case["label"]), case["label_values"])
@@ -66,7 +74,8 @@ def all_cases():
 
 @pytest.fixture(scope="module")
 def measured(lite_model, embedding_cache):
-    """Segment every case once (every 5 slices and every slice) and keep the scores."""
+    """Segment every case once with key boxes every 5 slices, and the parity cases also with a box on every slice
+    (published decoding); keep the DSCs (None where a case was not run on every slice)."""
     scores = {}
     for case in all_cases():
         image, reference = load_case(case)
@@ -75,14 +84,16 @@ def measured(lite_model, embedding_cache):
                                             cache=embedding_cache)
         # Our method: the defaults a user gets (SegmentationSettings' accuracy options).
         every5 = segmenter.segment(simulate_key_boxes(reference, case["slice_axis"], 5), settings)
-        # The published decoding (no accuracy options) on every slice, for parity with the recipe.
-        published = pipeline.SegmentationSettings(**pipeline.PUBLISHED)
-        every1 = segmenter.segment(every_slice_boxes(reference, case["slice_axis"]), published)
-        scores[case["name"]] = (dice(every5.mask, reference), dice(every1.mask, reference))
+        every1 = None
+        if case["name"] in PARITY_CASES:  # the published decoding (no accuracy options) on every slice
+            published = pipeline.SegmentationSettings(**pipeline.PUBLISHED)
+            boxes = every_slice_boxes(reference, case["slice_axis"])
+            every1 = dice(segmenter.segment(boxes, published).mask, reference)
+        scores[case["name"]] = (dice(every5.mask, reference), every1)
         segmenter.cache.clear_memory()
-    print("\ncase: DSC every 5 / every slice")
+    print("\ncase: DSC every 5 / every slice (parity cases)")
     for name, (five, one) in scores.items():
-        print(f"{name}: {five:.3f} / {one:.3f}")
+        print(f"{name}: {five:.3f}" + ("" if one is None else f" / {one:.3f}"))
     return scores
 
 
@@ -99,7 +110,7 @@ def test_every_case_has_a_floor(measured):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["ct_lesion_000002_03_01_035-047", "cord_gm_t2s"])
+@pytest.mark.parametrize("name", PARITY_CASES)
 def test_box_on_every_slice_matches_the_published_recipe(lite_model, measured, name):
     from medsam_evaluation.baselines import PublishedRecipe
 

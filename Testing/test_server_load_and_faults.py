@@ -45,6 +45,8 @@ def client_requests(client: int, rng: np.random.Generator):
     return plan
 
 
+@pytest.mark.slow
+@pytest.mark.needs_time(900, "80 requests on one server, each mask recomputed locally")
 def test_four_clients_twenty_requests_each_lose_nothing_and_match_local_runs(lite_model, embedding_cache, image):
     volumes = variants(image.array)
     plans = [client_requests(c, np.random.default_rng(c)) for c in range(CLIENTS)]
