@@ -76,8 +76,42 @@ def test_a_study_without_its_cases_says_so_and_a_report_needs_no_run(tmp_path, c
     add_study_arguments(parser)
     ran = []
     missing = parser.parse_args(["--cases", str(tmp_path / "none.json"), "--out", str(tmp_path / "r.jsonl")])
-    assert run_study(missing, ran.append, lambda out: "report") == 2 and not ran
+    assert run_study(missing, lambda cases, piece: ran.append(cases), lambda out: "report") == 2 and not ran
     assert "no development set found at" in capsys.readouterr().err
     report_only = parser.parse_args(["--out", str(tmp_path / "r.jsonl"), "--report-only"])
-    assert run_study(report_only, ran.append, lambda out: f"report of {out}") == 0 and not ran
-    assert capsys.readouterr().out.strip() == f"report of {tmp_path / 'r.jsonl'}"
+    assert run_study(report_only, lambda cases, piece: ran.append(cases), lambda out: f"report of {out}") == 0
+    assert not ran and capsys.readouterr().out.strip() == f"report of {tmp_path / 'r.jsonl'}"
+
+
+def test_a_study_stopped_by_its_bound_prints_no_report_and_reports_only_its_own_settings(tmp_path, capsys):
+    import argparse
+
+    from medsam_evaluation.resumable import CaseRecords
+    from medsam_evaluation.study_cli import add_study_arguments, run_study, study_report
+
+    require_shared_data()
+    parser = argparse.ArgumentParser()
+    add_study_arguments(parser)
+    out = str(tmp_path / "r.jsonl")
+    args = parser.parse_args(["--cases", shared_data_path("cases.json"), "--out", out, "--max-minutes", "0"])
+    pieces = []
+
+    def run(cases_json, piece):
+        pieces.append(piece.settings.max_minutes)
+        return 3  # cases left: the run said so itself
+
+    assert run_study(args, run, lambda path: "report") == 0 and pieces == [0]
+    assert capsys.readouterr().out == ""  # the report waits for every case
+    records = CaseRecords(out)
+    records.add("mine", ["a"], {"dsc": 0.5})
+    records.add("theirs", ["a"], {"dsc": 0.25})
+    with open(out, "a") as handle:
+        handle.write(json.dumps({"case": "made before settings were recorded", "dsc": 0.125}) + "\n")
+
+    def report(rows):
+        return " ".join(str(r["dsc"]) for r in rows)
+
+    assert study_report(report, lambda: {"mine"})(out) == "0.5"
+    assert "2 records of other settings ignored" in capsys.readouterr().err
+    assert study_report(report, lambda: {"mine"}, all_settings=True)(out) == "0.5 0.25 0.125"
+    assert study_report(report, lambda: {"nobody"})(out).startswith(f"no records in {out} of these settings")

@@ -2,8 +2,10 @@
 
 Goes through the shared path (``pipeline.make_segmenter`` + ``segment``), the simulated annotator and the metrics
 of the evaluation. Embeddings are kept in an on-disk cache (``--cache``), so rerunning with other options costs
-decoder time only (crops of ``zoom`` are new pixels, encoded once). One JSON line per case, configuration and
-spacing is appended to ``--out``; ``--table`` prints the per-case table of a results file.
+decoder time only (crops of ``zoom`` are new pixels, encoded once). One record per case, configuration and
+spacing is appended to ``--out``, keyed by the configuration's settings: a rerun skips what is there and
+``--max-minutes`` runs it in pieces (docs/evaluation.md, "Long runs in pieces"); ``--table`` prints the per-case
+table of a results file (the records of today's configurations; ``--all-settings``: every record).
 
     python benchmarks/accuracy_study.py --cases ../shared/data/cases.json --config published default \\
         --spacing 5 10 --baselines --cache /tmp/acc_cache --out /tmp/acc.jsonl
@@ -13,7 +15,6 @@ spacing is appended to ``--out``; ``--table`` prints the per-case table of a res
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -25,8 +26,19 @@ sys.path[:0] = [os.path.join(REPO, "MedSAMSegment"), os.path.join(REPO, "Evaluat
 
 from medsam_evaluation import baselines, simulate  # noqa: E402
 from medsam_evaluation import cases as evaluation_cases  # noqa: E402
+from medsam_evaluation.resumable import (  # noqa: E402
+    CaseLoop,
+    CaseRecords,
+    Piece,
+    PieceSettings,
+    case_fingerprint,
+    model_fingerprint,
+    settings_digest,
+)
+from medsam_evaluation.study_cli import study_records  # noqa: E402
 from MedSAMSegmentLib import io, metrics, pipeline  # noqa: E402
 from MedSAMSegmentLib.geometry import KeyBoxSet  # noqa: E402
+from MedSAMSegmentLib.settings import ModelSettings, add_arguments, from_arguments  # noqa: E402
 
 #: Named settings; each value overrides SegmentationSettings' defaults.
 CONFIGS = {
@@ -56,15 +68,47 @@ CONFIGS = {
 }
 
 
-def run(args) -> None:
-    from MedSAMSegmentLib.engine import EmbeddingCache
-    from MedSAMSegmentLib.models import load_model
+#: The model the configurations run, and the records the baselines write (no configuration of their own).
+MODEL = ModelSettings(model="lite", device="cpu")
+BASELINES = ("recipe_every_slice", "filled_boxes", "tight_boxes", "contours")
 
-    cases = evaluation_cases.load_cases(args.cases, args.case)
-    model = load_model("lite", device="cpu")
+
+def config_digests() -> dict:
+    """{configuration or baseline: the settings digest of its records}."""
+    model = model_fingerprint(MODEL)
+    digests = {name: settings_digest({"study": "accuracy", "model": model, "margin": simulate.DEFAULT_MARGIN,
+                                      "settings": pipeline.SegmentationSettings(**options)})
+               for name, options in CONFIGS.items()}
+    for name in BASELINES:
+        digests[name] = settings_digest({"study": "accuracy", "baseline": name, "margin": simulate.DEFAULT_MARGIN,
+                                         **({"model": model} if name == "recipe_every_slice" else {})})
+    return digests
+
+
+def run(args) -> int:
+    """Run what ``args`` ask for and ``--out`` does not hold yet; returns the cases left when ``--max-minutes``
+    stopped the run."""
+    from MedSAMSegmentLib.engine import EmbeddingCache
+
+    records, digests = CaseRecords(args.out), config_digests()
+
+    def key(case, config, spacing):
+        return [case.name, settings_digest(case_fingerprint(case)), config, spacing]
+
+    def wanted(case):
+        pairs = [(name, spacing) for name in args.config for spacing in args.spacing]
+        if args.baselines:
+            pairs += [("recipe_every_slice", 0)] + [(name, spacing) for name in ("filled_boxes", "tight_boxes")
+                                                    for spacing in args.spacing]
+            pairs += [("contours", spacing) for spacing in args.spacing] if args.contours else []
+        return [(name, spacing) for name, spacing in pairs if not records.get(digests[name], key(case, name, spacing))]
+
+    loop = CaseLoop(evaluation_cases.load_cases(args.cases, args.case), Piece(from_arguments(PieceSettings, args)),
+                    lambda case: not wanted(case), where=args.out)
+    model = MODEL.load() if loop.todo else None
     cache = EmbeddingCache(args.cache)
-    out = open(args.out, "a", encoding="utf-8")
-    for case in cases:
+    for case in loop:
+        todo = set(wanted(case))
         image = io.read_image(case.image)
         reference, _ = io.read_mask(case.label, case.label_values)
         spacing_mm = image.spacing_kji()
@@ -77,41 +121,49 @@ def run(args) -> None:
                    "dsc": round(metrics.dice(mask, reference), 4),
                    "nsd": round(metrics.normalised_surface_dice(mask, reference, spacing_mm), 4),
                    "seconds": round(seconds, 2), **extra}
-            out.write(json.dumps(row) + "\n")
-            out.flush()
+            records.add(digests[config], key(case, config, spacing), row)
             print(row, flush=True)
 
-        if args.baselines:
+        if ("recipe_every_slice", 0) in todo:
             every = simulate.every_slice_boxes(reference, axis)
             settings = pipeline.SegmentationSettings(modality=modality, **pipeline.PUBLISHED)
             segmenter = pipeline.make_segmenter(model, image.array, axis, settings, cache=cache)
             result = segmenter.segment(every, settings)
             write("recipe_every_slice", 0, result.mask)
-            for spacing in args.spacing:
-                keys = simulate.simulate_key_boxes(reference, axis, spacing)
+        for spacing in args.spacing:
+            keys = simulate.simulate_key_boxes(reference, axis, spacing)
+            if ("filled_boxes", spacing) in todo:
                 write("filled_boxes", spacing, baselines.filled_boxes(reference.shape, keys))
+            if ("tight_boxes", spacing) in todo:
                 tight = simulate.tight_boxes(reference, axis)
                 tight_keys = KeyBoxSet(axis, [type(k)(k.slice_index, tight[k.slice_index], "tight")
                                               for k in keys.boxes])
                 write("tight_boxes", spacing, baselines.filled_boxes(reference.shape, tight_keys))
-                if args.contours:
-                    key_slices = [k.slice_index for k in keys.boxes]
-                    write("contours", spacing, baselines.contours_interpolated(reference, axis, key_slices))
+            if ("contours", spacing) in todo:
+                key_slices = [k.slice_index for k in keys.boxes]
+                write("contours", spacing, baselines.contours_interpolated(reference, axis, key_slices))
         for name in args.config:
             settings = pipeline.SegmentationSettings(modality=modality, **CONFIGS[name])
             segmenter = pipeline.make_segmenter(model, image.array, axis, settings, cache=cache)
             for spacing in args.spacing:
+                if (name, spacing) not in todo:
+                    continue
                 keys = simulate.simulate_key_boxes(reference, axis, spacing)
                 t0 = time.perf_counter()
                 result = segmenter.segment(keys, settings)
                 write(name, spacing, result.mask, time.perf_counter() - t0, encoded=result.encoded,
                       flagged=len(result.flagged))
         cache.clear_memory()
-    out.close()
+    return loop.left
 
 
-def table(path: str, spacing_filter=None) -> str:
-    rows = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
+def read_records(path: str, all_settings: bool = False) -> list:
+    """The records of ``path`` made with today's configurations (every record with ``all_settings``)."""
+    return study_records(path, set(config_digests().values()), all_settings)
+
+
+def table(path: str, spacing_filter=None, all_settings: bool = False) -> str:
+    rows = read_records(path, all_settings)
     latest = {}
     for r in rows:
         latest[(r["case"], r["config"], r["spacing"])] = r
@@ -143,9 +195,9 @@ FINAL_COLUMNS = (("recipe_every_slice", 0, "recipe, every slice"), ("published",
                  ("tight_boxes", 5, "tight boxes filled"), ("contours", 5, "contours + interpolation"))
 
 
-def final_table(path: str, ours: str = "default") -> str:
+def final_table(path: str, ours: str = "default", all_settings: bool = False) -> str:
     """Issue 7's table (DSC / NSD per case and mean) with ``ours`` as our configuration; every 5 unless said."""
-    rows = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
+    rows = read_records(path, all_settings)
     latest = {(r["case"], r["config"], r["spacing"]): r for r in rows}
     cases = sorted({c for c, k, _ in latest if k == ours})
     columns = [(k or ours, s, title) for k, s, title in FINAL_COLUMNS]
@@ -177,12 +229,15 @@ def main() -> None:
     parser.add_argument("--table", help="print the per-case table of a results file and exit")
     parser.add_argument("--final", help="print issue 7's table of a results file (--ours CONFIG) and exit")
     parser.add_argument("--ours", default="default")
+    parser.add_argument("--all-settings", action="store_true",
+                        help="--table, --final: every record, whatever settings made it")
+    add_arguments(parser, PieceSettings)
     args = parser.parse_args()
     if args.table:
-        print(table(args.table))
+        print(table(args.table, all_settings=args.all_settings))
         return
     if args.final:
-        print(final_table(args.final, args.ours))
+        print(final_table(args.final, args.ours, args.all_settings))
         return
     run(args)
 

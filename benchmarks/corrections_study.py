@@ -12,7 +12,8 @@ slices (predicted IoU >= t) disagree with it (mean DSC < a), then falls back to 
 any (t, a) follows from the two records (the per-slice IoU and agreement are recorded), so the report scores a
 grid of thresholds, and the plain ``free`` and ``anchored`` rules, by leave-one-group-out on the untouched
 slices' DSC (:mod:`medsam_evaluation.cross_validation`): each case group is held out in turn and gets the rule
-the other groups chose. Records go to a JSON-lines file (a rerun skips what is there).
+the other groups chose. Records go to a JSON-lines file, one per case, k and adaptation, keyed by their settings
+(a rerun skips what is there; ``--max-minutes`` runs it in pieces: docs/evaluation.md, "Long runs in pieces").
 
     python benchmarks/corrections_study.py --out /tmp/corrections.jsonl [--k 2 3] [--case cord]
 """
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import statistics
 import sys
@@ -34,12 +34,19 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "Evaluation"))
 from medsam_evaluation.cases import load_cases, modality_setting  # noqa: E402
 from medsam_evaluation.corrections import corrections_protocol, target_lines  # noqa: E402
 from medsam_evaluation.cross_validation import case_group, leave_one_group_out  # noqa: E402
+from medsam_evaluation.resumable import (  # noqa: E402
+    CaseLoop,
+    CaseRecords,
+    Piece,
+    case_fingerprint,
+    model_fingerprint,
+    settings_digest,
+)
 from medsam_evaluation.simulate import simulate_key_boxes  # noqa: E402
-from medsam_evaluation.study_cli import add_study_arguments, run_study  # noqa: E402
+from medsam_evaluation.study_cli import add_study_arguments, run_study, study_report  # noqa: E402
 from MedSAMSegmentLib import io, pipeline  # noqa: E402
-from MedSAMSegmentLib.models import load_model  # noqa: E402
 from MedSAMSegmentLib.refinement import RefineSettings  # noqa: E402
-from MedSAMSegmentLib.settings import SegmentationSettings  # noqa: E402
+from MedSAMSegmentLib.settings import ModelSettings, SegmentationSettings  # noqa: E402
 
 #: The two adaptations each case runs (the rule's building blocks).
 ADAPTATIONS = {"free": RefineSettings(anchors=0, free_first=False),
@@ -49,32 +56,53 @@ CONFIDENT_IOUS = (0.8, 0.85, 0.9, 0.95)
 AGREEMENTS = (0.8, 0.85, 0.9, 0.95)
 
 
-def run(cases_json: str, out: str, ks, spacing: int, case_filter=None) -> None:
-    done = set()
-    if os.path.exists(out):
-        with open(out) as handle:
-            done = {(r["case"], r["k"], r["adaptation"]) for r in map(json.loads, handle)}
-    model = load_model("lite", device="cpu")
-    for case in load_cases(cases_json, case_filter):
-        todo = {name: [k for k in ks if (case.name, k, name) not in done] for name in ADAPTATIONS}
-        if not any(todo.values()):
-            continue
+#: The model the runs use, and the annotator's margin.
+MODEL = ModelSettings(model="lite", device="cpu")
+MARGIN = 3
+
+
+def adaptation_digests(spacing: int) -> Dict[str, str]:
+    """{adaptation: the settings digest of its records}: the run's settings, the adaptation, the model, the key
+    boxes' spacing and margin."""
+    model = model_fingerprint(MODEL)
+    return {name: settings_digest({"study": "corrections", "model": model, "spacing": spacing, "margin": MARGIN,
+                                   "settings": SegmentationSettings(), "refine": refine})
+            for name, refine in ADAPTATIONS.items()}
+
+
+def record_key(case, k: int, adaptation: str) -> list:
+    return [case.name, settings_digest(case_fingerprint(case)), k, adaptation]
+
+
+def run(cases_json: str, out: str, piece: Piece, ks, spacing: int, case_filter=None) -> int:
+    """Run the cases of ``cases_json`` not recorded in ``out``; returns the cases left when ``piece`` stopped."""
+    records, digests = CaseRecords(out), adaptation_digests(spacing)
+
+    def todo(case) -> Dict[str, list]:
+        return {name: [k for k in ks if not records.get(digests[name], record_key(case, k, name))]
+                for name in ADAPTATIONS}
+
+    loop = CaseLoop(load_cases(cases_json, case_filter), piece, lambda case: not any(todo(case).values()),
+                    where=out)
+    model = MODEL.load() if loop.todo else None
+    for case in loop:
+        left = todo(case)
         image = io.read_image(case.image)
         reference, _ = io.read_mask(case.label, case.label_values)
         settings = SegmentationSettings(modality=modality_setting(case, image.array))
         segmenter = pipeline.make_segmenter(model, image.array, case.slice_axis, settings)
-        keys = simulate_key_boxes(reference, case.slice_axis, spacing, margin=3)
+        keys = simulate_key_boxes(reference, case.slice_axis, spacing, margin=MARGIN)
         result = segmenter.segment(keys, settings)
         for name, refine in ADAPTATIONS.items():
-            for row in corrections_protocol(segmenter, keys, settings, result, reference, todo[name], refine):
-                record = {"case": case.name, "group": case_group(case.name), "spacing": spacing, "adaptation": name,
-                          "refine": dataclasses.asdict(refine), **row,
-                          **{key: {str(i): v for i, v in row.get(key, {}).items()}
-                             for key in ("held_out", "iou", "agreement")}}
-                with open(out, "a") as handle:
-                    handle.write(json.dumps(record) + "\n")
+            for row in corrections_protocol(segmenter, keys, settings, result, reference, left[name], refine):
+                records.add(digests[name], record_key(case, row["k"], name), {
+                    "case": case.name, "group": case_group(case.name), "spacing": spacing, "adaptation": name,
+                    "refine": dataclasses.asdict(refine), **row,
+                    **{key: {str(i): v for i, v in row.get(key, {}).items()}
+                       for key in ("held_out", "iou", "agreement")}})
                 print(f"{case.name} k={row['k']} {name}: {row['before']:.3f} -> {row['after']:.3f} "
                       f"({'kept' if row['kept'] else 'not kept'}, {row['seconds']:.1f} s)", flush=True)
+    return loop.left
 
 
 def rule_after(free: dict, anchored: dict, confident_iou: Optional[float], agreement: Optional[float]) -> float:
@@ -103,9 +131,8 @@ def rule_name(confident_iou: float, agreement: float) -> str:
     return f"free unless IoU>={confident_iou:g} slices agree <{agreement:g}"
 
 
-def report(out: str) -> str:
-    with open(out) as handle:
-        records = [json.loads(line) for line in handle]
+def report(records: list) -> str:
+    """The tables of ``records`` (:func:`medsam_evaluation.study_cli.study_records`)."""
     lines = []
     for k in sorted({r["k"] for r in records}):
         pairs: Dict[str, dict] = defaultdict(dict)
@@ -152,7 +179,8 @@ def main() -> int:
     parser.add_argument("--k", type=int, nargs="+", default=[2], help="corrected slices (default 2)")
     parser.add_argument("--spacing", type=int, default=5)
     args = parser.parse_args()
-    return run_study(args, lambda cases_json: run(cases_json, args.out, args.k, args.spacing, args.case), report)
+    return run_study(args, lambda cases_json, piece: run(cases_json, args.out, piece, args.k, args.spacing, args.case),
+                     study_report(report, lambda: adaptation_digests(args.spacing).values(), args.all_settings))
 
 
 if __name__ == "__main__":

@@ -2,28 +2,30 @@
 
 For each development case (key boxes every 5 and every 10 slices from the reference, +3 px, as ``evaluate``
 simulates them; real LiteMedSAM on the CPU; ``interpolate``), each configuration below runs through the same
-segmenter, so configurations share the embeddings they have in common. The records go to a JSON-lines file (a
-rerun skips what is there). Then, per option (the default and each alternative, the other options at their
-defaults) and over the whole configurations, the choice is cross-validated across the case groups (CT lesions,
-BraTS, spinal cord, TotalSegmentator organs): the group held out is scored with what the other groups chose
-(:mod:`medsam_evaluation.cross_validation`). A case's score is its mean DSC over the two spacings, since one
-default serves both. Also printed: each configuration's worst case against its given boxes filled.
+segmenter, so configurations share the embeddings they have in common. The records go to a JSON-lines file, one
+per case, spacing and configuration, keyed by the configuration's settings (a rerun skips what is there;
+``--max-minutes`` runs it in pieces: docs/evaluation.md, "Long runs in pieces"). Then, per option (the default
+and each alternative, the other options at their defaults) and over the whole configurations, the choice is
+cross-validated across the case groups (CT lesions, BraTS, spinal cord, TotalSegmentator organs): the group held
+out is scored with what the other groups chose (:mod:`medsam_evaluation.cross_validation`). A case's score is its
+mean DSC over the two spacings, since one default serves both. Also printed: each configuration's worst case
+against its given boxes filled.
 
     python benchmarks/defaults_cross_validation.py --out /tmp/logo.jsonl [--cases ../shared/data/cases.json]
     python benchmarks/defaults_cross_validation.py --out /tmp/logo.jsonl --report-only
+    python benchmarks/defaults_cross_validation.py --out docs/results/cross_validation/records.jsonl --report-only \
+        --all-settings   # the committed records, made before records carried their settings
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import statistics
 import sys
 import time
 from collections import defaultdict
-from itertools import groupby
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "MedSAMSegment"))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "Evaluation"))
@@ -31,13 +33,20 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "Evaluation"))
 from medsam_evaluation.baselines import filled_boxes  # noqa: E402
 from medsam_evaluation.cases import load_cases, modality_setting  # noqa: E402
 from medsam_evaluation.cross_validation import case_group, leave_one_group_out  # noqa: E402
+from medsam_evaluation.resumable import (  # noqa: E402
+    CaseLoop,
+    CaseRecords,
+    Piece,
+    case_fingerprint,
+    model_fingerprint,
+    settings_digest,
+)
 from medsam_evaluation.simulate import simulate_key_boxes  # noqa: E402
-from medsam_evaluation.study_cli import add_study_arguments, run_study  # noqa: E402
+from medsam_evaluation.study_cli import add_study_arguments, run_study, study_report  # noqa: E402
 from MedSAMSegmentLib import io, pipeline  # noqa: E402
 from MedSAMSegmentLib.engine import EmbeddingCache  # noqa: E402
 from MedSAMSegmentLib.metrics import dice  # noqa: E402
-from MedSAMSegmentLib.models import load_model  # noqa: E402
-from MedSAMSegmentLib.settings import PUBLISHED, SegmentationSettings  # noqa: E402
+from MedSAMSegmentLib.settings import PUBLISHED, ModelSettings, SegmentationSettings  # noqa: E402
 
 SPACINGS = (5, 10)
 #: Each option's alternatives to the default (the default itself is the configuration "default"). The committed
@@ -50,42 +59,58 @@ CONFIGS = {"default": {}, "published": dict(PUBLISHED),
            **{f"{option}={value}": {option: value} for option, values in ALTERNATIVES.items() for value in values}}
 
 
-def run(cases_json: str, out: str, case_filter=None, configs=None) -> None:
-    done = set()
-    if os.path.exists(out):
-        with open(out) as handle:
-            done = {(r["case"], r["spacing"], r["config"]) for r in map(json.loads, handle)}
-    model = load_model("lite", device="cpu")
-    cases = sorted(load_cases(cases_json, case_filter), key=lambda case: case.image)
-    for _, same_image in groupby(cases, key=lambda case: case.image):
-        same_image = list(same_image)
-        volume = io.read_image(same_image[0].image)
-        cache = EmbeddingCache(max_memory_bytes=6 << 30)  # the cases of one image share it; dropped after
-        segmenters = {}
-        for case in same_image:
-            reference, _ = io.read_mask(case.label, case.label_values)
-            base = SegmentationSettings(modality=modality_setting(case, volume.array))
-            for spacing in SPACINGS:
-                keys = simulate_key_boxes(reference, case.slice_axis, spacing, margin=3)
-                filled = dice(filled_boxes(reference.shape, keys), reference)
-                for config, options in CONFIGS.items():
-                    if (case.name, spacing, config) in done or (configs and config not in configs):
-                        continue
-                    settings = dataclasses.replace(base, **options)
-                    if settings.mr_rule not in segmenters:
-                        segmenters[settings.mr_rule] = pipeline.make_segmenter(
-                            model, volume.array, case.slice_axis, settings, cache=cache, is_colour=volume.is_colour)
-                    started = time.perf_counter()
-                    result = segmenters[settings.mr_rule].segment(keys, settings)
-                    record = {"case": case.name, "group": case_group(case.name), "spacing": spacing,
-                              "config": config, "dsc": round(dice(result.mask, reference), 5),
-                              "filled_dsc": round(filled, 5), "encoded": result.encoded,
-                              "seconds": round(time.perf_counter() - started, 2)}
-                    with open(out, "a") as handle:
-                        handle.write(json.dumps(record) + "\n")
-                    print(f"{case.name} every {spacing} {config}: DSC {record['dsc']:.3f} "
-                          f"({record['seconds']:.1f} s)", flush=True)
-            segmenters = {}  # a segmenter is per slice axis and intensity; the next case may differ
+#: The model every configuration runs, and the annotator's margin.
+MODEL = ModelSettings(model="lite", device="cpu")
+MARGIN = 3
+
+
+def config_digests() -> dict:
+    """{configuration: the settings digest of its records}: its accuracy options, the model, the margin."""
+    model = model_fingerprint(MODEL)
+    return {config: settings_digest({"study": "defaults_cross_validation", "model": model, "margin": MARGIN,
+                                     "settings": SegmentationSettings(**options)})
+            for config, options in CONFIGS.items()}
+
+
+def record_key(case, spacing: int, config: str) -> list:
+    return [case.name, settings_digest(case_fingerprint(case)), spacing, config]
+
+
+def run(cases_json: str, out: str, piece: Piece, case_filter=None, configs=None) -> int:
+    """Run the cases of ``cases_json`` not recorded in ``out``; returns the cases left when ``piece`` stopped."""
+    records, digests = CaseRecords(out), config_digests()
+    chosen = [config for config in CONFIGS if not configs or config in configs]
+    loop = CaseLoop(sorted(load_cases(cases_json, case_filter), key=lambda case: case.image), piece,
+                    lambda case: all(records.get(digests[c], record_key(case, s, c)) for s in SPACINGS for c in chosen),
+                    where=out)
+    model = MODEL.load() if loop.todo else None
+    image = volume = cache = None
+    for case in loop:
+        if case.image != image:  # the cases of one image share its cache; dropped after
+            image, volume = case.image, io.read_image(case.image)
+            cache = EmbeddingCache(max_memory_bytes=6 << 30)
+        segmenters = {}  # a segmenter is per slice axis and intensity; the next case may differ
+        reference, _ = io.read_mask(case.label, case.label_values)
+        base = SegmentationSettings(modality=modality_setting(case, volume.array))
+        for spacing in SPACINGS:
+            keys = simulate_key_boxes(reference, case.slice_axis, spacing, margin=MARGIN)
+            filled = dice(filled_boxes(reference.shape, keys), reference)
+            for config in chosen:
+                if records.get(digests[config], record_key(case, spacing, config)):
+                    continue
+                settings = dataclasses.replace(base, **CONFIGS[config])
+                if settings.mr_rule not in segmenters:
+                    segmenters[settings.mr_rule] = pipeline.make_segmenter(
+                        model, volume.array, case.slice_axis, settings, cache=cache, is_colour=volume.is_colour)
+                started = time.perf_counter()
+                result = segmenters[settings.mr_rule].segment(keys, settings)
+                record = records.add(digests[config], record_key(case, spacing, config), {
+                    "case": case.name, "group": case_group(case.name), "spacing": spacing, "config": config,
+                    "dsc": round(dice(result.mask, reference), 5), "filled_dsc": round(filled, 5),
+                    "encoded": result.encoded, "seconds": round(time.perf_counter() - started, 2)})
+                print(f"{case.name} every {spacing} {config}: DSC {record['dsc']:.3f} ({record['seconds']:.1f} s)",
+                      flush=True)
+    return loop.left
 
 
 def _table_of_configs(records) -> list:
@@ -129,9 +154,8 @@ def _cross_validation_lines(title: str, scores: dict) -> list:
     return lines + [""]
 
 
-def report(out: str) -> str:
-    with open(out) as handle:
-        records = [json.loads(line) for line in handle]
+def report(records: list) -> str:
+    """The tables of ``records`` (:func:`medsam_evaluation.study_cli.study_records`)."""
     complete = {case for case in {r["case"] for r in records}
                 if sum(r["case"] == case for r in records) == len(CONFIGS) * len(SPACINGS)}
     records = [r for r in records if r["case"] in complete]
@@ -149,7 +173,8 @@ def main() -> int:
     add_study_arguments(parser)
     parser.add_argument("--config", nargs="+", choices=list(CONFIGS), help="run only these configurations")
     args = parser.parse_args()
-    return run_study(args, lambda cases_json: run(cases_json, args.out, args.case, args.config), report)
+    return run_study(args, lambda cases_json, piece: run(cases_json, args.out, piece, args.case, args.config),
+                     study_report(report, lambda: config_digests().values(), args.all_settings))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ trained as the command trains them:
 Each fine-tune of :data:`VARIANTS` (the command's defaults first) is trained both ways. A case is scored as
 ``evaluate`` scores it: key boxes every ``--spacing`` slices from the reference (+3 px), one run with the
 defaults, DSC over the volume; the bundled decoder and each head decode from the same cached embeddings. Records
-go to a JSON-lines file (a rerun skips the cases there).
+go to a JSON-lines file, one per case, keyed by the study's settings (the variants, the spacing, the model and every
+case a head may train on): a rerun skips the cases there, ``--max-minutes`` runs it in pieces (docs/evaluation.md,
+"Long runs in pieces"; each piece collects the examples and trains the heads again before its cases).
 
     python benchmarks/finetune_study.py --out /tmp/finetune.jsonl [--spacing 5] [--case brats]
 """
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import statistics
 import sys
@@ -31,17 +32,25 @@ from typing import Dict, List
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "MedSAMSegment"))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "Evaluation"))
 
-from medsam_evaluation.cases import load_cases  # noqa: E402
+from medsam_evaluation.cases import default_cases_json, load_cases  # noqa: E402
 from medsam_evaluation.cohort import case_settings, cohort_examples  # noqa: E402
 from medsam_evaluation.cross_validation import case_group  # noqa: E402
+from medsam_evaluation.resumable import (  # noqa: E402
+    CaseLoop,
+    CaseRecords,
+    Piece,
+    case_fingerprint,
+    model_fingerprint,
+    settings_digest,
+)
 from medsam_evaluation.simulate import simulate_key_boxes  # noqa: E402
-from medsam_evaluation.study_cli import add_study_arguments, run_study  # noqa: E402
+from medsam_evaluation.study_cli import add_study_arguments, run_study, study_report  # noqa: E402
 from MedSAMSegmentLib import io, pipeline  # noqa: E402
 from MedSAMSegmentLib.decoder_training import AdaptedModel  # noqa: E402
 from MedSAMSegmentLib.engine import EmbeddingCache, VolumeSegmenter  # noqa: E402
 from MedSAMSegmentLib.finetune import FinetuneSettings, fine_tune, split_for_validation  # noqa: E402
 from MedSAMSegmentLib.metrics import dice  # noqa: E402
-from MedSAMSegmentLib.models import load_model  # noqa: E402
+from MedSAMSegmentLib.settings import ModelSettings, SegmentationSettings  # noqa: E402
 
 #: A group is split in halves for the within-group score when it has at least this many cases.
 WITHIN_GROUP_MIN = 4
@@ -82,16 +91,32 @@ def collection_key(settings: FinetuneSettings) -> tuple:
     return tuple(getattr(settings, name) for name in COLLECTION_FIELDS)
 
 
-def run(cases_json: str, out: str, spacing: int, case_filter=None) -> None:
-    done = set()
-    if os.path.exists(out):
-        with open(out) as handle:
-            done = {json.loads(line)["case"] for line in handle}
-    model = load_model("lite", device="cpu")
+#: The model whose decoder is fine-tuned, and the annotator's margin.
+MODEL = ModelSettings(model="lite", device="cpu")
+MARGIN = 3
+
+
+def study_digest(all_cases, spacing: int) -> str:
+    """The settings digest of the records: the variants, the spacing and margin, the model, the run's settings and
+    every case of the set (the heads train on them)."""
+    return settings_digest({"study": "finetune", "model": model_fingerprint(MODEL), "spacing": spacing,
+                            "margin": MARGIN, "variants": VARIANTS, "settings": SegmentationSettings(),
+                            "cases": [case_fingerprint(case) for case in all_cases]})
+
+
+def record_key(case) -> list:
+    return [case.name, settings_digest(case_fingerprint(case))]
+
+
+def run(cases_json: str, out: str, piece: Piece, spacing: int, case_filter=None) -> int:
+    """Score the cases of ``cases_json`` not recorded in ``out``; returns the cases left when ``piece`` stopped."""
     all_cases = load_cases(cases_json)
-    todo = [c for c in load_cases(cases_json, case_filter) if c.name not in done]
-    if not todo:
-        return
+    records, digest = CaseRecords(out), study_digest(all_cases, spacing)
+    loop = CaseLoop(load_cases(cases_json, case_filter), piece, lambda case: records.get(digest, record_key(case)),
+                    where=out)
+    if not loop.todo:
+        return 0
+    model = MODEL.load()
     collections = {collection_key(s): s for s in VARIANTS.values()}
     print(f"collecting examples from {len(all_cases)} cases, {len(collections)} way(s)", flush=True)
     examples = {key: cohort_examples(all_cases, model, settings, log=lambda message: None)
@@ -113,13 +138,13 @@ def run(cases_json: str, out: str, spacing: int, case_filter=None) -> None:
             heads[key] = (result, AdaptedModel(model, result.head, f"{len(training)} cases"))
         return heads[key]
 
-    for case in todo:
+    for case in loop:
         image = io.read_image(case.image)
         reference, _ = io.read_mask(case.label, case.label_values)
         segmentation = case_settings(case, image.array)
         segmenter = pipeline.make_segmenter(model, image.array, case.slice_axis, segmentation,
                                             cache=EmbeddingCache(None, max_memory_bytes=CACHE_BYTES))
-        keys = simulate_key_boxes(reference, case.slice_axis, spacing, margin=3)
+        keys = simulate_key_boxes(reference, case.slice_axis, spacing, margin=MARGIN)
         record = {"case": case.name, "group": case_group(case.name), "spacing": spacing,
                   "base": dice(segmenter.segment(keys, segmentation).mask, reference), "variants": {}}
         for label, settings in VARIANTS.items():
@@ -131,16 +156,15 @@ def run(cases_json: str, out: str, spacing: int, case_filter=None) -> None:
                 tuned = VolumeSegmenter(adapted, segmenter.volume, case.slice_axis, cache=segmenter.cache)
                 scores[scheme] = dice(tuned.segment(keys, segmentation).mask, reference)
                 scores[f"{scheme}_validation"] = [result.base_validation_dice, result.validation_dice]
-        with open(out, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        records.add(digest, record_key(case), record)
         print(f"{case.name}: bundled {record['base']:.3f}; " + "; ".join(
             f"{label}: other groups {v.get('logo', float('nan')):.3f}, same group {v.get('within', float('nan')):.3f}"
             for label, v in record["variants"].items()), flush=True)
+    return loop.left
 
 
-def report(out: str) -> str:
-    with open(out) as handle:
-        records = [json.loads(line) for line in handle]
+def report(records: list) -> str:
+    """The tables of ``records`` (:func:`medsam_evaluation.study_cli.study_records`)."""
     labels = list(records[0]["variants"])
     lines = [f"Fine-tuned decoder head against the bundled decoder, key boxes every {records[0]['spacing']} slices "
              f"(mean DSC; {len(records)} cases). LOGO: the head trained on the other groups' cases; within: on the "
@@ -179,7 +203,12 @@ def main() -> int:
     add_study_arguments(parser)
     parser.add_argument("--spacing", type=int, default=5, help="key boxes every N slices (default 5)")
     args = parser.parse_args()
-    return run_study(args, lambda cases_json: run(cases_json, args.out, args.spacing, args.case), report)
+    def digests():
+        cases_json = default_cases_json(args.cases)
+        return {study_digest(load_cases(cases_json), args.spacing)} if cases_json else set()
+
+    return run_study(args, lambda cases_json, piece: run(cases_json, args.out, piece, args.spacing, args.case),
+                     study_report(report, digests, args.all_settings))
 
 
 if __name__ == "__main__":

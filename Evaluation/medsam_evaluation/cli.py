@@ -24,6 +24,7 @@ from .cases import SHARED_DATA_VARIABLE
 from .config import DEFAULT_SPACINGS, RECIPE_MODES
 from .interactive import INTERVALS
 from .methods import METHODS
+from .resumable import PieceSettings
 from .simulate import DEFAULT_MARGIN
 
 #: The evaluation's own choice of modality per case, and its fixed strategy per method.
@@ -61,6 +62,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     add_arguments(parser, ModelSettings)
     add_executor_arguments(parser)
     add_arguments(parser, SegmentationSettings, exclude=EVALUATE_EXCLUDES, with_published=True)
+    add_arguments(parser, PieceSettings)
     parser.add_argument("--quiet", action="store_true")
 
 
@@ -74,6 +76,7 @@ def evaluation_config(args: argparse.Namespace):
         margin=args.margin, jitter=args.jitter, seed=args.seed, case_filter=args.case_filter, recipe=args.recipe,
         segmentation=from_arguments(SegmentationSettings, args), model=from_arguments(ModelSettings, args),
         executor=executor_from_arguments(args), command=command_line("evaluate"), corrections=tuple(args.corrections),
+        piece=from_arguments(PieceSettings, args),
     )
 
 
@@ -81,7 +84,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from .study import evaluate
 
     config = evaluation_config(args)  # validated before any case loads
-    evaluate(config, log=_logger(args.quiet))
+    report = evaluate(config, log=_logger(args.quiet))
+    if report.cases_left and args.quiet:  # the one line --quiet keeps: the run is not complete
+        print(f"{report.cases_left} case(s) left: run the same command again to go on")
     return 0
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from medsam_batch.executors import ExecutorChoice
 from MedSAMSegmentLib.metrics import DEFAULT_NSD_TOLERANCE_MM
 from MedSAMSegmentLib.settings import PUBLISHED, ModelSettings, SegmentationSettings
 
-from .methods import METHODS, RECIPE_METHODS
+from .methods import METHODS, MODEL_METHODS, RECIPE_METHODS
+from .resumable import PieceSettings, model_fingerprint
 from .simulate import DEFAULT_MARGIN
 
 DEFAULT_SPACINGS = (3, 5, 10)
@@ -35,7 +36,8 @@ class EvaluationConfig:
     ``executor`` says where the cases run (:class:`medsam_batch.executors.ExecutorChoice`: local worker processes,
     ``auto`` one per core on a CPU (:func:`runner.evaluation_workers`), or Ray actors). ``montage_spacing`` None
     picks 5 when run, else the middle spacing. ``corrections`` (k values) adds the corrections protocol
-    (:mod:`corrections`) after each interpolating run of our engine.
+    (:mod:`corrections`) after each interpolating run of our engine. ``piece`` bounds how long one run goes on
+    (:mod:`resumable`: finished cases are recorded in ``out_dir`` and skipped by the next run of these settings).
     """
 
     cases_json: str
@@ -55,6 +57,7 @@ class EvaluationConfig:
     executor: ExecutorChoice = field(default_factory=ExecutorChoice)
     command: Optional[str] = None
     corrections: Tuple[int, ...] = ()
+    piece: PieceSettings = field(default_factory=PieceSettings)
 
     def __post_init__(self) -> None:
         unknown = set(self.methods) - set(METHODS)
@@ -83,10 +86,23 @@ class EvaluationConfig:
             raise TypeError("segmentation must be a SegmentationSettings (see accuracy_settings)")
         if not isinstance(self.model, ModelSettings):
             raise TypeError("model must be a ModelSettings")
+        if not isinstance(self.piece, PieceSettings):
+            raise TypeError("piece must be a PieceSettings")
 
     def without(self, *methods: str) -> EvaluationConfig:
         """This configuration less ``methods``."""
         return dataclasses.replace(self, methods=tuple(m for m in self.methods if m not in methods))
+
+    def records_settings(self) -> Dict[str, Any]:
+        """What decides a case's record (:mod:`resumable`): every field but where the cases come from and where
+        the outputs go, how the cases are spread over processes, how long a piece runs and how many worst slices
+        the report shows; the model's weights, device and numeric path only when a model runs."""
+        settings: Dict[str, Any] = {name: getattr(self, name) for name in (
+            "spacings", "methods", "margin", "jitter", "seed", "recipe", "segmentation", "montage_method",
+            "montage_spacing", "corrections")}
+        if any(m in MODEL_METHODS + RECIPE_METHODS for m in self.methods):
+            settings["model"] = model_fingerprint(self.model)
+        return settings
 
     def options_note(self) -> str:
         """The report's line naming our methods' accuracy options."""
