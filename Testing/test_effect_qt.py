@@ -316,6 +316,38 @@ def test_place_boxes_in_a_row_keeps_the_effect_selected(standin, mrml_scene, cap
     assert_quiet(standin, capsys)
 
 
+def test_place_box_works_with_place_mode_persistence_on(standin, mrml_scene, capsys):
+    """A user who once chose "place multiple" on the mouse-mode toolbar keeps persistence 1 (Slicer's
+    SwitchToViewTransformMode keeps it): the first press of Place box still places key boxes one after another,
+    and stopping gives the user's persistence back."""
+    scene = mrml_scene.scene
+    volume = make_volume(mrml_scene, _synthetic_array(), IJK_TO_RAS)
+    opened = open_effect(standin, mrml_scene, volume)
+    effect, views, inode = opened.effect, standin.views, standin.interaction_node
+    inode.SwitchToPersistentPlaceMode()  # the toolbar's "place multiple", then back to View/Transform
+    inode.SwitchToViewTransformMode()
+    assert inode.GetPlaceModePersistence() == 1
+
+    effect.placeBoxButton.click()
+    assert effect.placeBoxButton.checked, "the first press did not start placing"
+    assert inode.GetCurrentInteractionMode() == inode.Place and inode.GetPlaceModePersistence() == 0
+    for k in (6, 10):
+        views.click("Red", ras(20, 15, k))
+        views.click("Red", ras(45, 40, k))
+        assert effect.placeBoxButton.checked and inode.GetCurrentInteractionMode() == inode.Place
+    assert views.created_nodes == []  # no plain ROI made by the displayable manager
+    assert effect.keyBoxTable.rowCount() == 2 and effect.keyBoxTable.texts(1) == ["6", "10"]
+    effect.placeBoxButton.click()
+    assert inode.GetCurrentInteractionMode() == inode.ViewTransform and inode.GetPlaceModePersistence() == 1
+    assert len(roi_nodes(scene)) == 2
+
+    effect.placeLineButton.click()  # stopped by the Segment Editor's Esc: the persistence comes back too
+    assert inode.GetPlaceModePersistence() == 0
+    opened.editor.press_escape()
+    assert inode.GetPlaceModePersistence() == 1 and not effect.placeLineButton.checked
+    assert_quiet(standin, capsys)
+
+
 def test_without_the_override_slicer_deselects_the_effect_on_place(standin, mrml_scene, capsys):
     """The control: the same effect without ``interactionNodeModified`` is deselected as soon as it enters Place
     mode (qSlicerSegmentEditorAbstractEffect::interactionNodeModified), and its box is never placed."""

@@ -16,9 +16,11 @@ class KeyBoxPlacement:
     """Place ROIs or lines as key boxes of the selected target, one after another, until stopped.
 
     ``target()`` gives the target a new box belongs to (None: placing stops); ``changed()`` is called when a box
-    is complete. Slicer returns the interaction node to View/Transform after each complete node (persistence
-    off); :meth:`interaction_mode_changed` then starts the next node, or stops when the node was left unfinished
-    (Esc, right click, another mode).
+    is complete. Each node is placed in single place mode (``SwitchToSinglePlaceMode``, one Modified event that
+    already shows Place mode), so Slicer returns the interaction node to View/Transform after each complete node;
+    :meth:`interaction_mode_changed` then starts the next node, or stops when the node was left unfinished (a right
+    click, another mouse mode, the Segment Editor deselecting the effect). The user's place mode persistence (the
+    mouse-mode toolbar's "place multiple") is given back when placing stops.
     """
 
     def __init__(self, scene, app_logic, target: Callable[[], Optional[RunTarget]],
@@ -30,6 +32,7 @@ class KeyBoxPlacement:
         self.placing_class: Optional[str] = None
         self.pending = None  # the node being placed now
         self._pending_tag: Optional[int] = None
+        self._user_persistence: Optional[int] = None  # the place mode persistence before placing started
 
     def toggle(self, class_name: str) -> None:
         """The Place button: start placing ``class_name`` nodes, or stop if they are being placed."""
@@ -37,6 +40,7 @@ class KeyBoxPlacement:
         self.stop()
         if not was_placing and self._target() is not None:
             self.placing_class = class_name
+            self._user_persistence = self.app_logic.GetInteractionNode().GetPlaceModePersistence()
             self._place_next()
 
     def _place_next(self) -> None:
@@ -53,9 +57,9 @@ class KeyBoxPlacement:
         selection = self.app_logic.GetSelectionNode()
         selection.SetReferenceActivePlaceNodeClassName(self.placing_class)
         selection.SetActivePlaceNodeID(node.GetID())
-        interaction = self.app_logic.GetInteractionNode()
-        interaction.SetPlaceModePersistence(0)
-        interaction.SetCurrentInteractionMode(interaction.Place)
+        # Not SetPlaceModePersistence(0) then Place: a change of persistence fires Modified while the mode is not
+        # Place yet, and interaction_mode_changed would stop placing (vtkMRMLInteractionNode.cxx).
+        self.app_logic.GetInteractionNode().SwitchToSinglePlaceMode()
 
     def _point_defined(self) -> None:
         if self.pending is not None and mrml_markups.markups_is_placed(self.pending):
@@ -70,14 +74,20 @@ class KeyBoxPlacement:
         return pending
 
     def stop(self) -> None:
-        """Leave Place mode; an unfinished key box node is removed."""
+        """Leave Place mode and give back the user's place mode persistence; an unfinished key box node is
+        removed."""
         self.placing_class = None
         pending = self._release_pending()
         if pending is not None and not mrml_markups.markups_is_placed(pending) and pending.GetScene() is not None:
             self.scene.RemoveNode(pending)
         interaction = self.app_logic.GetInteractionNode()
+        if interaction is None:
+            return
         if interaction.GetCurrentInteractionMode() == interaction.Place:
             interaction.SetCurrentInteractionMode(interaction.ViewTransform)
+        persistence, self._user_persistence = self._user_persistence, None
+        if persistence is not None:
+            interaction.SetPlaceModePersistence(persistence)
 
     def interaction_mode_changed(self, interaction_node) -> None:
         """Forwarded from the effect's ``interactionNodeModified``: continue with the next box, or stop."""
