@@ -238,6 +238,41 @@ def test_key_boxes_are_encoded_ahead_while_the_user_draws(standin, mrml_scene, w
     assert_quiet(standin, capsys)
 
 
+def test_live_preview_sends_nothing_while_nothing_changes(standin, mrml_scene, worker_logic, monkeypatch, capsys):
+    """Showing a preview adds and removes nodes (the preview segmentation, a temporary segment editor node);
+    that is no key box change: once the preview is shown, an idle effect sends the worker nothing. Moving a key
+    box sends one request again, and another ROI (a Crop Volume ROI, say) changing sends none."""
+    from MedSAMSegmentLib import mrml_preview
+
+    volume, _ = demo_volume(mrml_scene)
+    opened = open_effect(standin, mrml_scene, volume, ("lesion",))
+    loop, status = standin.loop, opened.effect.statusLabel
+    rois = add_key_boxes(mrml_scene.scene, volume, opened.target(0), DEMO_BOXES)
+    assert loop.run_until(lambda: status.text.startswith("Preview of slices 6-8"), 300), status.text
+    client = worker_logic.background()._client
+    sent = []
+    request = client.request
+    monkeypatch.setattr(client, "request", lambda header, *rest: sent.append(header["op"]) or request(header, *rest))
+
+    loop.run_for(3.0)  # ten times the encode-ahead delay, nothing touched
+    assert sent == [], f"{len(sent)} requests while idle: {sent}"
+    crop_roi = mrml_scene.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "Crop Volume ROI")
+    crop_roi.SetSize(10.0, 10.0, 10.0)
+    crop_roi.SetCenter(0.0, 0.0, 0.0)
+    loop.run_for(1.0)
+    assert sent == [], sent
+    center = [0.0, 0.0, 0.0]
+    rois[1].GetCenter(center)
+    rois[1].SetCenter(center[0] + 2.0, center[1], center[2])  # the user moves a key box
+    background = worker_logic.background()
+    assert loop.run_until(lambda: sent == ["encode"] and not background._encodes, 300), sent  # answered
+    loop.run_for(2.0)
+    assert sent == ["encode"], sent
+    previews = mrml_scene.scene.GetNodesByClassByName("vtkMRMLSegmentationNode", mrml_preview.PREVIEW_NAME)
+    assert previews.GetNumberOfItems() == 1
+    assert_quiet(standin, capsys)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # 1. Placing key boxes
 

@@ -102,8 +102,9 @@ class KeyBoxPlacement:
 
 class KeyBoxWatcher:
     """Calls ``changed()`` when what the key box table shows may have changed: the segment editor node (the
-    selected segment, segmentation or volume), any ROI or line node (added, placed, moved, assigned), or nodes
-    added to or removed from the scene. The Segment Editor itself tells an effect none of these."""
+    selected segment, segmentation or volume) or any ROI or line node (added, removed, placed, moved, assigned).
+    The Segment Editor itself tells an effect none of these. Other nodes coming and going (a preview's segmentation,
+    the temporary segment editor node a write uses) are no change."""
 
     def __init__(self, scene, editor_node, changed: Callable[[], None]) -> None:
         self.scene = scene
@@ -120,24 +121,29 @@ class KeyBoxWatcher:
         self._changed()
 
     def _on_scene_change(self, *unused) -> None:
-        self._follow_markups()
-        self._changed()
+        if self._follow_markups():
+            self._changed()
 
-    def _follow_markups(self) -> None:
+    def _follow_markups(self) -> bool:
+        """Observe the ROI and line nodes now in the scene; returns whether they changed."""
         present = {}
         for class_name in key_box_nodes.MARKUPS_CLASSES:
             collection = self.scene.GetNodesByClass(class_name)
             for n in range(collection.GetNumberOfItems()):
                 node = collection.GetItemAsObject(n)
                 present[node.GetID()] = node
+        changed = False
         for node_id in list(self._markups):
             node, tag = self._markups[node_id]
             if present.get(node_id) is not node:
                 node.RemoveObserver(tag)
                 del self._markups[node_id]
+                changed = True
         for node_id, node in present.items():
             if node_id not in self._markups:
                 self._markups[node_id] = (node, node.AddObserver("ModifiedEvent", self._on_change))
+                changed = True
+        return changed
 
     def stop(self) -> None:
         """Remove every observer."""

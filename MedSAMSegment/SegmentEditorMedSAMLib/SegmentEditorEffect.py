@@ -391,7 +391,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if nodes and volume is not None:
             newest = max(nodes, key=lambda node: node.GetMTime())
             try:
-                effect.shared_logic().encode_ahead(volume, nodes, settings, newest, owner=self)
+                again = settings.preview and self._previewNode is None  # a preview is wanted and none is shown
+                effect.shared_logic().encode_ahead(volume, nodes, settings, newest, owner=self, again=again)
             except Exception as exc:  # noqa: BLE001 - a guess that cannot start is dropped; Segment reports problems
                 logging.info("MedSAM: not encoding ahead: %s", exc)
 
