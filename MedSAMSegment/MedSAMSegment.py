@@ -402,7 +402,9 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.progressBar.value = event.done
             self.ui.progressBar.format = f"{event.message}: %v / %m"
         elif event.kind == "cancelled":
-            self._endRun("Cancelled; nothing was changed.")
+            closed = self._runTarget is None  # onSceneStartClose dropped it
+            self._endRun("Not written: the scene was closed during the run." if closed else
+                         "Cancelled; nothing was changed.")
         elif event.kind == "failed":
             self._endRun(f"MedSAM failed: {event.message}. Nothing was changed.")
             slicer.util.errorDisplay(f"MedSAM segmentation failed; nothing was changed.\n\n{event.message}")

@@ -19,9 +19,18 @@ import pytest
 from conftest import REPO, shared_data_path
 from MedSAMSegmentLib.key_box_nodes import RunTarget
 from MedSAMSegmentLib.settings import SettingsError
-from slicer_scene import make_segment_editor, make_volume, mrml_scene_fixture, slicer, vtk, vtk_matrix  # noqa: F401
+from slicer_scene import (  # noqa: F401
+    make_segment_editor,
+    make_volume,
+    mrml_scene_fixture,
+    numpy_matrix,
+    rotation_matrix,
+    slicer,
+    vtk,
+    vtk_matrix,
+)
 from slicer_standin import AbstractScriptedSegmentEditorEffect
-from standin_fixtures import MAX_TICK_GAP_S, standin_fixture, worker_logic_fixture  # noqa: F401
+from standin_fixtures import MAX_TICK_GAP_S, standin_fixture, wait_for_reply, worker_logic_fixture  # noqa: F401
 
 pytest.importorskip("torch")
 
@@ -533,6 +542,45 @@ def test_target_deleted_or_changed_mid_run_writes_nothing(standin, mrml_scene, c
     np.testing.assert_array_equal(opened.mask(1), other)
     assert opened.segmentation.GetSegmentation().GetNumberOfSegments() == 1
     assert not opened.logic.CanUndo()
+    assert_quiet(standin, capsys)
+
+
+def test_closing_and_reloading_the_scene_mid_run_writes_nothing(standin, mrml_scene, worker_logic, capsys):
+    """The scene is closed while a run's result is on its way, and the same scene is loaded again: the volume,
+    segmentation and segment get the same IDs (``vtkMRMLScene::Clear`` resets the ID counters) and the user
+    selects them in the Segment Editor. The closed scene's result is never written into the reloaded segment."""
+    from MedSAMSegmentLib import demo, io
+
+    scene = mrml_scene.scene
+    volume, _ = demo_volume(mrml_scene)
+    opened = open_effect(standin, mrml_scene, volume, ("lesion",))
+    add_key_boxes(scene, volume, opened.target(0), DEMO_BOXES)
+    closed_target = opened.target(0)
+    opened.effect.segmentButton.click()
+    assert not opened.effect.segmentButton.enabled, opened.effect.statusLabel.text
+    assert wait_for_reply(worker_logic, "result", 300)  # the result has arrived, unread, when the scene closes
+    scene.Clear(0)
+    assert not opened.active  # the Segment Editor deselects the effect when the scene closes
+    assert opened.editor_node.GetScene() is scene and opened.editor_node.GetSegmentationNode() is None
+
+    image = io.read_image(demo.DEMO_IMAGE)  # the same scene loaded again: the same IDs
+    reloaded = make_volume(mrml_scene, image.array, image.ijk_to_ras(), name="demo CT")
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "segmentation")
+    segmentation.CreateDefaultDisplayNodes()
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(reloaded)
+    segmentation.GetSegmentation().AddEmptySegment("lesion", "lesion")
+    opened.editor_node.SetAndObserveSegmentationNode(segmentation)
+    opened.editor_node.SetAndObserveSourceVolumeNode(reloaded)
+    opened.editor_node.SetSelectedSegmentID("lesion")
+    assert RunTarget(reloaded.GetID(), segmentation.GetID(), "lesion") == closed_target
+    opened.segmentation, opened.volume = segmentation, reloaded
+
+    assert standin.loop.run_until(lambda: opened.effect.segmentButton.enabled, 60), "the run did not end"
+    status = opened.effect.statusLabel.text
+    assert status == "Not written: the scene was closed during the run.", status
+    assert not opened.mask(0).any() and not opened.logic.CanUndo()
+    opened.editor.setActiveEffectByName("MedSAM")  # the effect works on the reloaded scene
+    assert opened.active and opened.effect.parameter("Preview") == "1"
     assert_quiet(standin, capsys)
 
 

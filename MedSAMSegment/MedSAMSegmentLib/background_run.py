@@ -145,7 +145,7 @@ class BackgroundSegmentation:
 
     def cancel(self, owner: object = None) -> None:
         """Ask the active run to stop (only ``owner``'s run, when an owner is given); a ``cancelled`` event
-        follows."""
+        follows, also when the run's result arrives first (it is dropped)."""
         if owner is not None and (self._run is None or self._run.owner is not owner):
             return
         if self._run is not None and not self._run.cancel_requested:
@@ -242,6 +242,8 @@ class BackgroundSegmentation:
                 self._client.cancel(run.request_id)
             return None
         self._run = None
+        if op == "result" and run.cancel_requested:
+            op = "cancelled"  # the result beat the cancel: a cancelled run's result is never delivered
         if op == "result":
             return RunEvent("finished", result=result_from_wire(header, arrays))
         if op == "cancelled":
