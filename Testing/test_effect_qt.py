@@ -392,6 +392,39 @@ def test_place_box_works_with_place_mode_persistence_on(standin, mrml_scene, cap
     assert_quiet(standin, capsys)
 
 
+@pytest.mark.parametrize("axis, degrees", [((0, 0, 1), 10.0), ((0, 0, 1), 17.0), ((1.0, 0.5, 0.2), 6.0),
+                                           ((1, 0, 0), 12.0)],
+                         ids=["in-plane-10", "in-plane-17", "tilted-6", "tilted-12"])
+def test_a_box_drawn_in_views_turned_to_the_volume_is_the_rectangle_drawn(standin, mrml_scene, capsys, axis,
+                                                                           degrees):
+    """Showing a volume turns the slice views to its axes (FitSliceToBackground -> RotateSliceToLowestVolumeAxes).
+    Two clicks at the corners of voxels (20, 20)-(40, 30) of slice 10 in the turned axial view give exactly that key
+    box: the box is turned to the view at the first click, not left in RAS axes (where a turn of 10 degrees in
+    plane gave rows 17-33)."""
+    from MedSAMSegmentLib import mrml_markups
+
+    ijk_to_ras = rotation_matrix(axis, degrees) @ np.diag([0.8, 0.8, 2.0, 1.0])
+    ijk_to_ras[:3, 3] = IJK_TO_RAS[:3, 3]
+    volume = make_volume(mrml_scene, _synthetic_array(), ijk_to_ras)
+    standin.views.show_volume(volume)
+    red = numpy_matrix(standin.views.slice_node("Red").GetSliceToRAS())
+    k_axis = ijk_to_ras[:3, 2] / np.linalg.norm(ijk_to_ras[:3, 2])
+    assert abs(red[:3, 2] @ k_axis) == pytest.approx(1.0)  # the axial view is turned to the volume's slices
+    assert abs(red[:3, 0] @ ijk_to_ras[:3, 0]) / 0.8 == pytest.approx(1.0)  # ... and its columns
+    opened = open_effect(standin, mrml_scene, volume)
+    effect = opened.effect
+
+    effect.placeBoxButton.click()
+    standin.views.click("Red", ras(19.5, 19.5, 10, ijk_to_ras))
+    standin.views.click("Red", ras(40.5, 30.5, 10, ijk_to_ras))
+    (node,) = [n for n in opened.effect.keyBoxNodes() if mrml_markups.markups_is_placed(n)]  # and the next one
+    keys = mrml_markups.markups_key_boxes([node], volume)
+    assert keys.slice_axis == 0 and [(b.slice_index, b.box) for b in keys.boxes] == [(10, (20.0, 20.0, 40.0, 30.0))]
+    assert effect.keyBoxTable.texts(2) == ["21 x 11"]
+    effect.placeBoxButton.click()
+    assert_quiet(standin, capsys)
+
+
 def test_without_the_override_slicer_deselects_the_effect_on_place(standin, mrml_scene, capsys):
     """The control: the same effect without ``interactionNodeModified`` is deselected as soon as it enters Place
     mode (qSlicerSegmentEditorAbstractEffect::interactionNodeModified), and its box is never placed."""

@@ -31,7 +31,8 @@ class KeyBoxPlacement:
         self._changed = changed
         self.placing_class: Optional[str] = None
         self.pending = None  # the node being placed now
-        self._pending_tag: Optional[int] = None
+        self._pending_tags: List[int] = []
+        self._pending_view: Optional[str] = None  # layout name of the view its point last followed the mouse in
         self._user_persistence: Optional[int] = None  # the place mode persistence before placing started
 
     def toggle(self, class_name: str) -> None:
@@ -52,8 +53,11 @@ class KeyBoxPlacement:
         node = self.scene.AddNewNodeByClass(self.placing_class, self.scene.GenerateUniqueName(f"MedSAM {kind}"))
         node.CreateDefaultDisplayNodes()
         key_box_nodes.assign(node, target)
-        self.pending = node
-        self._pending_tag = node.AddObserver(node.PointPositionDefinedEvent, lambda *unused: self._point_defined())
+        self.pending, self._pending_view = node, None
+        self._pending_tags = [node.AddObserver(event, lambda *unused: self._point_moved())
+                              for event in (node.PointAddedEvent, node.PointModifiedEvent)]
+        self._pending_tags.append(node.AddObserver(node.PointPositionDefinedEvent,
+                                                   lambda *unused: self._point_defined()))
         selection = self.app_logic.GetSelectionNode()
         selection.SetReferenceActivePlaceNodeClassName(self.placing_class)
         selection.SetActivePlaceNodeID(node.GetID())
@@ -61,16 +65,31 @@ class KeyBoxPlacement:
         # Place yet, and interaction_mode_changed would stop placing (vtkMRMLInteractionNode.cxx).
         self.app_logic.GetInteractionNode().SwitchToSinglePlaceMode()
 
+    def _point_moved(self) -> None:
+        view = self.pending.GetAttribute(mrml_markups.MOVING_IN_SLICE_VIEW_ATTRIBUTE) if self.pending else None
+        if view:
+            self._pending_view = view
+
     def _point_defined(self) -> None:
-        if self.pending is not None and mrml_markups.markups_is_placed(self.pending):
-            mrml_markups.record_placement_view(self.pending, self.scene)  # the drawn view gives the slice axis
+        node = self.pending
+        if node is None:
+            return
+        if mrml_markups.markups_is_placed(node):
+            mrml_markups.record_placement_view(node, self.scene)  # the drawn view gives the slice axis
             self._changed()
+        elif node.IsA(mrml_markups.ROI_CLASS) and node.GetNumberOfDefinedControlPoints() == 1:
+            # The first corner: turn the box to the view, so that the second makes the rectangle drawn there.
+            point = [0.0, 0.0, 0.0]
+            node.GetNthControlPointPositionWorld(0, point)
+            view = mrml_markups.placement_slice_node(self.scene, point, self._pending_view)
+            mrml_markups.orient_roi_to_view(node, view)
 
     def _release_pending(self):
         pending, self.pending = self.pending, None
-        if pending is not None and self._pending_tag is not None:
-            pending.RemoveObserver(self._pending_tag)
-        self._pending_tag = None
+        if pending is not None:
+            for tag in self._pending_tags:
+                pending.RemoveObserver(tag)
+        self._pending_tags = []
         return pending
 
     def stop(self) -> None:
