@@ -152,8 +152,9 @@ def record_placement_view(markups_node, scene) -> Optional[np.ndarray]:
     Call it once the node's placement is complete (:func:`markups_is_placed`; before that nothing is recorded). The
     view is the slice node (``vtkMRMLSliceNode`` in ``scene``) whose plane holds all of the node's defined control
     points and, for a ROI, its centre (within :data:`PLANE_TOLERANCE_MM`). A two-click Box ROI keeps one control
-    point on the clicked plane and is not turned to the view: its size across the view is padded to its shorter
-    side, which makes its thin side useless for finding the slice axis. When views of several orientations hold the
+    point on the clicked plane and is not turned to the view (unless placed by the effect, which turns it:
+    :func:`orient_roi_to_view`): its size across the view is padded to its shorter side, which makes its thin side
+    useless for finding the slice axis. When views of several orientations hold the
     points, a Box ROI keeps those its padded size fits; if still more than one orientation (or none: placed in 3D,
     moved off the view) remains, nothing is recorded and None is returned.
 

@@ -102,7 +102,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         return (
             "<html>Segment a 3D target from key boxes with MedSAM.<br>"
             "<b>Place box</b> or <b>Place line</b> (a RECIST diameter) on the target every 3-10 slices, in one view; "
-            "boxes are placed one after another until you press the button again or Esc. Then press "
+            "boxes are placed one after another until you press the button again or right-click in the view "
+            "(Esc deselects the effect, which also stops placing). Then press "
             "<b>Segment</b>: every slice from the first to the last key box is segmented into the selected segment "
             "in one undo step. Each segment keeps its own key boxes. Move or add boxes and press Segment again: "
             "only changed slices are recomputed. Then correct a few slices (paint, erase) and press <b>Refine from "
