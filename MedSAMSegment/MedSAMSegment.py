@@ -108,7 +108,11 @@ def ensureDependencies(model="lite", parent=None):
     )
     if not slicer.util.confirmOkCancelDisplay(message, "MedSAM: install dependencies", parent=parent):
         return False
-    progress = slicer.util.createProgressDialog(
+    import importlib.util
+
+    # From Slicer 5.12, pip_install shows its own modal progress dialog: a second one would open under it.
+    packaging = importlib.util.find_spec("slicer.packaging") is not None
+    progress = None if packaging else slicer.util.createProgressDialog(
         parent=parent, labelText="Installing MedSAM dependencies...", maximum=0, windowTitle="MedSAM"
     )
     try:
@@ -121,8 +125,9 @@ def ensureDependencies(model="lite", parent=None):
                     "restart Slicer, and press Segment again."
                 )
                 return False
-            progress.labelText = "Installing PyTorch (PyTorch Utils)..."
-            slicer.app.processEvents()
+            if progress is not None:
+                progress.labelText = "Installing PyTorch (PyTorch Utils)..."
+                slicer.app.processEvents()
             if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False) is None:
                 slicer.util.errorDisplay("PyTorch was not installed; MedSAM cannot run without it.")
                 return False
@@ -130,12 +135,14 @@ def ensureDependencies(model="lite", parent=None):
         with open(constraints, "w") as handle:
             handle.write(dependencies.pip_constraints())  # after PyTorch Utils: pins the torch it installed
         for text, args in dependencies.install_plan(model, constraints):
-            if progress.wasCanceled:
-                slicer.util.warningDisplay("Installation cancelled; MedSAM cannot run until it is complete.")
-                return False
-            progress.labelText = text
-            slicer.app.processEvents()
-            slicer.util.pip_install(args)  # list form: paths with spaces are safe
+            if progress is not None:
+                if progress.wasCanceled:
+                    slicer.util.warningDisplay("Installation cancelled; MedSAM cannot run until it is complete.")
+                    return False
+                progress.labelText = text
+                slicer.app.processEvents()
+            requirements, options = dependencies.pip_install_call(args, packaging)
+            slicer.util.pip_install(requirements, **options)  # list form: paths with spaces are safe
         import importlib
 
         importlib.invalidate_caches()
@@ -154,7 +161,8 @@ def ensureDependencies(model="lite", parent=None):
         )
         return False
     finally:
-        progress.close()
+        if progress is not None:
+            progress.close()
     slicer.util.showStatusMessage("MedSAM dependencies installed.", 3000)
     return True
 
@@ -402,7 +410,9 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.progressBar.value = event.done
             self.ui.progressBar.format = f"{event.message}: %v / %m"
         elif event.kind == "cancelled":
-            self._endRun("Cancelled; nothing was changed.")
+            closed = self._runTarget is None  # onSceneStartClose dropped it
+            self._endRun("Not written: the scene was closed during the run." if closed else
+                         "Cancelled; nothing was changed.")
         elif event.kind == "failed":
             self._endRun(f"MedSAM failed: {event.message}. Nothing was changed.")
             slicer.util.errorDisplay(f"MedSAM segmentation failed; nothing was changed.\n\n{event.message}")

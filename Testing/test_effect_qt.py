@@ -19,9 +19,18 @@ import pytest
 from conftest import REPO, shared_data_path
 from MedSAMSegmentLib.key_box_nodes import RunTarget
 from MedSAMSegmentLib.settings import SettingsError
-from slicer_scene import make_segment_editor, make_volume, mrml_scene_fixture, slicer, vtk, vtk_matrix  # noqa: F401
+from slicer_scene import (  # noqa: F401
+    make_segment_editor,
+    make_volume,
+    mrml_scene_fixture,
+    numpy_matrix,
+    rotation_matrix,
+    slicer,
+    vtk,
+    vtk_matrix,
+)
 from slicer_standin import AbstractScriptedSegmentEditorEffect
-from standin_fixtures import MAX_TICK_GAP_S, standin_fixture, worker_logic_fixture  # noqa: F401
+from standin_fixtures import MAX_TICK_GAP_S, standin_fixture, wait_for_reply, worker_logic_fixture  # noqa: F401
 
 pytest.importorskip("torch")
 
@@ -238,6 +247,41 @@ def test_key_boxes_are_encoded_ahead_while_the_user_draws(standin, mrml_scene, w
     assert_quiet(standin, capsys)
 
 
+def test_live_preview_sends_nothing_while_nothing_changes(standin, mrml_scene, worker_logic, monkeypatch, capsys):
+    """Showing a preview adds and removes nodes (the preview segmentation, a temporary segment editor node);
+    that is no key box change: once the preview is shown, an idle effect sends the worker nothing. Moving a key
+    box sends one request again, and another ROI (a Crop Volume ROI, say) changing sends none."""
+    from MedSAMSegmentLib import mrml_preview
+
+    volume, _ = demo_volume(mrml_scene)
+    opened = open_effect(standin, mrml_scene, volume, ("lesion",))
+    loop, status = standin.loop, opened.effect.statusLabel
+    rois = add_key_boxes(mrml_scene.scene, volume, opened.target(0), DEMO_BOXES)
+    assert loop.run_until(lambda: status.text.startswith("Preview of slices 6-8"), 300), status.text
+    client = worker_logic.background()._client
+    sent = []
+    request = client.request
+    monkeypatch.setattr(client, "request", lambda header, *rest: sent.append(header["op"]) or request(header, *rest))
+
+    loop.run_for(3.0)  # ten times the encode-ahead delay, nothing touched
+    assert sent == [], f"{len(sent)} requests while idle: {sent}"
+    crop_roi = mrml_scene.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "Crop Volume ROI")
+    crop_roi.SetSize(10.0, 10.0, 10.0)
+    crop_roi.SetCenter(0.0, 0.0, 0.0)
+    loop.run_for(1.0)
+    assert sent == [], sent
+    center = [0.0, 0.0, 0.0]
+    rois[1].GetCenter(center)
+    rois[1].SetCenter(center[0] + 2.0, center[1], center[2])  # the user moves a key box
+    background = worker_logic.background()
+    assert loop.run_until(lambda: sent == ["encode"] and not background._encodes, 300), sent  # answered
+    loop.run_for(2.0)
+    assert sent == ["encode"], sent
+    previews = mrml_scene.scene.GetNodesByClassByName("vtkMRMLSegmentationNode", mrml_preview.PREVIEW_NAME)
+    assert previews.GetNumberOfItems() == 1
+    assert_quiet(standin, capsys)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # 1. Placing key boxes
 
@@ -313,6 +357,71 @@ def test_place_boxes_in_a_row_keeps_the_effect_selected(standin, mrml_scene, cap
     np.testing.assert_allclose(standin.views.slice_node("Red").GetSliceOffset(), center[2])
     effect.deleteShortcut.activate()
     assert roi_nodes(scene) == placed[:2] and table.rowCount() == 2
+    assert_quiet(standin, capsys)
+
+
+def test_place_box_works_with_place_mode_persistence_on(standin, mrml_scene, capsys):
+    """A user who once chose "place multiple" on the mouse-mode toolbar keeps persistence 1 (Slicer's
+    SwitchToViewTransformMode keeps it): the first press of Place box still places key boxes one after another,
+    and stopping gives the user's persistence back."""
+    scene = mrml_scene.scene
+    volume = make_volume(mrml_scene, _synthetic_array(), IJK_TO_RAS)
+    opened = open_effect(standin, mrml_scene, volume)
+    effect, views, inode = opened.effect, standin.views, standin.interaction_node
+    inode.SwitchToPersistentPlaceMode()  # the toolbar's "place multiple", then back to View/Transform
+    inode.SwitchToViewTransformMode()
+    assert inode.GetPlaceModePersistence() == 1
+
+    effect.placeBoxButton.click()
+    assert effect.placeBoxButton.checked, "the first press did not start placing"
+    assert inode.GetCurrentInteractionMode() == inode.Place and inode.GetPlaceModePersistence() == 0
+    for k in (6, 10):
+        views.click("Red", ras(20, 15, k))
+        views.click("Red", ras(45, 40, k))
+        assert effect.placeBoxButton.checked and inode.GetCurrentInteractionMode() == inode.Place
+    assert views.created_nodes == []  # no plain ROI made by the displayable manager
+    assert effect.keyBoxTable.rowCount() == 2 and effect.keyBoxTable.texts(1) == ["6", "10"]
+    effect.placeBoxButton.click()
+    assert inode.GetCurrentInteractionMode() == inode.ViewTransform and inode.GetPlaceModePersistence() == 1
+    assert len(roi_nodes(scene)) == 2
+
+    effect.placeLineButton.click()  # stopped by the Segment Editor's Esc: the persistence comes back too
+    assert inode.GetPlaceModePersistence() == 0
+    opened.editor.press_escape()
+    assert inode.GetPlaceModePersistence() == 1 and not effect.placeLineButton.checked
+    assert_quiet(standin, capsys)
+
+
+@pytest.mark.parametrize("axis, degrees", [((0, 0, 1), 10.0), ((0, 0, 1), 17.0), ((1.0, 0.5, 0.2), 6.0),
+                                           ((1, 0, 0), 12.0)],
+                         ids=["in-plane-10", "in-plane-17", "tilted-6", "tilted-12"])
+def test_a_box_drawn_in_views_turned_to_the_volume_is_the_rectangle_drawn(standin, mrml_scene, capsys, axis,
+                                                                           degrees):
+    """Showing a volume turns the slice views to its axes (FitSliceToBackground -> RotateSliceToLowestVolumeAxes).
+    Two clicks at the corners of voxels (20, 20)-(40, 30) of slice 10 in the turned axial view give exactly that key
+    box: the box is turned to the view at the first click, not left in RAS axes (where a turn of 10 degrees in
+    plane gave rows 17-33)."""
+    from MedSAMSegmentLib import mrml_markups
+
+    ijk_to_ras = rotation_matrix(axis, degrees) @ np.diag([0.8, 0.8, 2.0, 1.0])
+    ijk_to_ras[:3, 3] = IJK_TO_RAS[:3, 3]
+    volume = make_volume(mrml_scene, _synthetic_array(), ijk_to_ras)
+    standin.views.show_volume(volume)
+    red = numpy_matrix(standin.views.slice_node("Red").GetSliceToRAS())
+    k_axis = ijk_to_ras[:3, 2] / np.linalg.norm(ijk_to_ras[:3, 2])
+    assert abs(red[:3, 2] @ k_axis) == pytest.approx(1.0)  # the axial view is turned to the volume's slices
+    assert abs(red[:3, 0] @ ijk_to_ras[:3, 0]) / 0.8 == pytest.approx(1.0)  # ... and its columns
+    opened = open_effect(standin, mrml_scene, volume)
+    effect = opened.effect
+
+    effect.placeBoxButton.click()
+    standin.views.click("Red", ras(19.5, 19.5, 10, ijk_to_ras))
+    standin.views.click("Red", ras(40.5, 30.5, 10, ijk_to_ras))
+    (node,) = [n for n in opened.effect.keyBoxNodes() if mrml_markups.markups_is_placed(n)]  # and the next one
+    keys = mrml_markups.markups_key_boxes([node], volume)
+    assert keys.slice_axis == 0 and [(b.slice_index, b.box) for b in keys.boxes] == [(10, (20.0, 20.0, 40.0, 30.0))]
+    assert effect.keyBoxTable.texts(2) == ["21 x 11"]
+    effect.placeBoxButton.click()
     assert_quiet(standin, capsys)
 
 
@@ -466,6 +575,45 @@ def test_target_deleted_or_changed_mid_run_writes_nothing(standin, mrml_scene, c
     np.testing.assert_array_equal(opened.mask(1), other)
     assert opened.segmentation.GetSegmentation().GetNumberOfSegments() == 1
     assert not opened.logic.CanUndo()
+    assert_quiet(standin, capsys)
+
+
+def test_closing_and_reloading_the_scene_mid_run_writes_nothing(standin, mrml_scene, worker_logic, capsys):
+    """The scene is closed while a run's result is on its way, and the same scene is loaded again: the volume,
+    segmentation and segment get the same IDs (``vtkMRMLScene::Clear`` resets the ID counters) and the user
+    selects them in the Segment Editor. The closed scene's result is never written into the reloaded segment."""
+    from MedSAMSegmentLib import demo, io
+
+    scene = mrml_scene.scene
+    volume, _ = demo_volume(mrml_scene)
+    opened = open_effect(standin, mrml_scene, volume, ("lesion",))
+    add_key_boxes(scene, volume, opened.target(0), DEMO_BOXES)
+    closed_target = opened.target(0)
+    opened.effect.segmentButton.click()
+    assert not opened.effect.segmentButton.enabled, opened.effect.statusLabel.text
+    assert wait_for_reply(worker_logic, "result", 300)  # the result has arrived, unread, when the scene closes
+    scene.Clear(0)
+    assert not opened.active  # the Segment Editor deselects the effect when the scene closes
+    assert opened.editor_node.GetScene() is scene and opened.editor_node.GetSegmentationNode() is None
+
+    image = io.read_image(demo.DEMO_IMAGE)  # the same scene loaded again: the same IDs
+    reloaded = make_volume(mrml_scene, image.array, image.ijk_to_ras(), name="demo CT")
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "segmentation")
+    segmentation.CreateDefaultDisplayNodes()
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(reloaded)
+    segmentation.GetSegmentation().AddEmptySegment("lesion", "lesion")
+    opened.editor_node.SetAndObserveSegmentationNode(segmentation)
+    opened.editor_node.SetAndObserveSourceVolumeNode(reloaded)
+    opened.editor_node.SetSelectedSegmentID("lesion")
+    assert RunTarget(reloaded.GetID(), segmentation.GetID(), "lesion") == closed_target
+    opened.segmentation, opened.volume = segmentation, reloaded
+
+    assert standin.loop.run_until(lambda: opened.effect.segmentButton.enabled, 60), "the run did not end"
+    status = opened.effect.statusLabel.text
+    assert status == "Not written: the scene was closed during the run.", status
+    assert not opened.mask(0).any() and not opened.logic.CanUndo()
+    opened.editor.setActiveEffectByName("MedSAM")  # the effect works on the reloaded scene
+    assert opened.active and opened.effect.parameter("Preview") == "1"
     assert_quiet(standin, capsys)
 
 

@@ -87,3 +87,27 @@ def test_sample_boxes_belong_to_the_sample_segment(mrml_scene):
     target = RunTarget(sample.volume_node.GetID(), sample.segmentation_node.GetID(), sample.segment_id)
     assert key_box_nodes.key_box_nodes(mrml_scene.scene, target) == sample.roi_nodes
     assert key_box_nodes.unassigned_markups(mrml_scene.scene) == []
+
+
+def test_watcher_ignores_nodes_that_are_no_roi_or_line(mrml_scene):
+    """A preview write adds and removes a segmentation and a temporary segment editor node: no key box change."""
+    from MedSAMSegmentLib.key_box_placement import KeyBoxWatcher
+
+    volume, segmentation, editor_node, logic, ids, (a, _) = _two_targets(mrml_scene)
+    calls = []
+    watcher = KeyBoxWatcher(mrml_scene.scene, editor_node, lambda: calls.append(1))
+    try:
+        with mrml_segments.temporary_editor(mrml_scene.scene, mrml_scene.app_logic, segmentation, volume, ids[0]):
+            pass
+        mrml_scene.scene.RemoveNode(mrml_scene.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "preview"))
+        assert calls == []
+        roi = key_box_nodes.add_roi_for_key_box(mrml_scene.scene, volume, 0, KeyBox(3, (12.0, 12.0, 30.0, 26.0)))
+        assert calls, "a new ROI is a change"
+        calls.clear()
+        key_box_nodes.assign(roi, a)
+        assert calls, "an ROI assigned is a change"
+        calls.clear()
+        mrml_scene.scene.RemoveNode(roi)
+        assert calls == [1]
+    finally:
+        watcher.stop()

@@ -19,7 +19,7 @@ import pytest
 from conftest import REPO, shared_data_path
 from MedSAMSegmentLib.settings import SegmentationSettings
 from slicer_scene import make_volume, mrml_scene_fixture, slicer  # noqa: F401
-from standin_fixtures import MAX_TICK_GAP_S, standin_fixture, worker_logic_fixture  # noqa: F401
+from standin_fixtures import MAX_TICK_GAP_S, standin_fixture, wait_for_reply, worker_logic_fixture  # noqa: F401
 
 pytest.importorskip("torch")
 
@@ -357,17 +357,6 @@ def test_parameter_node_wrapper_stores_as_slicers_does(standin, mrml_scene):
 # (e) Closing the scene
 
 
-def _wait_for_reply(worker_logic, op: str, timeout_s: float) -> bool:
-    """Wait, without serving the GUI loop, until the worker's reply ``op`` has arrived (unread) for the GUI."""
-    incoming = worker_logic.background()._client._incoming
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if any(header.get("op") == op for header, _ in list(incoming.queue)):
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_closing_the_scene_cancels_and_forgets(standin, mrml_scene, worker_logic, capsys):
     from MedSAMSegmentLib import demo, io
 
@@ -379,7 +368,7 @@ def test_closing_the_scene_cancels_and_forgets(standin, mrml_scene, worker_logic
 
     # A run whose result has arrived, unread, when the scene closes: it is never written anywhere.
     ui.segmentButton.click()
-    assert _wait_for_reply(worker_logic, "result", 300)
+    assert wait_for_reply(worker_logic, "result", 300)
     slicer.mrmlScene.Clear(0)
     assert ui.statusLabel.text == "Cancelling..."
     assert worker_logic.background()._sent_tokens == []  # the worker forgot the closed scene's volumes

@@ -66,6 +66,7 @@ class BackgroundSegmentation:
         self._run: Optional[_Run] = None
         self._prepare_ids: Dict[int, object] = {}  # model-load request id -> owner
         self._encodes: Dict[int, _Run] = {}  # encode-ahead requests by id
+        self._last_encode: Dict[object, dict] = {}  # owner -> its last encode-ahead request, while it stands
         self._inbox: Dict[object, List[RunEvent]] = {}  # owner -> events not polled yet
 
     @property
@@ -106,26 +107,35 @@ class BackgroundSegmentation:
 
     def encode_ahead(self, token: str, volume: Callable[[], np.ndarray], ijk_to_world: np.ndarray, keys: KeyBoxSet,
                      spec: ModelSpec, settings: SegmentationSettings, newest: Optional[int] = None,
-                     beyond: Optional[int] = None, owner: object = None, preview: bool = False) -> None:
+                     beyond: Optional[int] = None, owner: object = None, preview: bool = False,
+                     again: bool = False) -> bool:
         """Encode, before Segment is pressed, the views a run from ``keys`` will read, and ``beyond`` slices past
         the ``newest`` key slice (default: the user's spacing, :func:`engine.lookahead.speculation_depth`); their
         embeddings are then cached. With ``preview``, the ``encoded`` event carries the result of the boxes so far
         (decoded after the views between them). It replaces ``owner``'s earlier
         encode-ahead still under way (cancelled: the boxes changed); a run started later takes priority and cancels
-        what is still to encode. An ``encoded`` event follows."""
+        what is still to encode. An ``encoded`` event follows.
+
+        Returns False, sending nothing, when the request is ``owner``'s last one again (same voxels token, key boxes,
+        newest slice, model and settings) and that one is under way or answered ``encoded`` by the worker still
+        running; ``again`` sends it all the same (a preview is wanted and none is shown)."""
         client = self._worker()
-        for request_id, earlier in list(self._encodes.items()):
-            if earlier.owner is owner and not earlier.cancel_requested:
-                earlier.cancel_requested = True
-                client.cancel(request_id)
         header = {"op": "encode", "token": token, "ijk_to_world": np.asarray(ijk_to_world, float).tolist(),
                   "keys": key_boxes_to_wire(keys), "newest": None if newest is None else int(newest),
                   "beyond": None if beyond is None else int(beyond), "preview": bool(preview), "model": asdict(spec),
                   "settings": settings_to_wire(settings)}
+        if not again and self._last_encode.get(owner) == header:
+            return False
+        for request_id, earlier in list(self._encodes.items()):
+            if earlier.owner is owner and not earlier.cancel_requested:
+                earlier.cancel_requested = True
+                client.cancel(request_id)
         encode = _Run(-1, header, volume, owner)
         encode.send(client, with_volume=token not in self._sent_tokens)
         self._remember_token(token)
         self._encodes[encode.request_id] = encode
+        self._last_encode[owner] = header
+        return True
 
     def _remember_token(self, token: str) -> None:
         if token in self._sent_tokens:
@@ -135,7 +145,7 @@ class BackgroundSegmentation:
 
     def cancel(self, owner: object = None) -> None:
         """Ask the active run to stop (only ``owner``'s run, when an owner is given); a ``cancelled`` event
-        follows."""
+        follows, also when the run's result arrives first (it is dropped)."""
         if owner is not None and (self._run is None or self._run.owner is not owner):
             return
         if self._run is not None and not self._run.cancel_requested:
@@ -148,6 +158,7 @@ class BackgroundSegmentation:
         if self._client is not None and self._client.running:
             self._client.request({"op": "forget"})
         self._sent_tokens = []
+        self._last_encode.clear()
 
     def close(self) -> None:
         """Stop the worker process."""
@@ -156,6 +167,7 @@ class BackgroundSegmentation:
         self._client = None
         self._run = None
         self._sent_tokens = []
+        self._last_encode.clear()
 
     def poll(self, owner: object = None) -> List[RunEvent]:
         """``owner``'s events since its last call, oldest first."""
@@ -194,6 +206,8 @@ class BackgroundSegmentation:
             preview = header.get("preview")
             return RunEvent("encoded", done=int(header.get("count", 0)),
                             result=None if preview is None else result_from_wire(preview, arrays))
+        if self._last_encode.get(encode.owner) == encode.header:
+            del self._last_encode[encode.owner]  # not done: the same request may be sent again
         if op == "error":
             return RunEvent("status", f"encoding ahead failed: {header.get('message')}")
         return None  # cancelled: a run took priority
@@ -205,6 +219,7 @@ class BackgroundSegmentation:
             self._sent_tokens = []
             self._run = None
             self._encodes.clear()
+            self._last_encode.clear()
             text = (f"the MedSAM worker process stopped (exit code {header.get('returncode')}): "
                     f"{header.get('message') or 'no message'}; press Segment to start it again")
             return RunEvent("failed" if run else "status", text)
@@ -227,6 +242,8 @@ class BackgroundSegmentation:
                 self._client.cancel(run.request_id)
             return None
         self._run = None
+        if op == "result" and run.cancel_requested:
+            op = "cancelled"  # the result beat the cancel: a cancelled run's result is never delivered
         if op == "result":
             return RunEvent("finished", result=result_from_wire(header, arrays))
         if op == "cancelled":

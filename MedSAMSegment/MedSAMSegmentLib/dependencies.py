@@ -236,6 +236,21 @@ def missing_accelerators(model: str = "lite") -> List[str]:
     return [req.pip for req in CPU_ACCELERATORS.get(model, ()) if importlib.util.find_spec(req.module) is None]
 
 
+def pip_install_call(args: Sequence[str], slicer_packaging: bool) -> Tuple[List[str], Dict[str, str]]:
+    """``(requirements, keyword arguments)`` for ``slicer.util.pip_install`` for one step of :func:`install_plan`.
+
+    With ``slicer.packaging`` (Slicer 5.12 and later; ``slicer_packaging``) the constraints file goes as
+    ``constraints=`` and ``requester`` names MedSAM Segment in the progress dialog ``pip_install`` shows itself;
+    before it, as pip's ``-c`` among the arguments, and the caller shows the progress.
+    """
+    args = list(args)
+    if not slicer_packaging or "-c" not in args:
+        return args, {}
+    at = args.index("-c")
+    constraints = args[at + 1]
+    return args[:at] + args[at + 2:], {"constraints": constraints, "requester": "MedSAM Segment"}
+
+
 def install_plan(model: str, constraints_path: str) -> List[Tuple[str, List[str]]]:
     """The pip steps still needed for ``model``: ``(progress text, arguments for slicer.util.pip_install)``.
 

@@ -331,11 +331,12 @@ class MedSAMEffectLogic:
                                 prepared.model, prepared.settings, owner)
 
     def encode_ahead(self, volume_node, markups_nodes: Sequence, settings: EffectSettings, newest_node=None,
-                     owner: object = None) -> bool:
+                     owner: object = None, again: bool = False) -> bool:
         """Start encoding, on the worker, the views a run from these key boxes will read, and slices past
         ``newest_node``'s box (the one placed or moved last) as far as the user's spacing, while the user goes on
-        drawing. Returns False, doing
-        nothing, when the key boxes cannot make a run yet (the Segment press reports why)."""
+        drawing. Returns False, doing nothing, when the key boxes cannot make a run yet (the Segment press reports
+        why), or when nothing changed since ``owner``'s last request (the volume's voxels, the key boxes, the
+        settings; :meth:`BackgroundSegmentation.encode_ahead`) unless ``again``."""
         try:
             prepared = self.prepare_run(volume_node, markups_nodes, settings)
             newest = None
@@ -344,10 +345,9 @@ class MedSAMEffectLogic:
                 newest = newest.boxes[0].slice_index
         except (ValueError, TypeError):  # GeometryError, SettingsError, ...: a box still being placed, say
             return False
-        self.background().encode_ahead(prepared.token, prepared.volume, prepared.ijk_to_world, prepared.key_boxes,
-                                       prepared.model, prepared.settings, newest, owner=owner,
-                                       preview=settings.preview)
-        return True
+        return self.background().encode_ahead(prepared.token, prepared.volume, prepared.ijk_to_world,
+                                              prepared.key_boxes, prepared.model, prepared.settings, newest,
+                                              owner=owner, preview=settings.preview, again=again)
 
     def compute(self, volume_node, markups_nodes: Sequence, settings: EffectSettings = EffectSettings(),
                 progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None,

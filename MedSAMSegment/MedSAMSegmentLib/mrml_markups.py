@@ -15,7 +15,7 @@ import numpy as np
 
 from .geometry import GeometryError, KeyBox, KeyBoxSet
 from .markup_boxes import DEFAULT_LINE_MARGIN, key_box_from_line, key_box_from_roi, merge_key_boxes
-from .mrml import to_numpy_matrix, volume_ijk_to_world
+from .mrml import to_numpy_matrix, to_vtk_matrix, volume_ijk_to_world
 
 ROI_CLASS = "vtkMRMLMarkupsROINode"
 LINE_CLASS = "vtkMRMLMarkupsLineNode"
@@ -26,6 +26,9 @@ SLICE_NODE_CLASS = "vtkMRMLSliceNode"
 SLICE_NORMAL_ATTRIBUTE = "MedSAM.SliceNormal"
 #: How far (mm) a control point may lie from a slice view's plane and still count as placed in that view.
 PLANE_TOLERANCE_MM = 1e-3
+#: Markups node attribute Slicer sets to the layout name of the slice view a control point follows the mouse in
+#: (``vtkMRMLMarkupsDisplayNode::GetMovingInSliceViewAttributeName``); cleared when the point is placed.
+MOVING_IN_SLICE_VIEW_ATTRIBUTE = "Markups.MovingInSliceView"
 
 
 def _is_class(node, class_name: str) -> bool:
@@ -75,6 +78,60 @@ def _slice_view_planes(scene) -> List[Tuple[np.ndarray, np.ndarray]]:
     return planes
 
 
+def placement_slice_node(scene, point, layout_name: Optional[str] = None):
+    """The slice node (``vtkMRMLSliceNode``) of the view a control point at ``point`` (world RAS) was placed in.
+
+    That is the view of ``layout_name`` (the view the point followed the mouse in, :data:`MOVING_IN_SLICE_VIEW_
+    ATTRIBUTE`) when its plane holds the point (within :data:`PLANE_TOLERANCE_MM`), else the only view whose plane
+    holds it; None when no view, or views of several orientations, hold it.
+    """
+    collection = scene.GetNodesByClass(SLICE_NODE_CLASS) if scene is not None else None
+    holding = []
+    for n in range(collection.GetNumberOfItems() if collection is not None else 0):
+        node = collection.GetItemAsObject(n)
+        matrix = to_numpy_matrix(node.GetSliceToRAS())
+        normal = matrix[:3, 2]
+        length = float(np.linalg.norm(normal))
+        if not (length > 0.0 and np.all(np.isfinite(matrix))):
+            continue
+        if abs(float((np.asarray(point, dtype=float) - matrix[:3, 3]) @ normal)) / length <= PLANE_TOLERANCE_MM:
+            holding.append((node, normal / length))
+    for node, _ in holding:
+        if layout_name and node.GetLayoutName() == layout_name:
+            return node
+    if holding and all(abs(float(normal @ holding[0][1])) >= 1.0 - 1e-9 for _, normal in holding):
+        return holding[0][0]
+    return None
+
+
+def orient_roi_to_view(roi_node, slice_node) -> bool:
+    """Turn a Box ROI that is being placed (one control point defined) to the axes of the slice view it is drawn
+    in; returns whether it was turned.
+
+    Slicer makes a two-click Box ROI the bounding box of the clicks in the ROI's own axes
+    (``vtkMRMLMarkupsROINode::UpdateBoundingBoxROIFromControlPoints``), which start as RAS; a view turned to a
+    volume's axes (``RotateSliceToLowestVolumeAxes``) would then get a larger box than the rectangle drawn in it.
+    With the ROI's ObjectToNode rotation taken from the view's SliceToRAS (right-handed: x, y and x cross y) and its
+    centre kept, the second click makes exactly the rectangle drawn. ROIs under a parent transform are left as they
+    are.
+    """
+    if not _is_class(roi_node, ROI_CLASS) or slice_node is None or roi_node.GetROIType() != roi_node.ROITypeBox:
+        return False
+    if roi_node.GetParentTransformNode() is not None:
+        return False
+    axes = to_numpy_matrix(slice_node.GetSliceToRAS())[:3, :3]
+    x, y = axes[:, 0], axes[:, 1]
+    if not (np.all(np.isfinite(axes)) and np.linalg.norm(x) > 0.0 and np.linalg.norm(y) > 0.0):
+        return False
+    x = x / np.linalg.norm(x)
+    y = y - (y @ x) * x
+    y = y / np.linalg.norm(y)
+    matrix = to_numpy_matrix(roi_node.GetObjectToNodeMatrix())
+    matrix[:3, :3] = np.c_[x, y, np.cross(x, y)]
+    roi_node.GetObjectToNodeMatrix().DeepCopy(to_vtk_matrix(matrix))  # one Modified; the size is still zero
+    return True
+
+
 def _fits_two_click_box(roi_node, normal: np.ndarray) -> bool:
     """Whether a Box ROI's shape is what two clicks in a view with this normal give: along a ROI axis parallel to
     the normal its size is its shorter other side (``UpdateBoxROIFromControlPoints`` pads it so); a view not
@@ -95,8 +152,9 @@ def record_placement_view(markups_node, scene) -> Optional[np.ndarray]:
     Call it once the node's placement is complete (:func:`markups_is_placed`; before that nothing is recorded). The
     view is the slice node (``vtkMRMLSliceNode`` in ``scene``) whose plane holds all of the node's defined control
     points and, for a ROI, its centre (within :data:`PLANE_TOLERANCE_MM`). A two-click Box ROI keeps one control
-    point on the clicked plane and is not turned to the view: its size across the view is padded to its shorter
-    side, which makes its thin side useless for finding the slice axis. When views of several orientations hold the
+    point on the clicked plane and is not turned to the view (unless placed by the effect, which turns it:
+    :func:`orient_roi_to_view`): its size across the view is padded to its shorter side, which makes its thin side
+    useless for finding the slice axis. When views of several orientations hold the
     points, a Box ROI keeps those its padded size fits; if still more than one orientation (or none: placed in 3D,
     moved off the view) remains, nothing is recorded and None is returned.
 

@@ -78,7 +78,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         AbstractScriptedSegmentEditorEffect.__init__(self, scriptedEffect)
         self.placement = None  # KeyBoxPlacement, made with the widgets
         self.watcher = None  # KeyBoxWatcher, while the effect is active
-        self._sceneCloseTag = None
+        self._sceneCloseTags = []
         self._prepared = None  # the active run's PreparedRun
         self._target = None  # the active run's RunTarget
         self._lastSliceAxis = 0
@@ -102,7 +102,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         return (
             "<html>Segment a 3D target from key boxes with MedSAM.<br>"
             "<b>Place box</b> or <b>Place line</b> (a RECIST diameter) on the target every 3-10 slices, in one view; "
-            "boxes are placed one after another until you press the button again or Esc. Then press "
+            "boxes are placed one after another until you press the button again or right-click in the view "
+            "(Esc deselects the effect, which also stops placing). Then press "
             "<b>Segment</b>: every slice from the first to the last key box is segmented into the selected segment "
             "in one undo step. Each segment keeps its own key boxes. Move or add boxes and press Segment again: "
             "only changed slices are recomputed. Then correct a few slices (paint, erase) and press <b>Refine from "
@@ -218,8 +219,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.previewCheckBox.connect("toggled(bool)", self.onPreviewToggled)
         self.placement = KeyBoxPlacement(slicer.mrmlScene, slicer.app.applicationLogic(), self.target,
                                          self.updateKeyBoxTable)
-        self._sceneCloseTag = slicer.mrmlScene.AddObserver(slicer.mrmlScene.EndCloseEvent,
-                                                           lambda *unused: self.onSceneClosed())
+        self._sceneCloseTags = [
+            slicer.mrmlScene.AddObserver(slicer.mrmlScene.StartCloseEvent, lambda *unused: self.onSceneStartClose()),
+            slicer.mrmlScene.AddObserver(slicer.mrmlScene.EndCloseEvent, lambda *unused: self.onSceneClosed())]
 
     def _setupServerFields(self):
         """The server's address and token, shown for Device "MedSAM server"; kept in Slicer's settings (never in
@@ -271,9 +273,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if self.watcher is not None:
             self.watcher.stop()
             self.watcher = None
-        if self._sceneCloseTag is not None:
-            slicer.mrmlScene.RemoveObserver(self._sceneCloseTag)
-            self._sceneCloseTag = None
+        for tag in self._sceneCloseTags:
+            slicer.mrmlScene.RemoveObserver(tag)
+        self._sceneCloseTags = []
         if self.pollTimer is not None:
             self.pollTimer.stop()
         self.encodeAheadTimer.stop()
@@ -391,7 +393,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if nodes and volume is not None:
             newest = max(nodes, key=lambda node: node.GetMTime())
             try:
-                effect.shared_logic().encode_ahead(volume, nodes, settings, newest, owner=self)
+                again = settings.preview and self._previewNode is None  # a preview is wanted and none is shown
+                effect.shared_logic().encode_ahead(volume, nodes, settings, newest, owner=self, again=again)
             except Exception as exc:  # noqa: BLE001 - a guess that cannot start is dropped; Segment reports problems
                 logging.info("MedSAM: not encoding ahead: %s", exc)
 
@@ -607,6 +610,12 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             effect.shared_logic().background().cancel(owner=self)
             self.statusLabel.text = "Cancelling..."
 
+    def onSceneStartClose(self):
+        """The scene is closing: the active run's result belongs to it and is never written (a scene loaded next
+        can have the same node and segment IDs)."""
+        self._target = None
+        self.onCancel()
+
     def onSceneClosed(self):
         from MedSAMSegmentLib import effect
 
@@ -641,7 +650,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             if event.result is not None:
                 self.showPreview(event.result, event.done)
         elif event.kind == "cancelled":
-            self._endRun(event.message)
+            self._endRun(event.message if self._target is not None else
+                         "Not written: the scene was closed during the run.")
         elif event.kind == "failed":
             self._endRun(f"MedSAM failed: {event.message}. The segment was not changed.")
             slicer.util.errorDisplay(f"MedSAM segmentation failed; the segment was not changed.\n\n{event.message}")
@@ -652,6 +662,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         from MedSAMSegmentLib import edits, effect, key_box_nodes, mrml_segments
 
         prepared, target, refining = self._prepared, self._target, self._refining
+        if target is None:
+            self._endRun("Not written: the scene was closed during the run.")
+            return
         problem = key_box_nodes.target_problem(slicer.mrmlScene, self.scriptedEffect.parameterSetNode(), target)
         if problem is not None:
             again = "Refine from my edits" if refining else "Segment"

@@ -23,8 +23,16 @@ class SegmentEditorWidgetStandin:
     * the parameter node's EffectParameterModified event calls every effect's ``updateGUIFromMRML``;
     * Escape is the editor's shortcut that deactivates the active effect (``installKeyboardShortcuts``,
       ``onSelectEffectShortcut`` with effect index 0);
-    * ``saveStateForUndo`` / ``updateVolume`` call the real ``vtkSlicerSegmentEditorLogic``.
+    * ``saveStateForUndo`` / ``updateVolume`` call the real ``vtkSlicerSegmentEditorLogic``;
+    * closing the scene, with the Segment Editor module's widget around it (Modules/Scripted/SegmentEditor/
+      SegmentEditor.py): the parameter node is the scene's singleton "SegmentEditor" node, so ``vtkMRMLScene::Clear``
+      keeps it and resets it (``vtkMRMLNode::Reset``: no segmentation, volume, segment or active effect, no effect
+      parameters); on StartCloseEvent the module calls ``setSegmentationNode(None)``, which deactivates the active
+      effect (``qMRMLSegmentEditorWidget::setSegmentationNode``); on EndCloseEvent the widget gives every effect the
+      parameter node again with its defaults (``onMRMLSceneEndCloseEvent`` -> ``initializeParameterSetNode``).
     """
+
+    SINGLETON_TAG = "SegmentEditor"
 
     def __init__(self, app: SlicerApplicationStandin, scene, editor_node, logic, interaction_node) -> None:
         self.app = app
@@ -41,6 +49,12 @@ class SegmentEditorWidgetStandin:
                                                   self._on_effect_parameter_modified)),
             (interaction_node, interaction_node.AddObserver(vtk.vtkCommand.ModifiedEvent,
                                                             self._on_interaction_node_modified)),
+        ]
+        if scene.GetSingletonNode(self.SINGLETON_TAG, "vtkMRMLSegmentEditorNode") is None:
+            editor_node.SetSingletonTag(self.SINGLETON_TAG)  # the module's parameter node (selectParameterNode)
+        self._tags += [
+            (scene, scene.AddObserver(scene.StartCloseEvent, self._on_scene_start_close)),
+            (scene, scene.AddObserver(scene.EndCloseEvent, self._on_scene_end_close)),
         ]
         self.escape_shortcut = QShortcut(QKeySequence(Qt.Key_Escape), app.main_window)
         self.escape_shortcut.connect("activated()", lambda: self.setActiveEffect(None))
@@ -119,6 +133,21 @@ class SegmentEditorWidgetStandin:
             return
         self.app.invoke(self._active.interactionNodeModified, [self.interaction_node],
                         "SegmentEditorWidget.onInteractionNodeModified")
+
+    # -- closing the scene -----------------------------------------------------------------------------------
+    def _on_scene_start_close(self, caller, event) -> None:
+        # SegmentEditor.py onSceneStartClose: editor.setSegmentationNode(None) -> vtkSlicerSegmentEditorLogic::
+        # SetSegmentationNode (the parameter node's SetAndObserveSegmentationNode), then setActiveEffect(nullptr)
+        self.node.SetAndObserveSegmentationNode(None)
+        self.app.invoke(self.setActiveEffect, [None], "SegmentEditor.onSceneStartClose")
+
+    def _on_scene_end_close(self, caller, event) -> None:
+        if self.node.GetScene() is not self.scene:
+            return  # not the module's singleton: gone with the scene
+        for effect in self.effects:  # initializeParameterSetNode
+            effect.setParameterSetNode(self.node)
+            self.app.invoke(effect.setMRMLDefaults, [], f"{effect.name}.setMRMLDefaults")
+        self.app.invoke(self.updateEffectsSectionFromMRML, [], "SegmentEditorWidget.onMRMLSceneEndCloseEvent")
 
     # -- slots the effects call --------------------------------------------------------------------------
     def saveStateForUndo(self) -> None:

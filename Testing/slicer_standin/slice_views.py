@@ -186,8 +186,14 @@ class _SliceViewMarkups:
 class SliceViewsStandin:
     """Slice views Red (axial), Yellow (sagittal), Green (coronal) as real ``vtkMRMLSliceNode`` nodes, created as
     ``vtkMRMLLayoutLogic::CreateViewFromAttributes`` / ``ApplyProperty`` do (layout name, name, default orientation
-    and orientation from the presets ``vtkMRMLSliceNode::AddDefaultSliceOrientationPresets`` adds), and the user's
-    mouse in them."""
+    and orientation from the presets ``vtkMRMLSliceNode::AddDefaultSliceOrientationPresets`` adds), each with its
+    real ``vtkMRMLSliceLogic`` registered with the application logic (as ``qSlicerLayoutManager`` does), and the
+    user's mouse in them.
+
+    Showing a volume (:meth:`show_volume`, what loading one does) runs Slicer's own
+    ``vtkMRMLApplicationLogic::PropagateVolumeSelection``, whose ``FitSliceToBackground`` resets each view to its
+    default orientation and rotates it to the volume's nearest axes (``RotateSliceToLowestVolumeAxes``): on a volume
+    turned in-plane the views turn with it."""
 
     def __init__(self, scene, app_logic, markups_logic, size_px: int = 512, field_of_view_mm: float = 256.0) -> None:
         self.scene = scene
@@ -202,6 +208,8 @@ class SliceViewsStandin:
         self.nodes = {}
         self.managers: Dict[str, _SliceViewMarkups] = {}
         self.composite_nodes = {}
+        self.logics: Dict[str, object] = {}
+        self._logic_collection = vtk.vtkCollection()
         for layout_name, orientation in ORIENTATIONS.items():
             node = scene.GetSingletonNode(layout_name, "vtkMRMLSliceNode")
             if node is None:
@@ -219,6 +227,13 @@ class SliceViewsStandin:
             self.nodes[layout_name] = node
             self.managers[layout_name] = _SliceViewMarkups(self, node)
             self.composite_nodes[layout_name] = self._composite_node(scene, layout_name)
+            logic = slicer.vtkMRMLSliceLogic()  # qSlicerLayoutManager: one slice logic per slice view
+            logic.SetMRMLApplicationLogic(app_logic)
+            logic.SetMRMLScene(scene)
+            logic.SetSliceNode(node)
+            self.logics[layout_name] = logic
+            self._logic_collection.AddItem(logic)
+        app_logic.SetSliceLogics(self._logic_collection)
         self._last_view: Optional[str] = None
 
     @staticmethod
@@ -236,6 +251,16 @@ class SliceViewsStandin:
     def close(self) -> None:
         for manager in self.managers.values():
             manager.close()
+        self.app_logic.SetSliceLogics(vtk.vtkCollection())
+        for logic in self.logics.values():
+            logic.SetMRMLScene(None)
+        self.logics = {}
+
+    def show_volume(self, volume_node) -> None:
+        """The user loads ``volume_node`` and it is shown (qSlicerVolumesReader: the selection node's active
+        volume, then ``PropagateVolumeSelection``, which fits every view to it and turns it to the volume's axes)."""
+        self.selection_node.SetActiveVolumeID(volume_node.GetID())
+        self.app_logic.PropagateVolumeSelection(1)
 
     def slice_node(self, view: str):
         return self.nodes[view]
