@@ -21,8 +21,10 @@ its result header as ``preview`` and the array ``slab``), ``cancelled``, ``need_
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -171,7 +173,10 @@ class Worker:
 
 
 def main() -> int:
-    """Serve on the process's standard input and output."""
+    """Serve on the process's standard input and output. On POSIX, ``SIGUSR1`` writes every thread's stack to
+    standard error (the worker's log; :meth:`WorkerClient.dump_stacks`)."""
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints must never corrupt the protocol stream
     sys.stdout = sys.stderr
