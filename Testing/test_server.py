@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import pickle
 import time
-import urllib.error
-import urllib.request
 import zlib
 
 import numpy as np
@@ -19,9 +17,10 @@ from MedSAMSegmentLib.background_run import BackgroundSegmentation
 from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet
 from MedSAMSegmentLib.remote_client import RemoteSegmentation, ServerWorkerClient
 from MedSAMSegmentLib.remote_protocol import Manifest, pack, slices_frame
-from MedSAMSegmentLib.server_connection import ServerConnection, ServerError, ServerInputError
+from MedSAMSegmentLib.server_connection import ServerConnection, ServerError, ServerInputError, exchange
 from MedSAMSegmentLib.service import ModelSpec, SegmentationService
 from server_fixtures import free_port, server_in_thread
+from stand_in_model import StandInModel
 
 SPEC = ModelSpec("lite", None, "cpu")
 KEYS = KeyBoxSet(0, [KeyBox(6, (266.0, 229.0, 322.0, 280.0)), KeyBox(10, (262.0, 228.0, 329.0, 286.0))])
@@ -174,12 +173,9 @@ def test_the_command_line_client_writes_the_local_mask(server, image, tmp_path, 
 
 
 def _request(url, method="GET", body=None, headers=None):
-    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            return answer.status, answer.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
+    """A raw request through the clients' own HTTP exchange: (status, body), whatever the status."""
+    status, _, answer = exchange(url, method, body, headers or {}, 30.0)
+    return status, answer
 
 
 def test_a_token_server_refuses_requests_without_the_token(lite_model, embedding_cache, image):
@@ -241,7 +237,9 @@ def test_pickles_oversized_and_forged_bodies_are_refused_and_the_server_goes_on(
             assert status == 422 and "not" in json.loads(answer)["detail"]
         assert not planted.exists()
         # Larger than --max-upload-mb, declared or streamed; and a small body that inflates past the limit.
-        assert _request(slices_url, "POST", b"\0" * (2 << 20))[0] == 413
+        status, answer = _request(slices_url, "POST", b"\0" * (2 << 20))
+        assert status == 413 and json.loads(answer)["detail"] == (
+            f"the body of {2 << 20} bytes is larger than the server's limit of {1 << 20} bytes (--max-upload-mb)")
         bomb = pack({"indices": [0]}, {"slices": np.zeros((64, 256, 256), np.uint8)})
         status, answer = _request(slices_url, "POST", bomb)
         assert len(bomb) < (1 << 20) and status == 413 and "inflates" in json.loads(answer)["detail"]
@@ -263,6 +261,32 @@ def test_pickles_oversized_and_forged_bodies_are_refused_and_the_server_goes_on(
         remote = RemoteSegmentation(url)
         remote.put_volume("demo", image.array)
         assert remote.segment("demo", KEYS, SPEC, pipeline.SegmentationSettings()).result.mask.any()
+
+
+@pytest.mark.timeout(120)
+def test_a_body_over_the_limit_is_answered_413_before_it_is_read_and_the_client_reads_the_answer():
+    """The server answers a body over --max-upload-mb at once (declared by its Content-Length, or as soon as a
+    chunked one passes the limit) and closes, while the client is still sending: the client still reads the 413's
+    one line. Repeated, with the model a stand-in, because the send is cut short at a different point each time."""
+    config = ServerConfig(port=free_port(), device="cpu", max_upload_mb=1)
+    volume = np.random.RandomState(0).randint(0, 256, (4, 32, 32)).astype(np.uint8)
+    manifest = Manifest.of(volume, 0)
+    with server_in_thread(config, StandInModel()) as url:
+        connection = ServerConnection(url)
+        connection.declare(manifest)
+        slices_url = f"{url}/v1/volumes/{manifest.volume_id}/slices"
+        for size in (2 << 20, 16 << 20, 64 << 20) * 3:
+            with pytest.raises(ServerInputError) as refused:
+                connection.upload(manifest.volume_id, bytes(size))
+            assert refused.value.status == 413 and str(refused.value) == (
+                f"the body of {size} bytes is larger than the server's limit of {1 << 20} bytes (--max-upload-mb)")
+            chunks = (bytes(256 << 10) for _ in range(size // (256 << 10)))
+            status, headers, answer = exchange(slices_url, "POST", chunks, {}, 30.0)
+            assert status == 413 and json.loads(answer)["detail"] == (
+                f"the body is larger than the server's limit of {1 << 20} bytes (--max-upload-mb)")
+            assert {k.lower(): v for k, v in headers.items()}.get("connection") == "close"
+        # The server goes on: the same volume's slices, within the limit, are taken.
+        assert connection.upload(manifest.volume_id, slices_frame(volume, manifest, [0, 1]))["present"] == 2
 
 
 def test_one_session_cannot_read_another_sessions_results(server, image):
@@ -296,6 +320,27 @@ def test_an_expired_session_says_so_and_the_client_opens_a_new_one(lite_model, e
         assert status == 410 and "expired" in json.loads(body)["detail"]
         again = remote.segment("demo", KEYS, SPEC, pipeline.SegmentationSettings())
         assert again.result.mask.any() and remote.connection.session_id != old
+
+
+@pytest.mark.timeout(30)
+def test_a_session_does_not_expire_while_its_run_is_under_way():
+    """Idle means no request and no run under way: a client waiting on a long run (a status request waits up to
+    10 s) keeps its session; the idle time counts from the run's end."""
+    from medsam_server.sessions import Run, SessionExpired, SessionRegistry
+
+    registry = SessionRegistry(max_sessions=4, timeout_s=0.2)
+    session = registry.open()
+    run = Run("segment", session.session_id, {}, {})
+    session.add(run)
+    time.sleep(0.4)
+    assert registry.get(session.session_id, session.key) is session
+    run.update(state="running")
+    time.sleep(0.4)
+    run.update(state="done")
+    assert registry.get(session.session_id, session.key) is session  # ended just now: not idle yet
+    time.sleep(0.4)
+    with pytest.raises(SessionExpired, match="open a new session"):
+        registry.get(session.session_id, session.key)
 
 
 def test_the_api_description_is_served(server):

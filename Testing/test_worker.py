@@ -237,20 +237,32 @@ def test_wire_result_keeps_everything_the_effect_shows():
 # A real worker process with the real LiteMedSAM, polled as the GUI does
 
 
-def _poll_until_done(background: BackgroundSegmentation, timeout: float = 240.0, on_progress=None):
-    """Poll every 10 ms as a GUI timer would; returns (final event, longest gap between polls in s)."""
+def _poll_until_done(background: BackgroundSegmentation, timeout: float = 240.0, on_progress=None,
+                     kinds=("finished", "failed", "cancelled")):
+    """Poll every 10 ms as a GUI timer would; returns (final event, longest gap between polls in s). Fails after
+    ``timeout`` s with the worker's threads' stacks (from its log)."""
     longest, last = 0.0, time.monotonic()
     deadline = last + timeout
     while time.monotonic() < deadline:
         for event in background.poll():
             if event.kind == "progress" and on_progress is not None:
                 on_progress(event)
-            if event.kind in ("finished", "failed", "cancelled"):
+            if event.kind in kinds:
                 return event, longest
         time.sleep(0.01)
         now = time.monotonic()
         longest, last = max(longest, now - last), now
-    raise AssertionError(f"no answer from the worker within {timeout} s")
+    raise AssertionError(f"no answer from the worker within {timeout} s; its log:\n{_worker_stacks(background)}")
+
+
+def _worker_stacks(background: BackgroundSegmentation) -> str:
+    client = background._client
+    if client is None or client.process is None:
+        return "(no worker)"
+    client.dump_stacks()
+    time.sleep(1.0)
+    with open(client.log_path, encoding="utf-8", errors="replace") as log:
+        return log.read()[-20000:]
 
 
 @pytest.fixture(scope="module")
@@ -284,15 +296,8 @@ def test_real_worker_process_matches_in_process_run_and_recovers(demo_case):
         again, _ = _poll_until_done(background)
         assert again.kind == "finished" and again.result.result.recomputed == [] and again.result.result.encoded == 0
 
-        # The worker dies mid-run (killed): one failed event with the reason; the next run starts a new worker.
-        moved = KeyBoxSet(0, [KeyBox(5, (266.0, 229.0, 322.0, 280.0)), KeyBox(11, (262.0, 228.0, 329.0, 286.0))])
-        background.start("demo", lambda: image.array.copy(), image.ijk_to_ras(), moved, spec, settings)
-        background._client.process.kill()
-        died, _ = _poll_until_done(background)
-        assert died.kind == "failed" and "worker process stopped" in died.message
-        assert not background.running
-
         # Cancel once the run reports progress.
+        moved = KeyBoxSet(0, [KeyBox(5, (266.0, 229.0, 322.0, 280.0)), KeyBox(11, (262.0, 228.0, 329.0, 286.0))])
         background.start("demo", lambda: image.array.copy(), image.ijk_to_ras(), moved, spec, settings)
         cancelled, _ = _poll_until_done(background, on_progress=lambda e: background.cancel())
         assert cancelled.kind == "cancelled" and not background.running
@@ -300,10 +305,79 @@ def test_real_worker_process_matches_in_process_run_and_recovers(demo_case):
         background.close()
 
 
+def _ended(pid: int) -> bool:
+    """Whether process ``pid`` has ended (gone, or a zombie nobody reaped yet)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _ends(pid: int, within: float = 5.0) -> bool:
+    """Whether process ``pid`` ends within ``within`` seconds (a killed process takes a moment to go)."""
+    deadline = time.monotonic() + within
+    while not _ended(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return _ended(pid)
+
+
+_FORKING_SITECUSTOMIZE = """
+import os, time
+if os.environ.get("FORKED_PID_FILE"):
+    child = os.fork()  # a library's helper: forked, not exec'd, so it holds every descriptor, the pipes too
+    if child == 0:
+        time.sleep(300)
+        os._exit(0)
+    with open(os.environ["FORKED_PID_FILE"], "a") as pids:
+        pids.write(f"{child}\\n")
+"""
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_a_killed_worker_is_reported_its_group_ended_and_the_next_run_starts_a_new_one(demo_case, tmp_path):
+    """The worker dies (killed, as the out-of-memory killer would) with a run queued while a process it forked
+    holds its pipes: one failed event with the reason, the forked process ended with it, and the next run starts a
+    new worker, whose forked process ends when the worker is closed. Every wait is bounded and fails with the
+    worker's stacks."""
+    from MedSAMSegmentLib.worker_client import WorkerClient
+
+    image, keys = demo_case
+    spec = ModelSpec("lite", None, "cpu")
+    settings = pipeline.SegmentationSettings(modality="none")
+    (tmp_path / "sitecustomize.py").write_text(_FORKING_SITECUSTOMIZE)
+    pids = tmp_path / "forked.pids"
+    env = {**os.environ, "FORKED_PID_FILE": str(pids),
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    background = BackgroundSegmentation(lambda: WorkerClient(environment=env))
+    try:
+        background.start("demo", lambda: image.array.copy(), image.ijk_to_ras(), keys, spec, settings)
+        deadline = time.monotonic() + 60
+        while not pids.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        forked = int(pids.read_text().split()[0])  # the worker has started and forked
+        assert not _ended(forked)
+        background._client.process.kill()  # the worker alone, as a crash would
+        died, _ = _poll_until_done(background, 60.0)
+        assert died.kind == "failed" and "worker process stopped (exit code -9)" in died.message, died.message
+        assert not background.running
+        assert _ends(forked), "the process the worker forked outlived it"
+
+        background.start("demo", lambda: image.array.copy(), image.ijk_to_ras(), keys, spec, settings)
+        again, _ = _poll_until_done(background, 240.0)
+        assert again.kind == "finished" and again.result.result.mask.any(), again.message
+        second = int(pids.read_text().split()[1])
+    finally:
+        background.close()
+    assert _ends(second), "closing the worker left the process it forked"
+
+
+@pytest.mark.timeout(60)
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="uses /bin/sh and /proc")
-def test_a_dead_worker_is_reported_even_when_its_child_keeps_the_pipe_open(tmp_path):
-    """The worker exits while a process it forked still holds its output pipe (so the pipe never reaches
-    end-of-file): the client still reports "exited" with the exit code, within the drain time."""
+def test_a_dead_worker_is_reported_and_its_child_holding_the_pipe_is_ended(tmp_path):
+    """The worker exits while a process it started still holds its output pipe (so the pipe would never reach
+    end-of-file): the client ends the worker's process group and reports "exited" with the exit code."""
     from MedSAMSegmentLib.worker_client import EXIT_DRAIN_S, WorkerClient
 
     fake_python = tmp_path / "python"
@@ -321,7 +395,7 @@ def test_a_dead_worker_is_reported_even_when_its_child_keeps_the_pipe_open(tmp_p
         assert replies, "no exit reported while the child holds the pipe"
         header, _ = replies[0]
         assert header == {"op": "exited", "returncode": 3, "message": "worker gave up"}
-        assert os.path.exists(f"/proc/{int(pid_file.read_text())}")  # the child did hold the pipe meanwhile
+        assert _ends(int(pid_file.read_text())), "the worker's child outlived it"
     finally:
         if pid_file.exists():
             os.kill(int(pid_file.read_text()), 9)

@@ -1,6 +1,7 @@
 """The ``medsam-segment`` command: ``segment`` an image from key boxes, run the bundled ``demo``, and any
-subcommands installed under the ``medsam_segment.commands`` entry points (``evaluate`` and ``benchmark``, from the
-``medsam_evaluation`` package); the core never imports them.
+subcommands installed under the ``medsam_segment.commands`` entry points (``evaluate``, ``benchmark`` and
+``finetune`` from ``medsam_evaluation``, ``batch``, ``serve``); the core never imports them. A subcommand whose
+extra is not installed is listed as such, and running it says which extra to install (exit 2).
 
 Exit status: 0 success, 2 bad usage or input (one line saying what and how to fix), 1 a runtime failure,
 130 interrupted. ``--debug`` shows tracebacks.
@@ -14,7 +15,7 @@ import signal
 import sys
 import time
 import warnings
-from typing import Callable, List, Optional
+from typing import Dict, List, Optional
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -235,7 +236,9 @@ def run_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(missing: Optional[Dict[str, str]] = None) -> argparse.ArgumentParser:
+    """The command's parser. ``missing``, when given, receives the optional commands that could not be loaded:
+    {name: the one line naming the extra that brings it}."""
     parser = argparse.ArgumentParser(
         prog="medsam-segment",
         description="Key boxes every few slices -> a 3D segmentation with MedSAM (LiteMedSAM bundled).",
@@ -248,28 +251,40 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="segment the bundled CT lesion and write a picture and the DSC")
     add_demo_arguments(demo)
     demo.set_defaults(handler=run_demo)
-    for register in _optional_commands():
-        register(sub)
+    skipped = _add_optional_commands(sub)
+    if missing is not None:
+        missing.update(skipped)
     return parser
 
 
-def _optional_commands() -> List[Callable[[argparse._SubParsersAction], None]]:
-    """Subcommands other installed packages register under the entry point group ``medsam_segment.commands``
-    (``evaluate`` and ``benchmark`` from ``medsam_evaluation``); one whose import fails (its extra is not
-    installed) is left out."""
+def _add_optional_commands(sub: argparse._SubParsersAction) -> Dict[str, str]:
+    """Add the subcommands other installed packages register under the entry point group
+    ``medsam_segment.commands`` (``evaluate``, ``benchmark``, ``finetune``, ``batch``, ``serve``). One whose import
+    fails, when it is loaded or when it registers (its extra is not installed), is listed with the line naming
+    that extra instead; returns those {name: line}."""
     from importlib.metadata import entry_points
 
-    registrars, seen = [], set()
+    from .extras import missing_line, needed
+
+    skipped, seen = {}, set()
     for entry_point in entry_points(group="medsam_segment.commands"):
         if entry_point.name in seen:  # the same distribution found twice on the path
             continue
-        try:
-            register = entry_point.load()
-        except ImportError:
-            continue
         seen.add(entry_point.name)
-        registrars.append(register)
-    return registrars
+        try:
+            entry_point.load()(sub)
+        except ImportError as exc:
+            dist = getattr(entry_point, "dist", None)
+            skipped[entry_point.name] = missing_line(entry_point.name, exc, dist=dist)
+            if entry_point.name not in sub.choices:
+                sub.add_parser(entry_point.name, help=f"(not installed) {needed(exc, dist=dist)}", add_help=False)
+    return skipped
+
+
+def _command_word(argv: List[str]) -> Optional[str]:
+    """The subcommand ``argv`` names (its first word that is not an option; the command's own options take no
+    value)."""
+    return next((word for word in argv if not word.startswith("-")), None)
 
 
 def _input_error_types() -> tuple:
@@ -289,7 +304,12 @@ def _input_error_types() -> tuple:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
+    missing: Dict[str, str] = {}
+    parser = build_parser(missing)
+    command = _command_word(sys.argv[1:] if argv is None else argv)
+    if command in missing:
+        print(f"medsam-segment: error: {missing[command]}", file=sys.stderr)
+        return EXIT_USAGE
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()

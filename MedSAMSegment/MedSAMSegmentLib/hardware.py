@@ -11,7 +11,6 @@ Environment defaults (an explicit argument wins): ``MEDSAM_PRECISION`` (fp32|bf1
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 import threading
@@ -121,7 +120,7 @@ def configure_allocator(mmap_threshold: int = 32 * 2**20, trim_threshold: int = 
     if os.environ.get("MEDSAM_NO_MALLOPT") or not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)  # the process's own symbols, libc's among them (find_library would fork ldconfig)
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False  # musl or another libc: nothing to do

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import http.client
 import json
-import urllib.error
 import urllib.parse
-import urllib.request
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 from .remote_protocol import API_PREFIX, FRAME_MEDIA_TYPE, Manifest, Message, unpack
 
@@ -70,6 +68,28 @@ def read_token(path: str) -> str:
     return token
 
 
+def exchange(url: str, method: str, body: Union[bytes, Iterable[bytes], None], headers: Dict[str, str],
+             timeout: float) -> Tuple[int, Dict[str, str], bytes]:
+    """One HTTP request to ``url`` (http or https); returns the answer's status, headers and body, whatever the
+    status. A ``body`` given as an iterable of chunks is sent chunked (no ``Content-Length``). A server may answer
+    before it has read the whole body (413: larger than its limit) and close the connection, so that sending the
+    rest fails: the answer it gave is still read and returned. Raises ``OSError`` or
+    :class:`http.client.HTTPException` only when no answer can be read."""
+    parsed = urllib.parse.urlsplit(url)
+    kind = http.client.HTTPSConnection if parsed.scheme == "https" else http.client.HTTPConnection
+    connection = kind(parsed.hostname or "", parsed.port, timeout=timeout)
+    target = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
+    try:
+        try:
+            connection.request(method, target, body=body, headers=headers)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server stopped reading: it has answered (413) and closed; its answer is waiting to be read
+        answer = connection.getresponse()
+        return answer.status, dict(answer.headers), answer.read()
+    finally:
+        connection.close()
+
+
 def _classified(status: int, detail: str, body: dict) -> ServerError:
     if status == 409 and "missing" in body:
         return MissingSlices(detail, status, body)
@@ -117,26 +137,23 @@ class ServerConnection:
             headers[SESSION_KEY_HEADER] = self.session_key
         if self.volume_hint:
             headers[ROUTING_HEADER] = self.volume_hint
-        request = urllib.request.Request(self.url + API_PREFIX + path, data=body, method=method, headers=headers)
         self.bytes_sent += len(body or b"")
         try:
-            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
-                data = response.read()
-                self.bytes_received += len(data)
-                return response.status, dict(response.headers), data
-        except urllib.error.HTTPError as error:
-            data = error.read()
-            try:
-                parsed = json.loads(data.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError):
-                parsed = {}
-            parsed = parsed if isinstance(parsed, dict) else {}
-            detail = str(parsed.get("detail") or error.reason or "no reason given")
-            raise _classified(error.code, " ".join(detail.split()), parsed) from None
-        except (TimeoutError, urllib.error.URLError, http.client.HTTPException, ConnectionError, OSError) as exc:
-            reason = getattr(exc, "reason", None) or exc
-            raise ServerUnreachable(f"the MedSAM server at {self.url} did not answer ({reason}); check that it "
-                                    "runs and the address") from None
+            status, answer_headers, data = exchange(self.url + API_PREFIX + path, method, body, headers,
+                                                    timeout or self.timeout)
+        except (TimeoutError, http.client.HTTPException, OSError) as exc:
+            raise ServerUnreachable(f"the MedSAM server at {self.url} did not answer ({exc or type(exc).__name__}); "
+                                    "check that it runs and the address") from None
+        self.bytes_received += len(data)
+        if 200 <= status < 300:
+            return status, answer_headers, data
+        try:
+            parsed = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            parsed = {}
+        parsed = parsed if isinstance(parsed, dict) else {}
+        detail = str(parsed.get("detail") or http.client.responses.get(status, "") or "no reason given")
+        raise _classified(status, " ".join(detail.split()), parsed)
 
     def json(self, method: str, path: str, payload: Optional[object] = None, session: bool = False,
              timeout: Optional[float] = None) -> dict:

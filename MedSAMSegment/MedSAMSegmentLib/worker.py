@@ -21,8 +21,10 @@ its result header as ``preview`` and the array ``slab``), ``cancelled``, ``need_
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -171,12 +173,31 @@ class Worker:
 
 
 def main() -> int:
-    """Serve on the process's standard input and output."""
+    """Serve on the process's standard input and output. On POSIX, ``SIGUSR1`` writes every thread's stack to
+    standard error (the worker's log; :meth:`WorkerClient.dump_stacks`)."""
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints must never corrupt the protocol stream
     sys.stdout = sys.stderr
-    Worker(sys.stdin.buffer, protocol_out).serve()
+    try:
+        Worker(sys.stdin.buffer, protocol_out).serve()
+    finally:
+        _end_own_group()
     return 0
+
+
+def _end_own_group() -> None:
+    """When this process leads its process group (POSIX; :class:`WorkerClient` starts it so), send the rest of
+    the group ``SIGTERM`` on the way out, so nothing a library forked outlives the worker, also when the client
+    itself died (the worker then exits at the end of its input)."""
+    if os.name == "nt" or os.getpgrp() != os.getpid():
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        os.killpg(0, signal.SIGTERM)
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover - run as a process by WorkerClient

@@ -3,7 +3,12 @@
 A sender thread writes requests to the worker's input and a reader thread reads its replies into a queue; the
 caller only enqueues (:meth:`WorkerClient.request`) and drains (:meth:`WorkerClient.poll`), both in microseconds.
 When the worker exits, :meth:`poll` returns one ``{"op": "exited"}`` message with the exit code and the last line
-the worker wrote to its log, also when something the worker started still holds its output pipe open.
+the worker wrote to its log: the process's exit ends its runs, whatever its pipes do.
+
+On POSIX the worker leads a process group of its own, and that group is ended with it (on :meth:`close`,
+:meth:`kill`, and when the worker dies): nothing a library in the worker started (``ctypes.util.find_library``
+runs ``ldconfig``; a forked helper inherits every descriptor) outlives it holding a pipe open. A hung worker's
+threads can be dumped into its log (:meth:`dump_stacks`).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import itertools
 import os
 import queue
+import signal
 import subprocess
 import sys
 import tempfile
@@ -88,7 +94,7 @@ class WorkerClient:
         try:
             self.process = subprocess.Popen(
                 [self.python, "-m", "MedSAMSegmentLib.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=log, env=env, creationflags=flags,
+                stderr=log, env=env, creationflags=flags, start_new_session=os.name != "nt",
             )
         finally:
             log.close()
@@ -111,7 +117,8 @@ class WorkerClient:
         return drained(self._incoming)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Ask the worker to stop; kill it if it has not stopped after ``timeout`` seconds."""
+        """Ask the worker to stop; kill it (and its process group) if it has not stopped after ``timeout``
+        seconds."""
         if self.process is None:
             return
         self._outgoing.put(({"op": "shutdown"}, None))
@@ -119,8 +126,37 @@ class WorkerClient:
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+            self.kill()
+        self._end_group()
+
+    def kill(self) -> None:
+        """End the worker and everything in its process group now; :meth:`poll` then reports ``exited``."""
+        if self.process is None:
+            return
+        self._end_group()
+        self.process.kill()
+        try:
+            self.process.wait(10.0)
+        except subprocess.TimeoutExpired:
+            pass  # stuck in the kernel (a device driver): the waiter reports it when it goes
+
+    def dump_stacks(self) -> None:
+        """Have a running worker write every thread's stack to its log (POSIX: ``SIGUSR1``, see
+        :func:`worker.main`); for diagnosing a worker that stopped answering."""
+        if self.running and hasattr(signal, "SIGUSR1"):
+            try:
+                os.kill(self.process.pid, signal.SIGUSR1)
+            except OSError:
+                pass
+
+    def _end_group(self) -> None:
+        """Kill what is left of the worker's process group (POSIX; the worker leads it)."""
+        if self.process is None or os.name == "nt":
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except OSError:
+            pass  # ProcessLookupError: nothing is left of it
 
     def last_log_line(self) -> str:
         try:
@@ -157,7 +193,14 @@ class WorkerClient:
         self._read_done.set()
 
     def _wait_loop(self) -> None:
-        """Report the worker's exit once its replies are read, or :data:`EXIT_DRAIN_S` after it exited."""
+        """When the worker exits: end its process group, then report the exit once its replies are read, or
+        :data:`EXIT_DRAIN_S` after it exited."""
+        if hasattr(os, "waitid") and os.name != "nt":
+            try:  # wait without reaping, so that the group's id cannot be reused before the group is ended
+                os.waitid(os.P_PID, self.process.pid, os.WEXITED | os.WNOWAIT)
+            except ChildProcessError:
+                pass  # already reaped (Popen.poll on another thread)
+        self._end_group()
         code = self.process.wait()
         self._read_done.wait(EXIT_DRAIN_S)
         self._incoming.put(({"op": "exited", "returncode": code,

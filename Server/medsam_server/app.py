@@ -4,7 +4,8 @@
 Every ``/v1`` request carries ``Authorization: Bearer <token>`` when the server has a token; every run, status
 and result request on a session also carries ``X-MedSAM-Session-Key``. Errors answer ``{"detail": one line}``
 with 401 (token), 403 (session key), 404 (unknown session, run or volume), 409 (slices to upload first:
-``missing``), 410 (session expired), 413 (body too large), 422 (a body or value that is not valid), 503 (full).
+``missing``), 410 (session expired), 413 (body too large: answered before the rest is read, and the connection
+closed), 422 (a body or value that is not valid), 503 (full).
 No body is ever unpickled: arrays travel only in :mod:`MedSAMSegmentLib.remote_protocol` frames.
 """
 
@@ -77,6 +78,8 @@ def create_app(config: ServerConfig, state: ServerState) -> FastAPI:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:  # noqa: ARG001
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        if exc.status == 413:  # the rest of the body is not read: end the connection rather than drain it
+            headers = {"Connection": "close"}
         return JSONResponse({"detail": exc.detail, **exc.extra}, status_code=exc.status, headers=headers)
 
     @app.exception_handler(SessionProblem)
@@ -95,6 +98,8 @@ def create_app(config: ServerConfig, state: ServerState) -> FastAPI:
         return state.sessions.get(session_id, request.headers.get(SESSION_KEY_HEADER))
 
     async def body_of(request: Request) -> bytes:
+        """The body, refused with 413 before the rest is read: at once when its declared ``Content-Length`` is
+        over the limit, else as soon as what arrived passes it (a chunked body)."""
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > config.max_body_bytes:
             raise ApiError(413, f"the body of {int(declared)} bytes is larger than the server's limit of "

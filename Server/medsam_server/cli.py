@@ -61,6 +61,12 @@ def run_serve(args: argparse.Namespace) -> int:
               flush=True)
 
     if args.replicas > 1 or args.ray_address:
+        from MedSAMSegmentLib.extras import missing_line
+
+        try:
+            import ray.serve  # noqa: F401 - checked before anything starts
+        except ImportError as exc:
+            raise UsageError(missing_line("serve --replicas/--ray-address", exc, prefer=("serve-ray",))) from None
         from .ray_deployment import serve_on_ray
 
         serve_on_ray(config, args.replicas, args.ray_address, args.gpus_per_replica, on_ready=ready)
@@ -72,7 +78,9 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def register_serve(subparsers: argparse._SubParsersAction) -> None:
-    import fastapi  # noqa: F401 - without the serve extra the command is not offered
+    """Add ``serve``; raises ImportError, before adding anything, without the serve extra (FastAPI, uvicorn): the
+    command line then names the extra instead."""
+    import fastapi  # noqa: F401
     import uvicorn  # noqa: F401
 
     parser = subparsers.add_parser("serve", help="serve MedSAM over HTTP to Slicer and command-line clients")

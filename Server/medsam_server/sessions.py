@@ -3,9 +3,9 @@
 A client opens a session and gets its id and a secret key; every run it starts belongs to that session and is
 read (status, result) or cancelled only with that key. The key is an HMAC of the id under the registry's secret,
 so replicas that share the secret (Ray Serve, :mod:`ray_deployment`) accept each other's sessions, and a restarted
-server (a new secret) does not know the old ones. A session idle for longer than the timeout expires: the next
-request on it is told so (:class:`SessionExpired`) and the client opens a new one. The registry holds at most
-``max_sessions`` sessions; expired ones are dropped first.
+server (a new secret) does not know the old ones. A session idle for longer than the timeout (no request and no
+run under way) expires: the next request on it is told so (:class:`SessionExpired`) and the client opens a new
+one. The registry holds at most ``max_sessions`` sessions; expired ones are dropped first.
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ class Run:
     cancel_requested: bool = False
     changed: threading.Condition = field(default_factory=threading.Condition)
     version: int = 0
+    changed_at: float = field(default_factory=time.monotonic)  # when it last changed (time.monotonic)
 
     @property
     def finished(self) -> bool:
@@ -80,6 +81,7 @@ class Run:
             for name, value in values.items():
                 setattr(self, name, value)
             self.version += 1
+            self.changed_at = time.monotonic()
             self.changed.notify_all()
 
     def wait_change(self, since: int, timeout: float) -> None:
@@ -99,6 +101,13 @@ class ClientSession:
     last_seen: float
     runs: OrderedDict[str, Run] = field(default_factory=OrderedDict)
 
+    def idle_for(self, now: float) -> float:
+        """Seconds without a request and without a run under way: since its last request or since its last run
+        ended, whichever is later; 0 while one of its runs is under way (its client is waiting on it)."""
+        if any(not run.finished for run in self.runs.values()):
+            return 0.0
+        return now - max([self.last_seen, *(run.changed_at for run in self.runs.values())])
+
     def add(self, run: Run) -> None:
         self.runs[run.run_id] = run
         finished = [rid for rid, r in self.runs.items() if r.finished]
@@ -107,8 +116,9 @@ class ClientSession:
 
 
 class SessionRegistry:
-    """The sessions of one server process (thread-safe). ``timeout_s``: idle time before a session expires;
-    ``secret``: the key the session keys are made with (default: new for this process)."""
+    """The sessions of one server process (thread-safe). ``timeout_s``: idle time before a session expires
+    (:meth:`ClientSession.idle_for`); ``secret``: the key the session keys are made with (default: new for this
+    process); ``clock``: :func:`time.monotonic` or a clock on its scale."""
 
     def __init__(self, max_sessions: int, timeout_s: float, secret: Optional[bytes] = None,
                  clock=time.monotonic) -> None:
@@ -173,7 +183,7 @@ class SessionRegistry:
     def _drop_expired(self) -> None:
         now = self._clock()
         for session_id, session in list(self._sessions.items()):
-            if now - session.last_seen > self.timeout_s:
+            if session.idle_for(now) > self.timeout_s:
                 del self._sessions[session_id]
                 self._expired.append(session_id)
                 for run in session.runs.values():
