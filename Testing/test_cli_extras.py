@@ -64,7 +64,6 @@ def test_each_optional_module_is_named_by_the_extra_that_brings_it():
     assert extra_providing("numpy") is None  # a dependency of every install
 
 
-@pytest.mark.timeout(600)
 @pytest.mark.parametrize("hidden", [*([m] for m in OPTIONAL), list(OPTIONAL)], ids=[*OPTIONAL, "all"])
 def test_the_command_line_works_without_each_optional_dependency(hider, hidden):
     for module in hidden:  # the module really is hidden

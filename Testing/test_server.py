@@ -80,6 +80,7 @@ def test_the_server_gives_the_local_mask_and_sends_each_slice_once(server, local
     assert remote.connection.bytes_sent - before < uploaded
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["brats_pat0001_tumor_core", "cord_t2"])
 def test_development_cases_give_the_local_mask_on_the_server(server, local, dev_cases, name):
     """Raw MR intensities: the client normalises over the whole volume, then sends only the range."""
@@ -263,7 +264,6 @@ def test_pickles_oversized_and_forged_bodies_are_refused_and_the_server_goes_on(
         assert remote.segment("demo", KEYS, SPEC, pipeline.SegmentationSettings()).result.mask.any()
 
 
-@pytest.mark.timeout(120)
 def test_a_body_over_the_limit_is_answered_413_before_it_is_read_and_the_client_reads_the_answer():
     """The server answers a body over --max-upload-mb at once (declared by its Content-Length, or as soon as a
     chunked one passes the limit) and closes, while the client is still sending: the client still reads the 413's
@@ -322,7 +322,6 @@ def test_an_expired_session_says_so_and_the_client_opens_a_new_one(lite_model, e
         assert again.result.mask.any() and remote.connection.session_id != old
 
 
-@pytest.mark.timeout(30)
 def test_a_session_does_not_expire_while_its_run_is_under_way():
     """Idle means no request and no run under way: a client waiting on a long run (a status request waits up to
     10 s) keeps its session; the idle time counts from the run's end."""

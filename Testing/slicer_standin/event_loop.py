@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, List, Optional
 
+from MedSAMSegmentLib.gui_stalls import cpu_wait_seconds
+
 if TYPE_CHECKING:
     from .application import SlicerApplicationStandin
     from .qt_core import QTimer
@@ -14,11 +16,20 @@ if TYPE_CHECKING:
 
 @dataclass
 class Tick:
-    """One timer timeout served by the loop: when it started (``time.monotonic``) and how long its slots took."""
+    """One timer timeout served by the loop: when it started (``time.monotonic``), how long its slots held the GUI
+    thread (less the time the thread waited for a CPU meanwhile: the machine's load, not the program's doing;
+    ``MedSAMSegmentLib.gui_stalls``), and the thread's CPU wait so far when it started (None where not known)."""
 
     timer: QTimer
     started: float
     seconds: float
+    cpu_waited: Optional[float] = None
+
+
+def _less_cpu_wait(seconds: float, waited_before: Optional[float], waited_after: Optional[float]) -> float:
+    if waited_before is None or waited_after is None:
+        return seconds
+    return max(0.0, seconds - (waited_after - waited_before))
 
 
 class EventLoop:
@@ -61,9 +72,10 @@ class EventLoop:
                     timer._due += timer.interval / 1000.0
                     if timer._due < now:
                         timer._due = now + timer.interval / 1000.0
-                started = time.monotonic()
+                started, waited = time.monotonic(), cpu_wait_seconds()
                 timer._emit("timeout")
-                self.ticks.append(Tick(timer, started, time.monotonic() - started))
+                seconds = _less_cpu_wait(time.monotonic() - started, waited, cpu_wait_seconds())
+                self.ticks.append(Tick(timer, started, seconds, waited))
                 fired += 1
         finally:
             self._serving = False
@@ -95,8 +107,8 @@ class EventLoop:
 
     @staticmethod
     def gaps(ticks: List[Tick]) -> List[float]:
-        """Seconds between the starts of consecutive ticks."""
-        return [b.started - a.started for a, b in zip(ticks, ticks[1:])]
+        """Seconds between the starts of consecutive ticks, less the GUI thread's waits for a CPU in between."""
+        return [_less_cpu_wait(b.started - a.started, a.cpu_waited, b.cpu_waited) for a, b in zip(ticks, ticks[1:])]
 
     def longest_callback(self, since: float = 0.0) -> float:
         return max((t.seconds for t in self.ticks if t.started >= since), default=0.0)
