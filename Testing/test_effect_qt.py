@@ -794,6 +794,11 @@ def test_two_segments_keep_their_own_boxes_and_segment_independently(standin, mr
     plain.AddControlPoint(vtk.vtkVector3d(*corner_a))
     plain.AddControlPoint(vtk.vtkVector3d(*corner_b))
     assert effect.takeInButton.enabled and effect.takeInButton.text == "Take in 1 markups"
+    crop = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "Crop Volume ROI")  # a 3D box: never offered
+    crop.CreateDefaultDisplayNodes()
+    crop.SetCenter(*((corner_a + corner_b) / 2.0))
+    crop.SetSize(80.0, 80.0, 60.0)
+    assert effect.takeInButton.text == "Take in 1 markups"
     assert table.rowCount() == 2
     sample = sample_scene.load_sample(scene)  # its ROIs belong to the sample's own segment: not offered
     assert effect.takeInButton.text == "Take in 1 markups"

@@ -111,3 +111,72 @@ def test_watcher_ignores_nodes_that_are_no_roi_or_line(mrml_scene):
         assert calls == [1]
     finally:
         watcher.stop()
+
+
+def test_take_in_offers_only_markups_drawn_on_a_slice_of_the_volume(mrml_scene):
+    """Crop Volume ROIs, rulers elsewhere or across slices and hidden markups are no key box candidates."""
+    import vtk
+
+    volume, segmentation, editor_node, logic, ids, (a, b) = _two_targets(mrml_scene)  # 48 x 40 x 14, 0.8/0.8/2 mm
+    scene = mrml_scene.scene
+    drawn = key_box_nodes.add_roi_for_key_box(scene, volume, 0, KeyBox(4, (1.0, 1.0, 9.0, 9.0)), "thin box")
+    toolbar = scene.AddNewNodeByClass(mrml_markups.ROI_CLASS, "toolbar box")  # two clicks in an axial view
+    toolbar.CreateDefaultDisplayNodes()
+    toolbar.AddControlPoint(vtk.vtkVector3d(5.0, 5.0, 8.0))
+    toolbar.AddControlPoint(vtk.vtkVector3d(20.0, 15.0, 8.0))
+    line = make_line(mrml_scene, (5.0, 5.0, 8.0), (12.0, 9.0, 8.0), "diameter")
+    flat_line = make_line(mrml_scene, (5.0, 5.0, 12.0), (15.0, 5.0, 12.0), "diameter along an image axis")
+    crop = scene.AddNewNodeByClass(mrml_markups.ROI_CLASS, "Crop Volume ROI")  # a 3D box, its point at the centre
+    crop.CreateDefaultDisplayNodes()
+    crop.SetCenter(18.8, 15.6, 13.0)
+    crop.SetSize(30.0, 30.0, 10.0)
+    make_line(mrml_scene, (5.0, 5.0, 300.0), (12.0, 9.0, 300.0), "ruler above the volume")
+    make_line(mrml_scene, (60.0, 60.0, 8.0), (70.0, 65.0, 8.0), "ruler beside the volume")
+    make_line(mrml_scene, (2.0, 2.0, 2.0), (30.0, 25.0, 20.0), "ruler across slices")
+    hidden = make_line(mrml_scene, (5.0, 5.0, 10.0), (12.0, 9.0, 10.0), "hidden")
+    hidden.GetDisplayNode().SetVisibility2D(False)
+    key_box_nodes.assign(key_box_nodes.add_roi_for_key_box(scene, volume, 0, KeyBox(6, (3.0, 3.0, 9.0, 9.0))), b)
+
+    offered = key_box_nodes.take_in_candidates(scene, a)
+    assert {n.GetName() for n in offered} == {"thin box", "toolbar box", "diameter", "diameter along an image axis"}
+    assert key_box_nodes.take_in(offered, a) == 4
+    assert set(key_box_nodes.key_box_nodes(scene, a)) == {drawn, toolbar, line, flat_line}
+    assert key_box_nodes.take_in_candidates(scene, a) == []
+    hidden.GetDisplayNode().SetVisibility2D(True)
+    assert key_box_nodes.take_in_candidates(scene, a) == [hidden]
+    no_volume = RunTarget("vtkMRMLScalarVolumeNodeMissing", a.segmentation_id, a.segment_id)
+    assert key_box_nodes.take_in_candidates(scene, no_volume) == []
+
+
+def test_key_boxes_drawn_on_one_volume_are_taken_in_and_run_on_another(mrml_scene):
+    """Boxes of a segment drawn on volume A map through volume B's own geometry when taken in for B."""
+    volume_a, segmentation, editor_node, logic, ids, (a, b) = _two_targets(mrml_scene)
+    scene = mrml_scene.scene
+    ijk_to_ras_b = np.array([[1.0, 0, 0, 4.0], [0, 1.0, 0, 2.0], [0, 0, 1.5, 3.0], [0, 0, 0, 1]])
+    volume_b = make_volume(mrml_scene, np.full((20, 30, 30), 200, dtype=np.int16), ijk_to_ras_b, "volume B")
+    inside = [key_box_nodes.add_roi_for_key_box(scene, volume_a, 0, KeyBox(s, (12.0, 12.0, 30.0, 26.0)))
+              for s in (3, 7)]  # z = 6 and 14 mm: B's slices 2 and 7
+    outside = key_box_nodes.add_roi_for_key_box(scene, volume_a, 0, KeyBox(0, (12.0, 12.0, 30.0, 26.0)))  # z = 0
+    for node in inside + [outside]:
+        key_box_nodes.assign(node, a)
+    other_segment = key_box_nodes.add_roi_for_key_box(scene, volume_a, 0, KeyBox(5, (12.0, 12.0, 30.0, 26.0)))
+    key_box_nodes.assign(other_segment, b)
+
+    editor_node.SetAndObserveSourceVolumeNode(volume_b)
+    on_b = key_box_nodes.target_from_editor(editor_node)
+    assert on_b == RunTarget(volume_b.GetID(), a.segmentation_id, a.segment_id)
+    assert key_box_nodes.key_box_nodes(scene, on_b) == []
+    assert key_box_nodes.take_in_candidates(scene, on_b) == inside
+    assert key_box_nodes.take_in(key_box_nodes.take_in_candidates(scene, on_b), on_b) == 2
+    assert key_box_nodes.key_box_nodes(scene, on_b) == inside
+    assert all(n.GetNodeReferenceID(key_box_nodes.VOLUME_REFERENCE) == volume_b.GetID() for n in inside)
+    assert key_box_nodes.key_box_nodes(scene, a) == [outside]  # re-tied, not copied
+    keys = mrml_markups.markups_key_boxes(inside, volume_b).sorted()
+    assert [k.slice_index for k in keys] == [2, 7]
+    assert keys[0].box == (6.0, 8.0, 20.0, 18.0)  # x 9.6-24 mm, y 9.6-20.8 mm: B's 1 mm voxels from (4, 2)
+
+    run = effect.MedSAMEffectLogic(model_loader=lambda *args: StandInModel("inner"), batch_size=4)
+    outcome = run.run(mrml_segments.SegmentWriter(logic), volume_b, key_box_nodes.key_box_nodes(scene, on_b))
+    assert outcome.slice_range == (2, 7)
+    mask = mrml_segments.segment_mask(segmentation, ids[0], volume_b)
+    assert mask[2:8].any() and not mask[:2].any() and not mask[8:].any()

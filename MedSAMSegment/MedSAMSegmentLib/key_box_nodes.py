@@ -4,6 +4,11 @@ A target is a segment of a segmentation, segmented on a source volume. A key box
 one target: node references to the volume and the segmentation (they survive saving and reloading the scene)
 and an attribute with the segment ID. Two lesions in two segments therefore keep their boxes apart, and markups
 made elsewhere (the Markups toolbar, **Load sample**, a file) are ignored until the user takes them in.
+
+Take in (:func:`take_in_candidates`) offers only the markups drawn on a slice of the target's volume, so that a
+Crop Volume ROI (a 3D box) or a ruler elsewhere is never counted; a key box is tied to its volume, but those of the
+same segment drawn on another volume are offered too, and taking them in ties them to the target's volume (their
+geometry is in RAS, so they map to any volume's voxels through its own geometry).
 """
 
 from __future__ import annotations
@@ -14,14 +19,17 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import mrml, mrml_markups
-from .geometry import GeometryError, KeyBox, in_plane_axes
-from .markup_boxes import DEFAULT_LINE_MARGIN
+from .geometry import GeometryError, KeyBox, in_plane_axes, slice_shape
+from .markup_boxes import DEFAULT_LINE_MARGIN, angles_to_image_axes, ras_to_numpy_index, roi_corners_ras
 
 KEY_BOX_ATTRIBUTE = "MedSAM.KeyBox"
 SEGMENT_ATTRIBUTE = "MedSAM.SegmentID"
 VOLUME_REFERENCE = "MedSAMSourceVolume"
 SEGMENTATION_REFERENCE = "MedSAMSegmentation"
 MARKUPS_CLASSES = (mrml_markups.ROI_CLASS, mrml_markups.LINE_CLASS)
+#: A ROI at most this many voxels thick along one of the volume's axes lies on one slice (the ROIs
+#: :func:`add_roi_for_key_box` makes are half a voxel thick).
+FLAT_VOXELS = 1.0
 
 
 class TargetError(RuntimeError):
@@ -107,8 +115,107 @@ def unassigned_markups(scene) -> List:
             if node.GetAttribute(KEY_BOX_ATTRIBUTE) != "1" and mrml_markups.markups_is_placed(node)]
 
 
+def _may_take_in(node, target: RunTarget) -> bool:
+    """No key box, or a key box of the target's segment tied to another (or a removed) volume."""
+    if node.GetAttribute(KEY_BOX_ATTRIBUTE) != "1":
+        return True
+    return (node.GetAttribute(SEGMENT_ATTRIBUTE) == target.segment_id
+            and node.GetNodeReferenceID(SEGMENTATION_REFERENCE) == target.segmentation_id
+            and node.GetNodeReferenceID(VOLUME_REFERENCE) != target.volume_id)
+
+
+def _shown_in_slice_views(node) -> bool:
+    display = node.GetDisplayNode()
+    return display is None or bool(display.GetVisibility() and display.GetVisibility2D())
+
+
+def _two_click_depth_axis(roi_node) -> Optional[int]:
+    """The ROI's own axis (0-2) across the view a Box ROI was drawn in with two clicks, or None.
+
+    Slicer keeps the first click, a corner of the drawn rectangle on its mid-plane, as the ROI's one control point
+    and pads its depth to its shorter other side (``vtkMRMLMarkupsROINode``); a box sized or moved since (a Crop
+    Volume ROI, one resized with its handles) has its control point at its centre instead.
+    """
+    if roi_node.GetROIType() != roi_node.ROITypeBox or roi_node.GetNumberOfControlPoints() != 1:
+        return None
+    size = np.abs(np.array(roi_node.GetSize(), dtype=float))
+    point = [0.0, 0.0, 0.0]
+    roi_node.GetNthControlPointPositionWorld(0, point)
+    object_to_world = mrml.to_numpy_matrix(roi_node.GetObjectToWorldMatrix())
+    local = (np.linalg.inv(object_to_world) @ np.r_[point, 1.0])[:3]
+    tolerance = 1e-6 * max(float(size.max()), 1.0)
+    for depth in range(3):
+        others = [a for a in range(3) if a != depth]
+        if (abs(local[depth]) <= tolerance and abs(size[depth] - min(size[others])) <= tolerance
+                and all(abs(abs(local[a]) - size[a] / 2.0) <= tolerance for a in others)):
+            return depth
+    return None
+
+
+def _roi_slice_axis(roi_node, ras_to_ijk: np.ndarray) -> Optional[int]:
+    """The volume axis a ROI without a recorded view was drawn across: the one it is at most :data:`FLAT_VOXELS`
+    thick along, else the one nearest the depth of a two-click box; None for a 3D box."""
+    object_to_world = mrml.to_numpy_matrix(roi_node.GetObjectToWorldMatrix())
+    size = np.abs(np.array(roi_node.GetSize(), dtype=float))
+    corners = ras_to_numpy_index(roi_corners_ras((0.0, 0.0, 0.0), size, object_to_world), ras_to_ijk)
+    extent = np.ptp(corners, axis=0)
+    if float(extent.min()) <= FLAT_VOXELS:
+        return int(np.argmin(extent))
+    depth = _two_click_depth_axis(roi_node)
+    if depth is None:
+        return None
+    return int(np.argmin(angles_to_image_axes(object_to_world[:3, depth], np.linalg.inv(ras_to_ijk))))
+
+
+def _drawn_on_a_slice(node, ras_to_ijk: np.ndarray, shape) -> bool:
+    """Whether a placed ROI or line gives a key box on a slice of the volume that overlaps the image."""
+    if node.IsA(mrml_markups.LINE_CLASS):
+        axes: List[Optional[int]] = [0, 1, 2]  # a line is flat along the axes it spans less than a slice of
+    elif mrml_markups.recorded_slice_normal(node) is not None:
+        axes = [None]  # the view it was drawn in gives the axis
+    else:
+        axes = [_roi_slice_axis(node, ras_to_ijk)]
+        if axes[0] is None:
+            return False
+    for axis in axes:
+        try:
+            if node.IsA(mrml_markups.LINE_CLASS):
+                axis, key = mrml_markups.line_node_key_box(node, ras_to_ijk, shape, axis)
+            else:
+                axis, key = mrml_markups.roi_node_key_box(node, ras_to_ijk, shape, axis)
+        except GeometryError:
+            continue
+        rows, cols = slice_shape(shape, axis)
+        x0, y0, x1, y1 = key.box
+        if x1 >= 0 and y1 >= 0 and x0 <= cols - 1 and y0 <= rows - 1:
+            return True
+    return False
+
+
+def take_in_candidates(scene, target: RunTarget) -> List:
+    """The placed ROI and line nodes that **Take in** makes key boxes of ``target``.
+
+    A node qualifies when it is no key box (made with the Markups toolbar, loaded, ...) or a key box of the same
+    segmentation and segment tied to another volume; is not hidden in the slice views (its display node, when it
+    has one, is visible there); and is drawn on a slice of the target's volume: it gives a key box there that
+    overlaps the image (its slice inside the volume, within the allowed obliquity) and is flat, that is a line
+    (it spans less than one slice), a ROI with its drawing view recorded, a ROI at most :data:`FLAT_VOXELS` thick
+    along a volume axis, or a Box ROI drawn with two clicks (:func:`_two_click_depth_axis`). A 3D box (a Crop
+    Volume ROI) and markups elsewhere in space do not qualify. Empty when the target's volume has no image.
+    """
+    volume = scene.GetNodeByID(target.volume_id) if scene is not None else None
+    if volume is None or volume.GetImageData() is None:
+        return []
+    ras_to_ijk = np.linalg.inv(mrml.volume_ijk_to_world(volume))
+    shape = volume.GetImageData().GetDimensions()[::-1]
+    return [node for node in _markups_nodes(scene)
+            if _may_take_in(node, target) and mrml_markups.markups_is_placed(node) and _shown_in_slice_views(node)
+            and _drawn_on_a_slice(node, ras_to_ijk, shape)]
+
+
 def take_in(nodes, target: RunTarget) -> int:
-    """Assign every given node to ``target``; returns how many."""
+    """Assign every given node to ``target`` (a key box of another volume is tied to the target's); returns how
+    many."""
     count = 0
     for node in nodes:
         assign(node, target)

@@ -124,7 +124,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.placeLineButton.checkable = True
         self.placeLineButton.toolTip = "Click both ends of the target's longest diameter (RECIST) in a slice view"
         self.takeInButton = qt.QPushButton("Take in markups")
-        self.takeInButton.toolTip = "Make the ROIs and lines placed elsewhere key boxes of the selected segment"
+        self.takeInButton.toolTip = "Make ROIs and lines drawn elsewhere on this volume's slices key boxes here"
         placeRow.addWidget(self.placeBoxButton)
         placeRow.addWidget(self.placeLineButton)
         placeRow.addWidget(self.takeInButton)
@@ -476,7 +476,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
         target = self.target()
         if target is not None:
-            count = key_box_nodes.take_in(key_box_nodes.unassigned_markups(slicer.mrmlScene), target)
+            count = key_box_nodes.take_in(key_box_nodes.take_in_candidates(slicer.mrmlScene, target), target)
             self.statusLabel.text = f"Took in {count} markups as key boxes of the selected segment."
             self.updateKeyBoxTable()
 
@@ -495,7 +495,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                 item = qt.QTableWidgetItem(value)
                 item.setData(qt.Qt.UserRole, row.node_id)
                 self.keyBoxTable.setItem(r, c, item)
-        others = len(key_box_nodes.unassigned_markups(slicer.mrmlScene))
+        others = len(key_box_nodes.take_in_candidates(slicer.mrmlScene, target)) if target else 0
         self.takeInButton.text = f"Take in {others} markups" if others else "Take in markups"
         self.takeInButton.enabled = others > 0 and target is not None
 
