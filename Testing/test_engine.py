@@ -100,6 +100,7 @@ def _centre_box(box, half):
     return (cx - half, cy - half, cx + half, cy + half)
 
 
+@pytest.mark.slow
 def test_propagate_from_one_box_reaches_neighbouring_slices(lite_model, embedding_cache, lesion):
     image, reference = lesion
     slices = np.flatnonzero(reference.any(axis=(1, 2)))
@@ -115,6 +116,7 @@ def test_propagate_from_one_box_reaches_neighbouring_slices(lite_model, embeddin
         assert s in result.boxes
 
 
+@pytest.mark.slow
 def test_propagate_between_key_boxes_stays_inside_them_and_shares_crops_with_interpolate(lite_model, lesion):
     image, reference = lesion
     keys = keys_every(reference, 5)

@@ -23,6 +23,7 @@ def small_run(tmp_path_factory, lite_model, embedding_cache):
     return report, out, messages
 
 
+@pytest.mark.slow
 def test_writes_csv_markdown_and_plots(small_run):
     report, out, messages = small_run
     for name in ("results.csv", "results.md", "readme_section.md", "dsc_vs_spacing.png", "worst_slices.png"):
@@ -38,6 +39,7 @@ def test_writes_csv_markdown_and_plots(small_run):
     assert any("ct_lesion_000002" in m for m in messages)
 
 
+@pytest.mark.slow
 def test_numbers_agree_with_the_methods(small_run):
     report, _, _ = small_run
     by_method = {r.method: r for r in report.rows}
@@ -212,6 +214,7 @@ def test_shared_recipe_scores_as_the_recipe_run_in_full(small_run, tmp_path, lit
         assert row.nsd == pytest.approx(shared[row.method].nsd, abs=1e-3), row.method
 
 
+@pytest.mark.slow
 def test_published_options_make_our_pipeline_the_recipe(tmp_path, lite_model, embedding_cache):
     """With ``--published`` our engine runs MedSAM's published behaviour: it must score as the recipe does."""
     require_shared_data()
@@ -231,6 +234,7 @@ def test_unknown_accuracy_option_refused():
         accuracy_settings({"magic": "on"})
 
 
+@pytest.mark.slow
 def test_readme_results_section_is_generated_from_the_run(small_run, tmp_path):
     """``benchmarks/update_readme.py`` splices the run's ``readme_section.md`` into a README between markers."""
     import importlib.util

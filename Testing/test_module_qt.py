@@ -392,6 +392,7 @@ def test_closing_the_scene_cancels_and_forgets(standin, mrml_scene, worker_logic
 # (f) The module's self-test
 
 
+@pytest.mark.slow
 def test_self_test_runs_under_the_standin(standin, mrml_scene, capsys):
     standin.load_module(MODULE_SOURCE)
     import MedSAMSegment

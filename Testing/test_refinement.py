@@ -204,6 +204,7 @@ def test_the_service_refines_the_kept_run_as_the_engine_does(lite_model, embeddi
     assert served.intensity and served.device
 
 
+@pytest.mark.slow
 def test_free_first_keeps_the_free_adaptation_unless_the_confident_slices_disagree(demo_run):
     """The rule is exactly its two building blocks: the free adaptation when it holds out and the run's confident
     slices agree with it, else the anchored one (what benchmarks/corrections_study.py scores from their records)."""

@@ -167,6 +167,7 @@ def test_debug_shows_the_traceback(tmp_path, capsys):
 # Corrected with one warning each, printed once
 
 
+@pytest.mark.slow
 def test_corrected_boxes_warn_once_each_and_segment(tmp_path, capsys):
     boxes = write_json(tmp_path / "fix.json", {"slice_axis": 0, "boxes": [
         {"slice": 3, "box": [300, 140, 400, 180]},  # partly outside: clipped

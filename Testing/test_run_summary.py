@@ -100,6 +100,7 @@ def test_the_summary_matches_the_written_mask_and_the_run(cli_run, lite_model, e
     assert lines[-1] == f"wrote {out}"
 
 
+@pytest.mark.slow
 def test_a_run_writes_nothing_under_the_home_folder(cli_run, private_cache_dir):
     """The converted OpenVINO models go to the session's cache folder (MEDSAM_CACHE_DIR), never to ~/.cache."""
     _stdout, _out, home, _boxes = cli_run

@@ -100,6 +100,7 @@ def test_development_cases_give_the_local_mask_on_the_server(server, local, dev_
     assert remote.connection.bytes_sent < in_range  # the range only, one byte a voxel, compressed
 
 
+@pytest.mark.slow
 def test_refine_from_my_edits_on_the_server_gives_the_local_refinement(server, local, image):
     settings = pipeline.SegmentationSettings()
     reference = image_io.read_mask(demo.DEMO_IMAGE)[0].astype(bool)
@@ -147,6 +148,7 @@ def test_the_effect_logic_runs_on_the_server_like_the_worker(server, local, imag
         background.close()
 
 
+@pytest.mark.slow
 def test_the_command_line_client_writes_the_local_mask(server, image, tmp_path, capsys):
     from MedSAMSegmentLib.cli import main
 

@@ -275,6 +275,7 @@ def demo_case():
     return image, keys
 
 
+@pytest.mark.slow
 def test_real_worker_process_matches_in_process_run_and_recovers(demo_case):
     image, keys = demo_case
     spec = ModelSpec("lite", None, "cpu")
