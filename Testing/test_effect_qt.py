@@ -543,6 +543,7 @@ def test_killed_worker_shows_one_dialog(standin, mrml_scene, monkeypatch, capsys
         fresh.background().close()
 
 
+@pytest.mark.slow
 def test_target_deleted_or_changed_mid_run_writes_nothing(standin, mrml_scene, capsys):
     volume, _ = demo_volume(mrml_scene)
     opened = open_effect(standin, mrml_scene, volume, ("lesion", "other"))

@@ -239,6 +239,7 @@ def _brats_volume_and_boxes(mrml_scene):
     return volume, rois
 
 
+@pytest.mark.slow
 def test_cancel_during_a_run_shows_cancelled_and_writes_nothing(standin, mrml_scene, capsys):
     page = open_page(standin)
     ui, bar = page.ui, page.ui.progressBar

@@ -114,6 +114,7 @@ def test_refine_from_my_edits_on_the_server_gives_the_local_refinement(server, l
     assert got.refined is not None and got.note
 
 
+@pytest.mark.slow
 def test_the_effect_logic_runs_on_the_server_like_the_worker(server, local, image):
     """BackgroundSegmentation, as the Slicer effect drives it, with Device "Server"."""
     from test_worker import _poll_until_done
