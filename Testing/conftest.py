@@ -25,11 +25,6 @@ def pytest_collection_modifyitems(config, items):
     longest: dict = {}
     for item in items:
         marker = item.get_closest_marker("needs_time")
-        if marker is not None and marker.args and isinstance(marker.args[0], (int, float)):
-            longest[item.path] = max(longest.get(item.path, 0), marker.args[0])
-    items.sort(key=lambda item: -longest.get(item.path, 0))  # stable: the order within a file is kept
-    for item in items:
-        marker = item.get_closest_marker("needs_time")
         if marker is None:
             continue
         seconds = marker.args[0] if marker.args else marker.kwargs.get("seconds")
@@ -37,6 +32,8 @@ def pytest_collection_modifyitems(config, items):
         if not isinstance(seconds, (int, float)) or seconds < 60 or not str(reason).strip():
             raise pytest.UsageError(f"{item.nodeid}: needs_time takes (seconds >= 60, reason), got {marker.args}")
         item.add_marker(pytest.mark.timeout(seconds))
+        longest[item.path] = max(longest.get(item.path, 0), seconds)
+    items.sort(key=lambda item: -longest.get(item.path, 0))  # stable: the order within a file is kept
 
 
 @pytest.fixture(autouse=True)

@@ -26,6 +26,14 @@ def cpu_wait_seconds() -> Optional[float]:
         return None
 
 
+def less_cpu_wait(seconds: float, waited_before: Optional[float], waited_after: Optional[float]) -> float:
+    """``seconds`` of wall-clock time on one thread less what it spent waiting for a CPU meanwhile (the difference
+    of two :func:`cpu_wait_seconds` readings taken around it); ``seconds`` itself when either reading is None."""
+    if waited_before is None or waited_after is None:
+        return seconds
+    return max(0.0, seconds - (waited_after - waited_before))
+
+
 class StallMeter:
     """Call :meth:`tick` from the GUI thread at every turn of its loop; :attr:`longest` is the longest time between
     two ticks less what the thread spent waiting for a CPU in between (see the module), :attr:`gaps` all of them.
@@ -43,9 +51,7 @@ class StallMeter:
     def tick(self) -> float:
         """Record a turn of the loop; returns the gap since the last one (seconds, CPU waits taken out)."""
         now, waited = time.monotonic(), cpu_wait_seconds()
-        gap = now - self._last
-        if waited is not None and self._waited is not None:
-            gap = max(0.0, gap - (waited - self._waited))
+        gap = less_cpu_wait(now - self._last, self._waited, waited)
         self._last, self._waited = now, waited
         self.gaps.append(gap)
         return gap

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, List, Optional
 
-from MedSAMSegmentLib.gui_stalls import cpu_wait_seconds
+from MedSAMSegmentLib.gui_stalls import cpu_wait_seconds, less_cpu_wait
 
 if TYPE_CHECKING:
     from .application import SlicerApplicationStandin
@@ -24,12 +24,6 @@ class Tick:
     started: float
     seconds: float
     cpu_waited: Optional[float] = None
-
-
-def _less_cpu_wait(seconds: float, waited_before: Optional[float], waited_after: Optional[float]) -> float:
-    if waited_before is None or waited_after is None:
-        return seconds
-    return max(0.0, seconds - (waited_after - waited_before))
 
 
 class EventLoop:
@@ -74,7 +68,7 @@ class EventLoop:
                         timer._due = now + timer.interval / 1000.0
                 started, waited = time.monotonic(), cpu_wait_seconds()
                 timer._emit("timeout")
-                seconds = _less_cpu_wait(time.monotonic() - started, waited, cpu_wait_seconds())
+                seconds = less_cpu_wait(time.monotonic() - started, waited, cpu_wait_seconds())
                 self.ticks.append(Tick(timer, started, seconds, waited))
                 fired += 1
         finally:
@@ -108,7 +102,7 @@ class EventLoop:
     @staticmethod
     def gaps(ticks: List[Tick]) -> List[float]:
         """Seconds between the starts of consecutive ticks, less the GUI thread's waits for a CPU in between."""
-        return [_less_cpu_wait(b.started - a.started, a.cpu_waited, b.cpu_waited) for a, b in zip(ticks, ticks[1:])]
+        return [less_cpu_wait(b.started - a.started, a.cpu_waited, b.cpu_waited) for a, b in zip(ticks, ticks[1:])]
 
     def longest_callback(self, since: float = 0.0) -> float:
         return max((t.seconds for t in self.ticks if t.started >= since), default=0.0)
