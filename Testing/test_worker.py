@@ -337,6 +337,20 @@ if os.environ.get("FORKED_PID_FILE"):
 """
 
 
+def _forked_pids(path, count: int, timeout_s: float) -> list[int]:
+    """The first `count` pids the workers' sitecustomize wrote, waiting at most `timeout_s` for whole lines: the file
+    exists as soon as it is opened, before its line is written."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        text = path.read_text() if path.exists() else ""
+        lines = text.split("\n")[:-1]  # only lines ended by their newline are whole
+        if len(lines) >= count or time.monotonic() >= deadline:
+            break
+        time.sleep(0.02)
+    assert len(lines) >= count, f"{len(lines)} forked process(es) written in {timeout_s:.0f} s, wanted {count}"
+    return [int(line) for line in lines]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
 def test_a_killed_worker_is_reported_its_group_ended_and_the_next_run_starts_a_new_one(demo_case, tmp_path):
@@ -356,10 +370,7 @@ def test_a_killed_worker_is_reported_its_group_ended_and_the_next_run_starts_a_n
     background = BackgroundSegmentation(lambda: WorkerClient(environment=env))
     try:
         background.start("demo", lambda: image.array.copy(), image.ijk_to_ras(), keys, spec, settings)
-        deadline = time.monotonic() + 60
-        while not pids.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        forked = int(pids.read_text().split()[0])  # the worker has started and forked
+        forked = _forked_pids(pids, 1, 60.0)[0]  # the worker has started and forked
         assert not _ended(forked)
         background._client.process.kill()  # the worker alone, as a crash would
         died, _ = _poll_until_done(background, 60.0)
@@ -370,7 +381,7 @@ def test_a_killed_worker_is_reported_its_group_ended_and_the_next_run_starts_a_n
         background.start("demo", lambda: image.array.copy(), image.ijk_to_ras(), keys, spec, settings)
         again, _ = _poll_until_done(background, 240.0)
         assert again.kind == "finished" and again.result.result.mask.any(), again.message
-        second = int(pids.read_text().split()[1])
+        second = _forked_pids(pids, 2, 10.0)[1]
     finally:
         background.close()
     assert _ends(second), "closing the worker left the process it forked"
