@@ -27,35 +27,18 @@ import queue
 import signal
 import sys
 import threading
-import time
 import traceback
 from typing import BinaryIO, Dict, Optional, Set
 
 import numpy as np
 
 from .engine import Cancelled
-from .service import (
-    ModelSpec,
-    SegmentationService,
-    corrected_from_wire,
-    key_boxes_from_wire,
-    result_header,
-    settings_from_wire,
-)
+from .request_dispatch import MODEL_OPS, failure_reply, run_request, throttled
+from .service import ModelSpec, SegmentationService
 from .worker_protocol import ProtocolError, read_message, write_message
 
 #: Least time between two progress replies, seconds.
 PROGRESS_INTERVAL = 0.05
-
-
-def input_error_types() -> tuple:
-    """Exceptions that mean the user's input is wrong (answered with ``kind: input``)."""
-    from .geometry import GeometryError
-    from .intensity import IntensityError
-    from .io import InputError
-    from .models import CheckpointError
-
-    return (GeometryError, IntensityError, InputError, CheckpointError, ValueError)
 
 
 class Worker:
@@ -110,8 +93,7 @@ class Worker:
             except Cancelled:
                 self.send({"op": "cancelled", "id": request_id})
             except Exception as exc:  # noqa: BLE001 - every failure is answered, the worker keeps serving
-                kind = "input" if isinstance(exc, input_error_types()) else "runtime"
-                line = " ".join(str(exc).split()) or type(exc).__name__
+                kind, line = failure_reply(exc)
                 self.send({"op": "error", "id": request_id, "kind": kind, "message": line,
                            "detail": traceback.format_exc()})
             finally:
@@ -125,7 +107,7 @@ class Worker:
                        "acceleration": model.acceleration})
         elif op == "forget":
             self.service.forget()
-        elif op in ("segment", "encode", "refine"):
+        elif op in MODEL_OPS:
             self._segment(request_id, header, arrays)
         else:
             raise ValueError(f"unknown request {op!r}")
@@ -138,38 +120,14 @@ class Worker:
             self.send({"op": "need_volume", "id": request_id})
             return
         ijk_to_world = np.asarray(header["ijk_to_world"], dtype=float)
-        spec, settings = ModelSpec(**header["model"]), settings_from_wire(header["settings"])
-        cancel = lambda: request_id in self._cancelled  # noqa: E731
-        if header["op"] == "encode":
-            newest, beyond = header.get("newest"), header.get("beyond")
-            done = self.service.encode_ahead(token, ijk_to_world, key_boxes_from_wire(header["keys"]), spec,
-                                             settings, None if newest is None else int(newest),
-                                             None if beyond is None else int(beyond), cancel,
-                                             preview=bool(header.get("preview", False)))
-            if done.preview is None:
-                self.send({"op": "encoded", "id": request_id, "count": done.count})
-            else:
-                preview, arrays = result_header(done.preview)
-                self.send({"op": "encoded", "id": request_id, "count": done.count, "preview": preview}, arrays)
-            return
-        last_sent = [0.0]
 
-        def progress(done: int, total: int, text: str) -> None:
-            now = time.monotonic()
-            if done >= total or now - last_sent[0] >= PROGRESS_INTERVAL:
-                last_sent[0] = now
-                self.send({"op": "progress", "id": request_id, "done": int(done), "total": int(total),
-                           "message": str(text)})
+        def send_progress(done: int, total: int, text: str) -> None:
+            self.send({"op": "progress", "id": request_id, "done": done, "total": total, "message": text})
 
-        keys = key_boxes_from_wire(header["keys"])
-        if header["op"] == "refine":
-            corrected = corrected_from_wire(header.get("corrected_slices", []), arrays.get("corrected", []))
-            outcome = self.service.refine(token, ijk_to_world, keys, spec, settings, corrected, progress, cancel)
-        else:
-            outcome = self.service.segment(token, ijk_to_world, keys, spec, settings, progress=progress,
-                                           cancel=cancel)
-        reply, reply_arrays = result_header(outcome)
-        self.send({"op": "result", "id": request_id, **reply}, reply_arrays)
+        reply, reply_arrays = run_request(self.service, header["op"], token, ijk_to_world, header, arrays,
+                                          ModelSpec(**header["model"]), throttled(send_progress, PROGRESS_INTERVAL),
+                                          lambda: request_id in self._cancelled)
+        self.send({**reply, "id": request_id}, reply_arrays)
 
 
 def main() -> int:

@@ -17,15 +17,8 @@ from typing import Callable, Dict, Optional
 import numpy as np
 from MedSAMSegmentLib.engine import Cancelled
 from MedSAMSegmentLib.remote_protocol import pack
-from MedSAMSegmentLib.service import (
-    ModelSpec,
-    SegmentationService,
-    corrected_from_wire,
-    key_boxes_from_wire,
-    result_header,
-    settings_from_wire,
-)
-from MedSAMSegmentLib.worker import input_error_types
+from MedSAMSegmentLib.request_dispatch import failure_reply, run_request, throttled
+from MedSAMSegmentLib.service import ModelSpec, SegmentationService
 
 from .sessions import Run
 from .volumes import VolumeStore
@@ -102,8 +95,7 @@ class ModelRunner:
         except Cancelled:
             run.update(state="cancelled", message="cancelled")
         except Exception as exc:  # noqa: BLE001 - every failure is reported on the run; the server goes on
-            kind = "input" if isinstance(exc, input_error_types()) else "runtime"
-            line = " ".join(str(exc).split()) or type(exc).__name__
+            kind, line = failure_reply(exc)
             if kind == "runtime":
                 traceback.print_exc()
             run.update(state="failed", kind=kind, message=line)
@@ -119,34 +111,10 @@ class ModelRunner:
         if self._given.get(name) != stored.generation or not self.service.has_volume(name):
             self.service.put_volume(name, stored.array, normalised=True)
             self._given[name] = stored.generation
-        keys = key_boxes_from_wire(header["keys"])
-        settings = settings_from_wire(header["settings"])
-        last = [0.0]
 
         def progress(done: int, total: int, text: str) -> None:
-            now = time.monotonic()
-            if done >= total or now - last[0] >= PROGRESS_INTERVAL:
-                last[0] = now
-                run.update(done=int(done), total=int(total), message=str(text))
+            run.update(done=done, total=total, message=text)
 
-        def cancel() -> bool:
-            return run.cancel_requested
-
-        if run.op == "encode":
-            newest, beyond = header.get("newest"), header.get("beyond")
-            done = self.service.encode_ahead(name, NO_GEOMETRY, keys, self.spec, settings,
-                                             None if newest is None else int(newest),
-                                             None if beyond is None else int(beyond), cancel,
-                                             preview=bool(header.get("preview", False)))
-            if done.preview is None:
-                return pack({"op": "encoded", "count": done.count})
-            preview, arrays = result_header(done.preview)
-            return pack({"op": "encoded", "count": done.count, "preview": preview}, arrays)
-        if run.op == "refine":
-            corrected = corrected_from_wire(header.get("corrected_slices", []),
-                                            run.arrays.get("corrected", np.zeros((0, 0, 0), np.uint8)))
-            outcome = self.service.refine(name, NO_GEOMETRY, keys, self.spec, settings, corrected, progress, cancel)
-        else:
-            outcome = self.service.segment(name, NO_GEOMETRY, keys, self.spec, settings, progress, cancel)
-        reply, arrays = result_header(outcome)
-        return pack({"op": "result", **reply}, arrays)
+        reply, arrays = run_request(self.service, run.op, name, NO_GEOMETRY, header, run.arrays, self.spec,
+                                    throttled(progress, PROGRESS_INTERVAL), lambda: run.cancel_requested)
+        return pack(reply, arrays)
