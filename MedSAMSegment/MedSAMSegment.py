@@ -2,25 +2,23 @@
 
 It registers the "MedSAM" Segment Editor effect at startup, offers the same settings for batch use without the
 editor, loads the bundled sample, installs the Python dependencies on demand (only when the user starts a run),
-and holds the end-to-end self-test. All work is done by ``MedSAMSegmentLib`` (``effect.py``, ``mrml.py``,
-``mrml_markups.py``, ``mrml_segments.py``).
+and holds the end-to-end self-test; the widget helpers are in ``MedSAMSegmentWidgets``. All work is done by
+``MedSAMSegmentLib`` (``effect.py``, ``mrml.py``, ``mrml_markups.py``, ``mrml_segments.py``).
 """
 
 import logging
 import os
 import sys
-import tempfile
-import time
 
 import qt
 import slicer
-from MedSAMSegmentLib.settings import PUBLISHED, SegmentationSettings
-from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
-from slicer.parameterNodeWrapper import parameterNodeWrapper
+from MedSAMSegmentLib.settings import PUBLISHED
+from MedSAMSegmentWidgets import ModuleParameters
+from MedSAMSegmentWidgets.DependencyInstall import ensureDependencies  # noqa: F401 - also the effect's entry
+from MedSAMSegmentWidgets.SelfTest import MedSAMSegmentTest  # noqa: F401 - Slicer finds <module>Test here
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
-    ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
@@ -82,123 +80,8 @@ def registerEditorEffect():
 
 
 #
-# Dependencies, installed only when the user starts a run
-#
-
-
-def ensureDependencies(model="lite", parent=None):
-    """Make sure PyTorch and the model packages can be imported; ask before installing anything.
-
-    Returns True when everything is importable. PyTorch (and torchvision) come from the PyTorch Utils extension,
-    which picks the build that matches the GPU driver; the other packages from ``slicer.util.pip_install`` with
-    the installed torch, torchvision and Slicer's own numpy, SimpleITK, etc. pinned by a constraints file.
-    """
-    from MedSAMSegmentLib import dependencies
-
-    missing = dependencies.missing_requirements(model)
-    if not missing:
-        return True
-    faster = dependencies.missing_accelerators(model)  # installed with the rest where the model runs on the CPU
-    also = ("and, where it runs on the CPU, this one makes it faster:\n\n  " + "\n  ".join(faster) + "\n\n"
-            if faster else "")
-    message = (
-        "MedSAM needs these Python packages, which are not installed yet:\n\n  " + "\n  ".join(missing) + "\n\n"
-        + also + "PyTorch is installed by the PyTorch Utils extension, the others with pip. This downloads several "
-        "hundred megabytes and can take some minutes. Install now?"
-    )
-    if not slicer.util.confirmOkCancelDisplay(message, "MedSAM: install dependencies", parent=parent):
-        return False
-    import importlib.util
-
-    # From Slicer 5.12, pip_install shows its own modal progress dialog: a second one would open under it.
-    packaging = importlib.util.find_spec("slicer.packaging") is not None
-    progress = None if packaging else slicer.util.createProgressDialog(
-        parent=parent, labelText="Installing MedSAM dependencies...", maximum=0, windowTitle="MedSAM"
-    )
-    try:
-        if dependencies.missing_requirements(model, dependencies.PYTORCH_UTILS):
-            try:
-                import PyTorchUtils
-            except ImportError:
-                slicer.util.errorDisplay(
-                    "The PyTorch Utils extension is missing. Install 'PyTorch' from the Extensions Manager, "
-                    "restart Slicer, and press Segment again."
-                )
-                return False
-            if progress is not None:
-                progress.labelText = "Installing PyTorch (PyTorch Utils)..."
-                slicer.app.processEvents()
-            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False) is None:
-                slicer.util.errorDisplay("PyTorch was not installed; MedSAM cannot run without it.")
-                return False
-        constraints = os.path.join(tempfile.mkdtemp(prefix="medsam-"), "constraints.txt")
-        with open(constraints, "w") as handle:
-            handle.write(dependencies.pip_constraints())  # after PyTorch Utils: pins the torch it installed
-        for text, args in dependencies.install_plan(model, constraints):
-            if progress is not None:
-                if progress.wasCanceled:
-                    slicer.util.warningDisplay("Installation cancelled; MedSAM cannot run until it is complete.")
-                    return False
-                progress.labelText = text
-                slicer.app.processEvents()
-            requirements, options = dependencies.pip_install_call(args, packaging)
-            slicer.util.pip_install(requirements, **options)  # list form: paths with spaces are safe
-        import importlib
-
-        importlib.invalidate_caches()
-        still = dependencies.missing_requirements(model)
-        if still:
-            slicer.util.warningDisplay(
-                "The packages were installed but cannot be imported yet (" + ", ".join(still) + "). "
-                "Restart Slicer, then press Segment again."
-            )
-            return False
-    except Exception as exc:  # noqa: BLE001 - shown to the user
-        logging.exception("MedSAM dependency installation failed")
-        slicer.util.errorDisplay(
-            f"Installing the MedSAM dependencies failed: {exc}\n\nIf pip reports a conflict, a package needs a "
-            "different torch than PyTorch Utils installed; see the Python console."
-        )
-        return False
-    finally:
-        if progress is not None:
-            progress.close()
-    slicer.util.showStatusMessage("MedSAM dependencies installed.", 3000)
-    return True
-
-
-#
 # Parameter node and widget: wiring only
 #
-
-
-_DEFAULTS = SegmentationSettings()
-
-
-def _lower_camel(name: str) -> str:
-    """``mr_rule`` -> ``mrRule``: a setting's name in the .ui file's widget names."""
-    first, *rest = name.split("_")
-    return first + "".join(part.title() for part in rest)
-
-
-@parameterNodeWrapper
-class MedSAMSegmentParameterNode:
-    """The module page's choices, kept in the scene (saved with it)."""
-
-    inputVolume: vtkMRMLScalarVolumeNode
-    segmentation: vtkMRMLSegmentationNode
-    segmentName: str = "MedSAM"
-    strategy: str = "interpolate"
-    intensity: str = "auto"
-    model: str = "lite"
-    checkpoint: str = ""
-    device: str = "auto"
-    mr_rule: str = _DEFAULTS.mr_rule
-    zoom: str = _DEFAULTS.zoom
-    guide: str = _DEFAULTS.guide
-    refine: str = _DEFAULTS.refine
-    retry: str = _DEFAULTS.retry
-    slices: str = _DEFAULTS.slices
 
 
 class MedSAMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -252,17 +135,7 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def choiceCombos(self):
-        """``(combo box, parameter node attribute, value -> text)`` for every menu on the page."""
-        from MedSAMSegmentLib import effect
-
-        return [
-            (self.ui.strategyComboBox, "strategy", effect.STRATEGY_CHOICES),
-            (self.ui.intensityComboBox, "intensity", effect.INTENSITY_CHOICES),
-            (self.ui.modelComboBox, "model", effect.MODEL_CHOICES),
-            (self.ui.deviceComboBox, "device", effect.LOCAL_DEVICE_CHOICES),
-        ] + [  # the accuracy options: mr_rule -> mrRuleComboBox, zoom -> zoomComboBox, ...
-            (getattr(self.ui, _lower_camel(name) + "ComboBox"), name, effect.accuracy_menu(name)) for name in PUBLISHED
-        ]
+        return ModuleParameters.choiceCombos(self.ui)
 
     def cleanup(self):
         """Reload or exit: stop polling and cancel this page's run (a later run may then start at once)."""
@@ -468,7 +341,7 @@ class MedSAMSegmentLogic(ScriptedLoadableModuleLogic):
         self.lastSliceAxis = 0
 
     def getParameterNode(self):
-        return MedSAMSegmentParameterNode(super().getParameterNode())
+        return ModuleParameters.MedSAMSegmentParameterNode(super().getParameterNode())
 
     def loadSample(self):
         from MedSAMSegmentLib import sample_scene
@@ -503,76 +376,3 @@ class MedSAMSegmentLogic(ScriptedLoadableModuleLogic):
         kji[sliceAxis] = sliceIndex
         ras = (mrml.volume_ijk_to_world(volumeNode) @ np.r_[kji[::-1], 1.0])[:3]
         slicer.modules.markups.logic().JumpSlicesToLocation(ras[0], ras[1], ras[2], True)
-
-
-#
-# Self-test: runs the sample end to end inside the Slicer application
-#
-
-
-class MedSAMSegmentTest(ScriptedLoadableModuleTest):
-    """Run in Slicer (Reload and Test): the effect is registered, and the sample segments end to end through
-    the worker process, as the effect and the module page run it."""
-
-    def setUp(self):
-        slicer.mrmlScene.Clear(0)
-
-    def runTest(self):
-        self.setUp()
-        self.test_effect_registered()
-        from MedSAMSegmentLib import dependencies
-
-        missing = dependencies.missing_requirements("lite")
-        if missing:  # skipTest here would show as "Reload and Test failed"
-            self.delayDisplay("Not run: MedSAM's packages are not installed (" + ", ".join(missing) + "); press "
-                              "Segment once to install them, then run the test again.")
-            return
-        self.setUp()
-        self.test_sample_end_to_end()
-
-    def test_effect_registered(self):
-        import qSlicerSegmentationsEditorEffectsPythonQt as editorEffects
-
-        names = [e.name for e in editorEffects.qSlicerSegmentEditorEffectFactory.instance().registeredEffects()]
-        self.assertIn("MedSAM", names)
-
-    def test_sample_end_to_end(self):
-        import numpy as np
-        from MedSAMSegmentLib import effect, mrml_segments
-        from MedSAMSegmentLib.gui_stalls import StallMeter
-        from MedSAMSegmentLib.metrics import dice
-
-        self.delayDisplay("Loading the sample")
-        logic = MedSAMSegmentLogic()
-        sample = logic.loadSample()
-        self.delayDisplay("Segmenting with LiteMedSAM in the worker process")
-        prepared = logic.effectLogic.prepare_run(sample.volume_node, sample.roi_nodes,
-                                                 effect.EffectSettings(intensity="none"))
-        logic.effectLogic.start(prepared, owner=self)
-        # The GUI thread's gaps less its waits for a CPU: what the run held it up by, however busy the machine.
-        finished, stalls = None, StallMeter()
-        deadline = time.monotonic() + 300
-        while finished is None and time.monotonic() < deadline:
-            slicer.app.processEvents()
-            for event in logic.effectLogic.background().poll(self):
-                if event.kind in ("finished", "failed", "cancelled"):
-                    finished = event
-            stalls.tick()
-            time.sleep(0.02)
-        self.assertIsNotNone(finished, "the worker did not answer within 300 s")
-        self.assertEqual(finished.kind, "finished", finished.message)
-        self.assertLess(stalls.longest, 0.1, "the GUI thread was blocked for 100 ms or more during the run")
-        outcome = effect.RunOutcome.of(prepared, finished.result)
-        segmentation, segmentId, outcome = effect.write_to_segmentation(
-            slicer.mrmlScene, sample.volume_node, outcome, sample.segmentation_node, "lesion",
-            slicer.app.applicationLogic())
-        mask = mrml_segments.segment_mask(segmentation, segmentId, sample.volume_node)
-        first, last = outcome.slice_range
-        self.assertEqual((first, last), (5, 11))
-        outside = np.ones(mask.shape, dtype=bool)
-        outside[first : last + 1] = False
-        self.assertFalse(mask[outside].any(), "voxels written outside the key-box slice range")
-        score = dice(mask, sample.reference)
-        self.delayDisplay(f"DSC against the reference: {score:.3f}")
-        self.assertGreater(score, 0.7)
-        self.delayDisplay("Test passed")

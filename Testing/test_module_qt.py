@@ -332,10 +332,11 @@ def test_parameter_node_wrapper_stores_as_slicers_does(standin, mrml_scene):
     """The stand-in's ``parameterNodeWrapper`` (copied from Slicer's) on the module's parameter node class."""
     standin.load_module(MODULE_SOURCE)
     import MedSAMSegment
+    from MedSAMSegmentWidgets.ModuleParameters import MedSAMSegmentParameterNode
 
     node = MedSAMSegment.MedSAMSegmentLogic().getParameterNode().parameterNode
     assert node.GetAttribute("ModuleName") == "MedSAMSegment" and node.GetSingletonTag() == "MedSAMSegment"
-    wrapped = MedSAMSegment.MedSAMSegmentParameterNode(node)  # writes every default the node lacks
+    wrapped = MedSAMSegmentParameterNode(node)  # writes every default the node lacks
     assert {n: node.GetParameter(n) for n in node.GetParameterNames()} == {
         "inputVolume": "", "segmentation": "", "segmentName": "MedSAM", "strategy": "interpolate",
         "intensity": "auto", "model": "lite", "checkpoint": "", "device": "auto", "mr_rule": "auto",

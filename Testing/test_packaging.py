@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import py_compile
@@ -13,6 +14,10 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULE = os.path.join(ROOT, "MedSAMSegment")
 SKIP_DIRS = {"__pycache__", ".pytest_cache"}
+#: The folders of Qt files beside MedSAMSegment.py (the module file itself is one too).
+QT_FOLDERS = ("SegmentEditorMedSAMLib", "MedSAMSegmentWidgets")
+#: The most lines a Qt file may have: they stay thin, the work is in the core.
+QT_FILE_MAX_LINES = 400
 
 
 def _module_files():
@@ -149,11 +154,9 @@ def test_extension_icon_is_128_png():
 
 
 def test_gui_files_compile_and_ui_is_valid_xml(tmp_path):
-    gui_files = (
-        "MedSAMSegment.py",
-        "SegmentEditorMedSAMLib/__init__.py",
-        "SegmentEditorMedSAMLib/SegmentEditorEffect.py",
-    )
+    gui_files = ["MedSAMSegment.py", *(os.path.relpath(path, MODULE) for folder in QT_FOLDERS
+                                       for path in sorted(glob.glob(os.path.join(MODULE, folder, "*.py"))))]
+    assert "SegmentEditorMedSAMLib/SegmentEditorEffect.py" in gui_files
     for rel in gui_files:
         py_compile.compile(os.path.join(MODULE, rel), cfile=str(tmp_path / "x.pyc"), doraise=True)
     document = xml.dom.minidom.parse(os.path.join(MODULE, "Resources", "UI", "MedSAMSegment.ui"))
@@ -207,3 +210,13 @@ def test_catalog_entry_has_only_schema_fields():
                "build_subdirectory", "enabled", "tier"}
     index = json.load(open(os.path.join(ROOT, "MedSAMExtension.json")))
     assert set(index) <= allowed
+
+
+def test_qt_files_stay_thin():
+    """Every Qt file (the module, the effect and their widget helpers) under QT_FILE_MAX_LINES lines."""
+    paths = [os.path.join(MODULE, "MedSAMSegment.py"),
+             *(path for folder in QT_FOLDERS for path in glob.glob(os.path.join(MODULE, folder, "*.py")))]
+    lines = {os.path.relpath(path, MODULE): sum(1 for unused in open(path, encoding="utf-8")) for path in paths}
+    assert len(lines) >= 8
+    too_long = {name: count for name, count in lines.items() if count >= QT_FILE_MAX_LINES}
+    assert not too_long, f"Qt files of {QT_FILE_MAX_LINES} lines or more (move widgets into helpers): {too_long}"
