@@ -66,7 +66,7 @@ def registerEditorEffect():
     """Register the MedSAM effect with the Segment Editor (called once Slicer has started), on supported
     Slicer versions only: elsewhere the module page says why, in one line."""
     import qSlicerSegmentationsEditorEffectsPythonQt as editorEffects
-    from MedSAMSegmentLib import dependencies
+    from MedSAMSegmentLib.scene import dependencies
 
     reason = dependencies.unsupported_reason(slicer.app.applicationVersion, sys.version_info)
     if reason:
@@ -97,7 +97,7 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
-        from MedSAMSegmentLib import dependencies
+        from MedSAMSegmentLib.scene import dependencies
 
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/MedSAMSegment.ui"))
         self.layout.addWidget(uiWidget)
@@ -201,7 +201,7 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateButtons()
 
     def settings(self):
-        from MedSAMSegmentLib import effect
+        from MedSAMSegmentLib.scene import effect
 
         node = self._parameterNode
         return effect.EffectSettings(strategy=node.strategy, intensity=node.intensity, model=node.model,
@@ -276,7 +276,7 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.pollTimer.stop()
 
     def _handleEvent(self, event):
-        from MedSAMSegmentLib import effect
+        from MedSAMSegmentLib.scene import effect
 
         if event.kind == "progress":
             self.ui.progressBar.maximum = max(event.total, 1)
@@ -331,11 +331,11 @@ class MedSAMSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class MedSAMSegmentLogic(ScriptedLoadableModuleLogic):
-    """Batch use without the Segment Editor; delegates to ``MedSAMSegmentLib.effect``."""
+    """Batch use without the Segment Editor; delegates to ``MedSAMSegmentLib.scene.effect``."""
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
-        from MedSAMSegmentLib import effect
+        from MedSAMSegmentLib.scene import effect
 
         self.effectLogic = effect.shared_logic()
         self.lastSliceAxis = 0
@@ -344,7 +344,7 @@ class MedSAMSegmentLogic(ScriptedLoadableModuleLogic):
         return ModuleParameters.MedSAMSegmentParameterNode(super().getParameterNode())
 
     def loadSample(self):
-        from MedSAMSegmentLib import sample_scene
+        from MedSAMSegmentLib.scene import sample_scene
 
         return sample_scene.load_sample(slicer.mrmlScene)
 
@@ -355,7 +355,7 @@ class MedSAMSegmentLogic(ScriptedLoadableModuleLogic):
         Returns ``(segmentationNode, segmentId, outcome)``; raises ``engine.Cancelled`` when cancelled (nothing
         is changed then).
         """
-        from MedSAMSegmentLib import effect
+        from MedSAMSegmentLib.scene import effect
 
         settings = settings or effect.EffectSettings()
         result = self.effectLogic.segment_to_segmentation(
@@ -369,7 +369,7 @@ class MedSAMSegmentLogic(ScriptedLoadableModuleLogic):
     def jumpToSlice(volumeNode, sliceAxis, sliceIndex):
         """Centre the slice views on a slice of the volume."""
         import numpy as np
-        from MedSAMSegmentLib import mrml
+        from MedSAMSegmentLib.scene import mrml
 
         dims = volumeNode.GetImageData().GetDimensions()[::-1]
         kji = np.array(dims, dtype=float) / 2.0

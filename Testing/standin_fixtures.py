@@ -21,7 +21,7 @@ MAX_TICK_GAP_S = 0.25
 @pytest.fixture(name="worker_logic", scope="module")
 def worker_logic_fixture():
     """One MedSAMEffectLogic (so one worker process, model and embeddings) for the tests of this module."""
-    from MedSAMSegmentLib import effect
+    from MedSAMSegmentLib.scene import effect
 
     logic = effect.MedSAMEffectLogic()
     yield logic
@@ -31,7 +31,7 @@ def worker_logic_fixture():
 @pytest.fixture(name="standin")
 def standin_fixture(mrml_scene, monkeypatch, worker_logic):
     """The Slicer stand-in on a fresh scene; ``effect.shared_logic()`` is the module's worker logic."""
-    from MedSAMSegmentLib import effect
+    from MedSAMSegmentLib.scene import effect
 
     monkeypatch.setattr(effect, "_SHARED", worker_logic)
     installed = install(monkeypatch, mrml_scene)

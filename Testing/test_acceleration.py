@@ -11,8 +11,8 @@ import os
 import numpy as np
 import pytest
 from conftest import require_shared_data, shared_data_path
-from MedSAMSegmentLib import acceleration as acc
-from MedSAMSegmentLib import hardware, openvino_runners
+from MedSAMSegmentLib.models import acceleration as acc
+from MedSAMSegmentLib.models import hardware, openvino_runners
 
 MiB = 2**20
 
@@ -111,7 +111,7 @@ def test_openvino_is_imported_without_its_usage_telemetry():
         "import os, sys\n"
         "forks = []\n"
         "os.register_at_fork(before=lambda: forks.append(1))\n"
-        "from MedSAMSegmentLib.openvino_runners import import_openvino\n"
+        "from MedSAMSegmentLib.models.openvino_runners import import_openvino\n"
         "ov = import_openvino()\n"
         "from openvino.tools.ovc import telemetry_utils\n"
         "ov.Core()\n"
@@ -264,8 +264,8 @@ def test_token_major_decoder_matches_sam_decoder(lite_net, fp32_reference):
     """The decoder rewritten without image-token transposes (the OpenVINO graph's source) gives SAM's own
     decoder's logits and IoU in PyTorch on real embeddings, for a batch of one and of three boxes."""
     import torch
-    from MedSAMSegmentLib.box_decoder import TokenMajorBoxDecoder
     from MedSAMSegmentLib.models import box_prompt_decode
+    from MedSAMSegmentLib.models.box_decoder import TokenMajorBoxDecoder
 
     slices, _x, ref = fp32_reference
     rewritten = TokenMajorBoxDecoder(lite_net).eval()
@@ -285,7 +285,7 @@ def test_subpixel_linear_is_the_transposed_convolution():
     """A kernel-2, stride-2 transposed convolution equals its per-pixel linear form with the 2x2 sub-pixels put
     in place; other convolutions are refused."""
     import torch
-    from MedSAMSegmentLib.box_decoder import _subpixel_linear
+    from MedSAMSegmentLib.models.box_decoder import _subpixel_linear
 
     torch.manual_seed(0)
     conv = torch.nn.ConvTranspose2d(6, 5, kernel_size=2, stride=2)

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from MedSAMSegmentLib import pipeline
 from MedSAMSegmentLib.engine import EmbeddingCache
 from MedSAMSegmentLib.engine.alternate import (
     MIN_TARGET_SLICES,
@@ -13,6 +12,7 @@ from MedSAMSegmentLib.engine.alternate import (
 )
 from MedSAMSegmentLib.engine.lookahead import views_ahead
 from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet
+from MedSAMSegmentLib.session import run_segmentation
 from MedSAMSegmentLib.settings import SegmentationSettings, SettingsError
 from stand_in_model import StandInModel
 
@@ -102,7 +102,7 @@ def _keys(slices) -> KeyBoxSet:
 
 
 def _run(model, volume, keys, settings, **callbacks):
-    return pipeline.run_segmentation(model, volume, keys, settings, cache=EmbeddingCache(), batch_size=4,
+    return run_segmentation(model, volume, keys, settings, cache=EmbeddingCache(), batch_size=4,
                                      **callbacks)
 
 
@@ -187,7 +187,7 @@ def test_real_litemedsam_reading_every_second_slice_of_a_kidney_keeps_its_accura
     results = {}
     for slices in ("every", "alternate"):
         settings = SegmentationSettings(modality=modality_setting(case, image.array), slices=slices)
-        results[slices] = pipeline.run_segmentation(lite_model, image.array, keys, settings, cache=EmbeddingCache())
+        results[slices] = run_segmentation(lite_model, image.array, keys, settings, cache=EmbeddingCache())
     every, alternate = results["every"], results["alternate"]
     assert alternate.filled and alternate.encoded <= every.encoded - len(alternate.filled)
     assert abs(dice(alternate.mask, reference) - dice(every.mask, reference)) < 0.01  # measured +0.0005
@@ -207,7 +207,7 @@ def test_real_litemedsam_reading_every_second_slice_of_a_kidney_keeps_its_accura
 
 
 def test_the_effects_summary_says_how_many_slices_were_filled():
-    from MedSAMSegmentLib.effect import RunOutcome
+    from MedSAMSegmentLib.scene.effect import RunOutcome
 
     keys = _keys([5, 10, 15, 20])
     result = _run(StandInModel(), _block_volume(), keys, ALTERNATE)

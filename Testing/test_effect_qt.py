@@ -17,7 +17,7 @@ from typing import List, Sequence
 import numpy as np
 import pytest
 from conftest import REPO, shared_data_path
-from MedSAMSegmentLib.key_box_nodes import RunTarget
+from MedSAMSegmentLib.scene.key_box_nodes import RunTarget
 from MedSAMSegmentLib.settings import SettingsError
 from slicer_scene import (  # noqa: F401
     make_segment_editor,
@@ -65,12 +65,12 @@ class EffectUnderTest:
         return self.editor.activeEffect() is self.scripted
 
     def target(self, segment_index: int = 0):
-        from MedSAMSegmentLib.key_box_nodes import RunTarget
+        from MedSAMSegmentLib.scene.key_box_nodes import RunTarget
 
         return RunTarget(self.volume.GetID(), self.segmentation.GetID(), self.ids[segment_index])
 
     def mask(self, segment_index: int = 0) -> np.ndarray:
-        from MedSAMSegmentLib import mrml_segments
+        from MedSAMSegmentLib.scene import mrml_segments
 
         return mrml_segments.segment_mask(self.segmentation, self.ids[segment_index], self.volume)
 
@@ -129,8 +129,8 @@ def demo_volume(mrml_scene):
 
 def add_key_boxes(scene, volume, target, boxes, slice_axis: int = 0) -> list:
     """ROIs for (slice, box) pairs on ``volume``, made key boxes of ``target``."""
-    from MedSAMSegmentLib import key_box_nodes
     from MedSAMSegmentLib.geometry import KeyBox
+    from MedSAMSegmentLib.scene import key_box_nodes
 
     nodes = []
     for index, box in boxes:
@@ -162,7 +162,7 @@ def run_segment(standin, opened, timeout_s: float = 300.0) -> None:
 @pytest.mark.slow
 def test_run_keeps_the_gui_ticking_and_writes_the_core_mask(standin, mrml_scene, worker_logic, lite_model,
                                                             embedding_cache, capsys):
-    from MedSAMSegmentLib import effect
+    from MedSAMSegmentLib.scene import effect
 
     worker_logic.close_backgrounds()  # run out of order: start from a fresh worker all the same
     volume, _ = demo_volume(mrml_scene)
@@ -214,7 +214,7 @@ def test_key_boxes_are_encoded_ahead_while_the_user_draws(standin, mrml_scene, w
     the default) decoded: the preview node shows the in-process mask while the segment stays empty. Segment then
     finds the views between them encoded (here all: zoomed crops and whole slices, no guided crop differs),
     writes the mask an in-process run writes, and the preview goes away."""
-    from MedSAMSegmentLib import effect, mrml_preview, mrml_segments
+    from MedSAMSegmentLib.scene import effect, mrml_preview, mrml_segments
 
     worker_logic.forget()  # no embedding of the demo volume from an earlier test
     volume, _ = demo_volume(mrml_scene)
@@ -254,7 +254,7 @@ def test_live_preview_sends_nothing_while_nothing_changes(standin, mrml_scene, w
     """Showing a preview adds and removes nodes (the preview segmentation, a temporary segment editor node);
     that is no key box change: once the preview is shown, an idle effect sends the worker nothing. Moving a key
     box sends one request again, and another ROI (a Crop Volume ROI, say) changing sends none."""
-    from MedSAMSegmentLib import mrml_preview
+    from MedSAMSegmentLib.scene import mrml_preview
 
     volume, _ = demo_volume(mrml_scene)
     opened = open_effect(standin, mrml_scene, volume, ("lesion",))
@@ -290,7 +290,7 @@ def test_live_preview_sends_nothing_while_nothing_changes(standin, mrml_scene, w
 
 
 def test_place_boxes_in_a_row_keeps_the_effect_selected(standin, mrml_scene, capsys):
-    from MedSAMSegmentLib import mrml_markups
+    from MedSAMSegmentLib.scene import mrml_markups
 
     scene = mrml_scene.scene
     volume = make_volume(mrml_scene, _synthetic_array(), IJK_TO_RAS)
@@ -404,7 +404,7 @@ def test_a_box_drawn_in_views_turned_to_the_volume_is_the_rectangle_drawn(standi
     Two clicks at the corners of voxels (20, 20)-(40, 30) of slice 10 in the turned axial view give exactly that key
     box: the box is turned to the view at the first click, not left in RAS axes (where a turn of 10 degrees in
     plane gave rows 17-33)."""
-    from MedSAMSegmentLib import mrml_markups
+    from MedSAMSegmentLib.scene import mrml_markups
 
     ijk_to_ras = rotation_matrix(axis, degrees) @ np.diag([0.8, 0.8, 2.0, 1.0])
     ijk_to_ras[:3, 3] = IJK_TO_RAS[:3, 3]
@@ -522,7 +522,7 @@ def test_segment_without_key_boxes_or_on_a_vector_volume_shows_one_dialog(standi
 def test_killed_worker_shows_one_dialog(standin, mrml_scene, monkeypatch, capsys):
     """A worker that dies mid-run (here: while loading the model for the first run) is one dialog and the status
     line; nothing is written, nothing raises."""
-    from MedSAMSegmentLib import effect
+    from MedSAMSegmentLib.scene import effect
 
     fresh = effect.MedSAMEffectLogic()
     monkeypatch.setattr(effect, "_SHARED", fresh)
@@ -550,7 +550,7 @@ def test_target_deleted_or_changed_mid_run_writes_nothing(standin, mrml_scene, c
     add_key_boxes(mrml_scene.scene, volume, opened.target(0), DEMO_BOXES)
     other = np.zeros(volume.GetImageData().GetDimensions()[::-1], dtype=bool)
     other[5:10, 240:300, 250:330] = True  # the other segment has content where the lesion is
-    from MedSAMSegmentLib import mrml_segments
+    from MedSAMSegmentLib.scene import mrml_segments
 
     opened.select_segment(1)
     mrml_segments.write_segment_mask(
@@ -627,7 +627,7 @@ def test_a_write_failing_halfway_restores_the_segmentation(standin, mrml_scene, 
     volume, _ = demo_volume(mrml_scene)
     opened = open_effect(standin, mrml_scene, volume, ("lesion", "other"))
     add_key_boxes(mrml_scene.scene, volume, opened.target(0), DEMO_BOXES)
-    from MedSAMSegmentLib import mrml_segments
+    from MedSAMSegmentLib.scene import mrml_segments
 
     before = np.zeros(volume.GetImageData().GetDimensions()[::-1], dtype=bool)
     before[6:9, 200:320, 200:340] = True  # existing content the remove step clears before the add step fails
@@ -664,7 +664,8 @@ def _brats_case():
 
 
 def test_cancel_shows_no_error_and_changes_nothing(standin, mrml_scene, capsys):
-    from MedSAMSegmentLib import io, mrml_segments
+    from MedSAMSegmentLib import io
+    from MedSAMSegmentLib.scene import mrml_segments
 
     case = _brats_case()
     image = io.read_image(shared_data_path(case["image"]))
@@ -698,7 +699,7 @@ def test_cancel_shows_no_error_and_changes_nothing(standin, mrml_scene, capsys):
 def _paint_slice(opened, volume, index: int, slice_mask: np.ndarray) -> np.ndarray:
     """The expert paints or erases slice ``index`` (axis 0) of the first segment into ``slice_mask``, as a Segment
     Editor effect does (one undo state); returns the segment after it."""
-    from MedSAMSegmentLib import mrml_segments
+    from MedSAMSegmentLib.scene import mrml_segments
 
     current = opened.mask(0)
     current[index] = slice_mask
@@ -713,7 +714,8 @@ def test_refine_from_my_edits_learns_from_the_corrected_slices_in_one_undo_step(
     slices exactly and writes what an in-process refinement of the same run gives, in one undo step; when the
     adapted decoder does not hold out, nothing is written. Pressed too early or with one corrected slice it shows
     one dialog and changes nothing."""
-    from MedSAMSegmentLib import demo, effect, io
+    from MedSAMSegmentLib import demo, io
+    from MedSAMSegmentLib.scene import effect
 
     volume, image = demo_volume(mrml_scene)
     reference, _ = io.read_mask(demo.DEMO_IMAGE)
@@ -774,7 +776,7 @@ def test_refine_from_my_edits_learns_from_the_corrected_slices_in_one_undo_step(
 
 
 def test_two_segments_keep_their_own_boxes_and_segment_independently(standin, mrml_scene, capsys):
-    from MedSAMSegmentLib import sample_scene
+    from MedSAMSegmentLib.scene import sample_scene
 
     scene = mrml_scene.scene
     volume, image = demo_volume(mrml_scene)

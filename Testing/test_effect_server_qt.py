@@ -16,8 +16,8 @@ TOKEN = "effect-test-token-0123456789"
 def test_device_server_runs_on_the_server_and_keeps_the_token_out_of_the_scene(standin, mrml_scene, worker_logic,
                                                                               lite_model, embedding_cache, capsys,
                                                                               tmp_path):
-    from MedSAMSegmentLib import effect
-    from MedSAMSegmentLib.server_address import SERVER_TOKEN_KEY, SERVER_URL_KEY
+    from MedSAMSegmentLib.remote.server_address import SERVER_TOKEN_KEY, SERVER_URL_KEY
+    from MedSAMSegmentLib.scene import effect
 
     config, handles = ServerConfig(port=free_port(), device="cpu", token=TOKEN), {}
     with server_in_thread(config, lite_model, embedding_cache, handles) as url:

@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
-from MedSAMSegmentLib import demo, io, pipeline
+from MedSAMSegmentLib import demo, io
 from MedSAMSegmentLib.engine import EmbeddingCache, zoom_region
 from MedSAMSegmentLib.engine.lookahead import views_ahead
 from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet
-from MedSAMSegmentLib.session import SegmentationSession
+from MedSAMSegmentLib.session import SegmentationSession, run_segmentation
 from MedSAMSegmentLib.settings import SegmentationSettings
 
 SLICE_SIZE, INPUT_SIZE, N_SLICES = (512, 512), 256, 20
@@ -79,7 +79,7 @@ def test_working_ahead_leaves_the_run_nothing_to_encode_and_the_same_mask(lite_m
                                        background=False, preview=False)
     session.set_boxes(key_boxes, newest=key_boxes.boxes[-1].slice_index)
     ahead = session.work_ahead(beyond=2)
-    fresh = pipeline.run_segmentation(lite_model, image.array, key_boxes, settings, cache=EmbeddingCache())
+    fresh = run_segmentation(lite_model, image.array, key_boxes, settings, cache=EmbeddingCache())
     assert ahead == fresh.encoded + 2 and session.stats.speculated == 2  # slices 12 and 13, whole
     result = session.result()
     assert result.encoded == 0 and session.stats.encoded_in_results == 0

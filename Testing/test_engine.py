@@ -5,16 +5,10 @@ import os
 import numpy as np
 import pytest
 from conftest import shared_data_path
-from MedSAMSegmentLib.engine import (
-    DECODED_PER_SLICE,
-    Cancelled,
-    EmbeddingCache,
-    VolumeSegmenter,
-    one_shot_cache_bytes,
-)
+from MedSAMSegmentLib.engine import DECODED_PER_SLICE, Cancelled, EmbeddingCache, VolumeSegmenter, one_shot_cache_bytes
 from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet, box_from_mask
-from MedSAMSegmentLib.hardware import EMBEDDING_BYTES
 from MedSAMSegmentLib.metrics import dice
+from MedSAMSegmentLib.models.hardware import EMBEDDING_BYTES
 from MedSAMSegmentLib.settings import PUBLISHED, SegmentationSettings
 
 

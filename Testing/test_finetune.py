@@ -13,8 +13,7 @@ import torch
 from conftest import require_shared_data, shared_data_path
 from MedSAMSegmentLib import demo, pipeline
 from MedSAMSegmentLib import io as image_io
-from MedSAMSegmentLib.checkpoints import PROVENANCE_KEY, file_sha256
-from MedSAMSegmentLib.finetune import (
+from MedSAMSegmentLib.learning.finetune import (
     HEAD_PREFIX,
     FinetuneError,
     FinetuneSettings,
@@ -26,6 +25,7 @@ from MedSAMSegmentLib.finetune import (
     save_fine_tuned,
 )
 from MedSAMSegmentLib.models import LiteMedSAM
+from MedSAMSegmentLib.models.checkpoints import PROVENANCE_KEY, file_sha256
 from MedSAMSegmentLib.settings import SegmentationSettings
 
 FAST = FinetuneSettings(epochs=4, slices_per_case=7, views_per_step=4)
@@ -81,7 +81,7 @@ def test_interpolated_boxes_are_the_boxes_a_run_gets_between_key_slices(demo_cas
 
 
 def test_validation_holds_out_whole_cases_given_enough_of_them():
-    from MedSAMSegmentLib.finetune import split_for_validation
+    from MedSAMSegmentLib.learning.finetune import split_for_validation
 
     examples = {f"case{i}": ([f"t{i}a", f"t{i}b"], [f"v{i}"]) for i in range(8)}
     train, validation, held = split_for_validation(examples, FinetuneSettings())

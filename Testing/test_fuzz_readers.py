@@ -10,15 +10,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from MedSAMSegmentLib import intensity, io, markups_file
-from MedSAMSegmentLib.geometry import (
-    GeometryError,
-    KeyBox,
-    KeyBoxSet,
-    interpolate_boxes,
-    validate_key_boxes,
-)
-from MedSAMSegmentLib.markup_boxes import key_box_from_line, key_box_from_roi
+from MedSAMSegmentLib import intensity, io
+from MedSAMSegmentLib.geometry import GeometryError, KeyBox, KeyBoxSet, interpolate_boxes, validate_key_boxes
+from MedSAMSegmentLib.io import markups_file
+from MedSAMSegmentLib.io.markup_boxes import key_box_from_line, key_box_from_roi
 
 pytestmark = pytest.mark.filterwarnings("ignore::MedSAMSegmentLib.geometry.BoxWarning")
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))

@@ -19,7 +19,7 @@ from MedSAMSegmentLib.geometry import (
     validate_box,
     validate_key_boxes,
 )
-from MedSAMSegmentLib.markup_boxes import (
+from MedSAMSegmentLib.io.markup_boxes import (
     key_box_from_line,
     key_box_from_roi,
     merge_key_boxes,

@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from MedSAMSegmentLib.gui_stalls import StallMeter, cpu_wait_seconds
+from MedSAMSegmentLib.scene.gui_stalls import StallMeter, cpu_wait_seconds
 
 
 def test_work_on_the_gui_thread_counts_as_a_stall():

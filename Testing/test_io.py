@@ -9,6 +9,7 @@ import SimpleITK as sitk
 from conftest import shared_data_path
 from MedSAMSegmentLib import io
 from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet
+from MedSAMSegmentLib.io import atomic_files
 
 
 def oblique_image(shape=(6, 20, 30), dtype=np.int16):
@@ -139,7 +140,7 @@ def test_failed_write_keeps_the_existing_file(tmp_path):
     target = tmp_path / "out.nii.gz"
     target.write_bytes(b"precious earlier result")
     with pytest.raises(RuntimeError):
-        with io.atomic_output(str(target)) as tmp:
+        with atomic_files.atomic_output(str(target)) as tmp:
             with open(tmp, "wb") as handle:
                 handle.write(b"half")
             raise RuntimeError("killed mid-write")
@@ -172,7 +173,7 @@ def test_box_json_round_trip_and_errors(tmp_path):
 
 
 def test_markups_and_json_boxes_merge_on_one_axis(tmp_path):
-    from MedSAMSegmentLib import markups_file
+    from MedSAMSegmentLib.io import markups_file
 
     volume = io.ImageVolume(np.zeros((10, 40, 40), np.int16))
     ijk_to_ras = volume.ijk_to_ras()

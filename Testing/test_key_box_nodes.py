@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from MedSAMSegmentLib import effect, key_box_nodes, mrml_markups, mrml_segments
 from MedSAMSegmentLib.geometry import KeyBox
-from MedSAMSegmentLib.key_box_nodes import RunTarget, TargetError
+from MedSAMSegmentLib.scene import effect, key_box_nodes, mrml_markups, mrml_segments
+from MedSAMSegmentLib.scene.key_box_nodes import RunTarget, TargetError
 from slicer_scene import make_line, make_segment_editor, make_volume, mrml_scene_fixture, slicer  # noqa: F401
 from stand_in_model import StandInModel
 from test_effect import _volume_array
@@ -81,7 +81,7 @@ def test_target_capture_and_what_stops_a_write(mrml_scene):
 
 
 def test_sample_boxes_belong_to_the_sample_segment(mrml_scene):
-    from MedSAMSegmentLib import sample_scene
+    from MedSAMSegmentLib.scene import sample_scene
 
     sample = sample_scene.load_sample(mrml_scene.scene)
     target = RunTarget(sample.volume_node.GetID(), sample.segmentation_node.GetID(), sample.segment_id)
@@ -91,7 +91,7 @@ def test_sample_boxes_belong_to_the_sample_segment(mrml_scene):
 
 def test_watcher_ignores_nodes_that_are_no_roi_or_line(mrml_scene):
     """A preview write adds and removes a segmentation and a temporary segment editor node: no key box change."""
-    from MedSAMSegmentLib.key_box_placement import KeyBoxWatcher
+    from MedSAMSegmentLib.scene.key_box_placement import KeyBoxWatcher
 
     volume, segmentation, editor_node, logic, ids, (a, _) = _two_targets(mrml_scene)
     calls = []

@@ -7,9 +7,11 @@ import json
 import numpy as np
 import pytest
 from medsam_evaluation import baselines
-from MedSAMSegmentLib import io, markups_file, mrml_markups
+from MedSAMSegmentLib import io
 from MedSAMSegmentLib.geometry import in_plane_axes
-from MedSAMSegmentLib.markup_boxes import merge_key_boxes
+from MedSAMSegmentLib.io import markups_file
+from MedSAMSegmentLib.io.markup_boxes import merge_key_boxes
+from MedSAMSegmentLib.scene import mrml_markups
 from slicer_scene import (  # noqa: F401
     make_line,
     make_roi,

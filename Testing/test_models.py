@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import shared_data_path
-from MedSAMSegmentLib.error_text import first_line
 from MedSAMSegmentLib.intensity import normalise_volume
+from MedSAMSegmentLib.io.error_text import first_line
 from MedSAMSegmentLib.models import LiteMedSAM, MedSAMViTB, ModelError, SliceModel, choose_device, load_model
 from skimage import transform as skimage_transform
 
@@ -103,7 +103,7 @@ def random_vit_b_checkpoint(tmp_path_factory):
 def test_the_published_resize_equals_scikit_images(shape):
     """MedSAM_Inference.py's ``transform.resize(..., order=3, preserve_range=True, anti_aliasing=True)
     .astype(np.uint8)``, up and down (where the Gaussian applies), grey and colour."""
-    from MedSAMSegmentLib.published_resize import published_resize
+    from MedSAMSegmentLib.models.published_resize import published_resize
 
     rng = np.random.default_rng(sum(shape))
     image = np.clip(rng.normal(110, 60, size=shape), 0, 255).astype(np.uint8)

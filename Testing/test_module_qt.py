@@ -113,7 +113,7 @@ def test_supported_slicer_shows_no_version_line_and_segment_needs_a_volume(stand
 
 
 def test_unsupported_slicer_shows_the_reason_and_registers_nothing(standin, mrml_scene, monkeypatch, capsys):
-    from MedSAMSegmentLib import dependencies
+    from MedSAMSegmentLib.scene import dependencies
 
     volume = small_volume(mrml_scene)
     page = open_page(standin, monkeypatch, version="5.8.1", python=(3, 9, 18, "final", 0))
@@ -134,8 +134,9 @@ def test_unsupported_slicer_shows_the_reason_and_registers_nothing(standin, mrml
 
 
 def test_load_sample_and_segment_writes_the_lesion_while_the_gui_ticks(standin, mrml_scene, worker_logic, capsys):
-    from MedSAMSegmentLib import demo, io, mrml_segments
+    from MedSAMSegmentLib import demo, io
     from MedSAMSegmentLib.metrics import dice
+    from MedSAMSegmentLib.scene import mrml_segments
 
     worker_logic.close_backgrounds()  # run out of order: start from a fresh worker all the same
     page = open_page(standin)
@@ -198,7 +199,7 @@ def test_the_run_writes_where_segment_was_pressed(standin, mrml_scene, capsys):
 
 
 def test_load_sample_again_checks_only_the_new_key_boxes(standin, mrml_scene, capsys):
-    from MedSAMSegmentLib import key_box_nodes
+    from MedSAMSegmentLib.scene import key_box_nodes
 
     page = open_page(standin)
     ui = page.ui
@@ -224,8 +225,9 @@ def _brats_volume_and_boxes(mrml_scene):
     """A BraTS FLAIR volume with two key boxes 30 slices apart (a run far longer than a cancel takes)."""
     import json
 
-    from MedSAMSegmentLib import io, key_box_nodes
+    from MedSAMSegmentLib import io
     from MedSAMSegmentLib.geometry import KeyBox
+    from MedSAMSegmentLib.scene import key_box_nodes
 
     with open(shared_data_path("cases.json"), encoding="utf-8") as handle:
         case = next(c for c in json.load(handle) if c["name"].startswith("brats_"))
@@ -331,8 +333,9 @@ def test_parameter_node_keeps_the_choices_and_survives_reentering(standin, mrml_
 def test_parameter_node_wrapper_stores_as_slicers_does(standin, mrml_scene):
     """The stand-in's ``parameterNodeWrapper`` (copied from Slicer's) on the module's parameter node class."""
     standin.load_module(MODULE_SOURCE)
-    import MedSAMSegment
     from MedSAMSegmentWidgets.ModuleParameters import MedSAMSegmentParameterNode
+
+    import MedSAMSegment
 
     node = MedSAMSegment.MedSAMSegmentLogic().getParameterNode().parameterNode
     assert node.GetAttribute("ModuleName") == "MedSAMSegment" and node.GetSingletonTag() == "MedSAMSegment"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from MedSAMSegmentLib import mrml, mrml_markups, mrml_segments
 from MedSAMSegmentLib.geometry import GeometryError, in_plane_axes
+from MedSAMSegmentLib.scene import mrml, mrml_markups, mrml_segments
 from slicer_scene import (  # noqa: F401
     make_line,
     make_roi,

@@ -67,7 +67,7 @@ def test_every_module_file_is_listed_in_cmake():
     # Every MedSAMSegmentLib/*.py is found here (the module imports them all inside Slicer).
     lib = os.path.join(MODULE, "MedSAMSegmentLib")
     assert {f"MedSAMSegmentLib/{n}" for n in os.listdir(lib) if n.endswith(".py")} <= set(files)
-    assert "MedSAMSegmentLib/dependencies.py" in files
+    assert "MedSAMSegmentLib/scene/dependencies.py" in files
     missing = [f for f in files if f not in listed]
     assert not missing, f"add these to MedSAMSegment/CMakeLists.txt: {missing}"
     absent = [f for f in listed if not os.path.isfile(os.path.join(MODULE, f))]
@@ -186,7 +186,7 @@ def test_license_is_apache_2_and_packaged():
 
 
 def test_supported_versions_are_stated_consistently():
-    from MedSAMSegmentLib import dependencies
+    from MedSAMSegmentLib.scene import dependencies
 
     slicer = "Slicer {}.{}".format(*dependencies.MINIMUM_SLICER_VERSION)
     python = "{}.{}".format(*dependencies.MINIMUM_PYTHON)

@@ -13,8 +13,10 @@ import json
 
 import numpy as np
 import pytest
-from MedSAMSegmentLib import cli, io, markups_file, mrml_markups
+from MedSAMSegmentLib import cli, io
 from MedSAMSegmentLib.geometry import GeometryError, in_plane_axes
+from MedSAMSegmentLib.io import markups_file
+from MedSAMSegmentLib.scene import mrml_markups
 from slicer_scene import (  # noqa: F401
     make_line,
     make_roi,

@@ -6,10 +6,10 @@ import pytest
 from medsam_evaluation.corrections import corrections_protocol, untouched_dice, worst_slices
 from MedSAMSegmentLib import demo, pipeline
 from MedSAMSegmentLib import io as image_io
-from MedSAMSegmentLib.decoder_training import AdaptedModel, head_logits, mask_features, training_views
 from MedSAMSegmentLib.engine import Cancelled
 from MedSAMSegmentLib.geometry import take_slice
-from MedSAMSegmentLib.refinement import RefinementError, RefineSettings, adapt_decoder, refine_from_corrections
+from MedSAMSegmentLib.learning.decoder_training import AdaptedModel, head_logits, mask_features, training_views
+from MedSAMSegmentLib.learning.refinement import RefinementError, RefineSettings, adapt_decoder, refine_from_corrections
 from stand_in_model import StandInModel
 
 FAST = RefineSettings(steps=8, jitters=2, anchors=2)
@@ -173,7 +173,7 @@ def test_the_python_api_refines_after_predict(lite_model, embedding_cache):
 
 
 def test_anchor_slices_are_spread_over_the_untouched_ones():
-    from MedSAMSegmentLib.decoder_training import spread
+    from MedSAMSegmentLib.learning.decoder_training import spread
 
     assert spread([3, 4, 5, 6, 7, 8, 9], 3) == [3, 6, 9]
     assert spread([3, 4], 6) == [3, 4]
@@ -210,7 +210,7 @@ def test_free_first_keeps_the_free_adaptation_unless_the_confident_slices_disagr
     slices agree with it, else the anchored one (what benchmarks/corrections_study.py scores from their records)."""
     import dataclasses
 
-    from MedSAMSegmentLib.refinement import confident_agreement
+    from MedSAMSegmentLib.learning.refinement import confident_agreement
 
     segmenter, keys, settings, result, reference = demo_run
     from scipy import ndimage

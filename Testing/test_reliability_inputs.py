@@ -16,6 +16,7 @@ import SimpleITK as sitk
 from conftest import REPO, shared_data_path
 from MedSAMSegmentLib import cli, io, pipeline
 from MedSAMSegmentLib.geometry import GeometryError, KeyBox, KeyBoxSet
+from MedSAMSegmentLib.session import run_segmentation
 
 CORD_IMAGE = shared_data_path("spinal_cord", "t2s_uncropped.nii.gz")
 KVASIR = shared_data_path("2d", "kvasir")
@@ -132,7 +133,7 @@ def _truncated(tmp_path):
 
 
 def _oblique_roi(tmp_path):
-    from MedSAMSegmentLib import markups_file
+    from MedSAMSegmentLib.io import markups_file
 
     volume = io.read_image(CORD_IMAGE)
     centre = (volume.ijk_to_ras() @ [160, 160, 5, 1])[:3]
@@ -201,7 +202,7 @@ def _segment(lite_model, path, slice_index=1):
     keys = KeyBoxSet(0, [KeyBox(slice_index, (8.0, 8.0, 40.0, 40.0))])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = pipeline.run_segmentation(lite_model, volume.array, keys, batch_size=2, is_colour=volume.is_colour)
+        result = run_segmentation(lite_model, volume.array, keys, batch_size=2, is_colour=volume.is_colour)
     assert result.mask.shape == volume.shape and result.mask.dtype == bool
     return result, [str(w.message) for w in caught]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from MedSAMSegmentLib import effect, mrml_segments
+from MedSAMSegmentLib.scene import effect, mrml_segments
 from slicer_scene import mrml_scene_fixture, slicer  # noqa: F401
 from stand_in_model import StandInModel
 from test_effect import BOXES, SETTINGS, SHAPE, _key_rois, _setup

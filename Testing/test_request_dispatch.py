@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from MedSAMSegmentLib import request_dispatch
 from MedSAMSegmentLib.engine import Cancelled
 from MedSAMSegmentLib.geometry import GeometryError, KeyBox, KeyBoxSet
-from MedSAMSegmentLib.request_dispatch import failure_reply, run_request, throttled
+from MedSAMSegmentLib.remote import request_dispatch
+from MedSAMSegmentLib.remote.request_dispatch import failure_reply, run_request, throttled
 from MedSAMSegmentLib.service import ModelSpec, SegmentationService, key_boxes_to_wire, settings_to_wire
 from MedSAMSegmentLib.settings import SegmentationSettings
 from stand_in_model import StandInModel

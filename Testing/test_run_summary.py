@@ -16,6 +16,7 @@ import SimpleITK as sitk
 from conftest import REPO
 from MedSAMSegmentLib import cli, io, pipeline
 from MedSAMSegmentLib.engine import SegmentationResult, flag_slices
+from MedSAMSegmentLib.session import run_segmentation
 
 DEMO = os.path.join(REPO, "MedSAMSegment", "MedSAMSegmentLib", "data")
 
@@ -87,7 +88,7 @@ def test_the_summary_matches_the_written_mask_and_the_run(cli_run, lite_model, e
     # The same run in-process: the printed IoUs and reviews are its numbers and flags, in slice order.
     image = io.read_image(os.path.join(DEMO, "demo_ct_lesion.npz"))
     keys = io.read_key_boxes([boxes], image)
-    result = pipeline.run_segmentation(lite_model, image.array, keys, pipeline.SegmentationSettings(),
+    result = run_segmentation(lite_model, image.array, keys, pipeline.SegmentationSettings(),
                                        cache=embedding_cache)
     assert np.array_equal(result.mask, written)
     assert result.filled and encoded >= last - first + 1 - len(result.filled)  # 10 slices: alternate ones read

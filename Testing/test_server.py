@@ -13,11 +13,11 @@ import pytest
 from medsam_server import ServerConfig
 from MedSAMSegmentLib import demo, pipeline
 from MedSAMSegmentLib import io as image_io
-from MedSAMSegmentLib.background_run import BackgroundSegmentation
 from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet
-from MedSAMSegmentLib.remote_client import RemoteSegmentation, ServerWorkerClient
-from MedSAMSegmentLib.remote_protocol import Manifest, pack, slices_frame
-from MedSAMSegmentLib.server_connection import ServerConnection, ServerError, ServerInputError, exchange
+from MedSAMSegmentLib.remote.background_run import BackgroundSegmentation
+from MedSAMSegmentLib.remote.remote_client import RemoteSegmentation, ServerWorkerClient
+from MedSAMSegmentLib.remote.remote_protocol import Manifest, pack, slices_frame
+from MedSAMSegmentLib.remote.server_connection import ServerConnection, ServerError, ServerInputError, exchange
 from MedSAMSegmentLib.service import ModelSpec, SegmentationService
 from server_fixtures import free_port, server_in_thread
 from stand_in_model import StandInModel

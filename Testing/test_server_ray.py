@@ -13,7 +13,7 @@ import pytest
 from MedSAMSegmentLib import demo, pipeline
 from MedSAMSegmentLib import io as image_io
 from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet
-from MedSAMSegmentLib.remote_client import RemoteSegmentation
+from MedSAMSegmentLib.remote.remote_client import RemoteSegmentation
 from MedSAMSegmentLib.service import ModelSpec, SegmentationService
 from server_fixtures import free_port, start_server_process
 

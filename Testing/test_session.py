@@ -7,11 +7,11 @@ import time
 
 import numpy as np
 import pytest
-from MedSAMSegmentLib import demo, io, pipeline
+from MedSAMSegmentLib import demo, io
 from MedSAMSegmentLib.engine import EmbeddingCache
 from MedSAMSegmentLib.engine.lookahead import FIRST_GUESS, speculation_depth
 from MedSAMSegmentLib.geometry import GeometryError, KeyBox, KeyBoxSet
-from MedSAMSegmentLib.session import SegmentationSession
+from MedSAMSegmentLib.session import SegmentationSession, run_segmentation
 from MedSAMSegmentLib.settings import SegmentationSettings
 from stand_in_model import StandInModel
 
@@ -43,7 +43,7 @@ SETTINGS = SegmentationSettings(modality="none")
 
 def _one_shot(model, volume, boxes, settings=SETTINGS):
     keys = KeyBoxSet(0, [KeyBox(s, b) for s, b in sorted(boxes.items())])
-    return pipeline.run_segmentation(model, volume, keys, settings, cache=EmbeddingCache(), batch_size=2)
+    return run_segmentation(model, volume, keys, settings, cache=EmbeddingCache(), batch_size=2)
 
 
 def test_speculation_follows_the_users_spacing_within_a_limit():
@@ -191,7 +191,7 @@ def test_real_litemedsam_session_on_the_demo_matches_the_command_line(lite_model
         session.add_box(rest[-1].slice_index, rest[-1].box)
         assert session.wait_until_idle(WAIT_S * 5)
         result = session.result()
-    fresh = pipeline.run_segmentation(lite_model, image.array, key_boxes, settings, cache=EmbeddingCache())
+    fresh = run_segmentation(lite_model, image.array, key_boxes, settings, cache=EmbeddingCache())
     np.testing.assert_array_equal(result.mask, fresh.mask)
     assert result.encoded == 0 and session.stats.previews >= 1
 

@@ -12,10 +12,13 @@ import time
 
 import numpy as np
 import pytest
-from MedSAMSegmentLib import demo, pipeline, worker_protocol
+from MedSAMSegmentLib import demo, pipeline
 from MedSAMSegmentLib import io as image_io
-from MedSAMSegmentLib.background_run import BackgroundSegmentation
 from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet
+from MedSAMSegmentLib.remote import worker_protocol
+from MedSAMSegmentLib.remote.background_run import BackgroundSegmentation
+from MedSAMSegmentLib.remote.worker import Worker
+from MedSAMSegmentLib.remote.worker_protocol import ProtocolError, read_message, write_message
 from MedSAMSegmentLib.service import (
     ModelSpec,
     SegmentationService,
@@ -24,8 +27,6 @@ from MedSAMSegmentLib.service import (
     result_header,
     settings_to_wire,
 )
-from MedSAMSegmentLib.worker import Worker
-from MedSAMSegmentLib.worker_protocol import ProtocolError, read_message, write_message
 from stand_in_model import StandInModel
 from standin_fixtures import MAX_TICK_GAP_S
 
@@ -72,7 +73,7 @@ def test_bad_streams_are_refused(stream, match):
 
 
 def test_the_worker_runs_slicers_real_python_not_its_launcher(tmp_path):
-    from MedSAMSegmentLib.worker_client import default_python
+    from MedSAMSegmentLib.remote.worker_client import default_python
 
     launcher = tmp_path / "PythonSlicer"
     launcher.write_text("")
@@ -242,7 +243,7 @@ def _poll_until_done(background: BackgroundSegmentation, timeout: float = 240.0,
     """Poll every 10 ms as a GUI timer would; returns (final event, longest gap between polls in s, less this
     thread's waits for a CPU: ``gui_stalls.StallMeter``). Fails after ``timeout`` s with the worker's threads'
     stacks (from its log)."""
-    from MedSAMSegmentLib.gui_stalls import StallMeter
+    from MedSAMSegmentLib.scene.gui_stalls import StallMeter
 
     stalls = StallMeter()
     deadline = time.monotonic() + timeout
@@ -358,7 +359,7 @@ def test_a_killed_worker_is_reported_its_group_ended_and_the_next_run_starts_a_n
     holds its pipes: one failed event with the reason, the forked process ended with it, and the next run starts a
     new worker, whose forked process ends when the worker is closed. Every wait is bounded and fails with the
     worker's stacks."""
-    from MedSAMSegmentLib.worker_client import WorkerClient
+    from MedSAMSegmentLib.remote.worker_client import WorkerClient
 
     image, keys = demo_case
     spec = ModelSpec("lite", None, "cpu")
@@ -391,7 +392,7 @@ def test_a_killed_worker_is_reported_its_group_ended_and_the_next_run_starts_a_n
 def test_a_dead_worker_is_reported_and_its_child_holding_the_pipe_is_ended(tmp_path):
     """The worker exits while a process it started still holds its output pipe (so the pipe would never reach
     end-of-file): the client ends the worker's process group and reports "exited" with the exit code."""
-    from MedSAMSegmentLib.worker_client import EXIT_DRAIN_S, WorkerClient
+    from MedSAMSegmentLib.remote.worker_client import EXIT_DRAIN_S, WorkerClient
 
     fake_python = tmp_path / "python"
     fake_python.write_text('#!/bin/sh\nsleep 60 &\necho $! > "$CHILD_PID_FILE"\necho "worker gave up" >&2\nexit 3\n')

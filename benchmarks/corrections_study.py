@@ -45,7 +45,7 @@ from medsam_evaluation.resumable import (  # noqa: E402
 from medsam_evaluation.simulate import simulate_key_boxes  # noqa: E402
 from medsam_evaluation.study_cli import add_study_arguments, run_study, study_report  # noqa: E402
 from MedSAMSegmentLib import io, pipeline  # noqa: E402
-from MedSAMSegmentLib.refinement import RefineSettings  # noqa: E402
+from MedSAMSegmentLib.learning.refinement import RefineSettings  # noqa: E402
 from MedSAMSegmentLib.settings import ModelSettings, SegmentationSettings  # noqa: E402
 
 #: The two adaptations each case runs (the rule's building blocks).

@@ -83,7 +83,8 @@ def run(cases_json: str, out: str, piece: Piece, case_filter=None, configs=None)
     loop = CaseLoop(sorted(load_cases(cases_json, case_filter), key=lambda case: case.image), piece,
                     lambda case: all(records.get(digests[c], record_key(case, s, c)) for s in SPACINGS for c in chosen),
                     where=out)
-    model = MODEL.load() if loop.todo else None
+    from MedSAMSegmentLib.models import load_from_settings
+    model = load_from_settings(MODEL) if loop.todo else None
     image = volume = cache = None
     for case in loop:
         if case.image != image:  # the cases of one image share its cache; dropped after

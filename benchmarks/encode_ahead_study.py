@@ -19,10 +19,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "MedSAMSegment"))
 
-from MedSAMSegmentLib import demo, io, pipeline  # noqa: E402
+from MedSAMSegmentLib import demo, io  # noqa: E402
 from MedSAMSegmentLib.engine import EmbeddingCache  # noqa: E402
 from MedSAMSegmentLib.models import load_model  # noqa: E402
-from MedSAMSegmentLib.session import SegmentationSession  # noqa: E402
+from MedSAMSegmentLib.session import (
+    SegmentationSession,  # noqa: E402
+    run_segmentation,  # noqa: E402
+)
 from MedSAMSegmentLib.settings import SegmentationSettings  # noqa: E402
 
 SETTINGS = {
@@ -55,7 +58,7 @@ def main() -> int:
             ahead_s.append(time.perf_counter() - started)
             result = session.result()
             run_s.append(result.seconds)
-            fresh = pipeline.run_segmentation(model, image.array, keys, settings, cache=EmbeddingCache())
+            fresh = run_segmentation(model, image.array, keys, settings, cache=EmbeddingCache())
             fresh_s.append(fresh.seconds)
             same = same and np.array_equal(result.mask, fresh.mask)
         print(f"| {name} | {ahead} | {statistics.median(ahead_s):.1f} | {result.encoded} | "

@@ -173,7 +173,7 @@ def encoder_call(enc, mode):
             if mode.get("channels_last"):
                 x = x.contiguous(memory_format=torch.channels_last)
             if mode.get("precision") in ("bf16h", "bf16ha"):
-                from MedSAMSegmentLib.acceleration import bf16_fp32_residual_encoder
+                from MedSAMSegmentLib.models.acceleration import bf16_fp32_residual_encoder
 
                 e = _PATCHED.setdefault((id(enc), mode["precision"]), bf16_fp32_residual_encoder(
                     enc, attention_fp32=mode["precision"] == "bf16ha"))
@@ -231,7 +231,7 @@ def cmd_inproc(args):
     import torch
 
     if args.mallopt:
-        from MedSAMSegmentLib.hardware import configure_allocator
+        from MedSAMSegmentLib.models.hardware import configure_allocator
 
         print("configure_allocator():", configure_allocator())
     net = load_net()
@@ -279,7 +279,7 @@ def cmd_worker(args):
 
     if args.mallopt:
         sys.path.insert(0, str(REPO / "MedSAMSegment"))
-        from MedSAMSegmentLib.hardware import configure_allocator
+        from MedSAMSegmentLib.models.hardware import configure_allocator
 
         configure_allocator()
     if args.threads:
@@ -443,7 +443,7 @@ def runtime_runners(enc, workdir, batch, which=("ort", "ov", "ov_bf16", "ov_f32"
         except ImportError:
             print("onnxruntime not installed")
     try:
-        from MedSAMSegmentLib.openvino_runners import import_openvino
+        from MedSAMSegmentLib.models.openvino_runners import import_openvino
 
         ov = import_openvino()
         core = ov.Core()
@@ -486,7 +486,7 @@ def cmd_runtimes(args):
             enc, dict(batch=1, inference_mode=True, precision="bf16", channels_last=True))),
         "b1 fp32 CL (torch)": (1, encoder_call(enc, dict(batch=1, inference_mode=True, channels_last=True))),
     }
-    from MedSAMSegmentLib.acceleration import make_encoder_runner
+    from MedSAMSegmentLib.models.acceleration import make_encoder_runner
 
     for be, pr in [b.split(":") for b in args.runners.split(",") if b]:
         t0 = time.perf_counter()
@@ -562,7 +562,7 @@ def cmd_accuracy(args):
         except Exception as exc:  # noqa: BLE001
             print(f"runtimes unavailable: {exc}")
     if args.runner:
-        from MedSAMSegmentLib.acceleration import make_encoder_runner
+        from MedSAMSegmentLib.models.acceleration import make_encoder_runner
 
         runner = make_encoder_runner(enc, "cpu", precision=args.runner_precision, backend=args.backend)
         paths[f"acceleration runner ({runner.description})"] = runner
@@ -667,7 +667,7 @@ def cmd_gpu(args):
     if not torch.cuda.is_available():
         print("no CUDA device")
         return
-    from MedSAMSegmentLib.acceleration import make_encoder_runner
+    from MedSAMSegmentLib.models.acceleration import make_encoder_runner
 
     net = load_net()
     items = real_slices(args.max_slices)

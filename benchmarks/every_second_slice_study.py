@@ -42,9 +42,10 @@ from medsam_evaluation.resumable import (  # noqa: E402
 )
 from medsam_evaluation.simulate import simulate_key_boxes  # noqa: E402
 from medsam_evaluation.study_cli import add_study_arguments, run_study, study_report  # noqa: E402
-from MedSAMSegmentLib import io, pipeline  # noqa: E402
+from MedSAMSegmentLib import io  # noqa: E402
 from MedSAMSegmentLib.engine import EmbeddingCache  # noqa: E402
 from MedSAMSegmentLib.metrics import dice  # noqa: E402
+from MedSAMSegmentLib.session import run_segmentation  # noqa: E402
 from MedSAMSegmentLib.settings import ModelSettings, SegmentationSettings  # noqa: E402
 
 #: The rule of the issue: the mean DSC may fall by at most this much.
@@ -71,7 +72,8 @@ def run(cases_json: str, out: str, piece: Piece, spacing: int, case_filter=None)
     records, digest = CaseRecords(out), study_digest(spacing)
     loop = CaseLoop(load_cases(cases_json, case_filter), piece, lambda case: records.get(digest, record_key(case)),
                     where=out)
-    model = MODEL.load() if loop.todo else None
+    from MedSAMSegmentLib.models import load_from_settings
+    model = load_from_settings(MODEL) if loop.todo else None
     for case in loop:
         image = io.read_image(case.image)
         reference, _ = io.read_mask(case.label, case.label_values)
@@ -80,7 +82,7 @@ def run(cases_json: str, out: str, piece: Piece, spacing: int, case_filter=None)
         for read in READS:
             settings = SegmentationSettings(modality=modality_setting(case, image.array), slices=read)
             started = time.perf_counter()
-            results[read] = pipeline.run_segmentation(model, image.array, keys, settings, cache=EmbeddingCache())
+            results[read] = run_segmentation(model, image.array, keys, settings, cache=EmbeddingCache())
             seconds[read] = time.perf_counter() - started
         every, alternate = results["every"], results["alternate"]
         first, last = every.slice_range

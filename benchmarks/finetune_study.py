@@ -46,9 +46,9 @@ from medsam_evaluation.resumable import (  # noqa: E402
 from medsam_evaluation.simulate import simulate_key_boxes  # noqa: E402
 from medsam_evaluation.study_cli import add_study_arguments, run_study, study_report  # noqa: E402
 from MedSAMSegmentLib import io, pipeline  # noqa: E402
-from MedSAMSegmentLib.decoder_training import AdaptedModel  # noqa: E402
 from MedSAMSegmentLib.engine import EmbeddingCache, VolumeSegmenter  # noqa: E402
-from MedSAMSegmentLib.finetune import FinetuneSettings, fine_tune, split_for_validation  # noqa: E402
+from MedSAMSegmentLib.learning.decoder_training import AdaptedModel  # noqa: E402
+from MedSAMSegmentLib.learning.finetune import FinetuneSettings, fine_tune, split_for_validation  # noqa: E402
 from MedSAMSegmentLib.metrics import dice  # noqa: E402
 from MedSAMSegmentLib.settings import ModelSettings, SegmentationSettings  # noqa: E402
 
@@ -116,7 +116,8 @@ def run(cases_json: str, out: str, piece: Piece, spacing: int, case_filter=None)
                     where=out)
     if not loop.todo:
         return 0
-    model = MODEL.load()
+    from MedSAMSegmentLib.models import load_from_settings
+    model = load_from_settings(MODEL)
     collections = {collection_key(s): s for s in VARIANTS.values()}
     print(f"collecting examples from {len(all_cases)} cases, {len(collections)} way(s)", flush=True)
     examples = {key: cohort_examples(all_cases, model, settings, log=lambda message: None)

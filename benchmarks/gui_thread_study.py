@@ -19,11 +19,12 @@ LIB = os.path.join(os.path.dirname(HERE), "MedSAMSegment")
 THREAD = """
 import json, sys, threading, time
 from MedSAMSegmentLib import demo, io, models, pipeline
+from MedSAMSegmentLib.session import run_segmentation
 done = threading.Event()
 def work():
     image = io.read_image(demo.DEMO_IMAGE)
     model = models.load_model("lite", None, "cpu")
-    pipeline.run_segmentation(model, image.array, demo.demo_key_boxes(image.shape),
+    run_segmentation(model, image.array, demo.demo_key_boxes(image.shape),
                               pipeline.SegmentationSettings(modality="none"))
     done.set()
 threading.Thread(target=work, daemon=True).start()
@@ -32,7 +33,7 @@ threading.Thread(target=work, daemon=True).start()
 PROCESS = """
 import json, sys, time
 from MedSAMSegmentLib import demo, io, pipeline
-from MedSAMSegmentLib.background_run import BackgroundSegmentation
+from MedSAMSegmentLib.remote.background_run import BackgroundSegmentation
 from MedSAMSegmentLib.service import ModelSpec
 image = io.read_image(demo.DEMO_IMAGE)
 background = BackgroundSegmentation()

@@ -26,7 +26,7 @@ import numpy as np
 from MedSAMSegmentLib import demo, pipeline
 from MedSAMSegmentLib import io as image_io
 from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet
-from MedSAMSegmentLib.remote_client import RemoteSegmentation
+from MedSAMSegmentLib.remote.remote_client import RemoteSegmentation
 from MedSAMSegmentLib.service import ModelSpec, SegmentationService
 
 SPEC = ModelSpec("lite", None, "cpu")

@@ -38,7 +38,8 @@ class SegmentCaseTask:
 
     def __init__(self, setup: BatchSetup) -> None:
         self.setup = setup
-        self.model = setup.model.load()
+        from MedSAMSegmentLib.models import load_from_settings
+        self.model = load_from_settings(setup.model)
 
     def __call__(self, case: BatchCase) -> CaseOutcome:
         return run_case(case, self.model, self.setup.boxes, self.setup.model, self.setup.out_dir,

@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
 
-from MedSAMSegmentLib.hardware import allowed_cpus
+from MedSAMSegmentLib.models.hardware import allowed_cpus
 from MedSAMSegmentLib.settings import SettingsError
 
 #: The executors, the first the default.
@@ -32,7 +32,7 @@ WORKER_BYTES = 4 << 30
 def local_workers(workers: object, n_items: int, device: str = "auto") -> int:
     """Worker processes for the local executor: ``workers`` as given (at most one per item and core), or for
     ``auto`` one per core on a CPU, bounded by free memory and the items; 1 on a GPU (one model fills it)."""
-    from MedSAMSegmentLib.hardware import available_memory_bytes
+    from MedSAMSegmentLib.models.hardware import available_memory_bytes
 
     if workers != "auto":
         try:

@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
+from MedSAMSegmentLib.session import run_segmentation
 from MedSAMSegmentLib.settings import ModelSettings
 
 from .manifest import BatchCase
@@ -113,10 +114,10 @@ def run_case(case: BatchCase, model, boxes: BoxOptions, model_settings: ModelSet
     """Segment one case with a loaded ``model`` and write its mask, then its record; a failure is returned as a
     ``failed`` outcome with its one-line reason (and recorded), never raised. ``cache_dir``: embeddings kept on
     disk between runs (not part of the fingerprint: the mask is the same either way)."""
-    from MedSAMSegmentLib import io, pipeline
+    from MedSAMSegmentLib import io
     from MedSAMSegmentLib.engine import EmbeddingCache, default_batch_size, one_shot_cache_bytes
-    from MedSAMSegmentLib.error_text import first_line
     from MedSAMSegmentLib.geometry import validate_key_boxes
+    from MedSAMSegmentLib.io.error_text import first_line
 
     started = time.perf_counter()
     case_fingerprint = fingerprint(case, boxes, model_settings)
@@ -127,7 +128,7 @@ def run_case(case: BatchCase, model, boxes: BoxOptions, model_settings: ModelSet
         keys = validate_key_boxes(keys, volume.shape)
         batch_size = model_settings.batch_size or default_batch_size(model)
         cache = EmbeddingCache(cache_dir, max_memory_bytes=one_shot_cache_bytes(batch_size))
-        result = pipeline.run_segmentation(model, volume.array, keys, case.settings, cache=cache,
+        result = run_segmentation(model, volume.array, keys, case.settings, cache=cache,
                                            batch_size=batch_size, is_colour=volume.is_colour)
         io.write_mask(case.output, result.mask, volume, segment_name=case.segment)
         outcome = CaseOutcome(case.name, DONE, case.output, len(result.boxes), int(result.mask.sum()),

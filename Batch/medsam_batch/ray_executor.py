@@ -24,8 +24,8 @@ import os
 import sys
 from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
-from MedSAMSegmentLib.hardware import allowed_cpus
 from MedSAMSegmentLib.models import DependencyError
+from MedSAMSegmentLib.models.hardware import allowed_cpus
 
 from .executors import WORKER_BYTES
 

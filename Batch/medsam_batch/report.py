@@ -6,7 +6,7 @@ import csv
 import os
 from typing import Sequence
 
-from MedSAMSegmentLib.io import atomic_output
+from MedSAMSegmentLib.io.atomic_files import atomic_output
 
 from .jobs import CaseOutcome
 

@@ -287,7 +287,7 @@ def _worker_env() -> Dict[str, str]:
 
 def _acceleration_text(device) -> str:
     try:
-        from MedSAMSegmentLib import hardware
+        from MedSAMSegmentLib.models import hardware
     except ImportError:
         return ""
     try:

@@ -11,13 +11,7 @@ import argparse
 import dataclasses
 
 from medsam_batch.executors import add_executor_arguments, executor_from_arguments
-from MedSAMSegmentLib.settings import (
-    ModelSettings,
-    SegmentationSettings,
-    SettingsError,
-    add_arguments,
-    from_arguments,
-)
+from MedSAMSegmentLib.settings import ModelSettings, SegmentationSettings, SettingsError, add_arguments, from_arguments
 
 from .benchmark import CONFIGS, DEFAULT_CASE, DEFAULT_CONFIGS
 from .cases import SHARED_DATA_VARIABLE

@@ -1,5 +1,5 @@
 """``medsam-segment finetune``: fine-tune LiteMedSAM's decoder head on a cohort of revised cases
-(:mod:`MedSAMSegmentLib.finetune` does the training), with the provenance the checkpoint carries.
+(:mod:`MedSAMSegmentLib.learning.finetune` does the training), with the provenance the checkpoint carries.
 
 A case's image is normalised as ``evaluate`` normalises it (the case's modality, the default intensity rules), and
 its slices are seen in the views a run with the default settings decodes them in.
@@ -14,9 +14,9 @@ import sys
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from MedSAMSegmentLib import io, pipeline
-from MedSAMSegmentLib.decoder_training import HeadExample
 from MedSAMSegmentLib.engine import ProgressCallback
-from MedSAMSegmentLib.finetune import FineTuned, FinetuneSettings, case_views, examples_of
+from MedSAMSegmentLib.learning.decoder_training import HeadExample
+from MedSAMSegmentLib.learning.finetune import FineTuned, FinetuneSettings, case_views, examples_of
 from MedSAMSegmentLib.models import SliceModel, file_sha256
 from MedSAMSegmentLib.settings import SegmentationSettings
 
@@ -35,7 +35,7 @@ def case_settings(case: Case, array) -> SegmentationSettings:
 def cohort_examples(cases: Sequence[Case], model: SliceModel, settings: FinetuneSettings,
                     log: Callable[[str], None] = print, progress: Optional[ProgressCallback] = None
                     ) -> Dict[str, CaseExamples]:
-    """Each case's examples (:func:`MedSAMSegmentLib.finetune.examples_of`), one case at a time (its embeddings
+    """Each case's examples (:func:`MedSAMSegmentLib.learning.finetune.examples_of`), one case at a time (its embeddings
     are let go before the next is read); ``progress(done, total, message)`` counts cases."""
     examples: Dict[str, CaseExamples] = {}
     for number, case in enumerate(cases, start=1):

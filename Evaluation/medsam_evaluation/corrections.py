@@ -18,8 +18,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from MedSAMSegmentLib.engine import SegmentationResult, VolumeSegmenter
 from MedSAMSegmentLib.geometry import KeyBoxSet, take_slice
+from MedSAMSegmentLib.learning.refinement import MIN_CORRECTED, RefineSettings, refine_from_corrections
 from MedSAMSegmentLib.metrics import dice, per_slice_dice
-from MedSAMSegmentLib.refinement import MIN_CORRECTED, RefineSettings, refine_from_corrections
 from MedSAMSegmentLib.settings import SegmentationSettings
 
 from .cross_validation import case_group

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from MedSAMSegmentLib.finetune import (
+from MedSAMSegmentLib.learning.finetune import (
     FinetuneError,
     FinetuneSettings,
     fine_tune,
@@ -51,7 +51,8 @@ def run_finetune(args: argparse.Namespace) -> int:
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(f"--cases {args.cases}: {exc}; give a cases.json list of name, image and label") from exc
     log = _logger(args.quiet)
-    model = model_settings.load()
+    from MedSAMSegmentLib.models import load_from_settings
+    model = load_from_settings(model_settings)
     log(f"fine-tuning LiteMedSAM's decoder head on {len(cases)} case(s); using {model.acceleration}")
     bar = ProgressBar(not args.quiet, unit="case")
     try:

@@ -41,10 +41,9 @@ def replay(model, array: np.ndarray, reference: np.ndarray, axis: int, modality:
            spacing: int = KEY_SPACING, slices: str = "every") -> Dict[str, object]:
     """One annotator session on one case (see the module) with the defaults but ``slices``; returns its
     measures."""
-    from MedSAMSegmentLib import pipeline
     from MedSAMSegmentLib.engine import EmbeddingCache
     from MedSAMSegmentLib.metrics import dice
-    from MedSAMSegmentLib.session import SegmentationSession
+    from MedSAMSegmentLib.session import SegmentationSession, run_segmentation
     from MedSAMSegmentLib.settings import SegmentationSettings
 
     from .benchmark import moved_keys
@@ -69,7 +68,7 @@ def replay(model, array: np.ndarray, reference: np.ndarray, axis: int, modality:
             session.move_box(key.slice_index, key.box)
         session.result()
         move_s = time.perf_counter() - t0
-    one_shot = pipeline.run_segmentation(model, array, keys, settings, cache=cache)
+    one_shot = run_segmentation(model, array, keys, settings, cache=cache)
     return {
         "interval_s": interval, "key_boxes": len(keys.boxes), "slices": len(result.boxes),
         "latency_s": done - last_box, "session_s": done - started, "encoded_ahead": stats.encoded_ahead,

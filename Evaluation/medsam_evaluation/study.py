@@ -13,7 +13,7 @@ import datetime
 import os
 from typing import Callable, List
 
-from MedSAMSegmentLib.hardware import allowed_cpus
+from MedSAMSegmentLib.models.hardware import allowed_cpus
 
 from .cases import Case, load_cases
 from .config import EvaluationConfig
@@ -113,7 +113,8 @@ def _run_cases(cases: List[Case], config: EvaluationConfig, model, cache, record
         outcomes = cases_in_workers(cases, executor, config, cache_bytes, recorder)
     else:
         if needs_model and model is None:
-            model = config.model.load()
+            from MedSAMSegmentLib.models import load_from_settings
+            model = load_from_settings(config.model)
             log(model_line(config.model.model, model))
         outcomes = cases_in_process(cases, config, model, cache if needs_model else None, cache_bytes, recorder)
     logged_device = False

@@ -85,9 +85,10 @@ class ProgressBar:
 
 
 def run_segment(args: argparse.Namespace) -> int:
-    from . import io, pipeline
+    from . import io
     from .engine import EmbeddingCache, default_batch_size, one_shot_cache_bytes
     from .geometry import validate_key_boxes
+    from .session import run_segmentation
     from .settings import ModelSettings, SegmentationSettings, from_arguments
 
     settings = from_arguments(SegmentationSettings, args)
@@ -118,7 +119,8 @@ def run_segment(args: argparse.Namespace) -> int:
         return _segment_on_server(args, volume, key_boxes, settings, model_settings, corrected)
     cache = EmbeddingCache(args.cache_dir)  # an unusable folder is refused before the model loads
     started = time.perf_counter()
-    model = model_settings.load()
+    from .models import load_from_settings
+    model = load_from_settings(model_settings)
     say(args, f"model {args.model} on {model.device_description}" +
         (f"; using {model.acceleration}" if model.acceleration else ""))
     # One run, no edits after it: keep only the embeddings a chunk reads again (the disk cache keeps them all).
@@ -127,7 +129,7 @@ def run_segment(args: argparse.Namespace) -> int:
     bar = ProgressBar(not args.quiet)
     try:
         if corrected is None:
-            result = pipeline.run_segmentation(model, volume.array, key_boxes, settings, cache=cache,
+            result = run_segmentation(model, volume.array, key_boxes, settings, cache=cache,
                                                batch_size=batch_size, is_colour=volume.is_colour, progress=bar)
         else:
             result = _refined(args, model, volume, key_boxes, settings, cache, batch_size, corrected, bar)
@@ -142,8 +144,8 @@ def _segment_on_server(args, volume, key_boxes, settings, model_settings, correc
     import numpy as np
 
     from .geometry import take_slice
-    from .remote_client import RemoteSegmentation
-    from .server_connection import read_token
+    from .remote.remote_client import RemoteSegmentation
+    from .remote.server_connection import read_token
     from .service import ModelSpec
 
     started = time.perf_counter()
@@ -288,15 +290,15 @@ def _command_word(argv: List[str]) -> Optional[str]:
 
 
 def _input_error_types() -> tuple:
-    from .decoder_training import NotTrainableError
     from .engine import CacheDirectoryError
-    from .finetune import FinetuneError
     from .geometry import GeometryError
     from .intensity import IntensityError
     from .io import InputError
+    from .learning.decoder_training import NotTrainableError
+    from .learning.finetune import FinetuneError
+    from .learning.refinement import RefinementError
     from .models import CheckpointError
-    from .refinement import RefinementError
-    from .server_connection import ServerInputError
+    from .remote.server_connection import ServerInputError
     from .settings import SettingsError
 
     return (UsageError, InputError, GeometryError, IntensityError, CheckpointError, SettingsError, CacheDirectoryError,
@@ -329,7 +331,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             if args.debug:
                 raise
             from .models import DependencyError, ModelError
-            from .server_connection import ServerError
+            from .remote.server_connection import ServerError
 
             if isinstance(exc, _input_error_types()):
                 print(f"medsam-segment: error: {exc}", file=sys.stderr)

@@ -32,6 +32,7 @@ def run_demo(output_dir: str = "demo_output", device: str = "auto", verbose: boo
     from . import io, pipeline
     from .metrics import dice, normalised_surface_dice
     from .models import load_model
+    from .session import run_segmentation
 
     started = time.perf_counter()
     volume = io.read_image(DEMO_IMAGE)
@@ -41,7 +42,7 @@ def run_demo(output_dir: str = "demo_output", device: str = "auto", verbose: boo
     if verbose:
         print(f"LiteMedSAM on {model.device_description} ({model.acceleration}); {len(key_boxes.boxes)} key "
               f"boxes on slices {[k.slice_index for k in key_boxes.sorted()]} of {DEMO_IMAGE}", flush=True)
-    result = pipeline.run_segmentation(model, volume.array, key_boxes, pipeline.SegmentationSettings())
+    result = run_segmentation(model, volume.array, key_boxes, pipeline.SegmentationSettings())
     seconds = time.perf_counter() - started
     os.makedirs(output_dir, exist_ok=True)
     files = {
@@ -117,7 +118,7 @@ def write_montage(
         tiles.append(np.zeros_like(tiles[0]))
     rows = [np.hstack(tiles[n : n + columns]) for n in range(0, len(tiles), columns)]
     picture = np.vstack(rows)
-    from .io import atomic_output
+    from .io.atomic_files import atomic_output
 
     with atomic_output(path) as tmp:
         ok, encoded = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))

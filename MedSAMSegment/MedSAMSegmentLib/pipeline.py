@@ -9,20 +9,13 @@ from typing import Optional
 import numpy as np
 
 from . import intensity
-from .engine import (
-    CancelCheck,
-    EmbeddingCache,
-    ProgressCallback,
-    SegmentationResult,
-    SliceCallback,
-    VolumeSegmenter,
-)
+from .engine import CancelCheck, EmbeddingCache, ProgressCallback, SegmentationResult, SliceCallback, VolumeSegmenter
 from .geometry import KeyBoxSet, take_slice
 from .models import SliceModel
 from .settings import PUBLISHED, SegmentationSettings
 
-__all__ = ["PUBLISHED", "SegmentationSettings", "make_segmenter", "normalised_volume", "run_segmentation",
-           "segment_with", "uniform_slices", "warn_uniform_slices"]
+__all__ = ["PUBLISHED", "SegmentationSettings", "make_segmenter", "normalised_volume", "segment_with",
+           "uniform_slices", "warn_uniform_slices"]
 
 
 def normalised_volume(array: np.ndarray, settings: SegmentationSettings, is_colour: bool = False) -> np.ndarray:
@@ -59,30 +52,6 @@ def segment_with(
     """The one call every path makes: ``settings``' strategy and accuracy options on a segmenter built for them."""
     warn_uniform_slices(segmenter.volume, key_boxes)
     return segmenter.segment(key_boxes, settings, progress=progress, cancel=cancel, on_slice=on_slice)
-
-
-def run_segmentation(
-    model: SliceModel,
-    array: np.ndarray,
-    key_boxes: KeyBoxSet,
-    settings: Optional[SegmentationSettings] = None,
-    cache: Optional[EmbeddingCache] = None,
-    batch_size: Optional[int] = None,
-    is_colour: bool = False,
-    progress: Optional[ProgressCallback] = None,
-    cancel: Optional[CancelCheck] = None,
-    on_slice: Optional[SliceCallback] = None,
-) -> SegmentationResult:
-    """Segment ``array`` (``[k, j, i]``, any intensities) from key boxes; see :mod:`engine` for the strategies.
-
-    A one-shot :class:`~session.SegmentationSession`: every box given at once, nothing done ahead."""
-    from .session import SegmentationSession
-
-    settings = settings or SegmentationSettings()  # the command line's defaults
-    segmenter = make_segmenter(model, array, key_boxes.slice_axis, settings, cache, batch_size, is_colour)
-    with SegmentationSession(segmenter, settings, background=False, preview=False, speculate=False) as session:
-        session.set_boxes(key_boxes)
-        return session.result(progress, cancel, on_slice)
 
 
 def uniform_slices(volume_u8: np.ndarray, key_boxes: KeyBoxSet) -> list:

@@ -18,8 +18,8 @@ import numpy as np
 from . import pipeline
 from .engine import CancelCheck, EmbeddingCache, ProgressCallback, SegmentationResult, SliceCallback, VolumeSegmenter
 from .geometry import GeometryError, KeyBoxSet
+from .learning.refinement import Refinement, RefinementError, RefineSettings, refine_from_corrections
 from .models import SliceModel
-from .refinement import Refinement, RefinementError, RefineSettings, refine_from_corrections
 from .session import SegmentationSession
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from . import intensity, pipeline
 from .engine import CancelCheck, EmbeddingCache, ProgressCallback, SegmentationResult, VolumeSegmenter, editing_cache
 from .geometry import GeometryError, KeyBox, KeyBoxSet
-from .refinement import RefineSettings, refine_from_corrections
+from .learning.refinement import RefineSettings, refine_from_corrections
 from .session import SegmentationSession
 
 #: Raw volumes kept by token, so that a second run on the same voxels needs no new upload.

@@ -361,3 +361,25 @@ def _box(values: Sequence[float]) -> Box:
     except (TypeError, ValueError):
         raise GeometryError(f"a key box is four numbers [x0, y0, x1, y1], got {values!r}") from None
     return (x0, y0, x1, y1)
+
+
+def run_segmentation(
+    model: SliceModel,
+    array: np.ndarray,
+    key_boxes: KeyBoxSet,
+    settings: Optional[SegmentationSettings] = None,
+    cache: Optional[EmbeddingCache] = None,
+    batch_size: Optional[int] = None,
+    is_colour: bool = False,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelCheck] = None,
+    on_slice: Optional[SliceCallback] = None,
+) -> SegmentationResult:
+    """Segment ``array`` (``[k, j, i]``, any intensities) from key boxes; see :mod:`engine` for the strategies.
+
+    A one-shot :class:`SegmentationSession`: every box given at once, nothing done ahead."""
+    settings = settings or SegmentationSettings()  # the command line's defaults
+    segmenter = pipeline.make_segmenter(model, array, key_boxes.slice_axis, settings, cache, batch_size, is_colour)
+    with SegmentationSession(segmenter, settings, background=False, preview=False, speculate=False) as session:
+        session.set_boxes(key_boxes)
+        return session.result(progress, cancel, on_slice)

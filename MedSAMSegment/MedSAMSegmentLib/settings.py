@@ -142,13 +142,6 @@ class ModelSettings:
         if not isinstance(self.device, str) or not self.device:
             raise SettingsError(f"--device {self.device!r}: use auto, cpu, cuda, cuda:N or mps")
 
-    def load(self):
-        """The model these settings name (see :func:`models.load_model`; imports torch)."""
-        from .models import load_model
-
-        return load_model(self.model, checkpoint=self.checkpoint, device=self.device, precision=self.precision,
-                          backend=self.backend)
-
 
 #: MedSAM's published behaviour: its intensity recipe, whole slices, interpolated boxes, raw masks.
 PUBLISHED: Dict[str, str] = {f.name: f.metadata["published"] for f in dataclasses.fields(SegmentationSettings)

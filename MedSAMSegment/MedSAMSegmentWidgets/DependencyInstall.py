@@ -1,6 +1,6 @@
 """Installing MedSAM's Python packages from Slicer, only when the user starts a run: PyTorch through the PyTorch
 Utils extension, the rest with ``slicer.util.pip_install`` under a constraints file. Dialogs only; what to install
-is decided in ``MedSAMSegmentLib.dependencies``."""
+is decided in ``MedSAMSegmentLib.scene.dependencies``."""
 
 import logging
 import os
@@ -16,7 +16,7 @@ def ensureDependencies(model="lite", parent=None):
     which picks the build that matches the GPU driver; the other packages from ``slicer.util.pip_install`` with
     the installed torch, torchvision and Slicer's own numpy, SimpleITK, etc. pinned by a constraints file.
     """
-    from MedSAMSegmentLib import dependencies
+    from MedSAMSegmentLib.scene import dependencies
 
     missing = dependencies.missing_requirements(model)
     if not missing:

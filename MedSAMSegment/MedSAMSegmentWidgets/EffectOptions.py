@@ -1,6 +1,6 @@
 """The MedSAM effect's options: strategy, intensity, model, checkpoint, device, the server's address and token,
 the accuracy options and Live preview, kept as effect parameters (``MedSAM.<name>`` on the Segment Editor's
-parameter node). Qt widgets only; the choices and their meaning are in ``MedSAMSegmentLib.effect``."""
+parameter node). Qt widgets only; the choices and their meaning are in ``MedSAMSegmentLib.scene.effect``."""
 
 import qt
 from MedSAMSegmentLib.settings import PUBLISHED, SegmentationSettings
@@ -29,10 +29,10 @@ def parameter(scriptedEffect, name):
 
 
 def settings(scriptedEffect):
-    """The stored options as ``effect.EffectSettings``."""
-    from MedSAMSegmentLib import effect
+    """The stored options as ``effect_settings.EffectSettings``."""
+    from MedSAMSegmentLib.scene import effect_settings
 
-    return effect.EffectSettings(
+    return effect_settings.EffectSettings(
         strategy=parameter(scriptedEffect, "Strategy"),
         intensity=parameter(scriptedEffect, "Intensity"),
         model=parameter(scriptedEffect, "Model"),
@@ -50,18 +50,18 @@ class EffectOptions:
 
     def __init__(self, scriptedEffect):
         import ctk
-        from MedSAMSegmentLib import effect
+        from MedSAMSegmentLib.scene import effect_settings
 
         self.scriptedEffect = scriptedEffect
-        self.strategyCombo = self._combo(effect.STRATEGY_CHOICES, "Strategy:")
-        self.intensityCombo = self._combo(effect.INTENSITY_CHOICES, "Intensity:")
-        self.modelCombo = self._combo(effect.MODEL_CHOICES, "Model:")
+        self.strategyCombo = self._combo(effect_settings.STRATEGY_CHOICES, "Strategy:")
+        self.intensityCombo = self._combo(effect_settings.INTENSITY_CHOICES, "Intensity:")
+        self.modelCombo = self._combo(effect_settings.MODEL_CHOICES, "Model:")
         self.checkpointPath = ctk.ctkPathLineEdit()
         self.checkpointPath.filters = ctk.ctkPathLineEdit.Files
         self.checkpointPath.nameFilters = ["Model checkpoint (*.pth)"]
-        self.checkpointPath.toolTip = effect.CHECKPOINT_TIP
+        self.checkpointPath.toolTip = effect_settings.CHECKPOINT_TIP
         scriptedEffect.addLabeledOptionsWidget("Checkpoint:", self.checkpointPath)
-        self.deviceCombo = self._combo(effect.DEVICE_CHOICES, "Device:")
+        self.deviceCombo = self._combo(effect_settings.DEVICE_CHOICES, "Device:")
         self._setupServerFields()
         self._setupAccuracyOptions()
         self.previewCheckBox = qt.QCheckBox("Live preview")
@@ -81,7 +81,7 @@ class EffectOptions:
     def _setupServerFields(self):
         """The server's address and token, shown for Device "MedSAM server"; kept in Slicer's settings (never in
         the scene), read by :meth:`applyServer`."""
-        from MedSAMSegmentLib.server_address import stored_server
+        from MedSAMSegmentLib.remote.server_address import stored_server
 
         self.serverFrame = qt.QWidget()
         form = qt.QFormLayout(self.serverFrame)
@@ -103,7 +103,7 @@ class EffectOptions:
 
     def _setupAccuracyOptions(self):
         import ctk
-        from MedSAMSegmentLib import effect
+        from MedSAMSegmentLib.scene import effect_settings
 
         accuracy = ctk.ctkCollapsibleButton()
         accuracy.text = "Accuracy options"
@@ -112,9 +112,9 @@ class EffectOptions:
         accuracyLayout = qt.QFormLayout(accuracy)
         self.accuracyCombos = {}
         for parameter, name in ACCURACY_PARAMETERS.items():
-            label, unused = effect.ACCURACY_OPTIONS[name]
+            label, unused = effect_settings.ACCURACY_OPTIONS[name]
             combo = qt.QComboBox()
-            for key, text in effect.accuracy_menu(name).items():
+            for key, text in effect_settings.accuracy_menu(name).items():
                 combo.addItem(text, key)
             accuracyLayout.addRow(label + ":", combo)
             self.accuracyCombos[parameter] = combo
@@ -151,15 +151,15 @@ class EffectOptions:
         return parameter(self.scriptedEffect, name)
 
     def onServerEdited(self):
-        from MedSAMSegmentLib.server_address import store_server
+        from MedSAMSegmentLib.remote.server_address import store_server
 
         store_server(qt.QSettings(), self.serverUrlEdit.text, self.serverTokenEdit.text)
         self.applyServer()
 
     def applyServer(self):
         """Send background runs to the server when Device is "MedSAM server", else to the local worker."""
-        from MedSAMSegmentLib import effect
-        from MedSAMSegmentLib.server_address import SERVER_DEVICE, stored_server
+        from MedSAMSegmentLib.remote.server_address import SERVER_DEVICE, stored_server
+        from MedSAMSegmentLib.scene import effect
 
         onServer = self.parameter("Device") == SERVER_DEVICE
         self.serverFrame.visible = onServer

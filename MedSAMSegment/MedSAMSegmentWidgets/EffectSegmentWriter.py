@@ -2,7 +2,7 @@
 Editor's own undo stack holds the change and a failed write puts the segmentation back."""
 
 import slicer
-from MedSAMSegmentLib.mrml_segments import SegmentWriteError, SegmentWriter
+from MedSAMSegmentLib.scene.mrml_segments import SegmentWriteError, SegmentWriter
 
 
 class EffectSegmentWriter(SegmentWriter):

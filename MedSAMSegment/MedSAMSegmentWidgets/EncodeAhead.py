@@ -1,7 +1,7 @@
 """The MedSAM effect's encoding ahead and live preview: once the key boxes are still, the worker encodes the views
 Segment will need (the model's embeddings do not depend on the boxes) and, with Live preview on, shows the result
 of the boxes so far in its own light-yellow segmentation node (never in the user's segment, never saved). Qt and
-MRML only; the requests are ``MedSAMSegmentLib.effect``'s, the node ``mrml_preview``'s."""
+MRML only; the requests are ``MedSAMSegmentLib.scene.effect``'s, the node ``mrml_preview``'s."""
 
 import logging
 
@@ -34,7 +34,7 @@ class EncodeAhead:
         self.timer.start()
 
     def _target_volume(self):
-        from MedSAMSegmentLib import key_box_nodes
+        from MedSAMSegmentLib.scene import key_box_nodes
 
         try:
             target = key_box_nodes.target_from_editor(self.scriptedEffect.parameterSetNode())
@@ -46,7 +46,7 @@ class EncodeAhead:
         """Encode the views between the key boxes and a few slices past the newest one (and decode them for the
         preview when one is wanted and none is shown). Nothing happens during a run, while the effect is not
         active, or when the model's packages are missing; a request that cannot start is dropped."""
-        from MedSAMSegmentLib import dependencies, effect, key_box_nodes
+        from MedSAMSegmentLib.scene import dependencies, effect, key_box_nodes
 
         if self.running() or not self.scriptedEffect.active():
             return
@@ -70,7 +70,7 @@ class EncodeAhead:
     def show(self, served, encoded):
         """Show the worker's preview ``served`` when it is wanted and the target is still there; a preview that no
         longer fits (the source volume changed meanwhile) is removed: the next one replaces it."""
-        from MedSAMSegmentLib import mrml_preview
+        from MedSAMSegmentLib.scene import mrml_preview
 
         unused, volume = self._target_volume()
         if volume is None or not self.settings().preview:
@@ -87,7 +87,7 @@ class EncodeAhead:
                         "press Segment to write it into the segment.")
 
     def remove(self):
-        from MedSAMSegmentLib import mrml_preview
+        from MedSAMSegmentLib.scene import mrml_preview
 
         mrml_preview.remove_preview(slicer.mrmlScene, self.previewNode)
         self.previewNode = None

@@ -1,7 +1,7 @@
 """The MedSAM effect's key box panel: Place box and Place line (boxes placed one after another), Take in for ROIs
 and lines drawn elsewhere on the volume's slices, and the table of the selected segment's key boxes (name, slice,
 size, problem: a click jumps to one, Delete removes it). Qt widgets only; the work is in
-``MedSAMSegmentLib.key_box_placement`` and ``key_box_nodes``."""
+``MedSAMSegmentLib.scene.key_box_placement`` and ``key_box_nodes``."""
 
 import qt
 import slicer
@@ -16,7 +16,7 @@ class KeyBoxPanel:
     the status line after a take-in."""
 
     def __init__(self, target, onTookIn):
-        from MedSAMSegmentLib.key_box_placement import KeyBoxPlacement
+        from MedSAMSegmentLib.scene.key_box_placement import KeyBoxPlacement
 
         self.target = target
         self.onTookIn = onTookIn
@@ -66,13 +66,13 @@ class KeyBoxPanel:
 
     def nodes(self, target=None):
         """The key box nodes of ``target`` (default: the selected segment's), or [] without a target."""
-        from MedSAMSegmentLib import key_box_nodes
+        from MedSAMSegmentLib.scene import key_box_nodes
 
         target = target or self.target()
         return key_box_nodes.key_box_nodes(slicer.mrmlScene, target) if target else []
 
     def update(self):
-        from MedSAMSegmentLib import key_box_nodes
+        from MedSAMSegmentLib.scene import key_box_nodes
 
         target = self.target()
         volume = slicer.mrmlScene.GetNodeByID(target.volume_id) if target else None
@@ -91,7 +91,7 @@ class KeyBoxPanel:
         self.takeInButton.enabled = others > 0 and target is not None
 
     def onTakeIn(self):
-        from MedSAMSegmentLib import key_box_nodes
+        from MedSAMSegmentLib.scene import key_box_nodes
 
         target = self.target()
         if target is not None:
@@ -104,7 +104,7 @@ class KeyBoxPanel:
         return slicer.mrmlScene.GetNodeByID(item.data(qt.Qt.UserRole)) if item else None
 
     def onClicked(self, row, column):
-        from MedSAMSegmentLib.key_box_placement import markups_center_ras
+        from MedSAMSegmentLib.scene.key_box_placement import markups_center_ras
 
         node = self._rowNode(row)
         if node is not None:

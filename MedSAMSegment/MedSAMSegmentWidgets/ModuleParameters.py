@@ -35,13 +35,13 @@ class MedSAMSegmentParameterNode:
 
 def choiceCombos(ui):
     """``(combo box, parameter node attribute, value -> text)`` for every menu on the page ``ui``."""
-    from MedSAMSegmentLib import effect
+    from MedSAMSegmentLib.scene import effect_settings
 
     return [
-        (ui.strategyComboBox, "strategy", effect.STRATEGY_CHOICES),
-        (ui.intensityComboBox, "intensity", effect.INTENSITY_CHOICES),
-        (ui.modelComboBox, "model", effect.MODEL_CHOICES),
-        (ui.deviceComboBox, "device", effect.LOCAL_DEVICE_CHOICES),
+        (ui.strategyComboBox, "strategy", effect_settings.STRATEGY_CHOICES),
+        (ui.intensityComboBox, "intensity", effect_settings.INTENSITY_CHOICES),
+        (ui.modelComboBox, "model", effect_settings.MODEL_CHOICES),
+        (ui.deviceComboBox, "device", effect_settings.LOCAL_DEVICE_CHOICES),
     ] + [  # the accuracy options: mr_rule -> mrRuleComboBox, zoom -> zoomComboBox, ...
-        (getattr(ui, _lower_camel(name) + "ComboBox"), name, effect.accuracy_menu(name)) for name in PUBLISHED
+        (getattr(ui, _lower_camel(name) + "ComboBox"), name, effect_settings.accuracy_menu(name)) for name in PUBLISHED
     ]

@@ -18,7 +18,7 @@ class MedSAMSegmentTest(ScriptedLoadableModuleTest):
     def runTest(self):
         self.setUp()
         self.test_effect_registered()
-        from MedSAMSegmentLib import dependencies
+        from MedSAMSegmentLib.scene import dependencies
 
         missing = dependencies.missing_requirements("lite")
         if missing:  # skipTest here would show as "Reload and Test failed"
@@ -36,9 +36,9 @@ class MedSAMSegmentTest(ScriptedLoadableModuleTest):
 
     def test_sample_end_to_end(self):
         import numpy as np
-        from MedSAMSegmentLib import effect, mrml_segments
-        from MedSAMSegmentLib.gui_stalls import StallMeter
         from MedSAMSegmentLib.metrics import dice
+        from MedSAMSegmentLib.scene import effect, mrml_segments
+        from MedSAMSegmentLib.scene.gui_stalls import StallMeter
 
         self.delayDisplay("Loading the sample")
         from MedSAMSegment import MedSAMSegmentLogic

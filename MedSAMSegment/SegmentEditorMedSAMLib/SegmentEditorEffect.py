@@ -1,6 +1,6 @@
 """The MedSAM Segment Editor effect: Qt widgets and view events only; the work is in MedSAMSegmentLib.
 
-Runs go to a worker process (``MedSAMSegmentLib.background_run``) and are polled by a timer, so the GUI thread
+Runs go to a worker process (``MedSAMSegmentLib.remote.background_run``) and are polled by a timer, so the GUI thread
 never waits for the model; the result is written on the GUI thread, in one undo step, into the target captured
 when Segment was pressed.
 """
@@ -109,7 +109,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if self.pollTimer is not None:
             self.pollTimer.stop()
         self.ahead.timer.stop()
-        from MedSAMSegmentLib import effect
+        from MedSAMSegmentLib.scene import effect
 
         effect.shared_logic().background().cancel(owner=self)  # a later run may then start at once
 
@@ -131,8 +131,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     # -- activation -------------------------------------------------------------------------------------------
     def activate(self):
-        from MedSAMSegmentLib import dependencies, effect
-        from MedSAMSegmentLib.key_box_placement import KeyBoxWatcher
+        from MedSAMSegmentLib.scene import dependencies, effect
+        from MedSAMSegmentLib.scene.key_box_placement import KeyBoxWatcher
 
         self.pollTimer.start()
         self.watcher = KeyBoxWatcher(slicer.mrmlScene, self.scriptedEffect.parameterSetNode(),
@@ -175,7 +175,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     # -- key boxes --------------------------------------------------------------------------------------------
     def target(self):
         """The selected volume, segmentation and segment, or None (with the reason in the status line)."""
-        from MedSAMSegmentLib import key_box_nodes
+        from MedSAMSegmentLib.scene import key_box_nodes
 
         try:
             return key_box_nodes.target_from_editor(self.scriptedEffect.parameterSetNode())
@@ -205,7 +205,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     # -- running ----------------------------------------------------------------------------------------------
     def onSegment(self):
         """Start a run on the worker process; returns at once. Every problem is one dialog, never an exception."""
-        from MedSAMSegmentLib import effect
+        from MedSAMSegmentLib.scene import effect
 
         import MedSAMSegment
 
@@ -241,7 +241,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     def onRefine(self):
         """Start Refine from my edits on the worker for the selected segment; returns at once. A problem (no run
         to refine, too few corrected slices) is one dialog, and nothing changes."""
-        from MedSAMSegmentLib import effect, mrml_segments
+        from MedSAMSegmentLib.scene import effect, mrml_segments
 
         if self._prepared is not None:
             return
@@ -274,7 +274,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.pollTimer.start()
 
     def onCancel(self):
-        from MedSAMSegmentLib import effect
+        from MedSAMSegmentLib.scene import effect
 
         if self._prepared is not None:
             effect.shared_logic().background().cancel(owner=self)
@@ -287,7 +287,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.onCancel()
 
     def onSceneClosed(self):
-        from MedSAMSegmentLib import effect
+        from MedSAMSegmentLib.scene import effect
 
         self.stopPlacing()
         self.ahead.forget()
@@ -296,7 +296,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     def onPollWorker(self):
         """Timer slot: apply the worker's messages. Never raises."""
-        from MedSAMSegmentLib import effect
+        from MedSAMSegmentLib.scene import effect
 
         try:
             for event in effect.shared_logic().background().poll(self):
@@ -327,7 +327,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self._finish(event.result)
 
     def _finish(self, served):
-        from MedSAMSegmentLib import edits, effect, key_box_nodes, mrml_segments
+        from MedSAMSegmentLib.scene import edits, effect, key_box_nodes, mrml_segments
 
         prepared, target, refining = self._prepared, self._target, self._refining
         if target is None:

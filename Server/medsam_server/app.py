@@ -6,7 +6,7 @@ and result request on a session also carries ``X-MedSAM-Session-Key``. Errors an
 with 401 (token), 403 (session key), 404 (unknown session, run or volume), 409 (slices to upload first:
 ``missing``), 410 (session expired), 413 (body too large: answered before the rest is read, and the connection
 closed), 422 (a body or value that is not valid), 503 (full).
-No body is ever unpickled: arrays travel only in :mod:`MedSAMSegmentLib.remote_protocol` frames.
+No body is ever unpickled: arrays travel only in :mod:`MedSAMSegmentLib.remote.remote_protocol` frames.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from MedSAMSegmentLib.geometry import GeometryError
-from MedSAMSegmentLib.remote_protocol import (
+from MedSAMSegmentLib.remote.remote_protocol import (
     API_PREFIX,
     FRAME_MEDIA_TYPE,
     FrameError,

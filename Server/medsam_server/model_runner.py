@@ -16,8 +16,8 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 from MedSAMSegmentLib.engine import Cancelled
-from MedSAMSegmentLib.remote_protocol import pack
-from MedSAMSegmentLib.request_dispatch import failure_reply, run_request, throttled
+from MedSAMSegmentLib.remote.remote_protocol import pack
+from MedSAMSegmentLib.remote.request_dispatch import failure_reply, run_request, throttled
 from MedSAMSegmentLib.service import ModelSpec, SegmentationService
 
 from .sessions import Run

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-from MedSAMSegmentLib.remote_protocol import Manifest
+from MedSAMSegmentLib.remote.remote_protocol import Manifest
 
 
 @dataclass

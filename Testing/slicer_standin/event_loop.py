@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, List, Optional
 
-from MedSAMSegmentLib.gui_stalls import cpu_wait_seconds, less_cpu_wait
+from MedSAMSegmentLib.scene.gui_stalls import cpu_wait_seconds, less_cpu_wait
 
 if TYPE_CHECKING:
     from .application import SlicerApplicationStandin
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 class Tick:
     """One timer timeout served by the loop: when it started (``time.monotonic``), how long its slots held the GUI
     thread (less the time the thread waited for a CPU meanwhile: the machine's load, not the program's doing;
-    ``MedSAMSegmentLib.gui_stalls``), and the thread's CPU wait so far when it started (None where not known)."""
+    ``MedSAMSegmentLib.scene.gui_stalls``), and the thread's CPU wait so far when it started (None where not known)."""
 
     timer: QTimer
     started: float

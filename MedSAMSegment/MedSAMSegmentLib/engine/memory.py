@@ -14,7 +14,7 @@ from ..models import SliceModel
 
 def default_batch_size(model: SliceModel) -> int:
     """Slices per encoder batch: measured best on the device, bounded by free memory (see ``hardware``)."""
-    from .. import hardware
+    from ..models import hardware
 
     return hardware.encoder_batch_size(model.device, model.precision)
 

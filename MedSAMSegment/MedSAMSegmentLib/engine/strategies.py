@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 import numpy as np
 
 from ..geometry import Box, KeyBoxSet, box_from_mask, interpolate_boxes, take_slice
-from ..hardware import EMBEDDING_BYTES
+from ..models.hardware import EMBEDDING_BYTES
 from ..settings import SegmentationSettings
 from .alternate import boxes_to_read, filled_iou, halfway_masks, skipped_slices
 from .decoding import DECODE_BATCH, MaskAndIoU, SliceDecoder

@@ -42,7 +42,7 @@ class Requirement(NamedTuple):
     installer: str
 
 
-#: Python packages a run needs, by model id (the ids of ``effect.MODEL_CHOICES``). The pip lower bounds match
+#: Python packages a run needs, by model id (the ids of ``effect_settings.MODEL_CHOICES``). The pip lower bounds match
 #: pyproject.toml; PyTorch Utils installs torch and torchvision together.
 REQUIREMENTS: Dict[str, Tuple[Requirement, ...]] = {
     "lite": (

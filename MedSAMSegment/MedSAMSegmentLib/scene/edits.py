@@ -16,10 +16,10 @@ from typing import Dict, FrozenSet, Tuple
 
 import numpy as np
 
-from .geometry import KeyBoxSet, take_slice
+from ..geometry import KeyBoxSet, take_slice
+from ..service import ModelSpec
+from ..settings import SegmentationSettings
 from .key_box_nodes import RunTarget
-from .service import ModelSpec
-from .settings import SegmentationSettings
 
 
 @dataclass(frozen=True)

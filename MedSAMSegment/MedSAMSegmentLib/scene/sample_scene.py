@@ -23,7 +23,7 @@ class SampleCase:
 
 def load_sample(scene, segment_name: str = "lesion") -> SampleCase:
     """Load the bundled demo CT lesion with its key boxes as ROIs and an empty segment to fill."""
-    from . import demo, io
+    from .. import demo, io
 
     image = io.read_image(demo.DEMO_IMAGE)
     reference, _ = io.read_mask(demo.DEMO_IMAGE)

@@ -23,19 +23,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from . import intensity, pipeline
-from .engine import CancelCheck, Cancelled, ProgressCallback
-from .geometry import KeyBoxSet
-from .remote_protocol import Manifest, Message, pack, slices_read, slices_stack
-from .server_connection import (
-    MissingSlices,
-    ServerConnection,
-    ServerError,
-    ServerInputError,
-    SessionGone,
-    UnknownVolume,
-)
-from .service import (
+from .. import intensity, pipeline
+from ..engine import CancelCheck, Cancelled, ProgressCallback
+from ..geometry import KeyBoxSet
+from ..service import (
     KEPT_VOLUMES,
     ModelSpec,
     ServiceResult,
@@ -46,7 +37,16 @@ from .service import (
     settings_from_wire,
     settings_to_wire,
 )
-from .settings import SegmentationSettings
+from ..settings import SegmentationSettings
+from .remote_protocol import Manifest, Message, pack, slices_read, slices_stack
+from .server_connection import (
+    MissingSlices,
+    ServerConnection,
+    ServerError,
+    ServerInputError,
+    SessionGone,
+    UnknownVolume,
+)
 from .worker_client import drained
 
 #: Seconds one status request waits on the server for the run to change.

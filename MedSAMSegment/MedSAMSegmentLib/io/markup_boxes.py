@@ -16,7 +16,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .geometry import GeometryError, KeyBox, KeyBoxSet, check_axis, in_plane_axes
+from ..geometry import GeometryError, KeyBox, KeyBoxSet, check_axis, in_plane_axes
 
 #: An ROI whose normal is further than this from every image axis is refused as oblique.
 MAX_ROI_OBLIQUITY_DEGREES = 20.0

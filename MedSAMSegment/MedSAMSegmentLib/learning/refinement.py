@@ -34,6 +34,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..engine import CancelCheck, ProgressCallback, SegmentationResult, VolumeSegmenter, check_cancel, flag_slices
+from ..engine.views import refine_to_box, resolve_zoom
+from ..geometry import Box, KeyBoxSet, put_slice, take_slice
+from ..metrics import dice
+from ..models import SliceModel
+from ..settings import SegmentationSettings
 from .decoder_training import (
     AdaptedModel,
     HeadExample,
@@ -47,12 +53,6 @@ from .decoder_training import (
     trainable_head,
     training_views,
 )
-from .engine import CancelCheck, ProgressCallback, SegmentationResult, VolumeSegmenter, check_cancel, flag_slices
-from .engine.views import refine_to_box, resolve_zoom
-from .geometry import Box, KeyBoxSet, put_slice, take_slice
-from .metrics import dice
-from .models import SliceModel
-from .settings import SegmentationSettings
 
 #: Corrected slices needed: leave-one-out needs one to train on and one to hold out.
 MIN_CORRECTED = 2

@@ -16,7 +16,7 @@ from typing import Tuple
 
 import numpy as np
 
-from .geometry import GeometryError
+from ..geometry import GeometryError
 
 
 def _slicer():

@@ -13,8 +13,8 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .geometry import GeometryError, KeyBox, KeyBoxSet
-from .markup_boxes import DEFAULT_LINE_MARGIN, key_box_from_line, key_box_from_roi, merge_key_boxes
+from ..geometry import GeometryError, KeyBox, KeyBoxSet
+from ..io.markup_boxes import DEFAULT_LINE_MARGIN, key_box_from_line, key_box_from_roi, merge_key_boxes
 from .mrml import to_numpy_matrix, to_vtk_matrix, volume_ijk_to_world
 
 ROI_CLASS = "vtkMRMLMarkupsROINode"

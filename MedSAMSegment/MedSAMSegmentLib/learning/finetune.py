@@ -28,7 +28,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .checkpoints import PROVENANCE_KEY, load_checkpoint
+from ..engine import CancelCheck, ProgressCallback, VolumeSegmenter, check_cancel
+from ..engine.views import target_zoom
+from ..geometry import KeyBox, KeyBoxSet, box_from_mask, interpolate_boxes, take_slice
+from ..models import SliceModel
+from ..models.checkpoints import PROVENANCE_KEY, load_checkpoint
+from ..settings import option
 from .decoder_training import (
     HeadExample,
     TrainingView,
@@ -41,11 +46,6 @@ from .decoder_training import (
     trainable_head,
     training_views,
 )
-from .engine import CancelCheck, ProgressCallback, VolumeSegmenter, check_cancel
-from .engine.views import target_zoom
-from .geometry import KeyBox, KeyBoxSet, box_from_mask, interpolate_boxes, take_slice
-from .models import SliceModel
-from .settings import option
 
 #: The decoder head's parameter names in a LiteMedSAM state dict start with this.
 HEAD_PREFIX = "mask_decoder.output_hypernetworks_mlps.0."

@@ -1,4 +1,4 @@
-"""The segmentation worker process, ``python -m MedSAMSegmentLib.worker``, driven by ``WorkerClient``.
+"""The segmentation worker process, ``python -m MedSAMSegmentLib.remote.worker``, driven by ``WorkerClient``.
 
 It reads requests from standard input and writes replies to the standard output it was started with, both in the
 :mod:`worker_protocol` framing (anything a library prints goes to standard error instead). Requests run one at a
@@ -32,9 +32,9 @@ from typing import BinaryIO, Dict, Optional, Set
 
 import numpy as np
 
-from .engine import Cancelled
+from ..engine import Cancelled
+from ..service import ModelSpec, SegmentationService
 from .request_dispatch import MODEL_OPS, failure_reply, run_request, throttled
-from .service import ModelSpec, SegmentationService
 from .worker_protocol import ProtocolError, read_message, write_message
 
 #: Least time between two progress replies, seconds.

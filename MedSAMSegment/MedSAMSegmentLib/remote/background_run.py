@@ -14,9 +14,9 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from .geometry import KeyBoxSet
-from .pipeline import SegmentationSettings
-from .service import (
+from ..geometry import KeyBoxSet
+from ..pipeline import SegmentationSettings
+from ..service import (
     KEPT_VOLUMES,
     ModelSpec,
     ServiceResult,

@@ -24,160 +24,19 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import intensity, mrml, mrml_markups, mrml_segments
-from .background_run import BackgroundSegmentation
+from ..engine import CancelCheck, EmbeddingCache, ProgressCallback, SegmentationResult
+from ..geometry import KeyBoxSet
+from ..learning.refinement import MIN_CORRECTED, RefinementError
+from ..remote.background_run import BackgroundSegmentation
+from ..remote.server_address import SERVER_DEVICE, ServerAddress
+from ..service import ModelSpec, SegmentationService, ServiceResult
+from ..settings import SegmentationSettings
+from . import mrml, mrml_markups, mrml_segments
 from .edits import WrittenRun
-from .engine import CancelCheck, EmbeddingCache, ProgressCallback, SegmentationResult
-from .geometry import KeyBoxSet
-from .markup_boxes import DEFAULT_LINE_MARGIN
-from .refinement import MIN_CORRECTED, RefinementError
-from .server_address import SERVER_DEVICE, ServerAddress
-from .service import ModelSpec, SegmentationService, ServiceResult
-from .settings import PUBLISHED, ModelSettings, SegmentationSettings
+from .effect_settings import EffectSettings
 
-#: Intensity choices offered by the effect and the module: id -> label.
-INTENSITY_CHOICES: Dict[str, str] = {"auto": "Automatic (CT window or MR percentiles)"}
-INTENSITY_CHOICES.update(
-    {
-        f"ct:{name}": f"CT {name.replace('_', ' ')} (L {level:g} / W {width:g})"
-        for name, (level, width) in intensity.CT_WINDOWS.items()
-    }
-)
-INTENSITY_CHOICES.update(
-    {
-        "mr": "MR (0.5-99.5 percentiles)",
-        "display": "Volume's current display window/level",
-        "none": "None (image is already 0-255)",
-    }
-)
-STRATEGY_CHOICES = {
-    "interpolate": "Interpolate boxes between key slices",
-    "propagate": "Propagate masks from key slices (MedSAM 3D)",
-}
-MODEL_CHOICES = {"lite": "LiteMedSAM (bundled)", "vit_b": "MedSAM ViT-B (checkpoint file)"}
-CHECKPOINT_TIP = ("MedSAM ViT-B: medsam_vit_b.pth (required). LiteMedSAM: a checkpoint 'medsam-segment finetune' "
-                  "wrote (empty: the bundled weights)")
-DEVICE_CHOICES = {
-    "auto": "Automatic (CUDA, Apple MPS, CPU)",
-    "cuda": "CUDA GPU",
-    "mps": "Apple GPU (MPS)",
-    "cpu": "CPU",
-    SERVER_DEVICE: "MedSAM server (address below)",
-}
-#: The devices of the module page, which runs only here.
-LOCAL_DEVICE_CHOICES = {key: text for key, text in DEVICE_CHOICES.items() if key != SERVER_DEVICE}
-#: The accuracy options offered in Slicer, every one the command line has (their values are the settings'
-#: choices, which a test checks): setting -> (label, value -> text).
-ACCURACY_OPTIONS: Dict[str, Tuple[str, Dict[str, str]]] = {
-    "mr_rule": ("MR intensities", {
-        "auto": "Percentiles above the background",
-        "published": "Percentiles above zero",
-    }),
-    "zoom": ("Small targets", {
-        "off": "Whole slice",
-        "auto": "Crop around small boxes",
-        "best": "Crop and whole slice, the more confident",
-        "union": "Crop and whole slice, their union",
-        "size": "By target size: union for small targets, the more confident for large",
-    }),
-    "guide": ("Between key slices", {
-        "off": "Interpolated boxes",
-        "mean": "Mean of interpolated and previous mask box",
-        "union": "Union of interpolated and previous mask box",
-        "mask": "Previous mask box",
-        "auto": "Union for small boxes, else interpolated",
-    }),
-    "refine": ("Clean-up", {"off": "Raw masks", "box": "Clip to the box and fill holes"}),
-    "retry": ("Low-confidence slices", {"off": "Keep", "zoom": "Decode again with the other view"}),
-    "slices": ("Slices read", {
-        "auto": "Every second in long targets when interpolating, else every slice",
-        "every": "Every slice",
-        "alternate": "Every second in long targets, the others filled (faster)",
-    }),
-}
-
-
-_DEFAULTS = SegmentationSettings()
-
-
-def accuracy_menu(name: str) -> Dict[str, str]:
-    """Value -> menu text for one accuracy option, the default and MedSAM's published value marked."""
-    texts = ACCURACY_OPTIONS[name][1]
-    marked = {}
-    for value, text in texts.items():
-        marks = [m for m, applies in (("default", value == getattr(_DEFAULTS, name)),
-                                      ("published", value == PUBLISHED[name])) if applies]
-        marked[value] = text + (f" ({', '.join(marks)})" if marks else "")
-    return marked
-
-
-@dataclass(frozen=True)
-class EffectSettings:
-    """The user's choices besides the boxes (stored on the segment editor / parameter node as strings); the
-    accuracy options default to the command line's."""
-
-    strategy: str = _DEFAULTS.strategy
-    intensity: str = "auto"
-    model: str = "lite"
-    checkpoint: Optional[str] = None
-    device: str = "auto"
-    line_margin: float = DEFAULT_LINE_MARGIN
-    propagate_margin: float = _DEFAULTS.propagate_margin
-    mr_rule: str = _DEFAULTS.mr_rule
-    zoom: str = _DEFAULTS.zoom
-    guide: str = _DEFAULTS.guide
-    refine: str = _DEFAULTS.refine
-    retry: str = _DEFAULTS.retry
-    slices: str = _DEFAULTS.slices
-    preview: bool = True  # decode the boxes so far while the user draws, shown in a preview node
-
-    def check(self) -> None:
-        """Raises ``ValueError`` (:class:`settings.SettingsError` for a choice) naming the bad choice."""
-        if self.intensity not in INTENSITY_CHOICES:
-            raise ValueError(f"unknown intensity setting {self.intensity!r}; use one of {', '.join(INTENSITY_CHOICES)}")
-        if self.model == "vit_b" and not self.checkpoint:
-            raise ValueError("MedSAM ViT-B needs its checkpoint file (medsam_vit_b.pth); choose it under Model")
-        SegmentationSettings(strategy=self.strategy, propagate_margin=self.propagate_margin, **self.accuracy())
-        ModelSettings(model=self.model, checkpoint=self.checkpoint, device=self.device)
-
-    def accuracy(self) -> Dict[str, str]:
-        return {name: getattr(self, name) for name in PUBLISHED}
-
-    def model_spec(self) -> ModelSpec:
-        return ModelSpec(self.model, self.checkpoint or None, self.device)
-
-    def segmentation_settings(self, volume_node) -> SegmentationSettings:
-        """The command line's settings for these choices."""
-        modality, window = resolve_intensity(self.intensity, volume_node)
-        return SegmentationSettings(strategy=self.strategy, modality=modality, window=window,
-                                    propagate_margin=self.propagate_margin, **self.accuracy())
-
-
-def resolve_intensity(choice: str, volume_node=None) -> Tuple[str, Optional[Tuple[float, float]]]:
-    """``(modality, window)`` for :func:`intensity.normalise_volume` from an intensity choice id.
-
-    ``display`` uses the volume's display node window/level (applied as a CT-style window to any modality).
-    """
-    if choice == "auto":
-        return "auto", None
-    if choice.startswith("ct:"):
-        name = choice[3:]
-        if name not in intensity.CT_WINDOWS:
-            raise ValueError(f"unknown CT window {name!r}; use one of {', '.join(intensity.CT_WINDOWS)}")
-        return "CT", tuple(intensity.CT_WINDOWS[name])
-    if choice == "mr":
-        return "MR", None
-    if choice == "none":
-        return "none", None
-    if choice == "display":
-        display = volume_node.GetDisplayNode() if volume_node is not None else None
-        if display is None or not hasattr(display, "GetWindow"):
-            raise ValueError("the volume has no display window/level; show it in a slice view or pick a CT window")
-        width, level = float(display.GetWindow()), float(display.GetLevel())
-        if not width > 0:
-            raise ValueError(f"the volume's display window width is {width:g}; set a window/level or pick a preset")
-        return "CT", (level, width)
-    raise ValueError(f"unknown intensity setting {choice!r}; use one of {', '.join(INTENSITY_CHOICES)}")
+#: The choices a run takes when none are given (the command line's defaults).
+DEFAULT_SETTINGS = EffectSettings()
 
 
 def volume_token(volume_node) -> str:
@@ -285,7 +144,7 @@ class MedSAMEffectLogic:
             if self.server is None:
                 self._backgrounds[None] = self._background_factory()
             else:
-                from .remote_client import ServerWorkerClient
+                from ..remote.remote_client import ServerWorkerClient
 
                 url, token = self.server.url, self.server.token
                 self._backgrounds[self.server] = BackgroundSegmentation(lambda: ServerWorkerClient(url, token))
@@ -305,11 +164,11 @@ class MedSAMEffectLogic:
             background.forget()
 
     @staticmethod
-    def key_boxes(markups_nodes: Sequence, volume_node, settings: EffectSettings = EffectSettings(),
+    def key_boxes(markups_nodes: Sequence, volume_node, settings: EffectSettings = DEFAULT_SETTINGS,
                   slice_axis: Optional[int] = None) -> KeyBoxSet:
         return mrml_markups.markups_key_boxes(markups_nodes, volume_node, slice_axis, settings.line_margin)
 
-    def prepare_run(self, volume_node, markups_nodes: Sequence, settings: EffectSettings = EffectSettings(),
+    def prepare_run(self, volume_node, markups_nodes: Sequence, settings: EffectSettings = DEFAULT_SETTINGS,
                     slice_axis: Optional[int] = None) -> PreparedRun:
         """Everything a run needs from the scene (cheap: no voxel is copied until ``volume()`` is called)."""
         settings.check()
@@ -349,14 +208,14 @@ class MedSAMEffectLogic:
                                               prepared.key_boxes, prepared.model, prepared.settings, newest,
                                               owner=owner, preview=settings.preview, again=again)
 
-    def compute(self, volume_node, markups_nodes: Sequence, settings: EffectSettings = EffectSettings(),
+    def compute(self, volume_node, markups_nodes: Sequence, settings: EffectSettings = DEFAULT_SETTINGS,
                 progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None,
                 slice_axis: Optional[int] = None) -> RunOutcome:
         """Segment in this process (with Device "MedSAM server", on the server, waiting for it); changes nothing
         in the scene (raises ``engine.Cancelled`` on cancel)."""
         prepared = self.prepare_run(volume_node, markups_nodes, settings, slice_axis)
         if settings.device == SERVER_DEVICE:
-            from .remote_client import RemoteSegmentation
+            from ..remote.remote_client import RemoteSegmentation
 
             remote = RemoteSegmentation(self.server.url, self.server.token)
             remote.put_volume(prepared.token, prepared.volume())
@@ -384,7 +243,7 @@ class MedSAMEffectLogic:
         return outcome
 
     def run(self, writer: mrml_segments.SegmentWriter, volume_node, markups_nodes: Sequence,
-            settings: EffectSettings = EffectSettings(), progress: Optional[ProgressCallback] = None,
+            settings: EffectSettings = DEFAULT_SETTINGS, progress: Optional[ProgressCallback] = None,
             cancel: Optional[CancelCheck] = None) -> RunOutcome:
         """Compute in this process, then write. A failure or cancel before the write leaves the segment untouched."""
         outcome = self.compute(volume_node, markups_nodes, settings, progress, cancel)
@@ -426,7 +285,7 @@ class MedSAMEffectLogic:
 
     # -- batch use without the editor (the module page) ---------------------------------------------------
     def segment_to_segmentation(self, scene, volume_node, markups_nodes: Sequence, segmentation_node=None,
-                                segment_name: str = "MedSAM", settings: EffectSettings = EffectSettings(),
+                                segment_name: str = "MedSAM", settings: EffectSettings = DEFAULT_SETTINGS,
                                 progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None,
                                 app_logic=None):
         """Segment into ``segment_name`` of ``segmentation_node`` (created when None); returns

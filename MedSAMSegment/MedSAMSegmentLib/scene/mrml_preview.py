@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from ..engine import SegmentationResult
 from . import mrml_segments
-from .engine import SegmentationResult
 
 #: The preview node's and segment's name.
 PREVIEW_NAME = "MedSAM preview"

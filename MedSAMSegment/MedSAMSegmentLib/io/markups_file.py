@@ -24,7 +24,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .geometry import GeometryError, KeyBox, add_margin, slice_shape
+from ..geometry import GeometryError, KeyBox, add_margin, slice_shape
 from .markup_boxes import DEFAULT_LINE_MARGIN, key_box_from_line, key_box_from_roi
 
 SCHEMA = "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/Resources/Schema/markups-schema-v1.0.3.json#"

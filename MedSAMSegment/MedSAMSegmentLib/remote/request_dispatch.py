@@ -15,8 +15,8 @@ from typing import Callable, Dict, Tuple
 
 import numpy as np
 
-from .engine import CancelCheck
-from .service import (
+from ..engine import CancelCheck
+from ..service import (
     ModelSpec,
     SegmentationService,
     corrected_from_wire,
@@ -34,10 +34,10 @@ Progress = Callable[[int, int, str], None]
 
 def input_error_types() -> tuple:
     """Exceptions that mean the user's input is wrong (answered with ``kind: input``)."""
-    from .geometry import GeometryError
-    from .intensity import IntensityError
-    from .io import InputError
-    from .models import CheckpointError
+    from ..geometry import GeometryError
+    from ..intensity import IntensityError
+    from ..io import InputError
+    from ..models import CheckpointError
 
     return (GeometryError, IntensityError, InputError, CheckpointError, ValueError)
 

@@ -93,7 +93,7 @@ class WorkerClient:
         flags = getattr(subprocess, "CREATE_NO_WINDOW", 0) if os.name == "nt" else 0
         try:
             self.process = subprocess.Popen(
-                [self.python, "-m", "MedSAMSegmentLib.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                [self.python, "-m", "MedSAMSegmentLib.remote.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=log, env=env, creationflags=flags, start_new_session=os.name != "nt",
             )
         finally:

@@ -20,10 +20,10 @@ from typing import Dict, List, NamedTuple, Sequence, Tuple
 
 import numpy as np
 
-from .engine import VolumeSegmenter
-from .engine.views import Region, first_view, other_view, shift_box
-from .geometry import Box
-from .models import SliceModel, box_prompt_decode
+from ..engine import VolumeSegmenter
+from ..engine.views import Region, first_view, other_view, shift_box
+from ..geometry import Box
+from ..models import SliceModel, box_prompt_decode
 
 
 class NotTrainableError(ValueError):

@@ -18,9 +18,9 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..geometry import GeometryError, KeyBox, in_plane_axes, slice_shape
+from ..io.markup_boxes import DEFAULT_LINE_MARGIN, angles_to_image_axes, ras_to_numpy_index, roi_corners_ras
 from . import mrml, mrml_markups
-from .geometry import GeometryError, KeyBox, in_plane_axes, slice_shape
-from .markup_boxes import DEFAULT_LINE_MARGIN, angles_to_image_axes, ras_to_numpy_index, roi_corners_ras
 
 KEY_BOX_ATTRIBUTE = "MedSAM.KeyBox"
 SEGMENT_ATTRIBUTE = "MedSAM.SegmentID"

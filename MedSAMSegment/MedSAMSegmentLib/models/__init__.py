@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .checkpoints import (  # noqa: F401 - CheckpointError, ModelError and file_sha256 are models' API too
+from ..io.error_text import first_line
+from ..settings import MODEL_NAMES, ModelSettings
+from .checkpoints import (
     CheckpointError,
     ModelError,
     file_sha256,
@@ -28,8 +30,6 @@ from .checkpoints import (  # noqa: F401 - CheckpointError, ModelError and file_
     load_checkpoint,
     load_state_dict,
 )
-from .error_text import first_line
-from .settings import MODEL_NAMES
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -383,3 +383,9 @@ def load_model(
     if name == "vit_b":
         return MedSAMViTB(checkpoint=checkpoint, device=device)
     raise ModelError(f"unknown model {name!r}; use one of {', '.join(MODEL_NAMES)}")
+
+
+def load_from_settings(settings: ModelSettings) -> SliceModel:
+    """The model ``settings`` name (their model, checkpoint, device, precision and backend; imports torch)."""
+    return load_model(settings.model, checkpoint=settings.checkpoint, device=settings.device,
+                      precision=settings.precision, backend=settings.backend)

@@ -10,7 +10,7 @@ import hashlib
 import json
 from typing import Optional, Tuple
 
-from .error_text import first_line
+from ..io.error_text import first_line
 
 #: The key under which a fine-tuned checkpoint keeps its provenance (a JSON string) beside its ``model`` weights.
 PROVENANCE_KEY = "medsam_segment_provenance"
