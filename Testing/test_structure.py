@@ -106,3 +106,19 @@ def test_the_public_api_names_all_resolve():
 
     for name in MedSAMSegmentLib.__all__:
         assert getattr(MedSAMSegmentLib, name) is not None, name
+
+
+def test_mask_fingerprints_compare_finds_a_changed_mask(tmp_path, capsys):
+    import importlib.util
+
+    script = os.path.join(os.path.dirname(os.path.dirname(CORE)), "benchmarks", "mask_fingerprints.py")
+    spec = importlib.util.spec_from_file_location("mask_fingerprints", script)
+    fingerprints = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fingerprints)
+    old, new = tmp_path / "old.jsonl", tmp_path / "new.jsonl"
+    old.write_text('{"case": "a", "sha256": "1", "voxels": 5}\n{"case": "b", "sha256": "2", "voxels": 7}\n')
+    new.write_text('{"case": "a", "sha256": "1", "voxels": 5}\n{"case": "b", "sha256": "2", "voxels": 7}\n')
+    assert fingerprints.compare(str(old), str(new)) == 0
+    new.write_text('{"case": "a", "sha256": "1", "voxels": 5}\n{"case": "b", "sha256": "3", "voxels": 8}\n')
+    assert fingerprints.compare(str(old), str(new)) == 1
+    assert "differs: b (7 vs 8 voxels)" in capsys.readouterr().out
