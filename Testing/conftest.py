@@ -12,6 +12,24 @@ sys.path.insert(0, os.path.join(REPO, "MedSAMSegment"))
 sys.path.insert(0, os.path.join(REPO, "Evaluation"))  # the study code (medsam_evaluation)
 sys.path.insert(0, os.path.join(REPO, "Batch"))  # the cohort batch (medsam_batch)
 SHARED_DATA = os.environ.get("MEDSAM_SHARED_DATA", os.path.join(os.path.dirname(REPO), "shared", "data"))
+
+
+def share_the_cores_between_workers() -> None:
+    """Under pytest-xdist, give each worker's model runtimes its share of the cores (``MEDSAM_NUM_THREADS``, and
+    OpenMP's and ITK's pools for the libraries beside them), so two workers never run four busy-waiting inference
+    threads on two cores (README, 'Tests', has the measurement); child processes inherit it. A variable already
+    set is kept."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    if workers < 2:
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    share = str(max(1, cores // workers))
+    for name in ("MEDSAM_NUM_THREADS", "OMP_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"):
+        os.environ.setdefault(name, share)
+
+
+share_the_cores_between_workers()
+
 #: The user's cache folder as the product would pick it without the session's override (see private_cache_dir).
 REAL_HOME = os.path.expanduser("~")
 

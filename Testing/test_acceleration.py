@@ -118,7 +118,7 @@ def test_openvino_is_imported_without_its_usage_telemetry():
         "print(len(forks), telemetry_utils.tm.__name__)\n"
     )
     env = {**os.environ, "CI": "", "TF_BUILD": "", "JENKINS_URL": ""}  # the telemetry's own "in CI" opt-out: off
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, encoding="utf-8", env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["0", "openvino.tools.ovc.telemetry_stub"]
 

@@ -258,7 +258,7 @@ def test_ray_batch_on_a_two_node_loopback_cluster_survives_a_killed_worker_and_r
                    "ray", "--address", cluster.address, "--workers", "2", "--device", "cpu", "--quiet"]
         env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}  # the CLI's own
         child = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 text=True)
+                                 encoding="utf-8")
         records = out / RECORDS
         deadline = time.monotonic() + 300
         busy: set = set()
@@ -280,7 +280,7 @@ def test_ray_batch_on_a_two_node_loopback_cluster_survives_a_killed_worker_and_r
         assert _outputs(str(out), expected) == expected
         assert len(before | _ray_worker_pids()) >= 2 and victim not in _ray_worker_pids()
         # The rerun finds every case finished and starts no worker.
-        rerun = subprocess.run(command[:-1], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        rerun = subprocess.run(command[:-1], cwd=REPO, env=env, capture_output=True, encoding="utf-8", timeout=300)
         assert rerun.returncode == 0 and "3 cases: 3 finished already, 0 to run" in rerun.stdout, rerun.stderr
         assert _outputs(str(out), expected) == expected
     finally:

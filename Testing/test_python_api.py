@@ -57,6 +57,6 @@ def test_the_predictor_refuses_boxes_on_another_axis():
 def test_importing_the_package_loads_nothing_heavy():
     code = ("import sys, MedSAMSegmentLib as m; assert sorted(m.__all__) == m.__all__; "
             "heavy = [n for n in ('torch', 'numpy', 'SimpleITK', 'cv2') if n in sys.modules]; print(heavy)")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", check=True,
                          cwd=os.path.join(REPO, "MedSAMSegment"))
     assert run.stdout.strip() == "[]"

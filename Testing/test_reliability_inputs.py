@@ -97,6 +97,12 @@ CASES = {
     "oblique ROI": (lambda t: [CORD_IMAGE, "--boxes", _oblique_roi(t)], "degrees from image axis"),
     "batch size 0": (lambda t: [CORD_IMAGE, "--boxes", single_box(t, 3, (140, 140, 180, 180)), "--batch-size", "0"],
                      "--batch-size 0"),
+    "corrected slice outside the image": (
+        lambda t: [CORD_IMAGE, "--boxes", single_box(t, 3, (140, 140, 180, 180)), "--corrected", _cord_mask(t),
+                   "--corrected-slices", "3", "40"], "--corrected-slices 40: the slices along axis 0 are 0-10"),
+    "one corrected slice": (
+        lambda t: [CORD_IMAGE, "--boxes", single_box(t, 3, (140, 140, 180, 180)), "--corrected", _cord_mask(t),
+                   "--corrected-slices", "4", "4"], "1 slice given; correct at least 2 slices"),
     "modality none on CT values": (
         lambda t: [_img(t / "ct.nii.gz", np.full((2, 16, 16), -1000, np.int16)), "--boxes",
                    single_box(t, 0, (1, 1, 9, 9)), "--modality", "none"], "modality 'none' needs values in 0-255"),
@@ -106,6 +112,13 @@ CASES = {
 def _img(path, array, vector=False):
     sitk.WriteImage(sitk.GetImageFromArray(array, isVector=vector), str(path))
     return str(path)
+
+
+def _cord_mask(tmp_path):
+    volume = io.read_image(CORD_IMAGE)
+    path = str(tmp_path / "corrected.nii.gz")
+    io.write_mask(path, np.zeros(volume.shape[:3], bool), volume)
+    return path
 
 
 def _npz(path, key="imgs", **extra):
@@ -317,7 +330,7 @@ print("vit_b", cli.main(["segment", *common, "--model", "vit_b", "--checkpoint",
 print("lite", cli.main(["segment", *common]))
 """
     env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "MedSAMSegment"))
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, encoding="utf-8", timeout=300, env=env)
     assert done.stdout.split() == ["vit_b", "1", "lite", "1"], done.stdout + done.stderr
     lines = problem_lines(done.stderr)
     assert len(lines) == 2 and "Traceback" not in done.stderr, done.stderr

@@ -209,12 +209,12 @@ def test_evaluate_killed_after_a_case_resumes_where_it_stopped(tmp_path):
     require_shared_data()
     env = {**os.environ, "PYTHONPATH": PATHS}
     killed = subprocess.run([sys.executable, "-c", KILL_AFTER_FIRST, shared_data_path("cases.json"),
-                             str(tmp_path / "pieces")], env=env, capture_output=True, text=True, timeout=100)
+                             str(tmp_path / "pieces")], env=env, capture_output=True, encoding="utf-8", timeout=100)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     records = CaseRecords(str(tmp_path / "pieces" / RECORDS_FILE))
     assert [r["case"] for r in records.of(None)] == ["ct_lesion_000002_03_01_035-047"]
     assert not (tmp_path / "pieces" / "results.csv").exists()
-    resumed = subprocess.run(_evaluate_command(tmp_path / "pieces"), env=env, capture_output=True, text=True,
+    resumed = subprocess.run(_evaluate_command(tmp_path / "pieces"), env=env, capture_output=True, encoding="utf-8",
                              timeout=100)
     assert resumed.returncode == 0, resumed.stderr
     assert "skipped 1 of 2 cases" in resumed.stdout and "] cord_gm_t2s:" in resumed.stdout

@@ -254,8 +254,8 @@ def run_large(cases_json: str, device: str = "cpu", log=lambda message: None) ->
                    output, "--device", device, "--quiet"]
         log(f"  {LARGE_SHAPE[2]}x{LARGE_SHAPE[1]}x{LARGE_SHAPE[0]} CT written; segmenting {n_target} slices ...")
         t0 = time.perf_counter()
-        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                 env=_worker_env())
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8",
+                                 errors="replace", env=_worker_env())
         out, err = child.communicate()
         wall = time.perf_counter() - t0
         # ru_maxrss of all waited-for children: the only child this process has waited for here is this one,
@@ -339,7 +339,7 @@ def benchmark(
             command += ["--batch-size", str(model.batch_size)]
         log(f"running {config} ...")
         t0 = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True, env=_worker_env())
+        done = subprocess.run(command, capture_output=True, encoding="utf-8", errors="replace", env=_worker_env())
         wall = time.perf_counter() - t0
         lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
         if done.returncode != 0 or not lines:

@@ -132,7 +132,7 @@ def interactive_benchmark(cases_json: str, case_names: Optional[Sequence[str]], 
                    "--interval", *[str(i) for i in intervals]]
         if not with_recipe:
             command.append("--no-recipe")
-        done = subprocess.run(command, capture_output=True, text=True, env=env)
+        done = subprocess.run(command, capture_output=True, encoding="utf-8", errors="replace", env=env)
         lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
         if done.returncode != 0 or not lines:
             raise RuntimeError(f"interactive benchmark case {name} failed (exit {done.returncode}): "

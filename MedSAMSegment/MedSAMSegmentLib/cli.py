@@ -112,6 +112,8 @@ def run_segment(args: argparse.Namespace) -> int:
                                   slice_axis=args.slice_axis)
     # Check (clip, swap, refuse) the boxes before the model loads: bad boxes fail fast, warnings print once.
     key_boxes = validate_key_boxes(key_boxes, volume.shape)
+    if args.corrected_slices:
+        check_corrected_slices(args.corrected_slices, volume.shape[key_boxes.slice_axis], key_boxes.slice_axis)
     if args.server:
         if volume.is_colour:
             raise UsageError(f"{args.image} is a colour image: run it here (drop --server); the server takes "
@@ -130,7 +132,7 @@ def run_segment(args: argparse.Namespace) -> int:
     try:
         if corrected is None:
             result = run_segmentation(model, volume.array, key_boxes, settings, cache=cache,
-                                               batch_size=batch_size, is_colour=volume.is_colour, progress=bar)
+                                      batch_size=batch_size, is_colour=volume.is_colour, progress=bar)
         else:
             result = _refined(args, model, volume, key_boxes, settings, cache, batch_size, corrected, bar)
     finally:
@@ -196,6 +198,19 @@ def _report(args, volume, key_boxes, result, started: float) -> None:
     say(args, f"wrote {args.output}")
 
 
+def check_corrected_slices(slices: List[int], n_slices: int, axis: int) -> None:
+    """Refuse ``--corrected-slices`` before the model loads (UsageError, one line): every slice must lie on the
+    image, and the refinement needs at least ``MIN_CORRECTED`` of them (each is held out in turn)."""
+    from .learning.refinement import MIN_CORRECTED
+
+    outside = [i for i in slices if not 0 <= i < n_slices]
+    if outside:
+        raise UsageError(f"--corrected-slices {outside[0]}: the slices along axis {axis} are 0-{n_slices - 1}")
+    if len(set(slices)) < MIN_CORRECTED:
+        raise UsageError(f"--corrected-slices: {len(set(slices))} slice given; correct at least {MIN_CORRECTED} "
+                         "slices (each is held out in turn to check the refinement)")
+
+
 def _refined(args, model, volume, key_boxes, settings, cache, batch_size, corrected, progress):
     """The run of ``key_boxes``, refined from the expert's slices of ``corrected`` (Refine from my edits)."""
     import numpy as np
@@ -210,10 +225,6 @@ def _refined(args, model, volume, key_boxes, settings, cache, batch_size, correc
     axis = key_boxes.slice_axis
     slices = args.corrected_slices or [i for i in range(corrected.shape[axis]) if not np.array_equal(
         take_slice(corrected, axis, i), take_slice(result.mask, axis, i))]
-    outside = [i for i in slices if not 0 <= i < corrected.shape[axis]]
-    if outside:
-        raise UsageError(f"--corrected-slices {outside[0]}: the slices along axis {axis} are 0-"
-                         f"{corrected.shape[axis] - 1}")
     say(args, f"corrected slices in {args.corrected}: {' '.join(map(str, slices)) or 'none'}")
     refinement = predictor.refine({i: take_slice(corrected, axis, i) for i in slices}, progress=progress)
     say(args, refinement.message)
