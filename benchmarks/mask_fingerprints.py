@@ -14,21 +14,26 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import sys
 from typing import Dict, List, Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE_FOLDERS = ("MedSAMSegment", "Evaluation", "Batch", "Server")
+SPACING = 5
+
+
+def use_code_of(repo: str) -> None:
+    """Put ``repo``'s packages first on the path: what is imported after this is that checkout's code."""
+    sys.path[:0] = [os.path.join(repo, folder) for folder in PACKAGE_FOLDERS]
 
 
 def read_records(path: str) -> Dict[str, dict]:
-    """Case name -> its record, from a fingerprints file (empty when there is none)."""
-    if not os.path.exists(path):
-        return {}
-    with open(path, encoding="utf-8") as handle:
-        return {record["case"]: record for record in map(json.loads, filter(str.strip, handle))}
+    """Case name -> its record, from a fingerprints file (empty when there is none; a partial last line, as a
+    stopped run leaves, is dropped by ``resumable.CaseRecords``)."""
+    from medsam_evaluation.resumable import CaseRecords
+
+    return {record["case"]: record for record in CaseRecords(path).of(None)}
 
 
 def compare(first: str, second: str) -> int:
@@ -44,27 +49,30 @@ def compare(first: str, second: str) -> int:
     return 1 if differing or missing else 0
 
 
-def fingerprint(repo: str, cases_json: str, out: str, cache_dir: Optional[str]) -> None:
-    """Append one record per case not yet in ``out``, running the code of ``repo``."""
-    sys.path[:0] = [os.path.join(repo, folder) for folder in PACKAGE_FOLDERS]
+def fingerprint(cases_json: str, out: str, cache_dir: Optional[str]) -> None:
+    """Append one record per case not yet in ``out`` (``resumable.CaseRecords``: a rerun skips them)."""
     import numpy as np
     from medsam_evaluation import simulate
     from medsam_evaluation.cases import load_cases
     from medsam_evaluation.config import EvaluationConfig
     from medsam_evaluation.per_case import CaseRun
+    from medsam_evaluation.resumable import CaseRecords, settings_digest
     from MedSAMSegmentLib import EmbeddingCache, load_model
 
     config = EvaluationConfig(cases_json)
-    model, cache, done = load_model("lite"), EmbeddingCache(cache_dir), read_records(out)
+    settings = settings_digest({"spacing": SPACING, "margin": config.margin, "jitter": config.jitter,
+                                "seed": config.seed})
+    records = CaseRecords(out)
+    model, cache = load_model("lite"), EmbeddingCache(cache_dir)
     for case in load_cases(cases_json):
-        if case.name in done:
+        if records.get(settings, [case.name]) is not None:
             continue
         run = CaseRun(case, config, model, cache, None, None)
-        keys = simulate.simulate_key_boxes(run.reference, run.axis, 5, config.margin, config.jitter, config.seed)
+        keys = simulate.simulate_key_boxes(run.reference, run.axis, SPACING, config.margin, config.jitter,
+                                           config.seed)
         mask = np.ascontiguousarray(run.segmenter.segment(keys, run.settings).mask.astype(np.uint8))
-        record = {"case": case.name, "sha256": hashlib.sha256(mask.tobytes()).hexdigest(), "voxels": int(mask.sum())}
-        with open(out, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        record = records.add(settings, [case.name], {
+            "case": case.name, "sha256": hashlib.sha256(mask.tobytes()).hexdigest(), "voxels": int(mask.sum())})
         print(f"{case.name}: {record['voxels']} voxels", flush=True)
 
 
@@ -76,11 +84,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--cache", help="embedding cache folder, shared between the two runs")
     parser.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"), help="compare two fingerprints files")
     args = parser.parse_args(argv)
+    use_code_of(os.path.abspath(args.repo))
     if args.compare:
         return compare(*args.compare)
     if not args.out:
         parser.error("--out is required unless --compare is given")
-    fingerprint(os.path.abspath(args.repo), args.cases, args.out, args.cache)
+    fingerprint(args.cases, args.out, args.cache)
     return 0
 
 

@@ -35,7 +35,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 
-
 class DependencyError(ModelError):
     """A Python package the chosen model needs is not installed."""
 
