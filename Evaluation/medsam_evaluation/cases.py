@@ -1,8 +1,10 @@
 """The cases of a study: ``cases.json`` loading, where the development data is found, cases grouped by image.
 
 A ``cases.json`` is a list (or ``{"cases": [...]}``) of entries with ``name``, ``image``, ``label`` (paths
-relative to the file), optional ``label_values``, ``modality`` (``CT``, ``MR`` or ``auto``), ``slice_axis`` and
-``target``.
+relative to the file), optional ``label_values``, ``modality`` (``CT``, ``MR`` or ``auto``), ``slice_axis``,
+``target`` and ``group`` (the kind of scan and target, for leave-one-group-out checks; default: the group its name
+starts with, :func:`cross_validation.case_group`). A study may take several such files (the shared development set
+and ``Evaluation/devset``); their case names must not repeat.
 
 Where the data is (:func:`default_cases_json`), first found wins: the ``--cases`` given; ``cases.json`` in the
 folder named by the environment variable :data:`SHARED_DATA_VARIABLE`; ``../shared/data/cases.json`` relative to
@@ -15,9 +17,11 @@ import fnmatch
 import json
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
+
+from .cross_validation import case_group
 
 #: The environment variable naming the folder that holds the development set's ``cases.json``.
 SHARED_DATA_VARIABLE = "MEDSAM_SHARED_DATA"
@@ -34,10 +38,28 @@ class Case:
     modality: str
     slice_axis: int
     target: str = ""
+    group: str = ""
 
 
-def load_cases(cases_json: str, case_filter: Optional[Sequence[str]] = None) -> List[Case]:
-    """Cases from a ``cases.json``; ``case_filter`` keeps names matching any pattern (glob or substring)."""
+def load_cases(cases_json: Union[str, Sequence[str]], case_filter: Optional[Sequence[str]] = None) -> List[Case]:
+    """Cases from one ``cases.json`` or several, in the order given; ``case_filter`` keeps names matching any
+    pattern (glob or substring).
+
+    Raises ValueError when no case is selected or a name repeats across the files."""
+    files = [cases_json] if isinstance(cases_json, str) else list(cases_json)
+    cases: List[Case] = []
+    for path in files:
+        cases += _cases_of(path, case_filter)
+    names = [case.name for case in cases]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"case names repeat across {', '.join(files)}: {', '.join(repeated)}; rename them")
+    if not cases:
+        raise ValueError(f"no cases selected from {', '.join(files)} (filter {list(case_filter or [])})")
+    return cases
+
+
+def _cases_of(cases_json: str, case_filter: Optional[Sequence[str]]) -> List[Case]:
     with open(cases_json, encoding="utf-8") as handle:
         entries = json.load(handle)
     if isinstance(entries, dict):
@@ -57,10 +79,9 @@ def load_cases(cases_json: str, case_filter: Optional[Sequence[str]] = None) -> 
                 modality=entry.get("modality", "auto"),
                 slice_axis=int(entry.get("slice_axis", 0)),
                 target=entry.get("target", ""),
+                group=entry.get("group") or case_group(name),
             )
         )
-    if not cases:
-        raise ValueError(f"no cases selected from {cases_json} (filter {list(case_filter or [])})")
     return cases
 
 
@@ -74,9 +95,9 @@ def find_case(cases_json: str, case_name: str) -> Case:
     return matches[0]
 
 
-def default_cases_json(explicit: Optional[str] = None) -> Optional[str]:
-    """The ``cases.json`` to use: ``explicit`` when given, else the development set's (see the module's text)
-    when one is found, else None."""
+def default_cases_json(explicit: Union[None, str, Sequence[str]] = None) -> Union[None, str, Sequence[str]]:
+    """The ``cases.json`` to use: ``explicit`` (one path or several) when given, else the development set's (see
+    the module's text) when one is found, else None."""
     if explicit:
         return explicit
     candidates = [os.environ.get(SHARED_DATA_VARIABLE, ""), os.path.join(os.getcwd(), SHARED_DATA_RELATIVE)]

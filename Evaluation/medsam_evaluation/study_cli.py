@@ -16,8 +16,9 @@ from .resumable import CaseRecords, Piece, PieceSettings
 
 
 def add_study_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cases", default=None, help="the development set's cases.json (default: found as "
-                        "evaluate finds it)")
+    parser.add_argument("--cases", nargs="+", default=None, metavar="CASES_JSON",
+                        help="the development set's cases.json, or several (e.g. the shared set's and "
+                             "Evaluation/devset/cases.json: the wider set); default: found as evaluate finds it")
     parser.add_argument("--case", action="append", help="only these cases (glob or substring; repeatable)")
     parser.add_argument("--out", required=True, help="JSON-lines records (appended; a rerun with the same settings "
                         "skips what is there)")
@@ -54,14 +55,17 @@ def study_report(report: Callable[[List[Dict[str, Any]]], str], settings: Callab
 
 
 def run_study(args: argparse.Namespace, run: Callable[[str, Piece], int], report: Callable[[str], str]) -> int:
-    """``run(cases_json, piece)`` unless ``--report-only``; it returns the cases left when ``piece``
+    """``run(cases_json, piece)`` unless ``--report-only`` (``cases_json``: a path, or a list of them when
+    ``--cases`` named several); it returns the cases left when ``piece``
     (``--max-minutes``) stopped it, 0 when it is complete. Then, when complete, print ``report(args.out)``.
     Returns the exit status: 0, or 2 with one line when the cases file is not found."""
     piece = Piece(from_arguments(PieceSettings, args))
     if not args.report_only:
         cases_json = default_cases_json(args.cases)
-        if not cases_json or not os.path.isfile(cases_json):
-            print(f"no development set found{f' at {cases_json}' if cases_json else ''}; give --cases CASES.json",
+        missing = [path for path in ([cases_json] if isinstance(cases_json, str) else cases_json or [None])
+                   if not path or not os.path.isfile(path)]
+        if missing:
+            print(f"no development set found{f' at {missing[0]}' if missing[0] else ''}; give --cases CASES.json",
                   file=sys.stderr)
             return 2
         if run(cases_json, piece):
