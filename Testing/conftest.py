@@ -11,6 +11,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "MedSAMSegment"))
 sys.path.insert(0, os.path.join(REPO, "Evaluation"))  # the study code (medsam_evaluation)
 sys.path.insert(0, os.path.join(REPO, "Batch"))  # the cohort batch (medsam_batch)
+sys.path.insert(0, os.path.join(REPO, "Web"))  # the browser annotator (medsam_web)
 SHARED_DATA = os.environ.get("MEDSAM_SHARED_DATA", os.path.join(os.path.dirname(REPO), "shared", "data"))
 
 

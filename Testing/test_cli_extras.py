@@ -13,8 +13,9 @@ import pytest
 from MedSAMSegmentLib.extras import extra_providing
 
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "medsam-segment")
-COMMANDS = ("segment", "demo", "batch", "benchmark", "evaluate", "finetune", "serve")
+COMMANDS = ("segment", "demo", "batch", "benchmark", "evaluate", "finetune", "serve", "web")
 SERVE_LINE = "medsam-segment: error: serve: needs the serve extra: pip install 'medsam-segment[serve]'"
+WEB_LINE = "medsam-segment: error: web: needs the web extra: pip install 'medsam-segment[web]'"
 
 #: What hides the modules named in $HIDDEN_MODULES (top-level names, comma-separated).
 HIDER = '''
@@ -34,6 +35,7 @@ sys.meta_path.insert(0, _Hidden())
 #: Each optional dependency (by the extra that brings it) and the commands that cannot load without it.
 OPTIONAL = {
     "fastapi": ("serve", {"serve"}),
+    "trame_slicer": ("web", {"web"}),
     "uvicorn": ("serve", {"serve"}),
     "ray": ("ray", set()),
     "matplotlib": ("eval", set()),
@@ -76,6 +78,9 @@ def test_the_command_line_works_without_each_optional_dependency(hider, hidden):
     skipped = set().union(*(OPTIONAL[m][1] for m in hidden))
     for command in COMMANDS:
         assert ("(not installed)" in listed[command]) == (command in skipped), listed[command]
+    if "web" in skipped:
+        ran = _run(hider, hidden, SCRIPT, "web", "--port", "8123")
+        assert (ran.returncode, ran.stdout, ran.stderr.splitlines()) == (2, "", [WEB_LINE]), ran
     if "serve" in skipped:
         assert "(not installed) needs the serve extra: pip install 'medsam-segment[serve]'" in listed["serve"]
         for args in (["serve"], ["serve", "--port", "8000", "--help"], ["--debug", "serve", "--replicas", "2"]):

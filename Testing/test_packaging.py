@@ -76,7 +76,7 @@ def test_every_module_file_is_listed_in_cmake():
 
 def test_study_code_is_not_in_the_extension():
     """The evaluation package lives in Evaluation/, installed by the ``eval`` extra, never by the extension's
-    CMake (nor the batch and server packages); the study modules are gone from the core."""
+    CMake (nor the batch, server and browser annotator packages); the study modules are gone from the core."""
     listed = _cmake_listed()
     study = os.path.join(ROOT, "Evaluation", "medsam_evaluation")
     modules = {n for n in os.listdir(study) if n.endswith(".py")}
@@ -85,9 +85,11 @@ def test_study_code_is_not_in_the_extension():
         assert f"MedSAMSegmentLib/{name}" not in listed, name
         assert not os.path.exists(os.path.join(MODULE, "MedSAMSegmentLib", name)), name
     cmake = open(os.path.join(MODULE, "CMakeLists.txt")).read()
-    assert "medsam_evaluation" not in cmake and "medsam_batch" not in cmake and "medsam_server" not in cmake
+    assert not any(package in cmake for package in ("medsam_evaluation", "medsam_batch", "medsam_server",
+                                                     "medsam_web"))
     pyproject = open(os.path.join(ROOT, "pyproject.toml")).read()
-    assert 'where = ["MedSAMSegment", "Evaluation", "Batch", "Server"]' in pyproject
+    assert 'where = ["MedSAMSegment", "Evaluation", "Batch", "Server", "Web"]' in pyproject
+    assert 'web = "medsam_web.cli:register_web"' in pyproject
     assert '[project.entry-points."medsam_segment.commands"]' in pyproject
     assert 'batch = "medsam_batch.cli:register_batch"' in pyproject
     assert 'serve = "medsam_server.cli:register_serve"' in pyproject
