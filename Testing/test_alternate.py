@@ -36,13 +36,14 @@ def test_skipped_slices_are_every_second_non_key_slice_of_long_targets_only():
     assert skipped_slices([10, 10 + MIN_TARGET_SLICES - 1], ALTERNATE)
 
 
-def test_the_default_reads_alternate_slices_when_interpolating_and_every_slice_when_propagating():
-    default = SegmentationSettings()
-    assert default.slices == "auto" and default.reads_alternate
-    assert skipped_slices([10, 30], default) == skipped_slices([10, 30], ALTERNATE) != set()
-    propagating = SegmentationSettings(strategy="propagate")  # no refusal: auto means every slice there
+def test_auto_reads_alternate_slices_when_interpolating_and_every_slice_when_propagating():
+    assert SegmentationSettings().slices == "every"  # the published default: every slice is read
+    auto = SegmentationSettings(slices="auto")
+    assert auto.reads_alternate
+    assert skipped_slices([10, 30], auto) == skipped_slices([10, 30], ALTERNATE) != set()
+    propagating = SegmentationSettings(strategy="propagate", slices="auto")  # no refusal: every slice there
     assert not propagating.reads_alternate and skipped_slices([10, 30], propagating) == set()
-    assert default.with_strategy("propagate") == propagating
+    assert auto.with_strategy("propagate") == propagating
     assert not EVERY.reads_alternate and ALTERNATE.reads_alternate
 
 

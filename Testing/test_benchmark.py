@@ -90,7 +90,7 @@ def test_interactive_options_parse_and_bad_intervals_are_refused(capsys):
     args = cli.build_parser().parse_args(["benchmark", "--config", "interactive", "--slices", "alternate",
                                           "--no-recipe"])
     assert args.slices == "alternate" and not args.with_recipe
-    assert cli.build_parser().parse_args(["benchmark"]).slices == "auto"
+    assert cli.build_parser().parse_args(["benchmark"]).slices == "every"
     with pytest.raises(SystemExit) as exited:
         cli.main(["benchmark", "--config", "interactive", "--slices", "half"])
     assert exited.value.code == 2 and "--slices" in capsys.readouterr().err

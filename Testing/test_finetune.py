@@ -34,7 +34,7 @@ FAST = FinetuneSettings(epochs=4, slices_per_case=7, views_per_step=4)
 @pytest.fixture(scope="module")
 def demo_case(lite_model, embedding_cache, demo_lesion):
     image, reference = demo_lesion
-    settings = SegmentationSettings(modality="none")
+    settings = SegmentationSettings(modality="none", zoom="union")  # views cropped and whole: the harder path
     segmenter = pipeline.make_segmenter(lite_model, image.array, 0, settings, cache=embedding_cache)
     views = case_views("demo", segmenter, reference, FAST, settings.zoom)
     return segmenter, reference, views

@@ -342,8 +342,8 @@ def test_parameter_node_wrapper_stores_as_slicers_does(standin, mrml_scene):
     wrapped = MedSAMSegmentParameterNode(node)  # writes every default the node lacks
     assert {n: node.GetParameter(n) for n in node.GetParameterNames()} == {
         "inputVolume": "", "segmentation": "", "segmentName": "MedSAM", "strategy": "interpolate",
-        "intensity": "auto", "model": "lite", "checkpoint": "", "device": "auto", "mr_rule": "auto",
-        "zoom": "size", "guide": "auto", "refine": "off", "retry": "off", "slices": "auto"}
+        "intensity": "auto", "model": "lite", "checkpoint": "", "device": "auto", "mr_rule": "published",
+        "zoom": "off", "guide": "off", "refine": "off", "retry": "off", "slices": "every"}
     assert wrapped.inputVolume is None and wrapped.segmentName == "MedSAM"
     volume = small_volume(mrml_scene)
     wrapped.inputVolume = volume

@@ -19,7 +19,7 @@ FAST = RefineSettings(steps=8, jitters=2, anchors=2)
 def demo_run(lite_model, embedding_cache, demo_lesion):
     image, reference = demo_lesion
     keys = demo.demo_key_boxes(image.shape)
-    settings = pipeline.SegmentationSettings(modality="none")
+    settings = pipeline.SegmentationSettings(modality="none", zoom="size")  # a zoom decided per target
     segmenter = pipeline.make_segmenter(lite_model, image.array, keys.slice_axis, settings, cache=embedding_cache)
     result = segmenter.segment(keys, settings)
     return segmenter, keys, settings, result, reference
@@ -188,7 +188,7 @@ def test_the_service_refines_the_kept_run_as_the_engine_does(lite_model, embeddi
     image = image_io.read_image(demo.DEMO_IMAGE)
     reference, _ = image_io.read_mask(demo.DEMO_IMAGE)
     keys = demo.demo_key_boxes(image.shape)
-    settings = pipeline.SegmentationSettings(modality="none")
+    settings = pipeline.SegmentationSettings(modality="none", zoom="size")  # a zoom decided per target
     service = SegmentationService(model_loader=lambda *unused: lite_model, cache=embedding_cache)
     service.put_volume("demo", image.array)
     corrected = _reference_slices(reference, keys.slice_axis, (7, 9))

@@ -115,7 +115,7 @@ def test_the_records_key_holds_what_decides_the_numbers_and_nothing_else(tmp_pat
                             executor=ExecutorChoice(workers=2), piece=PieceSettings(3), n_worst=4)
     assert digest(same) == digest(base)
     for other in (EvaluationConfig("c.json", spacings=(5, 10)), EvaluationConfig("c.json", spacings=(5,), margin=4),
-                  EvaluationConfig("c.json", spacings=(5,), segmentation=accuracy_settings({"zoom": "off"})),
+                  EvaluationConfig("c.json", spacings=(5,), segmentation=accuracy_settings({"zoom": "union"})),
                   EvaluationConfig("c.json", spacings=(5,), recipe="full"),
                   EvaluationConfig("c.json", spacings=(5,), model=ModelSettings(precision="bf16"))):
         assert digest(other) != digest(base)

@@ -50,8 +50,8 @@ def option(default: Any, help: str, choices: Optional[Tuple[str, ...]] = None, p
 @dataclass(frozen=True)
 class SegmentationSettings:
     """What to segment how. The accuracy options (``mr_rule``, ``zoom``, ``guide``, ``refine``, ``retry``,
-    ``slices``) default to the choices the evaluation made (docs/accuracy.md); :data:`PUBLISHED` holds MedSAM's
-    published behaviour.
+    ``slices``) default to MedSAM's published behaviour (:data:`PUBLISHED`) unless a departure passes the rule of
+    ``medsam_evaluation.default_rule`` on the development set (docs/accuracy.md); none does today.
 
     Raises :class:`SettingsError` at construction for a value outside its choices or range.
     """
@@ -63,15 +63,15 @@ class SegmentationSettings:
                                                     type=float, metavar=("LEVEL", "WIDTH"))
     propagate_margin: float = option(3.0, "pixels added around a mask's bounding box when propagating to the next "
                                       "slice", type=float)
-    mr_rule: str = option("auto", "MR percentiles over voxels above the minimum when it is negative (auto), or above "
-                           "zero (published)", MR_RULES, published="published")
-    zoom: str = option("size", "crop around small boxes (docs/accuracy.md); size: union for a target small on "
+    mr_rule: str = option("published", "MR percentiles over voxels above zero (published), or above the minimum "
+                           "when it is negative (auto)", MR_RULES, published="published")
+    zoom: str = option("off", "crop around small boxes (docs/accuracy.md); size: union for a target small on "
                        "every key box, best for a large one", ZOOMS, published="off")
-    guide: str = option("auto", "boxes between key slices from the neighbouring masks", GUIDES, published="off")
+    guide: str = option("off", "boxes between key slices from the neighbouring masks", GUIDES, published="off")
     refine: str = option("off", "clip masks to their boxes and fill holes", REFINES, published="off")
     retry: str = option("off", "decode slices with a low predicted IoU again with the other view", RETRIES,
                          published="off")
-    slices: str = option("auto", "the model reads every slice between the first and last key box, or (alternate, "
+    slices: str = option("every", "the model reads every slice between the first and last key box, or (alternate, "
                           "interpolate only) every second one in targets of 10 or more slices, the others filled "
                           "from their neighbours' masks: about a third fewer encodings (docs/speed.md); auto: "
                           "alternate when interpolating, every when propagating", SLICE_READS, published="every")
