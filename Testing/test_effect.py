@@ -259,7 +259,8 @@ def test_load_sample(mrml_scene):
 
 
 #: Every accuracy option away from its default (the Slicer user's menus -> the command line's flags).
-CHOSEN_OPTIONS = {"mr_rule": "published", "zoom": "best", "guide": "mean", "refine": "box", "retry": "zoom"}
+CHOSEN_OPTIONS = {"mr_rule": "auto", "zoom": "best", "guide": "mean", "refine": "box", "retry": "zoom",
+                  "slices": "alternate"}
 
 
 @pytest.mark.slow

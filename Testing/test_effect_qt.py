@@ -223,6 +223,7 @@ def test_key_boxes_are_encoded_ahead_while_the_user_draws(standin, mrml_scene, w
     assert opened.effect.previewCheckBox.checked  # on by default
     opened.effect.previewCheckBox.checked = preview
     assert opened.effect.parameter("Preview") == ("1" if preview else "0")
+    opened.scripted.setParameter("Zoom", "size")  # a small target: each slice read cropped and whole
     rois = add_key_boxes(mrml_scene.scene, volume, opened.target(0), DEMO_BOXES[:1])
     rois += add_key_boxes(mrml_scene.scene, volume, opened.target(0), DEMO_BOXES[1:])  # the next box, a bit later
     assert opened.effect.encodeAheadTimer.isActive()  # waiting for the boxes to be still
@@ -707,6 +708,10 @@ def _paint_slice(opened, volume, index: int, slice_mask: np.ndarray) -> np.ndarr
     return opened.mask(0)
 
 
+#: The accuracy options that were the defaults before the defaults rule (docs/accuracy.md) sent them back.
+EARLIER_DEFAULTS = {"MrRule": "auto", "Zoom": "size", "Guide": "auto", "Slices": "auto"}
+
+
 @pytest.mark.slow
 def test_refine_from_my_edits_learns_from_the_corrected_slices_in_one_undo_step(
         standin, mrml_scene, worker_logic, lite_model, embedding_cache, capsys):
@@ -721,6 +726,8 @@ def test_refine_from_my_edits_learns_from_the_corrected_slices_in_one_undo_step(
     reference, _ = io.read_mask(demo.DEMO_IMAGE)
     keys = demo.demo_key_boxes(image.shape)  # slices 5, 8 and 11
     opened = open_effect(standin, mrml_scene, volume)
+    for key, value in EARLIER_DEFAULTS.items():  # the options under which the adapted decoder holds out here
+        opened.scripted.setParameter(key, value)
     add_key_boxes(mrml_scene.scene, volume, opened.target(0), [(k.slice_index, k.box) for k in keys.sorted()])
     refine = opened.effect.refineButton
 
