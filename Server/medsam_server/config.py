@@ -7,11 +7,12 @@ could read it in the process list).
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import stat
 from dataclasses import dataclass
 from typing import Optional
+
+from MedSAMSegmentLib.remote.server_address import is_loopback
 
 #: Shortest token accepted, characters.
 MIN_TOKEN_CHARS = 16
@@ -58,16 +59,6 @@ class ServerConfig:
     @property
     def cache_bytes(self) -> int:
         return int(self.cache_gb * (1 << 30))
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names only this machine (``localhost``, 127.0.0.0/8, ``::1``)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def read_token_file(path: str) -> str:

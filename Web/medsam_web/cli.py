@@ -4,22 +4,13 @@ entry points; it imports trame-slicer only when it runs."""
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import sys
 
+from MedSAMSegmentLib.remote.server_address import is_loopback
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` reaches this machine only (``localhost``, 127.0.0.0/8, ``::1``)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def exposure_warning(host: str, port: int) -> str:

@@ -6,6 +6,7 @@ Qt-free: the functions take any object with QSettings' ``value(key, default)`` a
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Optional
 
@@ -14,6 +15,17 @@ SERVER_URL_KEY = "MedSAMSegment/ServerURL"
 SERVER_TOKEN_KEY = "MedSAMSegment/ServerToken"
 #: The device choice that runs on a server.
 SERVER_DEVICE = "server"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names only this machine (``localhost``, 127.0.0.0/8, ``::1``); a server or page bound to any
+    other host is reachable from the network."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
