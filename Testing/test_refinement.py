@@ -246,3 +246,55 @@ def test_free_first_keeps_the_free_adaptation_unless_the_confident_slices_disagr
                                                dataclasses.replace(QUICK, free_first=True, confident_iou=1.0,
                                                                    agreement=1.0))
     np.testing.assert_array_equal(nobody_confident.result.mask, free.result.mask)  # no confident slice: no veto
+
+
+def test_corrections_inside_the_target_keep_a_share_and_two_slices_from_both_ends():
+    from MedSAMSegmentLib.learning.refinement import corrections_inside
+
+    assert corrections_inside([7, 9], (5, 11))  # 2 slices from the ends of a short range
+    assert not corrections_inside([6, 9], (5, 11))  # one next to the first key box
+    assert not corrections_inside([9, 10], (5, 11))
+    assert corrections_inside([20, 80], (0, 100)) and not corrections_inside([19, 80], (0, 100))  # a fifth
+    assert not corrections_inside([20, 81], (0, 100))
+    assert not corrections_inside([], (0, 100))
+
+
+@pytest.mark.slow
+def test_interior_free_adapts_freely_to_corrections_inside_the_target_and_with_anchors_otherwise(demo_run):
+    """``interior_free`` is the free adaptation for corrections inside the key boxes' range (when it holds out),
+    and the anchored one for corrections next to an end, or when the free one does not hold out."""
+    import dataclasses
+
+    from scipy import ndimage
+
+    segmenter, keys, settings, result, reference = demo_run
+    assert result.slice_range == (5, 11)
+    QUICK = RefineSettings(steps=20, learning_rate=1e-3, jitters=2, anchors=2)
+    ruled = dataclasses.replace(QUICK, interior_free=True)
+
+    def wider(slices):  # an expert who draws each slice 3 pixels wider than the run: one slice teaches the other
+        return {i: ndimage.binary_dilation(take_slice(result.mask, keys.slice_axis, i), iterations=3) for i in slices}
+
+    inside = wider((7, 9))
+    free = refine_from_corrections(segmenter, keys, settings, result, inside, dataclasses.replace(QUICK, anchors=0))
+    assert free.kept
+    chosen = refine_from_corrections(segmenter, keys, settings, result, inside, ruled)
+    np.testing.assert_array_equal(chosen.result.mask, free.result.mask)
+    assert chosen.anchors == 0
+
+    at_an_end = wider((6, 9))
+    anchored = refine_from_corrections(segmenter, keys, settings, result, at_an_end, QUICK)
+    chosen = refine_from_corrections(segmenter, keys, settings, result, at_an_end, ruled)
+    np.testing.assert_array_equal(chosen.result.mask, anchored.result.mask)
+    assert chosen.anchors == anchored.anchors and chosen.held_out == anchored.held_out
+
+    # Two corrections that contradict each other (one slice drawn wider, the other emptied): the free adaptation
+    # cannot hold out, so the rule falls back to the anchored one.
+    contradicting = {7: wider((7,))[7], 9: np.zeros(segmenter.slice_size, dtype=bool)}
+    free = refine_from_corrections(segmenter, keys, settings, result, contradicting,
+                                   dataclasses.replace(QUICK, anchors=0))
+    assert not free.kept
+    anchored = refine_from_corrections(segmenter, keys, settings, result, contradicting, QUICK)
+    chosen = refine_from_corrections(segmenter, keys, settings, result, contradicting, ruled)
+    np.testing.assert_array_equal(chosen.result.mask, anchored.result.mask)
+    assert chosen.kept == anchored.kept

@@ -4,7 +4,8 @@ name the parts, imports that read top-down (no cycle), and no module past the si
 import ast
 import os
 
-CORE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "MedSAMSegment", "MedSAMSegmentLib")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CORE = os.path.join(ROOT, "MedSAMSegment", "MedSAMSegmentLib")
 PACKAGE = "MedSAMSegmentLib"
 TOP_LEVEL_MAX_MODULES = 12
 CORE_MODULE_MAX_LINES = 450
@@ -122,3 +123,27 @@ def test_mask_fingerprints_compare_finds_a_changed_mask(tmp_path, capsys):
     new.write_text('{"case": "a", "sha256": "1", "voxels": 5}\n{"case": "b", "sha256": "3", "voxels": 8}\n')
     assert fingerprints.compare(str(old), str(new)) == 1
     assert "differs: b (7 vs 8 voxels)" in capsys.readouterr().out
+
+
+def test_the_scripts_call_only_what_the_settings_classes_have():
+    """A study script that names a module-level settings object (``MODEL = ModelSettings(...)``) uses only the
+    attributes its class has: moving a method out of a settings class breaks no script silently (the studies run
+    for hours, so a call that fails at the first case is found late)."""
+    from MedSAMSegmentLib import settings as settings_module
+
+    classes = {name: getattr(settings_module, name) for name in ("ModelSettings", "SegmentationSettings")}
+    scripts = [os.path.join(ROOT, "benchmarks", name) for name in os.listdir(os.path.join(ROOT, "benchmarks"))
+               if name.endswith(".py")]
+    checked = []
+    for path in scripts:
+        tree = ast.parse(open(path, encoding="utf-8").read())
+        objects = {target.id: classes[node.value.func.id] for node in tree.body if isinstance(node, ast.Assign)
+                   and isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Name)
+                   and node.value.func.id in classes for target in node.targets if isinstance(target, ast.Name)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in objects:
+                cls = objects[node.value.id]
+                assert hasattr(cls(), node.attr), f"{os.path.basename(path)}: {cls.__name__} has no {node.attr!r}"
+        if objects:
+            checked.append(path)
+    assert len(checked) >= 3  # the studies that load their model from a module-level ModelSettings

@@ -33,6 +33,7 @@ from medsam_evaluation.resumable import (  # noqa: E402
 )
 from MedSAMSegmentLib import io, pipeline  # noqa: E402
 from MedSAMSegmentLib.geometry import take_slice  # noqa: E402
+from MedSAMSegmentLib.models import load_from_settings  # noqa: E402
 from MedSAMSegmentLib.settings import ModelSettings, add_arguments, from_arguments  # noqa: E402
 
 MODEL = ModelSettings(model="lite", device="cpu")
@@ -60,7 +61,7 @@ def main() -> None:
     loop = CaseLoop(evaluation_cases.load_cases(args.cases, args.case or ["brats"]),
                     Piece(from_arguments(PieceSettings, args)), lambda case: records.get(digest, key(case)),
                     where=args.out)
-    model = MODEL.load() if loop.todo else None
+    model = load_from_settings(MODEL) if loop.todo else None
     cache = EmbeddingCache(args.cache)
     for case in loop:
         image = io.read_image(case.image)

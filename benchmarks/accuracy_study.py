@@ -38,6 +38,7 @@ from medsam_evaluation.resumable import (  # noqa: E402
 from medsam_evaluation.study_cli import study_records  # noqa: E402
 from MedSAMSegmentLib import io, metrics, pipeline  # noqa: E402
 from MedSAMSegmentLib.geometry import KeyBoxSet  # noqa: E402
+from MedSAMSegmentLib.models import load_from_settings  # noqa: E402
 from MedSAMSegmentLib.settings import ModelSettings, add_arguments, from_arguments  # noqa: E402
 
 #: Named settings; each value overrides SegmentationSettings' defaults.
@@ -105,7 +106,7 @@ def run(args) -> int:
 
     loop = CaseLoop(evaluation_cases.load_cases(args.cases, args.case), Piece(from_arguments(PieceSettings, args)),
                     lambda case: not wanted(case), where=args.out)
-    model = MODEL.load() if loop.todo else None
+    model = load_from_settings(MODEL) if loop.todo else None
     cache = EmbeddingCache(args.cache)
     for case in loop:
         todo = set(wanted(case))

@@ -45,7 +45,8 @@ from medsam_evaluation.resumable import (  # noqa: E402
 from medsam_evaluation.simulate import simulate_key_boxes  # noqa: E402
 from medsam_evaluation.study_cli import add_study_arguments, run_study, study_report  # noqa: E402
 from MedSAMSegmentLib import io, pipeline  # noqa: E402
-from MedSAMSegmentLib.learning.refinement import RefineSettings  # noqa: E402
+from MedSAMSegmentLib.learning.refinement import RefineSettings, corrections_inside  # noqa: E402
+from MedSAMSegmentLib.models import load_from_settings  # noqa: E402
 from MedSAMSegmentLib.settings import ModelSettings, SegmentationSettings  # noqa: E402
 
 #: The two adaptations each case runs (the rule's building blocks).
@@ -55,6 +56,9 @@ ADAPTATIONS = {"free": RefineSettings(anchors=0, free_first=False),
 CONFIDENT_IOUS = (0.8, 0.85, 0.9, 0.95)
 AGREEMENTS = (0.8, 0.85, 0.9, 0.95)
 
+
+#: The name of the rule by where the corrections lie (``RefineSettings.interior_free``).
+INSIDE = "free when the corrections lie inside the target"
 
 #: The model the runs use, and the annotator's margin.
 MODEL = ModelSettings(model="lite", device="cpu")
@@ -84,7 +88,7 @@ def run(cases_json: str, out: str, piece: Piece, ks, spacing: int, case_filter=N
 
     loop = CaseLoop(load_cases(cases_json, case_filter), piece, lambda case: not any(todo(case).values()),
                     where=out)
-    model = MODEL.load() if loop.todo else None
+    model = load_from_settings(MODEL) if loop.todo else None
     for case in loop:
         left = todo(case)
         image = io.read_image(case.image)
@@ -116,11 +120,22 @@ def rule_after(free: dict, anchored: dict, confident_iou: Optional[float], agree
     return anchored["after"]
 
 
+def inside_after(free: dict, anchored: dict) -> float:
+    """The untouched DSC ``RefineSettings.interior_free`` gives: ``free`` (when it held out) for corrections
+    inside the target (the range is the run's segmented slices: the untouched ones recorded and the corrected
+    ones), else ``anchored``."""
+    segmented = [int(i) for i in free["iou"]] + list(free["corrected"])
+    if free["kept"] and corrections_inside(free["corrected"], (min(segmented), max(segmented))):
+        return free["after"]
+    return anchored["after"]
+
+
 def candidates(pairs: Dict[str, dict]) -> Dict[str, Dict[str, float]]:
-    """{rule: {case: untouched DSC after}} for the anchored rule (first: the reference), the free rule and the
-    threshold grid, from ``{case: {"free": record, "anchored": record}}``."""
+    """{rule: {case: untouched DSC after}} for the anchored rule (first: the reference), the free rule, the rule
+    by where the corrections lie and the threshold grid, from ``{case: {"free": record, "anchored": record}}``."""
     scores = {"anchored": {c: p["anchored"]["after"] for c, p in pairs.items()},
-              "free": {c: rule_after(p["free"], p["anchored"], None, None) for c, p in pairs.items()}}
+              "free": {c: rule_after(p["free"], p["anchored"], None, None) for c, p in pairs.items()},
+              INSIDE: {c: inside_after(p["free"], p["anchored"]) for c, p in pairs.items()}}
     for t in CONFIDENT_IOUS:
         for a in AGREEMENTS:
             scores[rule_name(t, a)] = {c: rule_after(p["free"], p["anchored"], t, a) for c, p in pairs.items()}
@@ -166,7 +181,7 @@ def report(records: list) -> str:
                   f"{validation.held_out_mean:.4f}; anchored: {validation.reference_mean:.4f}; free: "
                   f"{statistics.mean(scores['free'].values()):.4f}; before: {statistics.mean(before.values()):.4f}"]
         shown = {"held-out rules": held_out, whole: scores[whole], "anchored": scores["anchored"],
-                 "free": scores["free"]}
+                 "free": scores["free"], INSIDE: scores[INSIDE]}
         for name, after in shown.items():
             lines += [f"- {name}: " + "; ".join(target_lines(before, after))]
         lines.append("")

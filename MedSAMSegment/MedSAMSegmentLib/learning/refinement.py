@@ -60,6 +60,11 @@ MIN_CORRECTED = 2
 REDECODE_CHUNK = 8
 #: A held-out corrected slice may lose at most this much DSC with the adapted decoder.
 FOLD_TOLERANCE = 0.01
+#: ``interior_free``: a corrected slice is inside the target when it lies at least this share of the key boxes'
+#: range ...
+INSIDE_SHARE = 0.2
+#: ... and at least this many slices from both of its ends.
+INSIDE_SLICES = 2
 
 
 class RefinementError(ValueError):
@@ -76,7 +81,13 @@ class RefineSettings:
     untouched slices with a predicted IoU of at least ``confident_iou`` keep a mean DSC of at least
     ``agreement`` with the run's masks (or there are none). Otherwise ``anchors`` untouched slices, evenly
     spread, are trained to keep the run's own masks, with ``anchor_weight`` times the corrected slices' weight,
-    so that a correction of the worst slices does not unlearn what the decoder did well (0: no anchors)."""
+    so that a correction of the worst slices does not unlearn what the decoder did well (0: no anchors).
+
+    With ``interior_free``, the free adaptation is tried first when every corrected slice lies inside the target
+    (:func:`corrections_inside`: away from the first and last key box), and the anchored one otherwise or when the
+    free one fails its leave-one-out check. The decision reads only where the expert corrected, not the model's
+    confidence: slices corrected at the target's ends teach a decoder the ends' shapes, which it then applies to
+    the body; slices corrected inside show what the model gets wrong about the target itself."""
 
     steps: int = 100
     learning_rate: float = 3e-4
@@ -86,6 +97,7 @@ class RefineSettings:
     anchors: int = 6
     anchor_weight: float = 1.0
     free_first: bool = False
+    interior_free: bool = False
     confident_iou: float = 0.9
     agreement: float = 0.9
 
@@ -202,7 +214,8 @@ def refine_from_corrections(
     model = segmenter.model
     refine = refine or RefineSettings()
     untouched = [i for i in sorted(result.boxes) if i not in corrected]
-    stages = [0] if refine.free_first else []
+    free_first = refine.free_first or (refine.interior_free and corrections_inside(usable, result.slice_range))
+    stages = [0] if free_first else []
     if refine.anchors > 0 or not stages:
         stages.append(refine.anchors)
     corrected_items = _Examples(model, training_views(segmenter, result.boxes, {i: corrected[i] for i in usable},
@@ -240,7 +253,7 @@ def refine_from_corrections(
         adapted = VolumeSegmenter(adapted_model, segmenter.volume, segmenter.slice_axis, cache=segmenter.cache,
                                   batch_size=segmenter.batch_size)
         outcome.refined = _decode_again(adapted, result, corrected, settings, cancel)
-        if anchor_count == 0 and stage < len(stages) - 1:
+        if anchor_count == 0 and refine.free_first and stage < len(stages) - 1:
             outcome.agreement = confident_agreement(outcome.refined, result, untouched, refine.confident_iou)
             if outcome.agreement is not None and outcome.agreement < refine.agreement:
                 continue  # the free decoder undid confident slices: adapt again with anchors
@@ -290,6 +303,14 @@ def _account(chosen: Optional[_Stage], tried: List[_Stage], result: Segmentation
     return Refinement(refined, chosen is not None, shown.held_out, usable, seconds, message,
                       anchors=None if chosen is None else chosen.anchors,
                       agreement=agreements[0] if agreements else None)
+
+
+def corrections_inside(corrected: Sequence[int], slice_range: Tuple[int, int]) -> bool:
+    """Whether every slice of ``corrected`` lies inside the key boxes' ``slice_range`` (inclusive): at least
+    :data:`INSIDE_SHARE` of the range and :data:`INSIDE_SLICES` slices from both of its ends."""
+    first, last = slice_range
+    margin = max(INSIDE_SLICES, INSIDE_SHARE * (last - first))
+    return bool(corrected) and all(min(index - first, last - index) >= margin for index in corrected)
 
 
 def confident_agreement(refined: SegmentationResult, result: SegmentationResult, untouched: Sequence[int],
