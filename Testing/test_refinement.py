@@ -3,7 +3,13 @@ the adapted decoder is checked on a held-out slice, and the user's model and res
 
 import numpy as np
 import pytest
-from medsam_evaluation.corrections import corrections_protocol, untouched_dice, worst_slices
+from medsam_evaluation.corrections import (
+    corrections_protocol,
+    pooled_dice,
+    slice_overlaps,
+    untouched_dice,
+    worst_slices,
+)
 from MedSAMSegmentLib import demo, pipeline
 from MedSAMSegmentLib import io as image_io
 from MedSAMSegmentLib.engine import Cancelled
@@ -148,6 +154,25 @@ def test_the_corrections_protocol_scores_only_the_untouched_slices(demo_run):
     assert rows[1]["corrected"] == worst and 0.0 <= rows[1]["after"] <= 1.0
     if not rows[1]["kept"]:
         assert rows[1]["after"] == rows[1]["before"]
+    # The per-slice counts give back both scores, and any choice of refined slices between them.
+    overlaps, segmented = rows[1]["overlaps"], sorted(result.boxes)
+    assert worst[0] not in overlaps and rows[1]["keys"] == [key.slice_index for key in keys.sorted()]
+    assert pooled_dice(overlaps, []) == pytest.approx(rows[1]["before"])
+    assert pooled_dice(overlaps, segmented) == pytest.approx(rows[1]["after"])
+
+
+def test_pooled_dice_is_the_untouched_dice_of_any_mix_of_refined_and_run_slices():
+    rng = np.random.default_rng(0)
+    reference, before, after = (rng.random((6, 8, 8)) < share for share in (0.3, 0.35, 0.25))
+    after[0] = before[0]  # a slice outside the run's range: the refinement leaves it
+    touched = [2]
+    overlaps = slice_overlaps(before, after, reference, 0, touched)
+    assert sorted(overlaps) == [0, 1, 3, 4, 5]
+    for refined in ([], [1], [3, 5], [0, 1, 3, 4, 5]):
+        mixed = before.copy()
+        mixed[refined] = after[refined]
+        assert pooled_dice(overlaps, refined) == pytest.approx(untouched_dice(mixed, reference, 0, touched))
+    assert pooled_dice({1: [0, 0, 0, 0, 0]}, [1]) == 1.0
 
 
 def test_the_python_api_refines_after_predict(lite_model, embedding_cache):
@@ -298,3 +323,41 @@ def test_interior_free_adapts_freely_to_corrections_inside_the_target_and_with_a
     chosen = refine_from_corrections(segmenter, keys, settings, result, contradicting, ruled)
     np.testing.assert_array_equal(chosen.result.mask, anchored.result.mask)
     assert chosen.kept == anchored.kept
+
+
+def _corrections_study():
+    import importlib.util
+    import os
+
+    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "corrections_study.py")
+    spec = importlib.util.spec_from_file_location("corrections_study", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_study_scores_interior_free_from_the_free_and_anchored_records():
+    """The rule by where the corrections lie, scored from the two adaptations' records (free when it held out and
+    the corrections lie inside the run's range, else anchored), and judged by the defaults rule in the report."""
+    study = _corrections_study()
+
+    def records(case, corrected, free_after, anchored_after, free_kept=True):
+        untouched = {str(i): 0.9 for i in range(0, 21) if i not in corrected}
+        common = {"case": case, "group": case.split("_")[0], "k": 2, "corrected": corrected, "before": 0.5,
+                  "iou": untouched, "agreement": dict.fromkeys(untouched, 1.0), "seconds": 1.0}
+        return [{**common, "adaptation": "free", "after": free_after if free_kept else 0.5, "kept": free_kept},
+                {**common, "adaptation": "anchored", "after": anchored_after, "kept": True}]
+
+    rows = (records("cord_a", [6, 12], 0.8, 0.6) + records("cord_b", [5, 15], 0.7, 0.6)
+            + records("brats_a", [0, 20], 0.2, 0.55) + records("brats_b", [1, 10], 0.3, 0.52)
+            + records("hippocampus_a", [8, 12], 0.9, 0.6, free_kept=False)
+            + records("hippocampus_b", [9, 11], 0.75, 0.6))
+    pairs = {}
+    for row in rows:
+        pairs.setdefault(row["case"], {})[row["adaptation"]] = row
+    inside = study.candidates(pairs)[study.INSIDE]
+    assert inside == {"cord_a": 0.8, "cord_b": 0.7, "brats_a": 0.55, "brats_b": 0.52, "hippocampus_a": 0.6,
+                      "hippocampus_b": 0.75}
+    report = study.report(rows)
+    assert "for `interior_free` against the anchored default: chosen in 3 of 3 leave-one-group-out folds" in report
+    assert report.rstrip().endswith("passes")

@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "Evaluation"))
 from medsam_evaluation.cases import load_cases, modality_setting  # noqa: E402
 from medsam_evaluation.corrections import corrections_protocol, target_lines  # noqa: E402
 from medsam_evaluation.cross_validation import case_group, leave_one_group_out  # noqa: E402
+from medsam_evaluation.default_rule import check_spacing  # noqa: E402
 from medsam_evaluation.resumable import (  # noqa: E402
     CaseLoop,
     CaseRecords,
@@ -70,8 +71,16 @@ def adaptation_digests(spacing: int) -> Dict[str, str]:
     boxes' spacing and margin."""
     model = model_fingerprint(MODEL)
     return {name: settings_digest({"study": "corrections", "model": model, "spacing": spacing, "margin": MARGIN,
-                                   "settings": SegmentationSettings(), "refine": refine})
+                                   "settings": SegmentationSettings(), "refine": adaptation_fields(refine)})
             for name, refine in ADAPTATIONS.items()}
+
+
+def adaptation_fields(refine: RefineSettings) -> dict:
+    """What identifies an adaptation's records: its settings but ``interior_free``, the rule scored from the
+    records (:func:`inside_after`), which neither adaptation uses."""
+    fields = dataclasses.asdict(refine)
+    del fields["interior_free"]
+    return fields
 
 
 def record_key(case, k: int, adaptation: str) -> list:
@@ -103,7 +112,7 @@ def run(cases_json: str, out: str, piece: Piece, ks, spacing: int, case_filter=N
                     "case": case.name, "group": case_group(case.name), "spacing": spacing, "adaptation": name,
                     "refine": dataclasses.asdict(refine), **row,
                     **{key: {str(i): v for i, v in row.get(key, {}).items()}
-                       for key in ("held_out", "iou", "agreement")}})
+                       for key in ("held_out", "iou", "agreement", "overlaps")}})
                 print(f"{case.name} k={row['k']} {name}: {row['before']:.3f} -> {row['after']:.3f} "
                       f"({'kept' if row['kept'] else 'not kept'}, {row['seconds']:.1f} s)", flush=True)
     return loop.left
@@ -184,7 +193,13 @@ def report(records: list) -> str:
                  "free": scores["free"], INSIDE: scores[INSIDE]}
         for name, after in shown.items():
             lines += [f"- {name}: " + "; ".join(target_lines(before, after))]
-        lines.append("")
+        check = check_spacing(5, {"anchored": scores["anchored"], INSIDE: scores[INSIDE]}, INSIDE,
+                              {c: case_group(c) for c in pairs})
+        lines += ["", f"The defaults rule (medsam_evaluation/default_rule.py) for `interior_free` against the anchored "
+                  f"default: chosen in {check.folds_choosing} of {check.folds} leave-one-group-out folds; worst "
+                  f"group {check.worst_group} {check.worst_group_change:+.4f}; worst case {check.worst_case} "
+                  f"{check.worst_case_change:+.4f}; whole set {check.whole_set_change:+.4f}: "
+                  + ("passes" if not check.failures else "fails: " + "; ".join(check.failures)), ""]
     return "\n".join(lines)
 
 

@@ -13,7 +13,7 @@ import csv
 import os
 import statistics
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 from MedSAMSegmentLib.engine import SegmentationResult, VolumeSegmenter
@@ -55,7 +55,8 @@ def corrections_protocol(segmenter: VolumeSegmenter, key_boxes: KeyBoxSet, setti
     """For each k of ``ks``: the corrected slices, the untouched slices' DSC before and after the refinement,
     whether the adapted decoder was kept (and with how many anchors), the seconds it took, and per untouched slice
     the run's predicted IoU and the DSC between the refined and the run's mask (``iou``, ``agreement``: what the
-    confident-slice check reads, so that its thresholds can be studied without running again). With fewer than
+    confident-slice check reads, so that its thresholds can be studied without running again), the key slices, and
+    the voxel counts of :func:`slice_overlaps` (which slices to refine can be studied the same way). With fewer than
     :data:`MIN_CORRECTED` corrected slices nothing is refined (after = before)."""
     rows = []
     for k in ks:
@@ -72,9 +73,41 @@ def corrections_protocol(segmenter: VolumeSegmenter, key_boxes: KeyBoxSet, setti
             row.update(after=untouched_dice(refinement.result.mask, reference, result.slice_axis, touched),
                        kept=refinement.kept, anchors=refinement.anchors, seconds=refinement.seconds,
                        held_out=refinement.held_out, iou={i: float(result.iou.get(i, 0.0)) for i in untouched},
-                       agreement={i: float(agreement[i]) for i in untouched})
+                       agreement={i: float(agreement[i]) for i in untouched},
+                       keys=[key.slice_index for key in key_boxes.sorted()],
+                       overlaps=slice_overlaps(result.mask, refinement.result.mask, reference, result.slice_axis,
+                                               touched))
         rows.append(row)
     return rows
+
+
+def slice_overlaps(before: np.ndarray, after: np.ndarray, reference: np.ndarray, slice_axis: int,
+                   touched: Sequence[int]) -> Dict[int, List[int]]:
+    """Per slice but ``touched`` that holds any voxel of ``before``, ``after`` or ``reference``: [voxels of
+    ``before`` in ``reference``, of ``before``, of ``after`` in ``reference``, of ``after``, of ``reference``].
+    From these the untouched DSC of any choice of refined slices follows (:func:`pooled_dice`) without running
+    again."""
+    counts = {}
+    for i in range(before.shape[slice_axis]):
+        if i in touched:
+            continue
+        b, a, r = (np.asarray(take_slice(v, slice_axis, i), dtype=bool) for v in (before, after, reference))
+        if b.any() or a.any() or r.any():
+            counts[i] = [int((b & r).sum()), int(b.sum()), int((a & r).sum()), int(a.sum()), int(r.sum())]
+    return counts
+
+
+def pooled_dice(overlaps: Mapping[int, Sequence[int]], refined: Iterable[int]) -> float:
+    """The untouched DSC (:func:`untouched_dice`) when the slices ``refined`` take the refinement's masks and every
+    other slice keeps the run's, from the counts of :func:`slice_overlaps` (1.0 when all are empty)."""
+    refined = set(refined)
+    inside = masks = truth = 0
+    for i, (inside_before, before, inside_after, after, reference) in overlaps.items():
+        chosen = i in refined
+        inside += inside_after if chosen else inside_before
+        masks += after if chosen else before
+        truth += reference
+    return 1.0 if masks + truth == 0 else 2.0 * inside / (masks + truth)
 
 
 @dataclass(frozen=True)
