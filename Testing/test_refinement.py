@@ -273,6 +273,15 @@ def test_free_first_keeps_the_free_adaptation_unless_the_confident_slices_disagr
     np.testing.assert_array_equal(nobody_confident.result.mask, free.result.mask)  # no confident slice: no veto
 
 
+def test_the_slices_near_corrections_lie_between_the_key_slices_around_them():
+    from MedSAMSegmentLib.learning.refinement import slices_near
+
+    assert slices_near([7], [0, 5, 10]) == set(range(5, 11))
+    assert slices_near([5], [0, 5, 10]) == set(range(0, 11))  # on a key slice: both intervals
+    assert slices_near([1, 12], [0, 5, 10]) == set(range(0, 6)) | {10, 11, 12}  # past the last key slice
+    assert slices_near([], [0, 5]) == set()
+
+
 def test_corrections_inside_the_target_keep_a_share_and_two_slices_from_both_ends():
     from MedSAMSegmentLib.learning.refinement import corrections_inside
 
@@ -359,5 +368,34 @@ def test_the_study_scores_interior_free_from_the_free_and_anchored_records():
     assert inside == {"cord_a": 0.8, "cord_b": 0.7, "brats_a": 0.55, "brats_b": 0.52, "hippocampus_a": 0.6,
                       "hippocampus_b": 0.75}
     report = study.report(rows)
-    assert "for `interior_free` against the anchored default: chosen in 3 of 3 leave-one-group-out folds" in report
-    assert report.rstrip().endswith("passes")
+    assert f"- {study.INSIDE} (`interior_free`): chosen in 3 of 3 leave-one-group-out folds" in report
+    assert report.rstrip().endswith("passes") and study.NEAR not in report  # no voxel counts: not scored
+
+    # With the voxel counts: the anchored masks near the corrections only (key slices 0, 5, ..., 20).
+    anchored = {"corrected": [1, 10], "keys": [0, 5, 10, 15, 20], "kept": True, "after": 0.0,
+                "overlaps": {str(i): [5, 10, 10 if i < 8 else 0, 10, 10] for i in range(21) if i not in (1, 10)}}
+    # Slices 0 .. 15 take the refined masks ([0, 5] around slice 1, [5, 15] around the key slice 10): 7 of them
+    # gain (10 voxels inside), 7 lose (0 inside); 16 .. 20 keep the run's (5 inside); 190 voxels of masks and of
+    # reference over the 19 untouched slices.
+    assert study.near_after(anchored) == pytest.approx(2 * (7 * 10 + 7 * 0 + 5 * 5) / (190 + 190))
+
+
+@pytest.mark.slow
+def test_anchored_near_changes_only_the_slices_between_the_key_boxes_around_the_corrections(demo_run):
+    import dataclasses
+
+    from scipy import ndimage
+
+    segmenter, keys, settings, result, reference = demo_run
+    QUICK = RefineSettings(steps=20, learning_rate=1e-3, jitters=2, anchors=2)
+    corrected = {i: ndimage.binary_dilation(take_slice(result.mask, keys.slice_axis, i), iterations=3)
+                 for i in (6, 7)}  # between the key boxes on slices 5 and 8
+    anchored = refine_from_corrections(segmenter, keys, settings, result, corrected, QUICK)
+    near = refine_from_corrections(segmenter, keys, settings, result, corrected,
+                                   dataclasses.replace(QUICK, anchored_near=True))
+    assert anchored.kept and near.kept and near.anchors == 2
+    for i in (5, 6, 7, 8):  # near: the anchored decoder's masks, and the expert's slices
+        np.testing.assert_array_equal(near.result.mask[i], anchored.result.mask[i])
+    for i in (9, 10, 11):  # elsewhere: the run's
+        np.testing.assert_array_equal(near.result.mask[i], result.mask[i])
+    assert sorted(near.result.recomputed) == [5, 8]

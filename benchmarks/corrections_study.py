@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "MedSAMSegment"
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "Evaluation"))
 
 from medsam_evaluation.cases import load_cases, modality_setting  # noqa: E402
-from medsam_evaluation.corrections import corrections_protocol, target_lines  # noqa: E402
+from medsam_evaluation.corrections import corrections_protocol, pooled_dice, target_lines  # noqa: E402
 from medsam_evaluation.cross_validation import case_group, leave_one_group_out  # noqa: E402
 from medsam_evaluation.default_rule import check_spacing  # noqa: E402
 from medsam_evaluation.resumable import (  # noqa: E402
@@ -46,7 +46,7 @@ from medsam_evaluation.resumable import (  # noqa: E402
 from medsam_evaluation.simulate import simulate_key_boxes  # noqa: E402
 from medsam_evaluation.study_cli import add_study_arguments, run_study, study_report  # noqa: E402
 from MedSAMSegmentLib import io, pipeline  # noqa: E402
-from MedSAMSegmentLib.learning.refinement import RefineSettings, corrections_inside  # noqa: E402
+from MedSAMSegmentLib.learning.refinement import RefineSettings, corrections_inside, slices_near  # noqa: E402
 from MedSAMSegmentLib.models import load_from_settings  # noqa: E402
 from MedSAMSegmentLib.settings import ModelSettings, SegmentationSettings  # noqa: E402
 
@@ -60,6 +60,11 @@ AGREEMENTS = (0.8, 0.85, 0.9, 0.95)
 
 #: The name of the rule by where the corrections lie (``RefineSettings.interior_free``).
 INSIDE = "free when the corrections lie inside the target"
+#: The anchored adaptation applied near the corrections only (``RefineSettings.anchored_near``), and both rules.
+NEAR = "anchored, near the corrections"
+INSIDE_NEAR = "free inside the target, else anchored near the corrections"
+#: The rules judged against the anchored default, with the settings that give them.
+RULES = {INSIDE: "interior_free", NEAR: "anchored_near", INSIDE_NEAR: "interior_free, anchored_near"}
 
 #: The model the runs use, and the annotator's margin.
 MODEL = ModelSettings(model="lite", device="cpu")
@@ -76,10 +81,11 @@ def adaptation_digests(spacing: int) -> Dict[str, str]:
 
 
 def adaptation_fields(refine: RefineSettings) -> dict:
-    """What identifies an adaptation's records: its settings but ``interior_free``, the rule scored from the
-    records (:func:`inside_after`), which neither adaptation uses."""
+    """What identifies an adaptation's records: its settings but ``interior_free`` and ``anchored_near``, the rules
+    scored from the records (:func:`inside_after`, :func:`near_after`), which neither adaptation uses."""
     fields = dataclasses.asdict(refine)
-    del fields["interior_free"]
+    for scored in ("interior_free", "anchored_near"):
+        del fields[scored]
     return fields
 
 
@@ -129,14 +135,27 @@ def rule_after(free: dict, anchored: dict, confident_iou: Optional[float], agree
     return anchored["after"]
 
 
-def inside_after(free: dict, anchored: dict) -> float:
-    """The untouched DSC ``RefineSettings.interior_free`` gives: ``free`` (when it held out) for corrections
+def takes_free(free: dict) -> bool:
+    """Whether ``RefineSettings.interior_free`` keeps the free adaptation: it held out and the corrections lie
     inside the target (the range is the run's segmented slices: the untouched ones recorded and the corrected
-    ones), else ``anchored``."""
+    ones)."""
     segmented = [int(i) for i in free["iou"]] + list(free["corrected"])
-    if free["kept"] and corrections_inside(free["corrected"], (min(segmented), max(segmented))):
-        return free["after"]
-    return anchored["after"]
+    return free["kept"] and corrections_inside(free["corrected"], (min(segmented), max(segmented)))
+
+
+def inside_after(free: dict, anchored: dict) -> float:
+    """The untouched DSC ``RefineSettings.interior_free`` gives: ``free`` when :func:`takes_free`, else
+    ``anchored``."""
+    return free["after"] if takes_free(free) else anchored["after"]
+
+
+def near_after(anchored: dict) -> float:
+    """The untouched DSC ``RefineSettings.anchored_near`` gives the anchored adaptation: its masks on the slices
+    near the corrections (:func:`slices_near`), the run's elsewhere."""
+    if not anchored["kept"]:
+        return anchored["after"]
+    overlaps = {int(i): counts for i, counts in anchored["overlaps"].items()}
+    return pooled_dice(overlaps, slices_near(anchored["corrected"], anchored["keys"]))
 
 
 def candidates(pairs: Dict[str, dict]) -> Dict[str, Dict[str, float]]:
@@ -145,6 +164,10 @@ def candidates(pairs: Dict[str, dict]) -> Dict[str, Dict[str, float]]:
     scores = {"anchored": {c: p["anchored"]["after"] for c, p in pairs.items()},
               "free": {c: rule_after(p["free"], p["anchored"], None, None) for c, p in pairs.items()},
               INSIDE: {c: inside_after(p["free"], p["anchored"]) for c, p in pairs.items()}}
+    if all("overlaps" in p["anchored"] for p in pairs.values()):
+        scores[NEAR] = {c: near_after(p["anchored"]) for c, p in pairs.items()}
+        scores[INSIDE_NEAR] = {c: p["free"]["after"] if takes_free(p["free"]) else scores[NEAR][c]
+                               for c, p in pairs.items()}
     for t in CONFIDENT_IOUS:
         for a in AGREEMENTS:
             scores[rule_name(t, a)] = {c: rule_after(p["free"], p["anchored"], t, a) for c, p in pairs.items()}
@@ -190,16 +213,21 @@ def report(records: list) -> str:
                   f"{validation.held_out_mean:.4f}; anchored: {validation.reference_mean:.4f}; free: "
                   f"{statistics.mean(scores['free'].values()):.4f}; before: {statistics.mean(before.values()):.4f}"]
         shown = {"held-out rules": held_out, whole: scores[whole], "anchored": scores["anchored"],
-                 "free": scores["free"], INSIDE: scores[INSIDE]}
+                 "free": scores["free"], **{name: scores[name] for name in RULES if name in scores}}
         for name, after in shown.items():
             lines += [f"- {name}: " + "; ".join(target_lines(before, after))]
-        check = check_spacing(5, {"anchored": scores["anchored"], INSIDE: scores[INSIDE]}, INSIDE,
-                              {c: case_group(c) for c in pairs})
-        lines += ["", f"The defaults rule (medsam_evaluation/default_rule.py) for `interior_free` against the anchored "
-                  f"default: chosen in {check.folds_choosing} of {check.folds} leave-one-group-out folds; worst "
-                  f"group {check.worst_group} {check.worst_group_change:+.4f}; worst case {check.worst_case} "
-                  f"{check.worst_case_change:+.4f}; whole set {check.whole_set_change:+.4f}: "
-                  + ("passes" if not check.failures else "fails: " + "; ".join(check.failures)), ""]
+        lines += ["", "The defaults rule (medsam_evaluation/default_rule.py) for each rule against the anchored "
+                  "default (`RefineSettings` field):", ""]
+        for name, field_names in RULES.items():
+            if name in scores:
+                check = check_spacing(5, {"anchored": scores["anchored"], name: scores[name]}, name,
+                                      {c: case_group(c) for c in pairs})
+                lines.append(f"- {name} (`{field_names}`): chosen in {check.folds_choosing} of {check.folds} "
+                             f"leave-one-group-out folds; worst group {check.worst_group} "
+                             f"{check.worst_group_change:+.4f}; worst case {check.worst_case} "
+                             f"{check.worst_case_change:+.4f}; whole set {check.whole_set_change:+.4f}: "
+                             + ("passes" if not check.failures else "fails: " + "; ".join(check.failures)))
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -30,7 +30,7 @@ import copy
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -87,7 +87,11 @@ class RefineSettings:
     (:func:`corrections_inside`: away from the first and last key box), and the anchored one otherwise or when the
     free one fails its leave-one-out check. The decision reads only where the expert corrected, not the model's
     confidence: slices corrected at the target's ends teach a decoder the ends' shapes, which it then applies to
-    the body; slices corrected inside show what the model gets wrong about the target itself."""
+    the body; slices corrected inside show what the model gets wrong about the target itself.
+
+    With ``anchored_near``, an anchored adaptation decodes again only the untouched slices near the corrections
+    (:func:`slices_near`: between the key boxes on either side of each corrected slice), and the run's masks stay
+    elsewhere; a free adaptation still decodes every untouched slice."""
 
     steps: int = 100
     learning_rate: float = 3e-4
@@ -98,6 +102,7 @@ class RefineSettings:
     anchor_weight: float = 1.0
     free_first: bool = False
     interior_free: bool = False
+    anchored_near: bool = False
     confident_iou: float = 0.9
     agreement: float = 0.9
 
@@ -252,7 +257,9 @@ def refine_from_corrections(
         adapted_model = AdaptedModel(model, hypernetwork, f"{len(usable)} corrected slices")
         adapted = VolumeSegmenter(adapted_model, segmenter.volume, segmenter.slice_axis, cache=segmenter.cache,
                                   batch_size=segmenter.batch_size)
-        outcome.refined = _decode_again(adapted, result, corrected, settings, cancel)
+        near = slices_near(usable, [key.slice_index for key in key_boxes.sorted()])
+        outcome.refined = _decode_again(adapted, result, corrected, settings, cancel,
+                                        only=near if refine.anchored_near and anchor_count > 0 else None)
         if anchor_count == 0 and refine.free_first and stage < len(stages) - 1:
             outcome.agreement = confident_agreement(outcome.refined, result, untouched, refine.confident_iou)
             if outcome.agreement is not None and outcome.agreement < refine.agreement:
@@ -313,6 +320,18 @@ def corrections_inside(corrected: Sequence[int], slice_range: Tuple[int, int]) -
     return bool(corrected) and all(min(index - first, last - index) >= margin for index in corrected)
 
 
+def slices_near(corrected: Sequence[int], key_slices: Sequence[int]) -> Set[int]:
+    """The slices between the key slices on either side of each corrected slice (inclusive; for a corrected slice
+    on a key slice, the key slices before and after it; past the first or last key slice, from that key slice)."""
+    keys = sorted(set(key_slices))
+    near: Set[int] = set()
+    for index in corrected:
+        below = [k for k in keys if k < index]
+        above = [k for k in keys if k > index]
+        near.update(range(below[-1] if below else index, (above[0] if above else index) + 1))
+    return near
+
+
 def confident_agreement(refined: SegmentationResult, result: SegmentationResult, untouched: Sequence[int],
                         confident_iou: float) -> Optional[float]:
     """Mean DSC between ``refined`` and ``result`` over the ``untouched`` slices the run predicted with an IoU
@@ -325,12 +344,13 @@ def confident_agreement(refined: SegmentationResult, result: SegmentationResult,
 
 
 def _decode_again(adapted: VolumeSegmenter, result: SegmentationResult, corrected: Dict[int, np.ndarray],
-                  settings: SegmentationSettings, cancel: Optional[CancelCheck]) -> SegmentationResult:
-    """``result`` with every untouched slice decoded again with ``adapted``, each with the box the run gave it
-    (boxes are not walked again: a changed mask never moves another slice's box)."""
+                  settings: SegmentationSettings, cancel: Optional[CancelCheck],
+                  only: Optional[Set[int]] = None) -> SegmentationResult:
+    """``result`` with every untouched slice (of ``only``, when given) decoded again with ``adapted``, each with the
+    box the run gave it (boxes are not walked again: a changed mask never moves another slice's box)."""
     refined = copy.copy(result)
     refined.mask, refined.iou = result.mask.copy(), dict(result.iou)
-    todo = sorted(i for i in result.boxes if i not in corrected)
+    todo = sorted(i for i in result.boxes if i not in corrected and (only is None or i in only))
     for start in range(0, len(todo), REDECODE_CHUNK):
         check_cancel(cancel)
         chunk = {i: result.boxes[i] for i in todo[start : start + REDECODE_CHUNK]}
