@@ -240,7 +240,7 @@ def test_free_first_keeps_the_free_adaptation_unless_the_confident_slices_disagr
     segmenter, keys, settings, result, reference = demo_run
     from scipy import ndimage
 
-    QUICK = RefineSettings(steps=20, learning_rate=1e-3, jitters=2, anchors=2)
+    QUICK = RefineSettings(steps=20, learning_rate=1e-3, jitters=2, anchors=2, interior_free=False, anchored_near=False)
     # An expert who draws every slice 3 pixels wider than the run: one slice teaches the other, so the free
     # adaptation holds out.
     corrected = {i: ndimage.binary_dilation(take_slice(result.mask, keys.slice_axis, i), iterations=3)
@@ -303,7 +303,7 @@ def test_interior_free_adapts_freely_to_corrections_inside_the_target_and_with_a
 
     segmenter, keys, settings, result, reference = demo_run
     assert result.slice_range == (5, 11)
-    QUICK = RefineSettings(steps=20, learning_rate=1e-3, jitters=2, anchors=2)
+    QUICK = RefineSettings(steps=20, learning_rate=1e-3, jitters=2, anchors=2, interior_free=False, anchored_near=False)
     ruled = dataclasses.replace(QUICK, interior_free=True)
 
     def wider(slices):  # an expert who draws each slice 3 pixels wider than the run: one slice teaches the other
@@ -387,7 +387,7 @@ def test_anchored_near_changes_only_the_slices_between_the_key_boxes_around_the_
     from scipy import ndimage
 
     segmenter, keys, settings, result, reference = demo_run
-    QUICK = RefineSettings(steps=20, learning_rate=1e-3, jitters=2, anchors=2)
+    QUICK = RefineSettings(steps=20, learning_rate=1e-3, jitters=2, anchors=2, interior_free=False, anchored_near=False)
     corrected = {i: ndimage.binary_dilation(take_slice(result.mask, keys.slice_axis, i), iterations=3)
                  for i in (6, 7)}  # between the key boxes on slices 5 and 8
     anchored = refine_from_corrections(segmenter, keys, settings, result, corrected, QUICK)
@@ -399,3 +399,7 @@ def test_anchored_near_changes_only_the_slices_between_the_key_boxes_around_the_
     for i in (9, 10, 11):  # elsewhere: the run's
         np.testing.assert_array_equal(near.result.mask[i], result.mask[i])
     assert sorted(near.result.recomputed) == [5, 8]
+    # The defaults: corrections next to an end of the target get the anchored adaptation, near them only.
+    default = refine_from_corrections(segmenter, keys, settings, result, corrected,
+                                      RefineSettings(steps=20, learning_rate=1e-3, jitters=2, anchors=2))
+    np.testing.assert_array_equal(default.result.mask, near.result.mask)

@@ -51,8 +51,9 @@ from MedSAMSegmentLib.models import load_from_settings  # noqa: E402
 from MedSAMSegmentLib.settings import ModelSettings, SegmentationSettings  # noqa: E402
 
 #: The two adaptations each case runs (the rule's building blocks).
-ADAPTATIONS = {"free": RefineSettings(anchors=0, free_first=False),
-               "anchored": RefineSettings(anchors=RefineSettings().anchors, free_first=False)}
+ADAPTATIONS = {"free": RefineSettings(anchors=0, free_first=False, interior_free=False, anchored_near=False),
+               "anchored": RefineSettings(anchors=RefineSettings().anchors, free_first=False, interior_free=False,
+                                          anchored_near=False)}
 #: The confident-slice check's thresholds scored: the run's predicted IoU, and the agreement with its masks.
 CONFIDENT_IOUS = (0.8, 0.85, 0.9, 0.95)
 AGREEMENTS = (0.8, 0.85, 0.9, 0.95)
@@ -178,6 +179,25 @@ def rule_name(confident_iou: float, agreement: float) -> str:
     return f"free unless IoU>={confident_iou:g} slices agree <{agreement:g}"
 
 
+def group_table(before: Dict[str, float], scores: Dict[str, Dict[str, float]]) -> list:
+    """Markdown lines: per case group and over all cases, the untouched DSC before and its change with the
+    anchored and free adaptations and each rule of :data:`RULES` scored, and the largest loss of each."""
+    shown = ["anchored", "free"] + [name for name in RULES if name in scores]
+    lines = ["", "| group | cases | before | " + " | ".join(shown) + " |",
+             "| --- | ---: | ---: |" + " ---: |" * len(shown)]
+    groups = sorted({case_group(c) for c in before})
+    for group in groups + ["all", "largest loss"]:
+        cases = [c for c in before if group in ("all", "largest loss", case_group(c))]
+        if group == "largest loss":
+            cells = [f"{min(scores[n][c] - before[c] for c in cases):+.3f}" for n in shown]
+            lines.append(f"| {group} | {len(cases)} | | " + " | ".join(cells) + " |")
+            continue
+        mean_before = statistics.mean(before[c] for c in cases)
+        cells = [f"{statistics.mean(scores[n][c] for c in cases) - mean_before:+.3f}" for n in shown]
+        lines.append(f"| {group} | {len(cases)} | {mean_before:.3f} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def report(records: list) -> str:
     """The tables of ``records`` (:func:`medsam_evaluation.study_cli.study_records`)."""
     lines = []
@@ -204,6 +224,7 @@ def report(records: list) -> str:
             lines.append(f"| {c} | {free['corrected']} | {before[c]:.3f} | {free['after']:.3f}{mark[free['kept']]} | "
                          f"{anchored['after']:.3f}{mark[anchored['kept']]} | {scores[whole][c]:.3f} | "
                          f"{held_out[c]:.3f} | {free['seconds'] + anchored['seconds']:.1f} |")
+        lines += group_table(before, scores)
         lines += ["", "Leave-one-group-out over the rules (score: untouched DSC; reference: anchored):", "",
                   "| held-out group | cases | rule chosen by the other groups | its mean there | anchored | "
                   "worst case vs anchored |", "| --- | ---: | --- | ---: | ---: | ---: |"]

@@ -13,13 +13,18 @@ never changed.
 It protects itself twice. By leave-one-out: each corrected slice in turn is held out of the training and decoded
 with a decoder adapted to the others; an adaptation (then trained on all corrected slices) is kept only when the
 held-out slices' mean DSC against the expert's masks rises and none of them falls by more than
-:data:`FOLD_TOLERANCE`. And by the run's confident slices: the expert corrects the worst slices, which need not
+:data:`FOLD_TOLERANCE`. And, with :attr:`RefineSettings.free_first` (off by default), by the run's confident
+slices: the expert corrects the worst slices, which need not
 resemble the rest, so a decoder adapted freely to them may undo what the run did well. The free adaptation is
 kept only when, on the untouched slices the run was confident of (predicted IoU at least
 :attr:`RefineSettings.confident_iou`), its masks agree with the run's (mean DSC at least
 :attr:`RefineSettings.agreement`). Otherwise the adaptation is made again with anchors: untouched slices trained
 to keep the run's masks beside the corrected ones, under the same leave-one-out check. When neither holds the
 result is the original run with the expert's slices, and :attr:`Refinement.kept` is False.
+
+Which adaptation is tried, and where it is applied, follows where the expert corrected (the defaults of
+:class:`RefineSettings`): corrections inside the target get the free adaptation over every untouched slice;
+corrections next to its ends get the anchored one, applied only between the key boxes around them.
 
 Qt-free; torch is imported when a refinement runs.
 """
@@ -91,7 +96,8 @@ class RefineSettings:
 
     With ``anchored_near``, an anchored adaptation decodes again only the untouched slices near the corrections
     (:func:`slices_near`: between the key boxes on either side of each corrected slice), and the run's masks stay
-    elsewhere; a free adaptation still decodes every untouched slice."""
+    elsewhere; a free adaptation still decodes every untouched slice. Both are on by default (docs/accuracy.md,
+    "Where the corrections lie")."""
 
     steps: int = 100
     learning_rate: float = 3e-4
@@ -101,8 +107,8 @@ class RefineSettings:
     anchors: int = 6
     anchor_weight: float = 1.0
     free_first: bool = False
-    interior_free: bool = False
-    anchored_near: bool = False
+    interior_free: bool = True
+    anchored_near: bool = True
     confident_iou: float = 0.9
     agreement: float = 0.9
 
