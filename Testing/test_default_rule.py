@@ -101,3 +101,25 @@ def test_a_case_name_repeated_across_files_is_refused_with_the_fix(tmp_path):
     second = write_cases(tmp_path / "two", [entry("cord_t1")])
     with pytest.raises(ValueError, match="case names repeat across .*: cord_t1; rename them"):
         cases.load_cases([first, second])
+
+
+def test_the_study_judges_every_departure_on_its_own():
+    """``benchmarks/defaults_cross_validation.py`` lists each departure against the published value alone: one
+    that gains in every group passes, one that loses a case fails and says which."""
+    import importlib.util
+    import os
+
+    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "defaults_cross_validation.py")
+    spec = importlib.util.spec_from_file_location("defaults_cross_validation", script)
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    changes = {config: 0.0 for config in study.CONFIGS}
+    changes.update({"zoom=auto": 0.01, "mr_rule=auto": -0.05})
+    records = [{"case": case, "group": group, "spacing": spacing, "config": config, "dsc": BASE[case] + change}
+               for case, group in GROUPS.items() for spacing in study.SPACINGS for config, change in changes.items()]
+    lines = study.departure_lines(records)
+    rows = {(line.split(" | ")[0].strip("| `"), line.split(" | ")[1]): line for line in lines[2:]}
+    assert len(rows) == sum(len(values) for values in study.ALTERNATIVES.values()) * len(study.SPACINGS)
+    assert rows[("zoom=auto", "5")].endswith("| passes |") and "3/3" in rows[("zoom=auto", "10")]
+    losing = rows[("mr_rule=auto", "5")]
+    assert "fails: chosen in 0 of 3 folds" in losing and "a_1 -0.050" in losing
