@@ -247,7 +247,7 @@ def report(records: list) -> str:
                              f"leave-one-group-out folds; worst group {check.worst_group} "
                              f"{check.worst_group_change:+.4f}; worst case {check.worst_case} "
                              f"{check.worst_case_change:+.4f}; whole set {check.whole_set_change:+.4f}: "
-                             + ("passes" if not check.failures else "fails: " + "; ".join(check.failures)))
+                             f"{check.outcome}")
         lines.append("")
     return "\n".join(lines)
 

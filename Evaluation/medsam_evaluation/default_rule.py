@@ -46,6 +46,11 @@ class SpacingCheck:
     whole_set_change: float
     failures: List[str] = field(default_factory=list)
 
+    @property
+    def outcome(self) -> str:
+        """``passes``, or ``fails:`` and the failed criteria."""
+        return "passes" if not self.failures else "fails: " + "; ".join(self.failures)
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -125,10 +130,9 @@ def verdict_table(verdicts: List[Verdict]) -> List[str]:
              "change | worst case change | verdict |", "| --- | --- | ---: | ---: | ---: | --- | --- | --- |"]
     for verdict in verdicts:
         for check in verdict.checks:
-            outcome = "passes" if not check.failures else "fails: " + "; ".join(check.failures)
             lines.append(f"| `{verdict.option}` | `{verdict.candidate}` | {check.spacing} | {check.folds_choosing}/"
                          f"{check.folds} | {check.whole_set_change:+.4f} | {check.worst_group} "
                          f"{check.worst_group_change:+.4f} | {check.worst_case} {check.worst_case_change:+.3f} | "
-                         f"{outcome} |")
+                         f"{check.outcome} |")
         lines.append(f"| `{verdict.option}` | | | | | | | default: **`{verdict.default}`** |")
     return lines
