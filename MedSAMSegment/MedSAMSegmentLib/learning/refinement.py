@@ -232,6 +232,8 @@ def refine_from_corrections(
     corrected_items = _Examples(model, training_views(segmenter, result.boxes, {i: corrected[i] for i in usable},
                                                       settings.zoom), refine).items
     rounds = len(stages) * (len(usable) + 1)
+    # An anchored adaptation decodes only these slices again (None: every untouched slice).
+    near = slices_near(usable, [key.slice_index for key in key_boxes.sorted()]) if refine.anchored_near else None
 
     def step_progress(round_index):
         if progress is None:
@@ -263,9 +265,8 @@ def refine_from_corrections(
         adapted_model = AdaptedModel(model, hypernetwork, f"{len(usable)} corrected slices")
         adapted = VolumeSegmenter(adapted_model, segmenter.volume, segmenter.slice_axis, cache=segmenter.cache,
                                   batch_size=segmenter.batch_size)
-        near = slices_near(usable, [key.slice_index for key in key_boxes.sorted()])
         outcome.refined = _decode_again(adapted, result, corrected, settings, cancel,
-                                        only=near if refine.anchored_near and anchor_count > 0 else None)
+                                        only=near if anchor_count > 0 else None)
         if anchor_count == 0 and refine.free_first and stage < len(stages) - 1:
             outcome.agreement = confident_agreement(outcome.refined, result, untouched, refine.confident_iou)
             if outcome.agreement is not None and outcome.agreement < refine.agreement:
