@@ -26,7 +26,7 @@ def test_a_departure_that_gains_in_every_group_at_both_spacings_becomes_the_defa
     assert verdict.passes and verdict.default == "zoom=size"
     assert [check.folds_choosing for check in verdict.checks] == [3, 3]
     assert verdict.checks[0].whole_set_change == pytest.approx(0.024)
-    assert "default: **`zoom=size`**" in "\n".join(verdict_table([verdict]))
+    assert "default: **`size`**" in "\n".join(verdict_table([verdict]))
 
 
 def test_a_departure_one_fold_does_not_choose_stays_published():
@@ -123,3 +123,26 @@ def test_the_study_judges_every_departure_on_its_own():
     assert rows[("zoom=auto", "5")].endswith("| passes |") and "3/3" in rows[("zoom=auto", "10")]
     losing = rows[("mr_rule=auto", "5")]
     assert "fails: chosen in 0 of 3 folds" in losing and "a_1 -0.050" in losing
+
+
+def test_the_defaults_are_the_rules_verdicts_on_the_committed_records():
+    """Each accuracy option's default is what the rule decides from the study's records under docs/results (a
+    default changed without the records to pass the rule fails here)."""
+    import importlib.util
+    import os
+
+    from medsam_evaluation.study_cli import study_records
+    from MedSAMSegmentLib.settings import PUBLISHED, SegmentationSettings
+
+    root = os.path.join(os.path.dirname(__file__), "..")
+    spec = importlib.util.spec_from_file_location("defaults_cross_validation",
+                                                  os.path.join(root, "benchmarks", "defaults_cross_validation.py"))
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    records = study_records(os.path.join(root, "docs", "results", "default_rule", "records.jsonl"),
+                            study.config_digests().values())
+    assert len({r["case"] for r in records}) >= 59
+    defaults = SegmentationSettings()
+    for verdict in study.verdicts(study.complete_records(records)):
+        expected = verdict.candidate.split("=", 1)[1] if verdict.passes else PUBLISHED[verdict.option]
+        assert getattr(defaults, verdict.option) == expected, verdict.option

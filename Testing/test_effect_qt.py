@@ -464,7 +464,8 @@ def test_parameters_are_stored_with_one_effect_prefix(standin, mrml_scene, capsy
     assert medsam_attributes() == {"MedSAM.Strategy": "interpolate", "MedSAM.Intensity": "auto",
                                    "MedSAM.Model": "lite", "MedSAM.Device": "auto", "MedSAM.MrRule": "published",
                                    "MedSAM.Zoom": "off", "MedSAM.Guide": "off", "MedSAM.Refine": "off",
-                                   "MedSAM.Retry": "off", "MedSAM.Slices": "every", "MedSAM.Preview": "1"}
+                                   "MedSAM.Retry": "off", "MedSAM.Slices": "every", "MedSAM.BoxSizes": "rounded",
+                                   "MedSAM.Preview": "1"}
     effect.strategyCombo.select("propagate")
     effect.intensityCombo.select("ct:soft_tissue")
     effect.checkpointPath.currentPath = "/models/medsam_vit_b.pth"

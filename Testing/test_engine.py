@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import shared_data_path
 from MedSAMSegmentLib.engine import DECODED_PER_SLICE, Cancelled, EmbeddingCache, VolumeSegmenter, one_shot_cache_bytes
-from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet, box_from_mask
+from MedSAMSegmentLib.geometry import KeyBox, KeyBoxSet, box_from_mask, interpolate_boxes
 from MedSAMSegmentLib.metrics import dice
 from MedSAMSegmentLib.models.hardware import EMBEDDING_BYTES
 from MedSAMSegmentLib.settings import PUBLISHED, SegmentationSettings
@@ -49,6 +49,24 @@ def test_interpolated_run_encodes_only_boxed_slices_and_reuses_embeddings(lite_m
     assert again.encoded == 0
     previous_key = sorted(k.slice_index for k in keys.boxes)[-2]
     assert sorted(again.recomputed) == list(range(previous_key + 1, last + 1))
+
+
+def test_box_sizes_reach_the_runs_boxes_and_only_slices_between_unequal_key_boxes_change(lite_model,
+                                                                                         embedding_cache, lesion):
+    image, reference = lesion
+    segmenter = VolumeSegmenter(lite_model, image, 0, cache=embedding_cache, batch_size=4)
+    keys = keys_every(reference, 5)
+    linear = segmenter.segment(keys, published())
+    rounded = segmenter.segment(keys, published(box_sizes="rounded"))
+    assert rounded.boxes == interpolate_boxes(keys.boxes, "rounded") != linear.boxes
+    assert rounded.encoded == 0  # whole slices: the same embeddings
+    changed = {s for s in linear.boxes if not np.allclose(linear.boxes[s], rounded.boxes[s])}
+    assert changed and not changed & {k.slice_index for k in keys.boxes}
+    assert set(rounded.recomputed) == changed
+    for s in set(linear.boxes) - changed:
+        assert np.array_equal(linear.mask[s], rounded.mask[s])
+    guided = segmenter.segment(keys, published(box_sizes="rounded", guide="mean"))
+    assert guided.slice_range == rounded.slice_range and guided.mask.any()
 
 
 def test_a_box_moved_back_decodes_nothing_and_the_memory_per_slice_is_bounded(lite_model, embedding_cache, lesion):

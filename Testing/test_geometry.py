@@ -63,6 +63,38 @@ def test_interpolation_is_linear():
     assert boxes[11] == pytest.approx((1, 2, 15, 12))
 
 
+@given(key_sets())
+def test_rounded_sizes_cover_range_keep_keys_and_stay_in_the_key_boxes_hull(keys):
+    boxes = interpolate_boxes(keys, "rounded")
+    ordered = sorted(keys, key=lambda k: k.slice_index)
+    assert sorted(boxes) == list(range(ordered[0].slice_index, ordered[-1].slice_index + 1))
+    for key in keys:
+        assert boxes[key.slice_index] == pytest.approx(key.box)
+    for lower, upper in zip(ordered, ordered[1:]):
+        a, b = np.asarray(lower.box), np.asarray(upper.box)
+        for s in range(lower.slice_index, upper.slice_index + 1):
+            x0, y0, x1, y1 = boxes[s]
+            assert min(a[0], b[0]) - 1e-9 <= x0 <= x1 <= max(a[2], b[2]) + 1e-9
+            assert min(a[1], b[1]) - 1e-9 <= y0 <= y1 <= max(a[3], b[3]) + 1e-9
+
+
+def test_rounded_sizes_change_fast_near_the_smaller_box_and_keep_the_centre_linear():
+    # Half-sizes 1 and 7 around centres 10 and 12: a quarter of the way, sqrt(0.75 * 1 + 0.25 * 49) = sqrt(13).
+    keys = [KeyBox(0, (9, 9, 11, 11)), KeyBox(4, (5, 5, 19, 19))]
+    boxes = interpolate_boxes(keys, "rounded")
+    half = np.sqrt(13.0)
+    assert boxes[1] == pytest.approx((10.5 - half, 10.5 - half, 10.5 + half, 10.5 + half))
+    linear = interpolate_boxes(keys)
+    for s in (1, 2, 3):  # larger than linear between boxes of different sizes, same centre
+        assert boxes[s][2] - boxes[s][0] > linear[s][2] - linear[s][0]
+        assert (boxes[s][0] + boxes[s][2]) / 2 == pytest.approx((linear[s][0] + linear[s][2]) / 2)
+    same = [KeyBox(0, (0, 0, 10, 10)), KeyBox(4, (8, 4, 18, 14))]  # equal sizes: rounded is linear
+    rounded, linear = interpolate_boxes(same, "rounded"), interpolate_boxes(same)
+    assert all(rounded[s] == pytest.approx(linear[s]) for s in range(5))
+    with pytest.raises(ValueError, match="box sizes 'cubic'"):
+        interpolate_boxes(same, "cubic")
+
+
 def test_single_key_box_is_that_slice_only():
     assert interpolate_boxes([KeyBox(3, (1, 2, 5, 6))]) == {3: (1.0, 2.0, 5.0, 6.0)}
 

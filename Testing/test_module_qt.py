@@ -304,9 +304,10 @@ def test_parameter_node_keeps_the_choices_and_survives_reentering(standin, mrml_
     assert settings.accuracy() == SegmentationSettings().accuracy()
     assert ui.accuracyCollapsibleButton.collapsed
     chosen = {"mr_rule": "published", "zoom": "best", "guide": "mean", "refine": "box", "retry": "zoom",
-              "slices": "alternate"}
+              "slices": "alternate", "box_sizes": "linear"}
     combos = {"mr_rule": ui.mrRuleComboBox, "zoom": ui.zoomComboBox, "guide": ui.guideComboBox,
-              "refine": ui.refineComboBox, "retry": ui.retryComboBox, "slices": ui.slicesComboBox}
+              "refine": ui.refineComboBox, "retry": ui.retryComboBox, "slices": ui.slicesComboBox,
+              "box_sizes": ui.boxSizesComboBox}
     for name, value in chosen.items():
         combos[name].select(value)
         assert node.GetParameter(name) == value
@@ -343,7 +344,8 @@ def test_parameter_node_wrapper_stores_as_slicers_does(standin, mrml_scene):
     assert {n: node.GetParameter(n) for n in node.GetParameterNames()} == {
         "inputVolume": "", "segmentation": "", "segmentName": "MedSAM", "strategy": "interpolate",
         "intensity": "auto", "model": "lite", "checkpoint": "", "device": "auto", "mr_rule": "published",
-        "zoom": "off", "guide": "off", "refine": "off", "retry": "off", "slices": "every"}
+        "zoom": "off", "guide": "off", "refine": "off", "retry": "off", "slices": "every",
+        "box_sizes": "rounded"}
     assert wrapped.inputVolume is None and wrapped.segmentName == "MedSAM"
     volume = small_volume(mrml_scene)
     wrapped.inputVolume = volume

@@ -51,7 +51,7 @@ SPACINGS = (5, 10)
 #: behaviour. (The records under docs/results/cross_validation were made by the study before this one, which varied
 #: each option from the defaults of 2026-11-30; ``--all-settings`` reports them with that study's configurations.)
 ALTERNATIVES = {"mr_rule": ("auto",), "zoom": ("union", "best", "size", "auto"), "guide": ("auto", "union"),
-                "slices": ("alternate",)}
+                "slices": ("alternate",), "box_sizes": ("rounded",)}
 #: Configuration name -> its accuracy options: the published behaviour, one departure from it each, and the
 #: defaults of the checkout (``SegmentationSettings()``), reported beside them.
 CONFIGS = {"published": dict(PUBLISHED),
@@ -77,8 +77,11 @@ def record_key(case, spacing: int, config: str) -> list:
     return [case.name, settings_digest(case_fingerprint(case)), spacing, config]
 
 
-def run(cases_json: str, out: str, piece: Piece, case_filter=None, configs=None) -> int:
-    """Run the cases of ``cases_json`` not recorded in ``out``; returns the cases left when ``piece`` stopped."""
+def run(cases_json: str, out: str, piece: Piece, case_filter=None, configs=None, cache_folder=None) -> int:
+    """Run the cases of ``cases_json`` not recorded in ``out``; returns the cases left when ``piece`` stopped.
+
+    ``cache_folder`` keeps the embeddings on disk (:class:`EmbeddingCache`), so a configuration added later costs
+    the views it does not share with those run before only."""
     records, digests = CaseRecords(out), config_digests()
     chosen = [config for config in CONFIGS if not configs or config in configs]
     loop = CaseLoop(sorted(load_cases(cases_json, case_filter), key=lambda case: case.image), piece,
@@ -90,7 +93,7 @@ def run(cases_json: str, out: str, piece: Piece, case_filter=None, configs=None)
     for case in loop:
         if case.image != image:  # the cases of one image share its cache; dropped after
             image, volume = case.image, io.read_image(case.image)
-            cache = EmbeddingCache(max_memory_bytes=6 << 30)
+            cache = EmbeddingCache(cache_folder, max_memory_bytes=(1 if cache_folder else 6) << 30)
         segmenters = {}  # a segmenter is per slice axis and intensity; the next case may differ
         reference, _ = io.read_mask(case.label, case.label_values)
         base = SegmentationSettings(modality=modality_setting(case, volume.array))
@@ -186,11 +189,21 @@ def departure_lines(records: list) -> list:
     return lines
 
 
-def report(records: list) -> str:
-    """The tables of ``records`` (:func:`medsam_evaluation.study_cli.study_records`)."""
+def complete_records(records: list) -> list:
+    """The ``records`` of the cases that have one for every configuration and spacing, each made with its
+    configuration's settings today (a configuration such as ``default`` whose settings changed keeps its earlier
+    records in the file, under another digest)."""
+    digests = config_digests()
+    records = [r for r in records if r.get("settings") in (None, digests.get(r["config"]))]
     complete = {case for case in {r["case"] for r in records}
                 if sum(r["case"] == case for r in records) == len(CONFIGS) * len(SPACINGS)}
-    records = [r for r in records if r["case"] in complete]
+    return [r for r in records if r["case"] in complete]
+
+
+def report(records: list) -> str:
+    """The tables of ``records`` (:func:`medsam_evaluation.study_cli.study_records`)."""
+    records = complete_records(records)
+    complete = {r["case"] for r in records}
     groups = _groups(records)
     lines = [f"{len(complete)} cases in {len(set(groups.values()))} groups, DSC (mean over cases)", ""]
     lines += _table_of_configs(records) + ["", "The rule (medsam_evaluation/default_rule.py), each option's best "
@@ -209,8 +222,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_study_arguments(parser)
     parser.add_argument("--config", nargs="+", choices=list(CONFIGS), help="run only these configurations")
+    parser.add_argument("--cache", metavar="FOLDER", help="keep the embeddings in this folder between runs "
+                        "(about 4 MiB a slice view; default: in memory, per image)")
     args = parser.parse_args()
-    return run_study(args, lambda cases_json, piece: run(cases_json, args.out, piece, args.case, args.config),
+    return run_study(args, lambda cases_json, piece: run(cases_json, args.out, piece, args.case, args.config,
+                                                         args.cache),
                      study_report(report, lambda: config_digests().values(), args.all_settings))
 
 

@@ -134,5 +134,6 @@ def verdict_table(verdicts: List[Verdict]) -> List[str]:
                          f"{check.folds} | {check.whole_set_change:+.4f} | {check.worst_group} "
                          f"{check.worst_group_change:+.4f} | {check.worst_case} {check.worst_case_change:+.3f} | "
                          f"{check.outcome} |")
-        lines.append(f"| `{verdict.option}` | | | | | | | default: **`{verdict.default}`** |")
+        value = verdict.default.split("=", 1)[-1]  # a departure is named option=value
+        lines.append(f"| `{verdict.option}` | | | | | | | default: **`{value}`** |")
     return lines

@@ -79,9 +79,11 @@ class Piece:
 
 
 def _plain(value: Any) -> Any:
-    """``value`` as JSON types: dataclasses as dicts, tuples as lists, numpy scalars as numbers."""
+    """``value`` as JSON types: dataclasses as dicts, tuples as lists, numpy scalars as numbers. A settings option
+    marked ``added_later`` is left out while it has its published value (the runs before it had that value)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if not (f.metadata.get("added_later") and getattr(value, f.name) == f.metadata["published"])}
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -19,6 +19,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .settings import BOX_SIZES
+
 Box = Tuple[float, float, float, float]
 
 class GeometryError(ValueError):
@@ -195,11 +197,19 @@ def box_from_mask(mask_2d: np.ndarray, margin: float = 0.0) -> Optional[Box]:
 # Interpolation
 
 
-def interpolate_boxes(keys: Iterable[KeyBox]) -> Dict[int, Box]:
-    """A box for every slice from the first to the last key slice, linear in the four coordinates.
+def interpolate_boxes(keys: Iterable[KeyBox], sizes: str = "linear") -> Dict[int, Box]:
+    """A box for every slice from the first to the last key slice, from the key boxes on either side.
 
-    A single key box gives that slice only. Key slices keep their boxes exactly.
+    ``sizes`` (``settings.BOX_SIZES``): ``linear`` (MedSAM's) makes the four coordinates linear in the slice
+    index; ``rounded`` keeps the centre linear and makes each half-size ``sqrt((1 - t) a**2 + t b**2)`` between
+    the key boxes' half-sizes ``a`` and ``b`` (a fraction ``t`` of the way): the size changes fast next to the
+    smaller box and slowly next to the larger one, as a rounded target's cross-sections do towards its ends.
+    Either way every box lies within the smallest box holding its two key boxes. A single key box gives that
+    slice only. Key slices keep their boxes exactly.
+    Raises :class:`GeometryError` for two key boxes on one slice and ValueError for an unknown ``sizes``.
     """
+    if sizes not in BOX_SIZES:
+        raise ValueError(f"box sizes {sizes!r}: use one of {', '.join(BOX_SIZES)}")
     ordered = sorted(keys, key=lambda b: b.slice_index)
     if not ordered:
         return {}
@@ -214,7 +224,18 @@ def interpolate_boxes(keys: Iterable[KeyBox]) -> Dict[int, Box]:
         span = upper.slice_index - lower.slice_index
         for s in range(lower.slice_index + 1, upper.slice_index + 1):
             t = (s - lower.slice_index) / span
-            # Kept between the two key boxes exactly (rounding could otherwise step a hair outside the slice).
-            value = np.clip((1.0 - t) * a + t * b, np.minimum(a, b), np.maximum(a, b))
+            if sizes == "linear":
+                # Kept between the two key boxes exactly (rounding could otherwise step a hair outside the slice).
+                value = np.clip((1.0 - t) * a + t * b, np.minimum(a, b), np.maximum(a, b))
+            else:
+                value = _rounded_between(a, b, t)
             result[s] = tuple(float(v) for v in value)
     return result
+
+
+def _rounded_between(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    """The ``rounded`` box a fraction ``t`` of the way from key box ``a`` to key box ``b``, kept within their hull."""
+    centre = (1.0 - t) * (a[:2] + a[2:]) / 2 + t * (b[:2] + b[2:]) / 2
+    half = np.sqrt((1.0 - t) * ((a[2:] - a[:2]) / 2) ** 2 + t * ((b[2:] - b[:2]) / 2) ** 2)
+    low, high = np.minimum(a[:2], b[:2]), np.maximum(a[2:], b[2:])
+    return np.concatenate([np.clip(centre - half, low, high), np.clip(centre + half, low, high)])

@@ -25,6 +25,7 @@ GUIDES = ("off", "mean", "union", "mask", "auto")
 REFINES = ("off", "box")
 RETRIES = ("off", "zoom")
 SLICE_READS = ("auto", "every", "alternate")
+BOX_SIZES = ("linear", "rounded")
 MODEL_NAMES = ("lite", "vit_b")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BACKENDS = ("auto", "torch", "openvino")
@@ -35,13 +36,16 @@ class SettingsError(ValueError):
 
 
 def option(default: Any, help: str, choices: Optional[Tuple[str, ...]] = None, published: Any = None,
-           flag: Optional[str] = None, **argparse_extra: Any) -> Any:
+           flag: Optional[str] = None, added_later: bool = False, **argparse_extra: Any) -> Any:
     """A settings field: its default, its help, its choices (checked at construction), its published value, its
     flag (default ``--name-with-dashes``) and extra :meth:`argparse.ArgumentParser.add_argument` keywords; the
-    command line is made from it by :func:`add_arguments`."""
+    command line is made from it by :func:`add_arguments`. ``added_later`` marks an option added after records
+    were kept: those runs had its published value, so a records digest leaves it out while it has that value
+    (``medsam_evaluation.resumable.settings_digest``)."""
     metadata = {"help": help, "choices": choices, "argparse": argparse_extra}
     if published is not None:
         metadata["published"] = published
+        metadata["added_later"] = added_later
     if flag is not None:
         metadata["flag"] = flag
     return field(default=default, metadata=metadata)
@@ -50,8 +54,9 @@ def option(default: Any, help: str, choices: Optional[Tuple[str, ...]] = None, p
 @dataclass(frozen=True)
 class SegmentationSettings:
     """What to segment how. The accuracy options (``mr_rule``, ``zoom``, ``guide``, ``refine``, ``retry``,
-    ``slices``) default to MedSAM's published behaviour (:data:`PUBLISHED`) unless a departure passes the rule of
-    ``medsam_evaluation.default_rule`` on the development set (docs/accuracy.md); none does today.
+    ``slices``, ``box_sizes``) default to MedSAM's published behaviour (:data:`PUBLISHED`) unless a departure
+    passes the rule of ``medsam_evaluation.default_rule`` on the development set (docs/accuracy.md); today only
+    ``box_sizes``'s ``rounded`` does.
 
     Raises :class:`SettingsError` at construction for a value outside its choices or range.
     """
@@ -75,6 +80,11 @@ class SegmentationSettings:
                           "interpolate only) every second one in targets of 10 or more slices, the others filled "
                           "from their neighbours' masks: about a third fewer encodings (docs/speed.md); auto: "
                           "alternate when interpolating, every when propagating", SLICE_READS, published="every")
+
+    box_sizes: str = option("rounded", "box sizes between key slices: linear, or rounded (centres linear, squared "
+                             "half-sizes linear: sizes change fast near the smaller key box, as a rounded target's "
+                             "do towards its ends)", BOX_SIZES, published="linear",
+                             added_later=True)
 
     def __post_init__(self) -> None:
         _check_choices(self)

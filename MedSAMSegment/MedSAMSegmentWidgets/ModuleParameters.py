@@ -31,6 +31,7 @@ class MedSAMSegmentParameterNode:
     refine: str = _DEFAULTS.refine
     retry: str = _DEFAULTS.retry
     slices: str = _DEFAULTS.slices
+    box_sizes: str = _DEFAULTS.box_sizes
 
 
 def choiceCombos(ui):

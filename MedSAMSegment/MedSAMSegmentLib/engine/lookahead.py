@@ -33,7 +33,7 @@ def views_ahead(keys: KeyBoxSet, settings: SegmentationSettings, slice_size: Tup
 
     ``keys`` must already be checked against the volume (:func:`geometry.validate_key_boxes`).
     """
-    boxes = interpolate_boxes(keys.boxes)
+    boxes = interpolate_boxes(keys.boxes, settings.box_sizes)
     key_slices = sorted(k.slice_index for k in keys.boxes)
     both_views = settings.zoom in ("best", "union", "size") or settings.retry != "off"
     skipped = skipped_slices(key_slices, settings)

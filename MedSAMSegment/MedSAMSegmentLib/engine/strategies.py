@@ -109,7 +109,7 @@ class Run:
 
 def segment_interpolated(run: Run, keys: KeyBoxSet) -> SegmentationResult:
     """Interpolated boxes on every slice between the first and last key slice."""
-    boxes = interpolate_boxes(keys.boxes)
+    boxes = interpolate_boxes(keys.boxes, run.settings.box_sizes)
     run.result.slice_range = (min(boxes), max(boxes))
     skipped = skipped_slices([k.slice_index for k in keys.boxes], run.settings)
     order = [s for s in sorted(boxes) if s not in skipped]
@@ -133,7 +133,7 @@ def segment_guided(run: Run, keys: KeyBoxSet) -> SegmentationResult:
     """Key slices first, then walks from each key slice towards the middle of its gap (``guide``)."""
     guide, margin = run.settings.guide, run.settings.propagate_margin
     slice_size, input_size = run.encoder.slice_size, run.encoder.model.input_size
-    boxes = interpolate_boxes(keys.boxes)
+    boxes = interpolate_boxes(keys.boxes, run.settings.box_sizes)
     key_slices = sorted(k.slice_index for k in keys.boxes)
     run.result.slice_range = (min(boxes), max(boxes))
     skipped = skipped_slices(key_slices, run.settings)
@@ -208,7 +208,7 @@ def segment_propagated(run: Run, keys: KeyBoxSet) -> SegmentationResult:
         walks.append((key.slice_index, +1, high_limit))
     walks = [walk for walk in walks if walk[0] != walk[2]]
     # Between key slices the interpolated boxes say where the walk will be: their crops are encoded ahead.
-    hints = interpolate_boxes(keys.boxes) if not single else {}
+    hints = interpolate_boxes(keys.boxes, run.settings.box_sizes) if not single else {}
     estimated = sum(abs(last - start) for start, _, last in walks) + len(ordered)
     done = 0
 

@@ -71,6 +71,10 @@ ACCURACY_OPTIONS: Dict[str, Tuple[str, Dict[str, str]]] = {
         "every": "Every slice",
         "alternate": "Every second in long targets, the others filled (faster)",
     }),
+    "box_sizes": ("Box sizes between key slices", {
+        "linear": "Linear",
+        "rounded": "Rounded (fast near the smaller key box)",
+    }),
 }
 
 
@@ -106,6 +110,7 @@ class EffectSettings:
     refine: str = _DEFAULTS.refine
     retry: str = _DEFAULTS.retry
     slices: str = _DEFAULTS.slices
+    box_sizes: str = _DEFAULTS.box_sizes
     preview: bool = True  # decode the boxes so far while the user draws, shown in a preview node
 
     def check(self) -> None:
