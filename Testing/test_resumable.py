@@ -58,6 +58,12 @@ def test_a_partial_last_line_is_dropped_and_other_settings_are_left_alone(tmp_pa
     assert CaseRecords(path).get("a", ["case3", 5])["dsc"] == 1.0 and CaseRecords(path).unreadable == 1
 
 
+def test_the_first_record_makes_the_records_folder(tmp_path):
+    path = str(tmp_path / "study" / "new" / "records.jsonl")
+    CaseRecords(path).add("a", ["case1", 5], {"dsc": 0.5})
+    assert CaseRecords(path).get("a", ["case1", 5])["dsc"] == 0.5
+
+
 WRITER = """
 import sys
 from medsam_evaluation.resumable import append_record

@@ -151,8 +151,11 @@ def _lock(fd: int) -> None:
 
 def append_line(path: str, text: str) -> None:
     """Append ``text`` (one line, its newline added) to ``path`` in one write under an exclusive lock, after a
-    newline when the file's last line is partial, then ``fsync``; creates the file (and syncs its folder)."""
+    newline when the file's last line is partial, then ``fsync``; creates the file and its folder (and syncs the
+    folder)."""
     created = not os.path.exists(path)
+    if created and os.path.dirname(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
     data = text.rstrip("\n").encode("utf-8") + b"\n"
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
