@@ -46,6 +46,7 @@ from medsam_evaluation.resumable import (  # noqa: E402
 from medsam_evaluation.simulate import simulate_key_boxes  # noqa: E402
 from medsam_evaluation.study_cli import add_study_arguments, run_study, study_report  # noqa: E402
 from MedSAMSegmentLib import io, pipeline  # noqa: E402
+from MedSAMSegmentLib.engine import EmbeddingCache  # noqa: E402
 from MedSAMSegmentLib.learning.refinement import RefineSettings, corrections_inside, slices_near  # noqa: E402
 from MedSAMSegmentLib.models import load_from_settings  # noqa: E402
 from MedSAMSegmentLib.settings import ModelSettings, SegmentationSettings  # noqa: E402
@@ -94,8 +95,9 @@ def record_key(case, k: int, adaptation: str) -> list:
     return [case.name, settings_digest(case_fingerprint(case)), k, adaptation]
 
 
-def run(cases_json: str, out: str, piece: Piece, ks, spacing: int, case_filter=None) -> int:
-    """Run the cases of ``cases_json`` not recorded in ``out``; returns the cases left when ``piece`` stopped."""
+def run(cases_json: str, out: str, piece: Piece, ks, spacing: int, case_filter=None, cache_folder=None) -> int:
+    """Run the cases of ``cases_json`` not recorded in ``out``; returns the cases left when ``piece`` stopped.
+    ``cache_folder`` keeps the embeddings on disk between runs (:class:`EmbeddingCache`)."""
     records, digests = CaseRecords(out), adaptation_digests(spacing)
 
     def todo(case) -> Dict[str, list]:
@@ -110,7 +112,8 @@ def run(cases_json: str, out: str, piece: Piece, ks, spacing: int, case_filter=N
         image = io.read_image(case.image)
         reference, _ = io.read_mask(case.label, case.label_values)
         settings = SegmentationSettings(modality=modality_setting(case, image.array))
-        segmenter = pipeline.make_segmenter(model, image.array, case.slice_axis, settings)
+        cache = EmbeddingCache(cache_folder, max_memory_bytes=1 << 30) if cache_folder else None
+        segmenter = pipeline.make_segmenter(model, image.array, case.slice_axis, settings, cache=cache)
         keys = simulate_key_boxes(reference, case.slice_axis, spacing, margin=MARGIN)
         result = segmenter.segment(keys, settings)
         for name, refine in ADAPTATIONS.items():
@@ -257,8 +260,10 @@ def main() -> int:
     add_study_arguments(parser)
     parser.add_argument("--k", type=int, nargs="+", default=[2], help="corrected slices (default 2)")
     parser.add_argument("--spacing", type=int, default=5)
+    parser.add_argument("--cache", metavar="FOLDER", help="keep the embeddings in this folder between runs")
     args = parser.parse_args()
-    return run_study(args, lambda cases_json, piece: run(cases_json, args.out, piece, args.k, args.spacing, args.case),
+    return run_study(args, lambda cases_json, piece: run(cases_json, args.out, piece, args.k, args.spacing, args.case,
+                                                         args.cache),
                      study_report(report, lambda: adaptation_digests(args.spacing).values(), args.all_settings))
 
 
