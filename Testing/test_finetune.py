@@ -36,7 +36,7 @@ def demo_case(lite_model, embedding_cache, demo_lesion):
     image, reference = demo_lesion
     settings = SegmentationSettings(modality="none", zoom="union")  # views cropped and whole: the harder path
     segmenter = pipeline.make_segmenter(lite_model, image.array, 0, settings, cache=embedding_cache)
-    views = case_views("demo", segmenter, reference, FAST, settings.zoom)
+    views = case_views("demo", segmenter, reference, FAST, settings.zoom, settings.box_sizes)
     return segmenter, reference, views
 
 
@@ -69,10 +69,10 @@ def test_interpolated_boxes_are_the_boxes_a_run_gets_between_key_slices(demo_cas
 
     segmenter, reference, _ = demo_case
     settings = FinetuneSettings(slices_per_case=7, boxes="interpolated", key_spacing=3)
-    views = case_views("demo", segmenter, reference, settings, "off")  # whole slices: boxes in slice pixels
+    views = case_views("demo", segmenter, reference, settings, "off", "rounded")  # whole slices: slice pixels
     targets = [i for i in range(reference.shape[0]) if np.count_nonzero(reference[i]) >= 4]
     keys = sorted(set(targets[::3]) | {targets[-1]})
-    expected = interpolate_boxes(KeyBox(i, box_from_mask(reference[i], 3.0)) for i in keys)
+    expected = interpolate_boxes([KeyBox(i, box_from_mask(reference[i], 3.0)) for i in keys], "rounded")
     seen = {v.slice_index: v.box for v in views.train + views.validation}
     assert sorted(seen) == targets and all(np.allclose(seen[i], expected[i]) for i in seen)
     assert any(not np.allclose(seen[i], box_from_mask(reference[i], 3.0)) for i in seen if i not in keys)
@@ -98,9 +98,9 @@ def test_validation_holds_out_whole_cases_given_enough_of_them():
 def test_cases_that_cannot_be_learnt_from_are_named(demo_case):
     segmenter, reference, _ = demo_case
     with pytest.raises(FinetuneError, match="empty"):
-        case_views("blank", segmenter, np.zeros_like(reference), FAST, "union")
+        case_views("blank", segmenter, np.zeros_like(reference), FAST, "union", "rounded")
     with pytest.raises(FinetuneError, match="shape"):
-        case_views("cut", segmenter, reference[:, :-1], FAST, "union")
+        case_views("cut", segmenter, reference[:, :-1], FAST, "union", "rounded")
     with pytest.raises(FinetuneError, match="epochs"):
         FinetuneSettings(epochs=0)
 

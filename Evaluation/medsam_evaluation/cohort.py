@@ -45,7 +45,7 @@ def cohort_examples(cases: Sequence[Case], model: SliceModel, settings: Finetune
         reference, _ = io.read_mask(case.label, case.label_values)
         segmentation = case_settings(case, image.array)
         segmenter = pipeline.make_segmenter(model, image.array, case.slice_axis, segmentation)
-        views = case_views(case.name, segmenter, reference, settings, segmentation.zoom)
+        views = case_views(case.name, segmenter, reference, settings, segmentation.zoom, segmentation.box_sizes)
         examples[case.name] = examples_of(model, [views], settings)
         log(f"  {case.name}: {len(views.train)} training and {len(views.validation)} validation views")
     if progress is not None:

@@ -142,10 +142,11 @@ def target_slices(reference: np.ndarray, slice_axis: int) -> List[int]:
 
 
 def case_views(name: str, segmenter: VolumeSegmenter, reference: np.ndarray, settings: FinetuneSettings,
-               zoom: str) -> CaseViews:
+               zoom: str, box_sizes: str) -> CaseViews:
     """The views of one case (``segmenter`` holds its image; ``reference`` its mask, the same shape) to train and
-    validate on, under the run's ``zoom``; encodes what the segmenter's cache does not hold. Raises
-    :class:`FinetuneError` when the mask's shape differs from the image's or it holds no target."""
+    validate on, under the run's ``zoom`` and ``box_sizes`` (interpolated boxes are sized as a run sizes them);
+    encodes what the segmenter's cache does not hold. Raises :class:`FinetuneError` when the mask's shape differs
+    from the image's or it holds no target."""
     if reference.shape != segmenter.volume.shape[:3]:
         raise FinetuneError(f"case {name}: the reference mask's shape {reference.shape} differs from the image's "
                             f"{segmenter.volume.shape[:3]}; give the mask drawn on that image")
@@ -159,7 +160,7 @@ def case_views(name: str, segmenter: VolumeSegmenter, reference: np.ndarray, set
     if settings.boxes == "interpolated":
         keys = sorted(set(targets[:: settings.key_spacing]) | {targets[-1]})
         drawn = [KeyBox(i, box_from_mask(np.asarray(take_slice(reference, axis, i)), settings.margin)) for i in keys]
-        boxes = interpolate_boxes(drawn)
+        boxes = interpolate_boxes(drawn, box_sizes)
     else:
         boxes = {i: box_from_mask(mask, settings.margin) for i, mask in masks.items()}
     held = set(slices[settings.validation_every // 2 :: settings.validation_every]) if len(slices) > 1 else set()
