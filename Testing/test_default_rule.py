@@ -1,6 +1,8 @@
 """The rule a default must pass to depart from MedSAM's published behaviour, and the wider set's case files."""
 
+import importlib.util
 import json
+import os
 
 import pytest
 from medsam_evaluation import cases
@@ -103,16 +105,22 @@ def test_a_case_name_repeated_across_files_is_refused_with_the_fix(tmp_path):
         cases.load_cases([first, second])
 
 
-def test_the_study_judges_every_departure_on_its_own():
+REPOSITORY = os.path.join(os.path.dirname(__file__), "..")
+
+
+@pytest.fixture(scope="module")
+def study():
+    """``benchmarks/defaults_cross_validation.py``, loaded as a module."""
+    spec = importlib.util.spec_from_file_location(
+        "defaults_cross_validation", os.path.join(REPOSITORY, "benchmarks", "defaults_cross_validation.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_study_judges_every_departure_on_its_own(study):
     """``benchmarks/defaults_cross_validation.py`` lists each departure against the published value alone: one
     that gains in every group passes, one that loses a case fails and says which."""
-    import importlib.util
-    import os
-
-    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "defaults_cross_validation.py")
-    spec = importlib.util.spec_from_file_location("defaults_cross_validation", script)
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
     changes = {config: 0.0 for config in study.CONFIGS}
     changes.update({"zoom=auto": 0.01, "mr_rule=auto": -0.05})
     records = [{"case": case, "group": group, "spacing": spacing, "config": config, "dsc": BASE[case] + change}
@@ -125,21 +133,13 @@ def test_the_study_judges_every_departure_on_its_own():
     assert "fails: chosen in 0 of 3 folds" in losing and "a_1 -0.050" in losing
 
 
-def test_the_defaults_are_the_rules_verdicts_on_the_committed_records():
+def test_the_defaults_are_the_rules_verdicts_on_the_committed_records(study):
     """Each accuracy option's default is what the rule decides from the study's records under docs/results (a
     default changed without the records to pass the rule fails here)."""
-    import importlib.util
-    import os
-
     from medsam_evaluation.study_cli import study_records
     from MedSAMSegmentLib.settings import PUBLISHED, SegmentationSettings
 
-    root = os.path.join(os.path.dirname(__file__), "..")
-    spec = importlib.util.spec_from_file_location("defaults_cross_validation",
-                                                  os.path.join(root, "benchmarks", "defaults_cross_validation.py"))
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
-    records = study_records(os.path.join(root, "docs", "results", "default_rule", "records.jsonl"),
+    records = study_records(os.path.join(REPOSITORY, "docs", "results", "default_rule", "records.jsonl"),
                             study.config_digests().values())
     assert len({r["case"] for r in records}) >= 59
     defaults = SegmentationSettings()

@@ -77,7 +77,11 @@ class SliceStack:
 
     @property
     def probabilities(self) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-np.clip(self.logits, -30, 30)))
+        return _sigmoid(self.logits)
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(logits, -30, 30)))
 
 
 def _smoothed(p: np.ndarray, weight: float) -> np.ndarray:
@@ -130,8 +134,7 @@ CANDIDATES: Dict[str, Callable[[SliceStack], np.ndarray]] = {
     **{f"key_shape={a}": (lambda st, a=a: st.logits + a * _key_shape(st) > 0) for a in (0.5, 1.0)},
     **{f"slice_smoothing={w}": (lambda st, w=w: _smoothed(st.probabilities, w) > 0.5) for w in (0.15, 0.25)},
     "majority3": lambda st: _majority(st.logits > 0),
-    "box_tta": lambda st: (st.probabilities + sum(1 / (1 + np.exp(-np.clip(v, -30, 30))) for v in st.tta.values()))
-    / (1 + len(st.tta)) > 0.5,
+    "box_tta": lambda st: (st.probabilities + sum(_sigmoid(v) for v in st.tta.values())) / (1 + len(st.tta)) > 0.5,
 }
 
 
